@@ -1,0 +1,757 @@
+//! Disk discovery, shared by every command.
+//!
+//! The candidates are the block devices (whole disks and partitions) whose
+//! kernel names match `CONFIG_DISK_DEVICES`. Their metadata comes from
+//! sources that never wait on a disk: the attach helper's records, then
+//! udev's database. A device that neither knows is probed with `blkid` in a
+//! child process, bounded in time, as a last resort.
+//!
+//! Excluded, by detection and never by name: the disks that hold `/` (and
+//! their partitions), swap areas, the platform's swap/config disk, devices
+//! used by another block device (LVM, RAID, dm-crypt), whole disks that
+//! carry a partition table, and devices without a mountable filesystem.
+
+use crate::records;
+use crate::settings::Settings;
+use crate::util;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A device number, `major:minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct DevNum {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl DevNum {
+    pub fn parse(s: &str) -> Option<DevNum> {
+        let (a, b) = s.trim().split_once(':')?;
+        Some(DevNum {
+            major: a.parse().ok()?,
+            minor: b.parse().ok()?,
+        })
+    }
+
+    pub fn from_rdev(rdev: u64) -> DevNum {
+        DevNum {
+            major: libc::major(rdev),
+            minor: libc::minor(rdev),
+        }
+    }
+}
+
+impl std::fmt::Display for DevNum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+/// What is known of a device's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FsInfo {
+    /// Filesystem type (`ext4`, `xfs`, `swap`, `LVM2_member`, ...).
+    pub fstype: Option<String>,
+    /// `filesystem`, `other` (swap), `raid`, `crypto`.
+    pub usage: Option<String>,
+    pub label: Option<String>,
+    pub uuid: Option<String>,
+    /// GPT partition name.
+    pub part_name: Option<String>,
+    /// Partition table type when the device carries one.
+    pub part_table: Option<String>,
+}
+
+/// Where a device's metadata came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaSource {
+    Record,
+    Udev,
+    Probe,
+    /// Nothing answered (the probe timed out or failed).
+    Unknown,
+}
+
+/// Why a device is never served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "reason", content = "detail")]
+pub enum Exclusion {
+    /// The disk holding `/`, or one of its partitions.
+    RootDisk,
+    /// A swap area (active or not).
+    Swap,
+    /// The platform's swap/config disk.
+    PlatformDisk,
+    /// Used by another block device (`dm-0`, `md0`, ...).
+    InUse(String),
+    /// A whole disk with a partition table: its partitions are the candidates.
+    Partitioned,
+    /// No filesystem found.
+    NoFilesystem,
+    /// Content that is not a mountable filesystem (`LVM2_member`, ...).
+    NotMountable(String),
+    /// The metadata could not be read in time.
+    Unreadable,
+    /// Released by `gandi-vm disk release`, waiting to be detached.
+    Released,
+}
+
+impl std::fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exclusion::RootDisk => write!(f, "holds the root filesystem"),
+            Exclusion::Swap => write!(f, "swap area"),
+            Exclusion::PlatformDisk => write!(f, "platform swap/config disk"),
+            Exclusion::InUse(by) => write!(f, "in use by {by}"),
+            Exclusion::Partitioned => write!(f, "partitioned (use its partitions)"),
+            Exclusion::NoFilesystem => write!(f, "no filesystem"),
+            Exclusion::NotMountable(t) => write!(f, "{t} is not a mountable filesystem"),
+            Exclusion::Unreadable => write!(f, "metadata unreadable (probe timed out)"),
+            Exclusion::Released => write!(f, "released, waiting to be detached"),
+        }
+    }
+}
+
+/// One candidate block device.
+#[derive(Debug, Clone, Serialize)]
+pub struct Device {
+    pub name: String,
+    pub devnum: DevNum,
+    /// Size in bytes.
+    pub size: u64,
+    /// The kernel's per-attach sequence number, when it has one.
+    pub diskseq: Option<u64>,
+    /// The whole disk of a partition.
+    pub parent: Option<String>,
+    pub partitions: Vec<String>,
+    pub holders: Vec<String>,
+    #[serde(flatten)]
+    pub fs: FsInfo,
+    pub source: MetaSource,
+    /// Where it is mounted now.
+    pub mounts: Vec<PathBuf>,
+    pub excluded: Option<Exclusion>,
+}
+
+impl Device {
+    pub fn is_partition(&self) -> bool {
+        self.parent.is_some()
+    }
+}
+
+/// Shell-style glob match of a kernel name (`fnmatch(3)`).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (Ok(p), Ok(n)) = (CString::new(pattern), CString::new(name)) else {
+        return false;
+    };
+    // SAFETY: both are valid NUL-terminated strings.
+    unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), 0) == 0 }
+}
+
+/// A block device as sysfs lists it.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    /// For a partition, its whole disk.
+    parent: Option<String>,
+}
+
+/// The system's view, read once per command: sysfs listing, mounts, swaps,
+/// the root disks.
+pub struct Scan<'a> {
+    settings: &'a Settings,
+    entries: Vec<Entry>,
+    mounts: Vec<MountEntry>,
+    swaps: HashSet<DevNum>,
+    root_disks: HashSet<String>,
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone)]
+pub struct MountEntry {
+    pub devnum: DevNum,
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub source: String,
+    pub options: String,
+}
+
+impl<'a> Scan<'a> {
+    /// Reads the listing of block devices, the mounts and the swaps.
+    pub fn new(settings: &'a Settings) -> anyhow::Result<Scan<'a>> {
+        use anyhow::Context;
+        let class = settings.sys_dir.join("class/block");
+        let mut entries = Vec::new();
+        for item in fs::read_dir(&class).with_context(|| format!("listing {}", class.display()))? {
+            let item = item?;
+            let Ok(name) = item.file_name().into_string() else {
+                continue;
+            };
+            let parent = fs::read_link(item.path())
+                .ok()
+                .and_then(|target| partition_parent(&target, &name));
+            entries.push(Entry { name, parent });
+        }
+        let mountinfo = settings.proc_dir.join("self/mountinfo");
+        let mounts = parse_mountinfo(&fs::read_to_string(&mountinfo).unwrap_or_default());
+        let swaps = read_swaps(settings);
+        let mut scan = Scan {
+            settings,
+            entries,
+            mounts,
+            swaps,
+            root_disks: HashSet::new(),
+        };
+        scan.root_disks = scan.find_root_disks();
+        Ok(scan)
+    }
+
+    pub fn mounts(&self) -> &[MountEntry] {
+        &self.mounts
+    }
+
+    /// Kernel names that match `CONFIG_DISK_DEVICES`.
+    pub fn candidate_names(&self) -> Vec<String> {
+        let globs = &self.settings.disk_devices;
+        let mut names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|e| globs.iter().any(|g| glob_match(g, &e.name)))
+            .map(|e| e.name.clone())
+            .collect();
+        names.sort_by(|a, b| kernel_order(a, b));
+        names
+    }
+
+    /// Every candidate device with its metadata and exclusion.
+    pub fn devices(&self) -> Vec<Device> {
+        let names = self.candidate_names();
+        self.describe(&names)
+    }
+
+    /// The candidate devices named, with their metadata and exclusion.
+    /// Devices that vanish while being read are left out.
+    pub fn describe(&self, names: &[String]) -> Vec<Device> {
+        let mut devices: Vec<Device> = names.iter().filter_map(|n| self.basic(n)).collect();
+        // Metadata: records, then udev, then one bounded probe for the rest.
+        let mut unknown = Vec::new();
+        for (i, dev) in devices.iter_mut().enumerate() {
+            if let Some(fs) = records::lookup_fs(self.settings, dev) {
+                dev.fs = fs;
+                dev.source = MetaSource::Record;
+            } else if let Some(fs) = self.udev_fs(dev) {
+                dev.fs = fs;
+                dev.source = MetaSource::Udev;
+            } else if !self.root_disks.contains(dev.parent.as_deref().unwrap_or(&dev.name)) {
+                // The system disk is never served: no need to probe it.
+                unknown.push(i);
+            }
+        }
+        if !unknown.is_empty() {
+            let paths: Vec<PathBuf> = unknown
+                .iter()
+                .map(|&i| self.dev_path(&devices[i].name))
+                .collect();
+            let probed = probe(
+                &paths,
+                Duration::from_millis(self.settings.probe_timeout_ms),
+            );
+            for (&i, path) in unknown.iter().zip(&paths) {
+                match &probed {
+                    Some(found) => {
+                        devices[i].fs = found.get(path).cloned().unwrap_or_default();
+                        devices[i].source = MetaSource::Probe;
+                    }
+                    None => devices[i].source = MetaSource::Unknown,
+                }
+            }
+        }
+        let released = records::released(self.settings);
+        let platform_disks = self.platform_disks(&devices);
+        for dev in &mut devices {
+            dev.excluded = self.exclusion(dev, &platform_disks, &released);
+        }
+        devices
+    }
+
+    /// `/dev/NAME` (kernel names use `!` where the device path has `/`).
+    pub fn dev_path(&self, name: &str) -> PathBuf {
+        self.settings.dev_dir.join(name.replace('!', "/"))
+    }
+
+    /// What sysfs and the mount table tell of one device.
+    fn basic(&self, name: &str) -> Option<Device> {
+        let dir = self.settings.sys_dir.join("class/block").join(name);
+        let devnum = DevNum::parse(&fs::read_to_string(dir.join("dev")).ok()?)?;
+        let size = read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512);
+        let parent = self
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.parent.clone());
+        let whole = parent.as_deref().unwrap_or(name);
+        let diskseq = read_u64(&self.settings.sys_dir.join("class/block").join(whole).join("diskseq"));
+        let partitions = self
+            .entries
+            .iter()
+            .filter(|e| e.parent.as_deref() == Some(name))
+            .map(|e| e.name.clone())
+            .collect();
+        let holders = list_names(&dir.join("holders"));
+        let dev_source = format!("{}", self.dev_path(name).display());
+        let mounts = self
+            .mounts
+            .iter()
+            .filter(|m| m.devnum == devnum || m.source == dev_source)
+            .map(|m| m.mount_point.clone())
+            .collect();
+        Some(Device {
+            name: name.to_string(),
+            devnum,
+            size,
+            diskseq,
+            parent,
+            partitions,
+            holders,
+            fs: FsInfo::default(),
+            source: MetaSource::Unknown,
+            mounts,
+            excluded: None,
+        })
+    }
+
+    /// udev's database entry for the device, when udev has processed it.
+    fn udev_fs(&self, dev: &Device) -> Option<FsInfo> {
+        let path = self.settings.udev_data_dir.join(format!("b{}", dev.devnum));
+        let text = fs::read_to_string(path).ok()?;
+        let mut props = HashMap::new();
+        for line in text.lines() {
+            if let Some(kv) = line.strip_prefix("E:")
+                && let Some((k, v)) = kv.split_once('=')
+            {
+                props.insert(k, v);
+            }
+        }
+        // A database entry left from an earlier attach of the same name is
+        // not trusted.
+        if let (Some(seq), Some(db)) = (dev.diskseq, props.get("DISKSEQ"))
+            && db.parse::<u64>().ok() != Some(seq)
+        {
+            return None;
+        }
+        Some(fs_info_from_udev(&props))
+    }
+
+    fn find_root_disks(&self) -> HashSet<String> {
+        let mut disks = HashSet::new();
+        let Some(root) = self.mounts.iter().rev().find(|m| m.mount_point == Path::new("/")) else {
+            return disks;
+        };
+        let mut devnum = root.devnum;
+        if devnum.major == 0 && root.source.starts_with('/') {
+            // btrfs and others show an anonymous device number: use the source.
+            if let Ok(meta) = fs::metadata(&root.source) {
+                devnum = DevNum::from_rdev(meta.rdev());
+            }
+        }
+        let link = self.settings.sys_dir.join(format!("dev/block/{devnum}"));
+        let Ok(target) = fs::read_link(&link) else {
+            return disks;
+        };
+        let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
+            return disks;
+        };
+        let mut todo = vec![name.to_string()];
+        while let Some(name) = todo.pop() {
+            let whole = self
+                .entries
+                .iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.parent.clone())
+                .unwrap_or_else(|| name.clone());
+            if disks.insert(whole.clone()) {
+                let class = self.settings.sys_dir.join("class/block");
+                todo.extend(list_names(&class.join(&name).join("slaves")));
+                todo.extend(list_names(&class.join(&whole).join("slaves")));
+            }
+        }
+        disks
+    }
+
+    /// Whole disks that carry the platform's swap/config area: a partition
+    /// named `gandiswap`, or a swap area labelled `swap` on a partition.
+    fn platform_disks(&self, devices: &[Device]) -> HashSet<String> {
+        let mut set = HashSet::new();
+        for dev in devices {
+            let platform_part = dev.fs.part_name.as_deref() == Some("gandiswap")
+                || (dev.fs.fstype.as_deref() == Some("swap")
+                    && dev.fs.label.as_deref() == Some("swap"));
+            if platform_part && let Some(parent) = &dev.parent {
+                set.insert(parent.clone());
+            }
+        }
+        // A `gandiswap` partition that is not itself a candidate, on a disk
+        // that has candidates: the kernel's uevent names GPT partitions.
+        let described: HashSet<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+        let disks: HashSet<&str> = devices
+            .iter()
+            .map(|d| d.parent.as_deref().unwrap_or(&d.name))
+            .collect();
+        for entry in &self.entries {
+            let Some(parent) = &entry.parent else { continue };
+            if described.contains(entry.name.as_str()) || !disks.contains(parent.as_str()) {
+                continue;
+            }
+            let uevent = self.settings.sys_dir.join("class/block").join(&entry.name).join("uevent");
+            if fs::read_to_string(uevent).is_ok_and(|u| u.lines().any(|l| l == "PARTNAME=gandiswap")) {
+                set.insert(parent.clone());
+            }
+        }
+        set
+    }
+
+    fn exclusion(
+        &self,
+        dev: &Device,
+        platform_disks: &HashSet<String>,
+        released: &HashMap<String, Option<u64>>,
+    ) -> Option<Exclusion> {
+        let whole = dev.parent.as_deref().unwrap_or(&dev.name);
+        if self.root_disks.contains(whole) {
+            return Some(Exclusion::RootDisk);
+        }
+        if self.swaps.contains(&dev.devnum) || dev.fs.fstype.as_deref() == Some("swap") {
+            return Some(Exclusion::Swap);
+        }
+        if platform_disks.contains(whole) || dev.fs.part_name.as_deref() == Some("gandiswap") {
+            return Some(Exclusion::PlatformDisk);
+        }
+        if let Some(seq) = released.get(&dev.name)
+            && (seq.is_none() || *seq == dev.diskseq)
+        {
+            return Some(Exclusion::Released);
+        }
+        if let Some(holder) = dev.holders.first() {
+            return Some(Exclusion::InUse(holder.clone()));
+        }
+        if !dev.partitions.is_empty() || dev.fs.part_table.is_some() && dev.fs.fstype.is_none() {
+            return Some(Exclusion::Partitioned);
+        }
+        if dev.source == MetaSource::Unknown {
+            return Some(Exclusion::Unreadable);
+        }
+        match (&dev.fs.fstype, dev.fs.usage.as_deref()) {
+            (None, _) => Some(Exclusion::NoFilesystem),
+            (Some(t), Some(u)) if u != "filesystem" => Some(Exclusion::NotMountable(t.clone())),
+            (Some(t), _) if !safe_fstype(t) => Some(Exclusion::NotMountable(t.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// A filesystem type we can hand to autofs as `-fstype=`.
+fn safe_fstype(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 32
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// For a sysfs link `../../devices/.../block/vda/vda1`, the whole disk
+/// (`vda`) when the link names a partition.
+fn partition_parent(target: &Path, name: &str) -> Option<String> {
+    let mut comps = target.components().rev();
+    let last = comps.next()?.as_os_str().to_str()?;
+    if last != name {
+        return None;
+    }
+    let up = comps.next()?.as_os_str().to_str()?;
+    (up != "block").then(|| up.to_string())
+}
+
+/// Kernel order: shorter names first (`vdz` before `vdaa`, `loop9` before
+/// `loop10`), then by name.
+pub fn kernel_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn list_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn read_swaps(settings: &Settings) -> HashSet<DevNum> {
+    let text = fs::read_to_string(settings.proc_dir.join("swaps")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|p| fs::metadata(unescape_octal(p)).ok())
+        .filter(|m| m.rdev() != 0)
+        .map(|m| DevNum::from_rdev(m.rdev()))
+        .collect()
+}
+
+/// Parses `/proc/self/mountinfo`.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fields: Vec<&str> = left.split(' ').collect();
+            let devnum = DevNum::parse(fields.get(2)?)?;
+            let mount_point = PathBuf::from(unescape_octal(fields.get(4)?));
+            let options = fields.get(5).copied().unwrap_or_default();
+            let mut right = right.split(' ');
+            let fstype = right.next()?.to_string();
+            let source = unescape_octal(right.next().unwrap_or_default());
+            let super_opts = right.next().unwrap_or_default();
+            Some(MountEntry {
+                devnum,
+                mount_point,
+                fstype,
+                source,
+                options: format!("{options},{super_opts}"),
+            })
+        })
+        .collect()
+}
+
+/// Undoes the kernel's `\040`-style escapes of mount tables.
+pub fn unescape_octal(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Undoes udev's `\xNN` escapes (`ID_FS_LABEL_ENC`).
+pub fn unescape_hex(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && bytes.get(i + 1) == Some(&b'x')
+            && let Some(hex) = s.get(i + 2..i + 4)
+            && let Ok(v) = u8::from_str_radix(hex, 16)
+        {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn fs_info_from_udev(props: &HashMap<&str, &str>) -> FsInfo {
+    let get = |k: &str| props.get(k).filter(|v| !v.is_empty()).map(|v| v.to_string());
+    FsInfo {
+        fstype: get("ID_FS_TYPE"),
+        usage: get("ID_FS_USAGE"),
+        label: get("ID_FS_LABEL_ENC")
+            .map(|v| unescape_hex(&v))
+            .or_else(|| get("ID_FS_LABEL")),
+        uuid: get("ID_FS_UUID_ENC")
+            .map(|v| unescape_hex(&v))
+            .or_else(|| get("ID_FS_UUID")),
+        part_name: get("ID_PART_ENTRY_NAME").map(|v| unescape_hex(&v)),
+        part_table: get("ID_PART_TABLE_TYPE"),
+    }
+}
+
+/// Probes devices with `blkid -p` in one child process, for at most
+/// `limit`. `None` when the probe failed or timed out.
+pub fn probe(paths: &[PathBuf], limit: Duration) -> Option<HashMap<PathBuf, FsInfo>> {
+    let mut cmd = Command::new("blkid");
+    cmd.args(["-p", "-o", "export"]).args(paths);
+    let outcome = match util::run_bounded(&mut cmd, limit) {
+        Ok(o) => o,
+        Err(e) => {
+            log::warn!("{e:#}");
+            return None;
+        }
+    };
+    match outcome.status.and_then(|s| s.code()) {
+        // 2: nothing found on some device; 8: ambivalent result.
+        Some(0 | 2 | 8) => Some(parse_blkid_export(&String::from_utf8_lossy(
+            &outcome.stdout,
+        ))),
+        Some(code) => {
+            log::warn!(
+                "{} exited with {code}: {}",
+                util::describe(&cmd),
+                outcome.stderr_text()
+            );
+            None
+        }
+        None => {
+            log::warn!(
+                "{} did not answer within {} ms",
+                util::describe(&cmd),
+                limit.as_millis()
+            );
+            None
+        }
+    }
+}
+
+/// Parses `blkid -o export` output for several devices.
+pub fn parse_blkid_export(text: &str) -> HashMap<PathBuf, FsInfo> {
+    let mut found = HashMap::new();
+    for block in text.split("\n\n") {
+        let mut props: BTreeMap<&str, String> = BTreeMap::new();
+        for line in block.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                props.insert(k, unescape_backslash(v));
+            }
+        }
+        let Some(dev) = props.get("DEVNAME") else {
+            continue;
+        };
+        let get = |k: &str| props.get(k).filter(|v| !v.is_empty()).cloned();
+        found.insert(
+            PathBuf::from(dev),
+            FsInfo {
+                fstype: get("TYPE"),
+                usage: get("USAGE"),
+                label: get("LABEL"),
+                uuid: get("UUID"),
+                part_name: get("PART_ENTRY_NAME"),
+                part_table: get("PTTYPE"),
+            },
+        );
+    }
+    found
+}
+
+fn unescape_backslash(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A human size: `512M`, `1.5G`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value >= 10.0 || value.fract() == 0.0 {
+        format!("{:.0}{}", value, UNITS[unit])
+    } else {
+        format!("{:.1}{}", value, UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("vd*", "vdb"));
+        assert!(glob_match("vd*", "vdb1"));
+        assert!(glob_match("xvd[b-y]*", "xvdc"));
+        assert!(!glob_match("xvd[b-y]*", "xvdz"));
+        assert!(glob_match("nvme*n*", "nvme0n1p2"));
+        assert!(!glob_match("sd*", "vda"));
+    }
+
+    #[test]
+    fn partition_parent_from_sysfs_links() {
+        let p = |t: &str, n: &str| partition_parent(Path::new(t), n);
+        assert_eq!(p("../../devices/virtual/block/loop0/loop0p1", "loop0p1"), Some("loop0".into()));
+        assert_eq!(p("../../devices/virtual/block/loop0", "loop0"), None);
+        assert_eq!(p("../../devices/pci0000:00/0000:00:04.0/virtio2/block/vdb", "vdb"), None);
+    }
+
+    #[test]
+    fn kernel_name_order() {
+        let mut v = vec!["vdaa", "vdz", "vdb", "loop10", "loop9", "vdb1"];
+        v.sort_by(|a, b| kernel_order(a, b));
+        assert_eq!(v, vec!["vdb", "vdz", "vdaa", "vdb1", "loop9", "loop10"]);
+    }
+
+    #[test]
+    fn mountinfo_parsing() {
+        let text = "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard\n\
+                    40 22 0:45 / /mnt/with\\040space rw,nosuid - btrfs /dev/loop3 rw,space_cache\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].devnum, DevNum { major: 254, minor: 0 });
+        assert_eq!(m[1].mount_point, PathBuf::from("/mnt/with space"));
+        assert_eq!(m[1].source, "/dev/loop3");
+        assert_eq!(m[1].fstype, "btrfs");
+        assert!(m[1].options.contains("nosuid"));
+    }
+
+    #[test]
+    fn blkid_export_parsing() {
+        let text = "DEVNAME=/dev/loop0\nLABEL=my\\ disk\nUUID=abc\nTYPE=ext4\nUSAGE=filesystem\n\n\
+                    DEVNAME=/dev/loop1\nPTTYPE=gpt\n";
+        let found = parse_blkid_export(text);
+        let a = &found[Path::new("/dev/loop0")];
+        assert_eq!(a.label.as_deref(), Some("my disk"));
+        assert_eq!(a.fstype.as_deref(), Some("ext4"));
+        let b = &found[Path::new("/dev/loop1")];
+        assert_eq!(b.part_table.as_deref(), Some("gpt"));
+        assert_eq!(b.fstype, None);
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(unescape_hex("my\\x20disk\\x2fx"), "my disk/x");
+        assert_eq!(unescape_hex("bad\\xZZ"), "bad\\xZZ");
+        assert_eq!(unescape_octal("a\\040b\\134c"), "a b\\c");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(8 << 20), "8.0M".replace(".0", ""));
+        assert_eq!(human_size(1536 << 20), "1.5G");
+    }
+}

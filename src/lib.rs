@@ -1,0 +1,11 @@
+//! gandi-vm: the guest agent of Gandi cloud VMs, as a library with a thin
+//! multicall binary.
+
+pub mod cli;
+pub mod commands;
+pub mod disks;
+pub mod logging;
+pub mod map;
+pub mod records;
+pub mod settings;
+pub mod util;

@@ -1,0 +1,234 @@
+//! The autofs program map: `auto.gandi KEY` (or `gandi-vm map KEY`).
+//!
+//! autofs runs it on every lookup of `ROOT/KEY` and waits for it with no
+//! time limit, so it reads only files that never wait on a disk (sysfs, the
+//! mount table, udev's database, our records); a direct probe is bounded.
+//!
+//! KEY is matched against filesystem labels, then kernel names, then
+//! filesystem UUIDs. On a match one line `-fstype=TYPE,OPTIONS :DEVICE` goes
+//! to stdout and the exit status is 0; otherwise stdout stays empty, the
+//! reason goes to stderr (autofs logs it) and the status is non-zero.
+
+use crate::disks::{Device, Scan};
+use crate::settings::Settings;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use thiserror::Error;
+
+/// Why a lookup serves nothing.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum MapError {
+    #[error("refusing key {0}")]
+    BadKey(String),
+    #[error("automatic mounting is disabled (CONFIG_ALLOW_MOUNT=0)")]
+    Disabled,
+    #[error("no data disk has the label, name or UUID {0:?}")]
+    NoMatch(String),
+    #[error("{name} is not served: {reason}")]
+    Excluded { name: String, reason: String },
+    #[error("{name} is already mounted at {at}")]
+    Mounted { name: String, at: String },
+    #[error("{0} cannot be written in an autofs map entry")]
+    UnsafeEntry(String),
+    #[error("{0}")]
+    System(String),
+}
+
+/// A served lookup.
+#[derive(Debug)]
+pub struct Answer {
+    pub device: Device,
+    /// The map entry, without the newline.
+    pub entry: String,
+    /// Set when the key was ambiguous.
+    pub warning: Option<String>,
+}
+
+/// Checks that `key` is a name a user could mean for a disk. Returns the
+/// key as text.
+pub fn check_key(key: &OsStr) -> Result<&str, MapError> {
+    let bytes = key.as_bytes();
+    let shown = format!("{:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(64)]));
+    let bad = |why: &str| Err(MapError::BadKey(format!("{shown}: {why}")));
+    if bytes.is_empty() {
+        return bad("empty");
+    }
+    if bytes.len() > 255 {
+        return bad("longer than 255 bytes");
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return bad("not UTF-8");
+    };
+    if text.starts_with('.') {
+        return bad("starts with a dot");
+    }
+    if text.starts_with('-') {
+        return bad("starts with a dash");
+    }
+    if text.chars().any(|c| c.is_control()) {
+        return bad("holds control characters");
+    }
+    if let Some(c) = text.chars().find(|c| matches!(c, '/' | '*' | '$' | '&' | '\\')) {
+        return bad(&format!("holds {c:?}"));
+    }
+    Ok(text)
+}
+
+/// Characters allowed in the device path of a map entry: autofs expands `$`
+/// and `&`, and `\` quotes; blanks split the entry.
+fn safe_location(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._+-@".contains(c))
+}
+
+/// Resolves `key` to the map entry of one device.
+pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
+    let key = check_key(key)?;
+    if !settings.allow_mount {
+        return Err(MapError::Disabled);
+    }
+    let scan = Scan::new(settings).map_err(|e| MapError::System(format!("{e:#}")))?;
+    let devices = scan.devices();
+    let (device, warning) = choose(&devices, key, &settings.disk_root.display().to_string())?;
+    if let Some(at) = device.mounts.first() {
+        return Err(MapError::Mounted {
+            name: device.name.clone(),
+            at: at.display().to_string(),
+        });
+    }
+    let location = scan.dev_path(&device.name).display().to_string();
+    if !safe_location(&location) {
+        return Err(MapError::UnsafeEntry(location));
+    }
+    let fstype = device.fs.fstype.clone().unwrap_or_default();
+    let entry = format!("-fstype={fstype},{} :{location}", settings.mount_params);
+    Ok(Answer {
+        device: device.clone(),
+        entry,
+        warning,
+    })
+}
+
+/// Picks the device for `key`: labels, then kernel names, then UUIDs. Within
+/// a tier only served devices count; among several, the first in kernel
+/// order wins and a warning names the others.
+pub fn choose<'d>(
+    devices: &'d [Device],
+    key: &str,
+    root: &str,
+) -> Result<(&'d Device, Option<String>), MapError> {
+    type Tier = fn(&Device, &str) -> bool;
+    let tiers: [(&str, Tier); 3] = [
+        ("label", |d, k| d.fs.label.as_deref() == Some(k)),
+        ("name", |d, k| d.name == k),
+        ("UUID", |d, k| {
+            d.fs.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(k))
+        }),
+    ];
+    let mut first_excluded: Option<&Device> = None;
+    for (what, hit) in tiers {
+        let matches: Vec<&Device> = devices.iter().filter(|d| hit(d, key)).collect();
+        let served: Vec<&Device> = matches
+            .iter()
+            .copied()
+            .filter(|d| d.excluded.is_none())
+            .collect();
+        if first_excluded.is_none() {
+            first_excluded = matches.iter().copied().find(|d| d.excluded.is_some());
+        }
+        if let Some(&pick) = served.first() {
+            let warning = (served.len() > 1).then(|| {
+                let others: Vec<String> = served[1..]
+                    .iter()
+                    .map(|d| format!("{root}/{}", d.name))
+                    .collect();
+                format!(
+                    "{} devices have the {what} {key:?}: serving {}; the others are at {}",
+                    served.len(),
+                    pick.name,
+                    others.join(", ")
+                )
+            });
+            return Ok((pick, warning));
+        }
+    }
+    match first_excluded {
+        Some(d) => Err(MapError::Excluded {
+            name: d.name.clone(),
+            reason: d
+                .excluded
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        }),
+        None => Err(MapError::NoMatch(key.to_string())),
+    }
+}
+
+/// The program map's entry point: prints the entry and returns the exit code.
+pub fn run(settings: &Settings, key: &OsStr) -> i32 {
+    match lookup(settings, key) {
+        Ok(answer) => {
+            if let Some(w) = &answer.warning {
+                log::warn!("{w}");
+            }
+            log::info!(
+                "serving {} ({}) for {:?}",
+                answer.device.name,
+                answer.device.fs.fstype.as_deref().unwrap_or("?"),
+                key
+            );
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{}", answer.entry)
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                return 1;
+            }
+            0
+        }
+        Err(e @ MapError::BadKey(_)) => {
+            log::info!("{e}");
+            2
+        }
+        Err(e) => {
+            log::info!("{e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    #[test]
+    fn plausible_keys() {
+        for good in ["backups", "vdb1", "my disk", "data-2024", "0123-ABCD", "été"] {
+            assert!(check_key(OsStr::new(good)).is_ok(), "{good}");
+        }
+        let long = "a".repeat(256);
+        for bad in ["", ".", "..", ".hidden", "-o", "a/b", "*", "a\nb", "x\u{7f}", "$HOME", "a&b", "a\\b", &long] {
+            assert!(matches!(check_key(OsStr::new(bad)), Err(MapError::BadKey(_))), "{bad:?}");
+        }
+        let not_utf8 = OsString::from_vec(vec![0x66, 0xff]);
+        assert!(check_key(&not_utf8).is_err());
+        assert!(check_key(OsStr::new(&"a".repeat(255))).is_ok());
+    }
+
+    #[test]
+    fn locations() {
+        assert!(safe_location("/dev/vdb1"));
+        assert!(safe_location("/dev/cciss/c0d0p1"));
+        assert!(!safe_location("/dev/a$b"));
+        assert!(!safe_location("/dev/a&b"));
+        assert!(!safe_location("/dev/a\\b"));
+        assert!(!safe_location("/dev/a b"));
+        assert!(!safe_location("dev/vdb"));
+    }
+}

@@ -1,0 +1,538 @@
+//! Settings from `/etc/default/gandi` (or `/etc/sysconfig/gandi`, or the file
+//! named by `GANDI_CONFIG`).
+//!
+//! Two layers, as the file is read by shell scripts too:
+//! - [`RawConfig`]: the `KEY=VALUE` pairs of a shell-style file, with the
+//!   problems found on each line;
+//! - [`Settings`]: validated, typed values, with the documented default for
+//!   every key that is missing, empty or invalid.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the settings are looked for, in order, when `GANDI_CONFIG` is unset.
+pub const DEFAULT_LOCATIONS: &[&str] = &["/etc/default/gandi", "/etc/sysconfig/gandi"];
+
+/// The environment variable that names another settings file.
+pub const CONFIG_ENV: &str = "GANDI_CONFIG";
+
+/// A problem on one line of the settings file. The line is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// The `KEY=VALUE` pairs of a shell-style file. The last assignment wins, as
+/// in a shell.
+#[derive(Debug, Default, Clone)]
+pub struct RawConfig {
+    pub values: HashMap<String, String>,
+    pub errors: Vec<LineError>,
+}
+
+impl RawConfig {
+    /// Parses the text of a settings file. Never fails: a malformed line is
+    /// recorded in `errors` and skipped.
+    pub fn parse(text: &str) -> RawConfig {
+        let mut raw = RawConfig::default();
+        for (idx, line) in text.lines().enumerate() {
+            match parse_line(line) {
+                Ok(None) => {}
+                Ok(Some((key, value))) => {
+                    raw.values.insert(key, value);
+                }
+                Err(message) => raw.errors.push(LineError {
+                    line: idx + 1,
+                    message,
+                }),
+            }
+        }
+        raw
+    }
+
+    /// The value of `key`, `None` when missing or empty (empty means default).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Parses one line: `None` for blank lines and comments.
+fn parse_line(line: &str) -> Result<Option<(String, String)>, String> {
+    let trimmed = line.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let rest = trimmed
+        .strip_prefix("export")
+        .filter(|r| r.starts_with([' ', '\t']))
+        .map(str::trim_start)
+        .unwrap_or(trimmed);
+    let Some(eq) = rest.find('=') else {
+        return Err(format!("expected KEY=VALUE, found {:?}", clip(trimmed)));
+    };
+    let key = &rest[..eq];
+    if !is_name(key) {
+        return Err(format!("{:?} is not a valid variable name", clip(key)));
+    }
+    let value = parse_value(&rest[eq + 1..])?;
+    Ok(Some((key.to_string(), value)))
+}
+
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+/// Parses a shell word: unquoted parts, `'single'` and `"double"` quotes
+/// (with `\"`, `\\`, `\$` and `` \` `` escapes), concatenated; then only
+/// blanks and an optional `# comment` may follow. `$` expansion is not
+/// performed: a `$` is kept as it is.
+fn parse_value(s: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            ' ' | '\t' => break,
+            '\'' => {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => out.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(e @ ('"' | '\\' | '$' | '`')) => out.push(e),
+                            Some(e) => {
+                                out.push('\\');
+                                out.push(e);
+                            }
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => out.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                chars.next();
+                match chars.next() {
+                    Some(e) => out.push(e),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            ';' | '|' | '&' | '<' | '>' | '(' | ')' | '`' => {
+                return Err(format!("unexpected {c:?}: only KEY=VALUE is allowed"));
+            }
+            _ => {
+                out.push(c);
+                chars.next();
+            }
+        }
+    }
+    let tail: String = chars.collect();
+    let tail = tail.trim_start();
+    if !tail.is_empty() && !tail.starts_with('#') {
+        return Err(format!(
+            "unexpected text after the value: {:?} (quote values that hold blanks)",
+            clip(tail)
+        ));
+    }
+    Ok(out)
+}
+
+/// A problem with one setting's value; the default is used instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Validated settings. Every path the suite reads or writes comes from here.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file the settings were read from, if any.
+    pub source: Option<PathBuf>,
+
+    pub motd: bool,
+    pub timezone: bool,
+    pub sysctl: bool,
+    pub sshd: bool,
+    pub console: bool,
+    pub hostname: bool,
+    pub nameserver: bool,
+    pub allow_mount: bool,
+    pub cron: bool,
+    pub multiqueue: bool,
+    pub network: bool,
+    /// Mount options added to the ones of the master map (`CONFIG_MOUNT_PARAMS`).
+    pub mount_params: String,
+    /// Where data disks appear (`CONFIG_DISK_ROOT`).
+    pub disk_root: PathBuf,
+    /// Interfaces never given DHCP (`CONFIG_NODHCP`).
+    pub nodhcp: Vec<String>,
+    /// Globs of kernel names that may be data disks (`CONFIG_DISK_DEVICES`).
+    pub disk_devices: Vec<String>,
+
+    pub plugin_dir: PathBuf,
+    pub temp_dir_conf: PathBuf,
+    pub syslog_target: String,
+    pub hook_dir: PathBuf,
+    /// Runtime state (`GANDI_RUN_DIR`).
+    pub run_dir: PathBuf,
+
+    /// Where the kernel's views are read; changed only by tests.
+    pub sys_dir: PathBuf,
+    pub proc_dir: PathBuf,
+    pub dev_dir: PathBuf,
+    pub udev_data_dir: PathBuf,
+    /// Longest time a direct probe of the disks may take, in milliseconds.
+    pub probe_timeout_ms: u64,
+
+    /// Line and value problems, to be logged by the caller.
+    pub problems: Vec<String>,
+}
+
+/// Default globs for `CONFIG_DISK_DEVICES`: Xen, SCSI/SATA, virtio and NVMe
+/// names, partitions included.
+pub const DEFAULT_DISK_DEVICES: &str = "xvd* sd* vd* nvme*n*";
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::from_raw(&RawConfig::default(), None)
+    }
+}
+
+impl Settings {
+    /// Reads the settings from `GANDI_CONFIG`, else the first default
+    /// location that exists, else uses the defaults. A file named by
+    /// `GANDI_CONFIG` that cannot be read is an error; so is an existing
+    /// default file that cannot be read.
+    pub fn load() -> anyhow::Result<Settings> {
+        match std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+            Some(path) => Settings::load_from(Path::new(&path)),
+            None => {
+                for loc in DEFAULT_LOCATIONS {
+                    let path = Path::new(loc);
+                    if path.exists() {
+                        return Settings::load_from(path);
+                    }
+                }
+                Ok(Settings::default())
+            }
+        }
+    }
+
+    /// Reads the settings from one file.
+    pub fn load_from(path: &Path) -> anyhow::Result<Settings> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading settings {}", path.display()))?;
+        Ok(Settings::from_raw(
+            &RawConfig::parse(&text),
+            Some(path.to_path_buf()),
+        ))
+    }
+
+    /// Validates raw values, falling back to defaults where needed.
+    pub fn from_raw(raw: &RawConfig, source: Option<PathBuf>) -> Settings {
+        let mut problems: Vec<String> = raw.errors.iter().map(|e| e.to_string()).collect();
+        let mut v = Values {
+            raw,
+            problems: &mut problems,
+        };
+        let settings = Settings {
+            source: None,
+            motd: v.flag("CONFIG_MOTD", true),
+            timezone: v.flag("CONFIG_TIMEZONE", true),
+            sysctl: v.flag("CONFIG_SYSCTL", true),
+            sshd: v.flag("CONFIG_SSHD", true),
+            console: v.flag("CONFIG_CONSOLE", true),
+            hostname: v.flag("CONFIG_HOSTNAME", true),
+            nameserver: v.flag("CONFIG_NAMESERVER", true),
+            allow_mount: v.flag("CONFIG_ALLOW_MOUNT", true),
+            cron: v.flag("CONFIG_CRON", true),
+            multiqueue: v.flag("CONFIG_MULTIQUEUE", true),
+            network: v.flag("CONFIG_NETWORK", true),
+            mount_params: v.mount_params("CONFIG_MOUNT_PARAMS", "rw,nosuid,nodev,noatime"),
+            disk_root: v.abs_path("CONFIG_DISK_ROOT", "/srv"),
+            nodhcp: v.words("CONFIG_NODHCP", "eth0"),
+            disk_devices: v.words("CONFIG_DISK_DEVICES", DEFAULT_DISK_DEVICES),
+            plugin_dir: v.abs_path("GANDI_PLUGIN_DIR", "/etc/gandi/plugins.d"),
+            temp_dir_conf: v.abs_path("TEMP_DIR_CONF", "/var/gandi"),
+            syslog_target: v.string("SYSLOG_TARGET", "gandi"),
+            hook_dir: v.abs_path("GANDI_HOOK_DIR", "/etc/gandi/hooks"),
+            run_dir: v.abs_path("GANDI_RUN_DIR", "/run/gandi"),
+            sys_dir: v.abs_path("GANDI_SYS_DIR", "/sys"),
+            proc_dir: v.abs_path("GANDI_PROC_DIR", "/proc"),
+            dev_dir: v.abs_path("GANDI_DEV_DIR", "/dev"),
+            udev_data_dir: v.abs_path("GANDI_UDEV_DATA_DIR", "/run/udev/data"),
+            probe_timeout_ms: v.number("GANDI_PROBE_TIMEOUT_MS", 3000, 10, 60_000),
+            problems: Vec::new(),
+        };
+        Settings {
+            source,
+            problems,
+            ..settings
+        }
+    }
+}
+
+struct Values<'a> {
+    raw: &'a RawConfig,
+    problems: &'a mut Vec<String>,
+}
+
+impl Values<'_> {
+    fn problem(&mut self, key: &str, message: String) {
+        self.problems.push(
+            ValueError {
+                key: key.to_string(),
+                message,
+            }
+            .to_string(),
+        );
+    }
+
+    fn flag(&mut self, key: &str, default: bool) -> bool {
+        match self.raw.get(key) {
+            None => default,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "1" | "yes" | "true" | "on" => true,
+                "0" | "no" | "false" | "off" => false,
+                _ => {
+                    let msg = format!(
+                        "{v:?} is not 1 or 0; using the default ({})",
+                        u8::from(default)
+                    );
+                    self.problem(key, msg);
+                    default
+                }
+            },
+        }
+    }
+
+    fn string(&mut self, key: &str, default: &str) -> String {
+        self.raw.get(key).unwrap_or(default).to_string()
+    }
+
+    fn words(&mut self, key: &str, default: &str) -> Vec<String> {
+        self.raw
+            .get(key)
+            .unwrap_or(default)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn abs_path(&mut self, key: &str, default: &str) -> PathBuf {
+        match self.raw.get(key) {
+            None => PathBuf::from(default),
+            Some(v) if v.starts_with('/') && !v.contains('\n') => {
+                let trimmed = v.trim_end_matches('/');
+                PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed })
+            }
+            Some(v) => {
+                let msg = format!("{v:?} is not an absolute path; using {default}");
+                self.problem(key, msg);
+                PathBuf::from(default)
+            }
+        }
+    }
+
+    fn number(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
+        match self.raw.get(key) {
+            None => default,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => n,
+                _ => {
+                    let msg = format!("{v:?} is not a number from {min} to {max}; using {default}");
+                    self.problem(key, msg);
+                    default
+                }
+            },
+        }
+    }
+
+    /// Mount options: a comma-separated list of plain words, as they end up
+    /// in an autofs map entry (no blanks, no `$`, `&`, `\`, quotes).
+    fn mount_params(&mut self, key: &str, default: &str) -> String {
+        match self.raw.get(key) {
+            None => default.to_string(),
+            Some(v) => {
+                let ok = v.split(',').all(|opt| {
+                    !opt.is_empty()
+                        && opt
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-=.:/+@".contains(c))
+                });
+                if ok {
+                    v.to_string()
+                } else {
+                    let msg = format!("{v:?} is not a list of mount options; using {default}");
+                    self.problem(key, msg);
+                    default.to_string()
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_shell_style_values() {
+        let raw = RawConfig::parse(
+            "# comment\n\
+             \n\
+             CONFIG_MOTD=0\n\
+             export CONFIG_CRON=1 # trailing comment\n\
+             CONFIG_MOUNT_PARAMS=\"rw,nosuid\"\n\
+             CONFIG_NODHCP='eth0 eth1'\n\
+             GLUED=a\"b c\"'d'\n\
+             ESCAPED=\"say \\\"hi\\\" \\$HOME\"\n\
+             SPACE=a\\ b\n\
+             EMPTY=\n\
+             \x20 INDENTED=yes\n",
+        );
+        assert!(raw.errors.is_empty(), "{:?}", raw.errors);
+        assert_eq!(raw.get("CONFIG_MOTD"), Some("0"));
+        assert_eq!(raw.get("CONFIG_CRON"), Some("1"));
+        assert_eq!(raw.get("CONFIG_MOUNT_PARAMS"), Some("rw,nosuid"));
+        assert_eq!(raw.get("CONFIG_NODHCP"), Some("eth0 eth1"));
+        assert_eq!(raw.get("GLUED"), Some("ab cd"));
+        assert_eq!(raw.get("ESCAPED"), Some("say \"hi\" $HOME"));
+        assert_eq!(raw.get("SPACE"), Some("a b"));
+        assert_eq!(raw.get("EMPTY"), None);
+        assert_eq!(raw.get("INDENTED"), Some("yes"));
+    }
+
+    #[test]
+    fn reports_malformed_lines_with_their_number_and_keeps_the_rest() {
+        let raw = RawConfig::parse(
+            "CONFIG_MOTD=0\n\
+             this is not an assignment\n\
+             1BAD=1\n\
+             OPEN=\"unterminated\n\
+             CMD=a b\n\
+             SUB=$(reboot)\n\
+             CONFIG_CRON=0\n",
+        );
+        let lines: Vec<usize> = raw.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6]);
+        assert_eq!(raw.get("CONFIG_MOTD"), Some("0"));
+        assert_eq!(raw.get("CONFIG_CRON"), Some("0"));
+        assert_eq!(raw.values.len(), 2);
+    }
+
+    #[test]
+    fn last_assignment_wins() {
+        let raw = RawConfig::parse("A=1\nA=2\n");
+        assert_eq!(raw.get("A"), Some("2"));
+    }
+
+    #[test]
+    fn defaults_when_missing_empty_or_invalid() {
+        let raw = RawConfig::parse(
+            "CONFIG_ALLOW_MOUNT=\n\
+             CONFIG_MOTD=maybe\n\
+             CONFIG_DISK_ROOT=relative/path\n\
+             CONFIG_MOUNT_PARAMS=\"rw, suid\"\n\
+             UNKNOWN_KEY=whatever\n",
+        );
+        let s = Settings::from_raw(&raw, None);
+        assert!(s.allow_mount);
+        assert!(s.motd);
+        assert_eq!(s.disk_root, PathBuf::from("/srv"));
+        assert_eq!(s.mount_params, "rw,nosuid,nodev,noatime");
+        assert_eq!(s.problems.len(), 3, "{:?}", s.problems);
+        assert!(s.problems.iter().any(|p| p.starts_with("CONFIG_MOTD:")));
+        assert_eq!(s.run_dir, PathBuf::from("/run/gandi"));
+        assert_eq!(s.nodhcp, vec!["eth0".to_string()]);
+        assert_eq!(s.disk_devices.len(), 4);
+    }
+
+    #[test]
+    fn typed_values() {
+        let raw = RawConfig::parse(
+            "CONFIG_ALLOW_MOUNT=0\n\
+             CONFIG_CRON=no\n\
+             CONFIG_DISK_ROOT=/data/\n\
+             CONFIG_DISK_DEVICES=\"loop* vd?\"\n\
+             GANDI_RUN_DIR=/tmp/run\n",
+        );
+        let s = Settings::from_raw(&raw, None);
+        assert!(!s.allow_mount);
+        assert!(!s.cron);
+        assert_eq!(s.disk_root, PathBuf::from("/data"));
+        assert_eq!(s.disk_devices, vec!["loop*", "vd?"]);
+        assert_eq!(s.run_dir, PathBuf::from("/tmp/run"));
+        assert!(s.problems.is_empty());
+    }
+
+    #[test]
+    fn shipped_file_parses_cleanly_and_sets_the_defaults() {
+        let text = include_str!("../etc/default/gandi");
+        let raw = RawConfig::parse(text);
+        assert!(raw.errors.is_empty(), "{:?}", raw.errors);
+        let shipped = Settings::from_raw(&raw, None);
+        assert!(shipped.problems.is_empty(), "{:?}", shipped.problems);
+        let defaults = Settings::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+        for key in [
+            "CONFIG_MOTD",
+            "CONFIG_TIMEZONE",
+            "CONFIG_SYSCTL",
+            "CONFIG_SSHD",
+            "CONFIG_CONSOLE",
+            "CONFIG_HOSTNAME",
+            "CONFIG_NAMESERVER",
+            "CONFIG_ALLOW_MOUNT",
+            "CONFIG_CRON",
+            "CONFIG_MOUNT_PARAMS",
+            "CONFIG_DISK_ROOT",
+            "CONFIG_NODHCP",
+            "CONFIG_MULTIQUEUE",
+            "CONFIG_NETWORK",
+            "GANDI_PLUGIN_DIR",
+            "TEMP_DIR_CONF",
+            "SYSLOG_TARGET",
+            "GANDI_HOOK_DIR",
+            "CONFIG_DISK_DEVICES",
+            "GANDI_RUN_DIR",
+        ] {
+            assert!(raw.values.contains_key(key), "{key} missing from etc/default/gandi");
+        }
+    }
+}
