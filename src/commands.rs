@@ -24,14 +24,18 @@ pub fn served_key(devices: &[Device], dev: &Device, root: &Path) -> Option<Strin
         return None;
     }
     let root = root.display().to_string();
-    [dev.fs.label.as_deref(), Some(dev.name.as_str()), dev.fs.uuid.as_deref()]
-        .into_iter()
-        .flatten()
-        .find(|key| {
-            map::check_key(OsStr::new(key)).is_ok()
-                && map::choose(devices, key, &root).is_ok_and(|(d, _)| d.name == dev.name)
-        })
-        .map(str::to_string)
+    [
+        dev.fs.label.as_deref(),
+        Some(dev.name.as_str()),
+        dev.fs.uuid.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|key| {
+        map::check_key(OsStr::new(key)).is_ok()
+            && map::choose(devices, key, &root).is_ok_and(|(d, _)| d.name == dev.name)
+    })
+    .map(str::to_string)
 }
 
 /// `gandi-vm disks [--json]`.
@@ -57,16 +61,22 @@ pub fn disks(settings: &Settings, json: bool) -> Result<i32> {
         return Ok(0);
     }
     let dash = |s: Option<&str>| s.unwrap_or("-").to_string();
-    let mut rows = vec![[
-        "NAME", "LABEL", "UUID", "TYPE", "SIZE", "MOUNTED", "PATH", "NOTE",
-    ]
-    .map(String::from)];
+    let mut rows = vec![
+        [
+            "NAME", "LABEL", "UUID", "TYPE", "SIZE", "MOUNTED", "PATH", "NOTE",
+        ]
+        .map(String::from),
+    ];
     for l in &listed {
         let d = l.device;
         let mounted = if d.mounts.is_empty() {
             "-".to_string()
         } else {
-            d.mounts.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(",")
+            d.mounts
+                .iter()
+                .map(|m| m.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         };
         rows.push([
             d.name.clone(),
@@ -75,8 +85,14 @@ pub fn disks(settings: &Settings, json: bool) -> Result<i32> {
             dash(d.fs.fstype.as_deref()),
             human_size(d.size),
             mounted,
-            l.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into()),
-            d.excluded.as_ref().map(|e| format!("excluded: {e}")).unwrap_or_default(),
+            l.path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".into()),
+            d.excluded
+                .as_ref()
+                .map(|e| format!("excluded: {e}"))
+                .unwrap_or_default(),
         ]);
     }
     let widths: Vec<usize> = (0..8)

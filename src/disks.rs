@@ -249,7 +249,10 @@ impl<'a> Scan<'a> {
             } else if let Some(fs) = self.udev_fs(dev) {
                 dev.fs = fs;
                 dev.source = MetaSource::Udev;
-            } else if !self.root_disks.contains(dev.parent.as_deref().unwrap_or(&dev.name)) {
+            } else if !self
+                .root_disks
+                .contains(dev.parent.as_deref().unwrap_or(&dev.name))
+            {
                 // The system disk is never served: no need to probe it.
                 unknown.push(i);
             }
@@ -297,7 +300,14 @@ impl<'a> Scan<'a> {
             .find(|e| e.name == name)
             .and_then(|e| e.parent.clone());
         let whole = parent.as_deref().unwrap_or(name);
-        let diskseq = read_u64(&self.settings.sys_dir.join("class/block").join(whole).join("diskseq"));
+        let diskseq = read_u64(
+            &self
+                .settings
+                .sys_dir
+                .join("class/block")
+                .join(whole)
+                .join("diskseq"),
+        );
         let partitions = self
             .entries
             .iter()
@@ -332,17 +342,22 @@ impl<'a> Scan<'a> {
         let path = self.settings.udev_data_dir.join(format!("b{}", dev.devnum));
         let text = fs::read_to_string(path).ok()?;
         let mut props = HashMap::new();
+        let mut db_seq = None;
         for line in text.lines() {
             if let Some(kv) = line.strip_prefix("E:")
                 && let Some((k, v)) = kv.split_once('=')
             {
                 props.insert(k, v);
+            } else if let Some(seq) = line.strip_prefix("S:disk/by-diskseq/") {
+                db_seq = seq.parse::<u64>().ok();
             }
         }
-        // A database entry left from an earlier attach of the same name is
-        // not trusted.
-        if let (Some(seq), Some(db)) = (dev.diskseq, props.get("DISKSEQ"))
-            && db.parse::<u64>().ok() != Some(seq)
+        // An entry left from an earlier attach under the same device number
+        // (udev stopped since) is not trusted: its attach sequence number,
+        // which udev keeps as the by-diskseq link, must be the current one.
+        let db_seq = db_seq.or_else(|| props.get("DISKSEQ").and_then(|v| v.parse().ok()));
+        if let (Some(seq), Some(db)) = (dev.diskseq, db_seq)
+            && db != seq
         {
             return None;
         }
@@ -351,7 +366,12 @@ impl<'a> Scan<'a> {
 
     fn find_root_disks(&self) -> HashSet<String> {
         let mut disks = HashSet::new();
-        let Some(root) = self.mounts.iter().rev().find(|m| m.mount_point == Path::new("/")) else {
+        let Some(root) = self
+            .mounts
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == Path::new("/"))
+        else {
             return disks;
         };
         let mut devnum = root.devnum;
@@ -405,12 +425,21 @@ impl<'a> Scan<'a> {
             .map(|d| d.parent.as_deref().unwrap_or(&d.name))
             .collect();
         for entry in &self.entries {
-            let Some(parent) = &entry.parent else { continue };
+            let Some(parent) = &entry.parent else {
+                continue;
+            };
             if described.contains(entry.name.as_str()) || !disks.contains(parent.as_str()) {
                 continue;
             }
-            let uevent = self.settings.sys_dir.join("class/block").join(&entry.name).join("uevent");
-            if fs::read_to_string(uevent).is_ok_and(|u| u.lines().any(|l| l == "PARTNAME=gandiswap")) {
+            let uevent = self
+                .settings
+                .sys_dir
+                .join("class/block")
+                .join(&entry.name)
+                .join("uevent");
+            if fs::read_to_string(uevent)
+                .is_ok_and(|u| u.lines().any(|l| l == "PARTNAME=gandiswap"))
+            {
                 set.insert(parent.clone());
             }
         }
@@ -540,7 +569,9 @@ pub fn unescape_octal(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
@@ -575,7 +606,12 @@ pub fn unescape_hex(s: &str) -> String {
 }
 
 fn fs_info_from_udev(props: &HashMap<&str, &str>) -> FsInfo {
-    let get = |k: &str| props.get(k).filter(|v| !v.is_empty()).map(|v| v.to_string());
+    let get = |k: &str| {
+        props
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string())
+    };
     FsInfo {
         fstype: get("ID_FS_TYPE"),
         usage: get("ID_FS_USAGE"),
@@ -703,9 +739,18 @@ mod tests {
     #[test]
     fn partition_parent_from_sysfs_links() {
         let p = |t: &str, n: &str| partition_parent(Path::new(t), n);
-        assert_eq!(p("../../devices/virtual/block/loop0/loop0p1", "loop0p1"), Some("loop0".into()));
+        assert_eq!(
+            p("../../devices/virtual/block/loop0/loop0p1", "loop0p1"),
+            Some("loop0".into())
+        );
         assert_eq!(p("../../devices/virtual/block/loop0", "loop0"), None);
-        assert_eq!(p("../../devices/pci0000:00/0000:00:04.0/virtio2/block/vdb", "vdb"), None);
+        assert_eq!(
+            p(
+                "../../devices/pci0000:00/0000:00:04.0/virtio2/block/vdb",
+                "vdb"
+            ),
+            None
+        );
     }
 
     #[test]
@@ -721,7 +766,13 @@ mod tests {
                     40 22 0:45 / /mnt/with\\040space rw,nosuid - btrfs /dev/loop3 rw,space_cache\n";
         let m = parse_mountinfo(text);
         assert_eq!(m.len(), 2);
-        assert_eq!(m[0].devnum, DevNum { major: 254, minor: 0 });
+        assert_eq!(
+            m[0].devnum,
+            DevNum {
+                major: 254,
+                minor: 0
+            }
+        );
         assert_eq!(m[1].mount_point, PathBuf::from("/mnt/with space"));
         assert_eq!(m[1].source, "/dev/loop3");
         assert_eq!(m[1].fstype, "btrfs");

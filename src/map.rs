@@ -48,7 +48,10 @@ pub struct Answer {
 /// key as text.
 pub fn check_key(key: &OsStr) -> Result<&str, MapError> {
     let bytes = key.as_bytes();
-    let shown = format!("{:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(64)]));
+    let shown = format!(
+        "{:?}",
+        String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+    );
     let bad = |why: &str| Err(MapError::BadKey(format!("{shown}: {why}")));
     if bytes.is_empty() {
         return bad("empty");
@@ -68,7 +71,10 @@ pub fn check_key(key: &OsStr) -> Result<&str, MapError> {
     if text.chars().any(|c| c.is_control()) {
         return bad("holds control characters");
     }
-    if let Some(c) = text.chars().find(|c| matches!(c, '/' | '*' | '$' | '&' | '\\')) {
+    if let Some(c) = text
+        .chars()
+        .find(|c| matches!(c, '/' | '*' | '$' | '&' | '\\'))
+    {
         return bad(&format!("holds {c:?}"));
     }
     Ok(text)
@@ -124,7 +130,9 @@ pub fn choose<'d>(
         ("label", |d, k| d.fs.label.as_deref() == Some(k)),
         ("name", |d, k| d.name == k),
         ("UUID", |d, k| {
-            d.fs.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(k))
+            d.fs.uuid
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(k))
         }),
     ];
     let mut first_excluded: Option<&Device> = None;
@@ -209,12 +217,25 @@ mod tests {
 
     #[test]
     fn plausible_keys() {
-        for good in ["backups", "vdb1", "my disk", "data-2024", "0123-ABCD", "été"] {
+        for good in [
+            "backups",
+            "vdb1",
+            "my disk",
+            "data-2024",
+            "0123-ABCD",
+            "été",
+        ] {
             assert!(check_key(OsStr::new(good)).is_ok(), "{good}");
         }
         let long = "a".repeat(256);
-        for bad in ["", ".", "..", ".hidden", "-o", "a/b", "*", "a\nb", "x\u{7f}", "$HOME", "a&b", "a\\b", &long] {
-            assert!(matches!(check_key(OsStr::new(bad)), Err(MapError::BadKey(_))), "{bad:?}");
+        for bad in [
+            "", ".", "..", ".hidden", "-o", "a/b", "*", "a\nb", "x\u{7f}", "$HOME", "a&b", "a\\b",
+            &long,
+        ] {
+            assert!(
+                matches!(check_key(OsStr::new(bad)), Err(MapError::BadKey(_))),
+                "{bad:?}"
+            );
         }
         let not_utf8 = OsString::from_vec(vec![0x66, 0xff]);
         assert!(check_key(&not_utf8).is_err());

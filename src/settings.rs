@@ -532,7 +532,10 @@ mod tests {
             "CONFIG_DISK_DEVICES",
             "GANDI_RUN_DIR",
         ] {
-            assert!(raw.values.contains_key(key), "{key} missing from etc/default/gandi");
+            assert!(
+                raw.values.contains_key(key),
+                "{key} missing from etc/default/gandi"
+            );
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// The whole command line, for error messages.
 pub fn describe(cmd: &Command) -> String {
     let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| quote(a)));
+    parts.extend(cmd.get_args().map(quote));
     parts.join(" ")
 }
 

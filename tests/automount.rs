@@ -1,0 +1,209 @@
+//! The program map under the real automount daemon, on loop devices.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+/// Settings that make exactly these loop devices (and their partitions)
+/// candidates, so tests running side by side never see each other's disks.
+fn only(env: &Env, disks: &[&LoopDisk], extra: &[&str]) {
+    let globs: Vec<String> = disks
+        .iter()
+        .flat_map(|d| [d.name(), format!("{}p*", d.name())])
+        .collect();
+    let mut lines = vec![format!("CONFIG_DISK_DEVICES=\"{}\"", globs.join(" "))];
+    lines.extend(extra.iter().map(|s| s.to_string()));
+    env.settings(&lines);
+}
+
+fn label(tag: &str) -> String {
+    format!("{tag}{}", std::process::id())
+}
+
+#[test]
+fn ext4_xfs_btrfs_mount_on_access_with_master_options_and_expire() {
+    if !system_test(&[
+        "automount",
+        "mkfs.ext4",
+        "mkfs.xfs",
+        "mkfs.btrfs",
+        "losetup",
+    ]) {
+        return;
+    }
+    let env = Env::new();
+    let ext4 = LoopDisk::new(env.path(), "ext4.img", 64);
+    let xfs = LoopDisk::new(env.path(), "xfs.img", 320);
+    let btrfs = LoopDisk::new(env.path(), "btrfs.img", 128);
+    let disks = [("ext4", &ext4), ("xfs", &xfs), ("btrfs", &btrfs)];
+    for (t, d) in &disks {
+        d.mkfs(t, Some(&label(t)));
+        LoopDisk::write_file(&d.dev, "hello", &format!("data on {t}\n"));
+    }
+    only(&env, &[&ext4, &xfs, &btrfs], &[]);
+    let root = env.path().join("srv");
+    let am = Automount::start(&env, &root, 3);
+
+    for (t, d) in &disks {
+        let content = read_through(&root.join(label(t)).join("hello"));
+        assert_eq!(
+            content.as_deref(),
+            Some(format!("data on {t}\n").as_str()),
+            "{t}"
+        );
+        let m = am
+            .mounted()
+            .into_iter()
+            .find(|m| m.1 == root.join(label(t)))
+            .unwrap_or_else(|| panic!("{t} not mounted: {:?}", am.mounted()));
+        assert_eq!(m.0, d.dev, "{t} mounted from the wrong device");
+        assert_eq!(m.2, *t);
+        for opt in ["nosuid", "nodev", "noatime", "sync"] {
+            assert!(
+                m.3.split(',').any(|o| o == opt),
+                "{t}: {opt} missing in {}",
+                m.3
+            );
+        }
+    }
+    assert!(
+        am.wait_idle(Duration::from_secs(60)),
+        "the idle timeout did not unmount: {:?}",
+        am.mounted()
+    );
+    // And it mounts again on the next access.
+    assert!(lookup(&root.join(label("ext4"))));
+    assert_eq!(am.mounted().len(), 1);
+}
+
+#[test]
+fn names_uuids_partitions_duplicates_and_exclusions() {
+    if !system_test(&["automount", "mkfs.ext4", "mkswap", "sfdisk", "losetup"]) {
+        return;
+    }
+    let env = Env::new();
+    let unlabelled = LoopDisk::new(env.path(), "nolabel.img", 32);
+    unlabelled.mkfs("ext4", None);
+    let parted = LoopDisk::new(env.path(), "parted.img", 64);
+    let part = parted.partition("data");
+    mkfs(&part, "ext4", Some(&label("part")));
+    let dup_a = LoopDisk::new(env.path(), "dupa.img", 32);
+    let dup_b = LoopDisk::new(env.path(), "dupb.img", 32);
+    dup_a.mkfs("ext4", Some(&label("dup")));
+    dup_b.mkfs("ext4", Some(&label("dup")));
+    LoopDisk::write_file(&dup_a.dev, "who", "a");
+    LoopDisk::write_file(&dup_b.dev, "who", "b");
+    let swap = LoopDisk::new(env.path(), "swap.img", 32);
+    swap.mkfs("swap", Some(&label("swap")));
+    let busy = LoopDisk::new(env.path(), "busy.img", 32);
+    busy.mkfs("ext4", Some(&label("busy")));
+    let elsewhere = tempfile::tempdir().unwrap();
+    sh(std::process::Command::new("mount")
+        .arg(&busy.dev)
+        .arg(elsewhere.path()));
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .output();
+        }
+    }
+    let _unmount = Unmount(elsewhere.path());
+
+    only(
+        &env,
+        &[&unlabelled, &parted, &dup_a, &dup_b, &swap, &busy],
+        &[],
+    );
+    let root = env.path().join("srv");
+    let am = Automount::start(&env, &root, 600);
+
+    // Unlabelled: by kernel name and by UUID.
+    assert!(lookup(&root.join(unlabelled.name())));
+    let uuid = sh(std::process::Command::new("blkid").args([
+        "-s",
+        "UUID",
+        "-o",
+        "value",
+        &unlabelled.dev,
+    ]));
+    let uuid = uuid.trim();
+    assert!(!uuid.is_empty());
+    // The same disk under a second key is refused while mounted.
+    assert!(!lookup(&root.join(uuid)));
+    sh(std::process::Command::new("umount").arg(root.join(unlabelled.name())));
+    assert!(lookup(&root.join(uuid.to_uppercase())) || lookup(&root.join(uuid)));
+
+    // Partitioned disk: the labelled partition is served, the disk is not.
+    assert!(lookup(&root.join(label("part"))));
+    assert!(!lookup(&root.join(parted.name())));
+
+    // Two disks with one label: the first in kernel order, with a warning;
+    // the other by its name.
+    let (first, second) = if dup_a.name().len() < dup_b.name().len()
+        || (dup_a.name().len() == dup_b.name().len() && dup_a.name() < dup_b.name())
+    {
+        (&dup_a, &dup_b)
+    } else {
+        (&dup_b, &dup_a)
+    };
+    let out = env.map(&label("dup"));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(":{}\n", first.dev)));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 devices have the label"));
+    let who_first = if first.dev == dup_a.dev { "a" } else { "b" };
+    let who_second = if who_first == "a" { "b" } else { "a" };
+    assert_eq!(
+        read_through(&root.join(label("dup")).join("who")).as_deref(),
+        Some(who_first)
+    );
+    assert_eq!(
+        read_through(&root.join(second.name()).join("who")).as_deref(),
+        Some(who_second)
+    );
+
+    // Swap and a disk mounted elsewhere: nothing mounted, nothing printed.
+    let before = am.mounted().len();
+    for key in [label("swap"), swap.name(), label("busy"), busy.name()] {
+        assert!(!lookup(&root.join(&key)), "{key} served");
+        let out = env.map(&key);
+        assert!(!out.status.success(), "{key}");
+        assert!(out.stdout.is_empty(), "{key}");
+        assert!(!out.stderr.is_empty(), "{key}: no reason given");
+    }
+    // Misses and odd keys.
+    for key in ["no-such-disk", "-o", "..x", "a b c", "$HOME", "&"] {
+        assert!(!lookup(&root.join(key)), "{key} served");
+        let out = env.map(key);
+        assert!(!out.status.success() && out.stdout.is_empty(), "{key}");
+    }
+    assert_eq!(am.mounted().len(), before, "{:?}", am.mounted());
+    let log = fs::read_to_string(env.path().join("automount.log")).unwrap_or_default();
+    assert!(
+        log.contains("swap area"),
+        "the daemon's log lacks the reason"
+    );
+}
+
+#[test]
+fn allow_mount_off_serves_nothing() {
+    if !system_test(&["automount", "mkfs.ext4", "losetup"]) {
+        return;
+    }
+    let env = Env::new();
+    let disk = LoopDisk::new(env.path(), "d.img", 32);
+    disk.mkfs("ext4", Some(&label("off")));
+    only(&env, &[&disk], &["CONFIG_ALLOW_MOUNT=0"]);
+    let root = env.path().join("srv");
+    let am = Automount::start(&env, &root, 600);
+    assert!(!lookup(&root.join(label("off"))));
+    assert!(am.mounted().is_empty());
+    let out = env.map(&label("off"));
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CONFIG_ALLOW_MOUNT=0"));
+}

@@ -1,0 +1,380 @@
+//! Test support: loop disks, a private automount daemon, private settings.
+//! Everything a test creates is removed in `Drop`, also when it fails.
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gandi-vm");
+
+/// Fails the test unless it runs as root with the tools it needs; these
+/// tests use loop devices and real daemons. `GANDI_SKIP_SYSTEM_TESTS=1`
+/// turns them into no-ops for a quick run without root.
+pub fn system_test(tools: &[&str]) -> bool {
+    if std::env::var_os("GANDI_SKIP_SYSTEM_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("skipped: GANDI_SKIP_SYSTEM_TESTS=1");
+        return false;
+    }
+    // SAFETY: plain syscall.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "system tests need root (or GANDI_SKIP_SYSTEM_TESTS=1)"
+    );
+    for tool in tools {
+        let found = std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .chain(["/sbin", "/usr/sbin"])
+            .any(|d| Path::new(d).join(tool).exists());
+        assert!(found, "{tool} is missing: run scripts/install-deps");
+    }
+    true
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A machine-wide lock: only one automount daemon can run at a time.
+pub struct Serial(File);
+
+pub fn serial(name: &str) -> Serial {
+    let path = format!("/run/lock/gandi-vm-test-{name}.lock");
+    let f = File::create(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: valid fd.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    Serial(f)
+}
+
+/// A loop device over a sparse image file, detached on drop.
+pub struct LoopDisk {
+    pub dev: String,
+    pub image: PathBuf,
+}
+
+impl LoopDisk {
+    /// A loop device of `mib` MiB over a new image in `dir`.
+    pub fn new(dir: &Path, file: &str, mib: u64) -> LoopDisk {
+        let image = dir.join(file);
+        let f = File::create(&image).unwrap();
+        f.set_len(mib << 20).unwrap();
+        drop(f);
+        let dev = sh(Command::new("losetup")
+            .args(["--find", "--show", "--partscan"])
+            .arg(&image))
+        .trim()
+        .to_string();
+        LoopDisk { dev, image }
+    }
+
+    /// The kernel name (`loop3`).
+    pub fn name(&self) -> String {
+        self.dev.trim_start_matches("/dev/").to_string()
+    }
+
+    /// Makes a filesystem of `fstype` with `label` over the whole device.
+    pub fn mkfs(&self, fstype: &str, label: Option<&str>) -> &Self {
+        mkfs(&self.dev, fstype, label);
+        self
+    }
+
+    /// Writes one GPT partition (named `name`) over the whole disk and
+    /// tells the kernel; returns the partition's device path.
+    pub fn partition(&self, name: &str) -> String {
+        let mut child = Command::new("sfdisk")
+            .args(["--quiet", "--label", "gpt", &self.dev])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "start=2048, name={name}").unwrap();
+        assert!(child.wait().unwrap().success(), "sfdisk failed");
+        let part = format!("{}p1", self.dev);
+        if !Path::new(&part).exists() {
+            let _ = Command::new("partx").args(["-a", &self.dev]).output();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Path::new(&part).exists() {
+            assert!(Instant::now() < deadline, "{part} did not appear");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        part
+    }
+
+    /// Writes `content` into `file` at the root of the filesystem on `dev`.
+    pub fn write_file(dev: &str, file: &str, content: &str) {
+        let mnt = tempfile::tempdir().unwrap();
+        sh(Command::new("mount").arg(dev).arg(mnt.path()));
+        let res = fs::write(mnt.path().join(file), content);
+        sh(Command::new("umount").arg(mnt.path()));
+        res.unwrap();
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dev).output();
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).output();
+    }
+}
+
+pub fn mkfs(dev: &str, fstype: &str, label: Option<&str>) {
+    let mut cmd = match fstype {
+        "swap" => Command::new("mkswap"),
+        "vfat" => Command::new("mkfs.vfat"),
+        t => Command::new(format!("mkfs.{t}")),
+    };
+    match fstype {
+        "ext2" | "ext3" | "ext4" => {
+            cmd.args(["-q", "-F"]);
+        }
+        "xfs" | "btrfs" => {
+            cmd.args(["-q", "-f"]);
+        }
+        "vfat" => {
+            cmd.arg("-n");
+        }
+        _ => {}
+    }
+    if let Some(l) = label {
+        if fstype == "vfat" {
+            cmd.arg(l);
+        } else {
+            cmd.args(["-L", l]);
+        }
+    } else if fstype == "vfat" {
+        cmd.arg("NO NAME");
+    }
+    cmd.arg(dev);
+    sh(&mut cmd);
+}
+
+/// A private settings file and run directory.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("gandi.conf")
+    }
+
+    /// Writes the settings file: the given lines plus a private run dir.
+    pub fn settings(&self, lines: &[String]) {
+        let mut text = format!("GANDI_RUN_DIR={}\n", self.path().join("run").display());
+        for l in lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        fs::write(self.config(), text).unwrap();
+    }
+
+    /// Runs `gandi-vm ARGS` with these settings.
+    pub fn gandi(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .env("GANDI_CONFIG", self.config())
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the map through a link named `auto.gandi`, as autofs does.
+    pub fn map(&self, key: &str) -> std::process::Output {
+        let link = self.map_link();
+        Command::new(link)
+            .arg(key)
+            .env("GANDI_CONFIG", self.config())
+            .output()
+            .unwrap()
+    }
+
+    pub fn map_link(&self) -> PathBuf {
+        let link = self.path().join("auto.gandi");
+        if !link.exists() {
+            symlink(BIN, &link).unwrap();
+        }
+        link
+    }
+}
+
+/// The real automount daemon on a private master map and mount root.
+pub struct Automount {
+    pub root: PathBuf,
+    child: Child,
+    _serial: Serial,
+}
+
+impl Automount {
+    /// Starts automount serving `root` with the map link of `env`, idle
+    /// timeout `timeout` seconds and the master-map options of the shipped
+    /// file.
+    pub fn start(env: &Env, root: &Path, timeout: u32) -> Automount {
+        let serial = serial("automount");
+        fs::create_dir_all(root).unwrap();
+        let master = env.path().join("auto.master");
+        fs::write(&master, master_line(root, &env.map_link(), timeout)).unwrap();
+        let log = File::create(env.path().join("automount.log")).unwrap();
+        let child = Command::new("setsid")
+            .args(["automount", "-f", "-d", "-p"])
+            .arg(env.path().join("automount.pid"))
+            .arg(&master)
+            .env("GANDI_CONFIG", env.config())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let am = Automount {
+            root: root.to_path_buf(),
+            child,
+            _serial: serial,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !am.autofs_mounted() {
+            assert!(
+                Instant::now() < deadline,
+                "automount did not mount {}: {}",
+                root.display(),
+                fs::read_to_string(env.path().join("automount.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        am
+    }
+
+    fn autofs_mounted(&self) -> bool {
+        mounts().iter().any(|m| m.1 == self.root && m.2 == "autofs")
+    }
+
+    /// The mounts below the root, as (source, mount point, type, options).
+    pub fn mounted(&self) -> Vec<(String, PathBuf, String, String)> {
+        mounts()
+            .into_iter()
+            .filter(|m| m.1.parent() == Some(self.root.as_path()) && m.2 != "autofs")
+            .collect()
+    }
+
+    /// Waits until nothing is mounted below the root, or `limit` passes.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.mounted().is_empty() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+/// The shipped master-map line with a private root, map and timeout.
+pub fn master_line(root: &Path, map: &Path, timeout: u32) -> String {
+    let shipped = include_str!("../../auto.master.d/gandi.autofs");
+    let line = shipped
+        .lines()
+        .find(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .expect("no entry in auto.master.d/gandi.autofs");
+    let mut words: Vec<String> = line.split_whitespace().map(String::from).collect();
+    words[0] = root.display().to_string();
+    words[1] = format!("program:{}", map.display());
+    for w in words.iter_mut() {
+        if w.starts_with("--timeout=") {
+            *w = format!("--timeout={timeout}");
+        }
+    }
+    words.join(" ") + "\n"
+}
+
+impl Drop for Automount {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Whatever the daemon left behind.
+        let mut left: Vec<PathBuf> = mounts()
+            .into_iter()
+            .map(|m| m.1)
+            .filter(|p| p.starts_with(&self.root))
+            .collect();
+        left.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for p in left {
+            let _ = Command::new("umount").arg("-l").arg(&p).output();
+        }
+    }
+}
+
+/// `/proc/mounts` as (source, mount point, type, options).
+pub fn mounts() -> Vec<(String, PathBuf, String, String)> {
+    fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((
+                f.first()?.to_string(),
+                PathBuf::from(f.get(1)?.replace("\\040", " ")),
+                f.get(2)?.to_string(),
+                f.get(3)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Reads `ROOT/KEY/file` in a child process (a lookup from the daemon's
+/// own process group would not trigger a mount; a child keeps the test
+/// from hanging on a stuck lookup).
+pub fn read_through(path: &Path) -> Option<String> {
+    let out = Command::new("cat").arg(path).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `ls ROOT/KEY` succeeds (it triggers the lookup).
+pub fn lookup(path: &Path) -> bool {
+    Command::new("ls")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -1,0 +1,359 @@
+//! The matcher and discovery on fixture trees: a fake sysfs, mount table
+//! and udev database under a temp dir.
+
+use gandi_vm::disks::{Exclusion, MetaSource, Scan};
+use gandi_vm::map::{MapError, lookup};
+use gandi_vm::settings::{RawConfig, Settings};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+
+struct Tree {
+    dir: tempfile::TempDir,
+    mountinfo: String,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let t = Tree {
+            dir: tempfile::tempdir().unwrap(),
+            mountinfo: "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n".into(),
+        };
+        for d in [
+            "sys/class/block",
+            "sys/dev/block",
+            "proc/self",
+            "udev",
+            "dev",
+            "run",
+        ] {
+            fs::create_dir_all(t.p(d)).unwrap();
+        }
+        fs::write(t.p("proc/swaps"), "Filename Type Size Used Priority\n").unwrap();
+        t.disk("vda", "254:0", 1 << 30, None);
+        t
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A block device; `parent` makes it a partition.
+    fn dev(&self, name: &str, devnum: &str, size: u64, parent: Option<&str>, diskseq: Option<u64>) {
+        let rel = match parent {
+            Some(p) => format!("devices/virtual/block/{p}/{name}"),
+            None => format!("devices/virtual/block/{name}"),
+        };
+        let dir = self.p(&format!("sys/{rel}"));
+        fs::create_dir_all(dir.join("holders")).unwrap();
+        fs::write(dir.join("dev"), format!("{devnum}\n")).unwrap();
+        fs::write(dir.join("size"), format!("{}\n", size / 512)).unwrap();
+        if let Some(seq) = diskseq {
+            fs::write(dir.join("diskseq"), format!("{seq}\n")).unwrap();
+        }
+        if parent.is_some() {
+            fs::write(dir.join("partition"), "1\n").unwrap();
+        }
+        symlink(
+            format!("../../{rel}"),
+            self.p(&format!("sys/class/block/{name}")),
+        )
+        .unwrap();
+        symlink(
+            format!("../../{rel}"),
+            self.p(&format!("sys/dev/block/{devnum}")),
+        )
+        .unwrap();
+    }
+
+    fn disk(&self, name: &str, devnum: &str, size: u64, diskseq: Option<u64>) {
+        self.dev(name, devnum, size, None, diskseq);
+    }
+
+    /// udev's database entry.
+    fn udev(&self, devnum: &str, props: &[(&str, &str)]) {
+        // As udev does: the attach sequence number of the time, as a link.
+        let mut text = String::new();
+        if let Ok(seq) = fs::read_to_string(self.p(&format!("sys/dev/block/{devnum}/diskseq"))) {
+            text.push_str(&format!("S:disk/by-diskseq/{}\n", seq.trim()));
+        }
+        text.push_str("I:1234\n");
+        for (k, v) in props {
+            text.push_str(&format!("E:{k}={v}\n"));
+        }
+        fs::write(self.p(&format!("udev/b{devnum}")), text).unwrap();
+    }
+
+    fn fs(&self, devnum: &str, fstype: &str, label: Option<&str>, uuid: &str) {
+        let usage = match fstype {
+            "swap" => "other",
+            "LVM2_member" => "raid",
+            _ => "filesystem",
+        };
+        let mut props = vec![
+            ("ID_FS_TYPE", fstype),
+            ("ID_FS_USAGE", usage),
+            ("ID_FS_UUID_ENC", uuid),
+        ];
+        let enc;
+        if let Some(l) = label {
+            enc = l.replace(' ', "\\x20");
+            props.push(("ID_FS_LABEL_ENC", &enc));
+        }
+        self.udev(devnum, &props);
+    }
+
+    fn mount(&mut self, devnum: &str, source: &str, at: &str) {
+        self.mountinfo
+            .push_str(&format!("40 22 {devnum} / {at} rw - ext4 {source} rw\n"));
+    }
+
+    fn settings(&self, extra: &str) -> Settings {
+        fs::write(self.p("proc/self/mountinfo"), &self.mountinfo).unwrap();
+        let text = format!(
+            "GANDI_SYS_DIR={}\nGANDI_PROC_DIR={}\nGANDI_DEV_DIR={}\nGANDI_UDEV_DATA_DIR={}\n\
+             GANDI_RUN_DIR={}\nGANDI_PROBE_TIMEOUT_MS=2000\n\
+             CONFIG_DISK_DEVICES=\"vd* xvd*\"\n{extra}",
+            self.p("sys").display(),
+            self.p("proc").display(),
+            self.p("dev").display(),
+            self.p("udev").display(),
+            self.p("run").display(),
+        );
+        let s = Settings::from_raw(&RawConfig::parse(&text), None);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        s
+    }
+}
+
+fn entry(s: &Settings, key: &str) -> Result<String, MapError> {
+    lookup(s, OsStr::new(key)).map(|a| a.entry)
+}
+
+fn dev_path(t: &Tree, name: &str) -> String {
+    t.p("dev").join(name).display().to_string()
+}
+
+#[test]
+fn label_then_name_then_uuid() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 10 << 30, Some(5));
+    t.fs("252:16", "ext4", Some("backups"), "1111-aaaa");
+    t.disk("vdc", "252:32", 10 << 30, Some(6));
+    t.fs("252:32", "xfs", Some("vdb"), "2222-BBBB");
+    t.disk("vdd", "252:48", 10 << 30, Some(7));
+    t.fs("252:48", "btrfs", None, "3333-cccc");
+    let s = t.settings("");
+
+    let vdb = dev_path(&t, "vdb");
+    let vdc = dev_path(&t, "vdc");
+    let vdd = dev_path(&t, "vdd");
+    assert_eq!(
+        entry(&s, "backups").unwrap(),
+        format!("-fstype=ext4,rw,nosuid,nodev,noatime :{vdb}")
+    );
+    // A label wins over a kernel name.
+    assert_eq!(
+        entry(&s, "vdb").unwrap(),
+        format!("-fstype=xfs,rw,nosuid,nodev,noatime :{vdc}")
+    );
+    assert_eq!(
+        entry(&s, "vdd").unwrap(),
+        format!("-fstype=btrfs,rw,nosuid,nodev,noatime :{vdd}")
+    );
+    // UUIDs, in any case.
+    assert!(entry(&s, "2222-bbbb").unwrap().ends_with(&vdc));
+    assert!(entry(&s, "1111-AAAA").unwrap().ends_with(&vdb));
+    assert_eq!(
+        entry(&s, "nothing"),
+        Err(MapError::NoMatch("nothing".into()))
+    );
+    assert!(matches!(entry(&s, ".."), Err(MapError::BadKey(_))));
+}
+
+#[test]
+fn labels_with_blanks_and_mount_params() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.fs("252:16", "ext4", Some("my data"), "u1");
+    let s = t.settings("CONFIG_MOUNT_PARAMS=ro,noexec\n");
+    assert_eq!(
+        entry(&s, "my data").unwrap(),
+        format!("-fstype=ext4,ro,noexec :{}", dev_path(&t, "vdb"))
+    );
+}
+
+#[test]
+fn duplicate_labels_pick_the_first_in_kernel_order() {
+    let t = Tree::new();
+    for (name, num) in [("vdaa", "252:416"), ("vdc", "252:32"), ("vdb", "252:16")] {
+        t.disk(name, num, 1 << 30, None);
+        t.fs(num, "ext4", Some("same"), name);
+    }
+    let s = t.settings("");
+    let answer = lookup(&s, OsStr::new("same")).unwrap();
+    assert_eq!(answer.device.name, "vdb");
+    let warning = answer.warning.unwrap();
+    assert!(
+        warning.contains("/srv/vdc") && warning.contains("/srv/vdaa"),
+        "{warning}"
+    );
+    // The others by name.
+    assert_eq!(lookup(&s, OsStr::new("vdc")).unwrap().device.name, "vdc");
+}
+
+#[test]
+fn exclusions_by_detection() {
+    let mut t = Tree::new();
+    // Root disk partitioned: vda1 is root, vda2 has a label.
+    t.dev("vda2", "254:2", 1 << 30, Some("vda"), None);
+    t.fs("254:2", "ext4", Some("rootdata"), "r2");
+    // Partitioned data disk.
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.udev("252:16", &[("ID_PART_TABLE_TYPE", "gpt")]);
+    t.dev("vdb1", "252:17", 1 << 29, Some("vdb"), None);
+    t.fs("252:17", "ext4", Some("inpart"), "p1");
+    // Swap, LVM, no filesystem, held by dm, mounted elsewhere.
+    t.disk("vdc", "252:32", 1 << 30, None);
+    t.fs("252:32", "swap", Some("sw"), "s1");
+    t.disk("vdd", "252:48", 1 << 30, None);
+    t.fs("252:48", "LVM2_member", None, "l1");
+    t.disk("vde", "252:64", 1 << 30, None);
+    t.udev("252:64", &[]);
+    t.disk("vdf", "252:80", 1 << 30, None);
+    t.fs("252:80", "ext4", Some("held"), "h1");
+    fs::create_dir_all(t.p("sys/devices/virtual/block/vdf/holders/dm-0")).unwrap();
+    t.disk("vdg", "252:96", 1 << 30, None);
+    t.fs("252:96", "ext4", Some("busy"), "b1");
+    t.mount("252:96", "/dev/vdg", "/mnt/elsewhere");
+    // The platform's disk: a GPT partition named gandiswap.
+    t.disk("xvdz", "202:400", 1 << 30, None);
+    t.dev("xvdz1", "202:401", 1 << 29, Some("xvdz"), None);
+    t.udev(
+        "202:401",
+        &[
+            ("ID_FS_TYPE", "swap"),
+            ("ID_FS_USAGE", "other"),
+            ("ID_PART_ENTRY_NAME", "gandiswap"),
+        ],
+    );
+    t.dev("xvdz2", "202:402", 1 << 29, Some("xvdz"), None);
+    t.fs("202:402", "ext4", Some("platform"), "z2");
+    let s = t.settings("CONFIG_DISK_DEVICES=\"vd* xvd*\"\n");
+
+    let scan = Scan::new(&s).unwrap();
+    let devices = scan.devices();
+    let why = |name: &str| {
+        devices
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("{name} not listed"))
+            .excluded
+            .clone()
+    };
+    assert_eq!(why("vda"), Some(Exclusion::RootDisk));
+    assert_eq!(why("vda2"), Some(Exclusion::RootDisk));
+    assert_eq!(why("vdb"), Some(Exclusion::Partitioned));
+    assert_eq!(why("vdb1"), None);
+    assert_eq!(why("vdc"), Some(Exclusion::Swap));
+    assert_eq!(
+        why("vdd"),
+        Some(Exclusion::NotMountable("LVM2_member".into()))
+    );
+    assert_eq!(why("vde"), Some(Exclusion::NoFilesystem));
+    assert_eq!(why("vdf"), Some(Exclusion::InUse("dm-0".into())));
+    assert_eq!(why("vdg"), None);
+    assert_eq!(why("xvdz1"), Some(Exclusion::Swap));
+    assert_eq!(why("xvdz2"), Some(Exclusion::PlatformDisk));
+
+    assert!(entry(&s, "inpart").unwrap().ends_with("/vdb1"));
+    for key in [
+        "rootdata", "vda", "vdb", "sw", "vdd", "vde", "held", "platform",
+    ] {
+        assert!(
+            matches!(entry(&s, key), Err(MapError::Excluded { .. })),
+            "{key}: {:?}",
+            entry(&s, key)
+        );
+    }
+    assert_eq!(
+        entry(&s, "busy"),
+        Err(MapError::Mounted {
+            name: "vdg".into(),
+            at: "/mnt/elsewhere".into()
+        })
+    );
+}
+
+#[test]
+fn disabled_serves_nothing() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.fs("252:16", "ext4", Some("data"), "u");
+    let s = t.settings("CONFIG_ALLOW_MOUNT=0\n");
+    assert_eq!(entry(&s, "data"), Err(MapError::Disabled));
+}
+
+#[test]
+fn records_are_trusted_only_while_current_and_stale_udev_data_is_not() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(9));
+    t.udev(
+        "252:16",
+        &[
+            ("DISKSEQ", "9"),
+            ("ID_FS_TYPE", "ext4"),
+            ("ID_FS_USAGE", "filesystem"),
+            ("ID_FS_LABEL_ENC", "old"),
+        ],
+    );
+    let s = t.settings("");
+    fs::create_dir_all(t.p("run/disks")).unwrap();
+    let record = |size: u64, label: &str| {
+        format!(
+            r#"{{"name":"vdb","devnum":"252:16","diskseq":9,"size":{size},"fstype":"ext4","usage":"filesystem","label":"{label}","uuid":null,"part_name":null,"part_table":null,"partitioned":false,"state":"ready","updated":1}}"#
+        )
+    };
+    // A current record wins over udev.
+    fs::write(t.p("run/disks/vdb.json"), record(1 << 30, "fresh")).unwrap();
+    let source = || {
+        let devs = Scan::new(&s).unwrap().devices();
+        devs.iter().find(|d| d.name == "vdb").unwrap().source
+    };
+    assert_eq!(source(), MetaSource::Record);
+    assert!(entry(&s, "fresh").is_ok());
+    // A record of another size is stale: udev's data is used.
+    fs::write(t.p("run/disks/vdb.json"), record(1 << 20, "fresh")).unwrap();
+    assert!(entry(&s, "fresh").is_err());
+    assert!(entry(&s, "old").is_ok());
+    // udev data from an earlier attach (other DISKSEQ) is not trusted
+    // either: the probe runs, finds no device in the fixture, and the disk
+    // is reported unreadable rather than served under its old label.
+    fs::write(t.p("sys/devices/virtual/block/vdb/diskseq"), "10\n").unwrap();
+    assert_ne!(source(), MetaSource::Udev);
+    assert!(entry(&s, "old").is_err());
+}
+
+#[test]
+fn released_disks_are_refused_until_reattached() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(4));
+    t.fs("252:16", "ext4", Some("data"), "u");
+    let s = t.settings("");
+    fs::create_dir_all(t.p("run/released")).unwrap();
+    fs::write(t.p("run/released/vdb"), "4\n").unwrap();
+    assert!(matches!(entry(&s, "data"), Err(MapError::Excluded { .. })));
+    // Attached again: a new sequence number.
+    fs::write(t.p("sys/devices/virtual/block/vdb/diskseq"), "5\n").unwrap();
+    assert!(entry(&s, "data").is_ok());
+}
+
+#[test]
+fn unsafe_device_names_are_never_printed() {
+    let t = Tree::new();
+    t.disk("vd$x", "252:16", 1 << 30, None);
+    t.fs("252:16", "ext4", Some("odd"), "u");
+    let s = t.settings("");
+    assert!(matches!(entry(&s, "odd"), Err(MapError::UnsafeEntry(_))));
+}
