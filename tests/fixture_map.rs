@@ -346,6 +346,7 @@ fn released_disks_are_refused_until_reattached() {
     assert!(matches!(entry(&s, "data"), Err(MapError::Excluded { .. })));
     // Attached again: a new sequence number.
     fs::write(t.p("sys/devices/virtual/block/vdb/diskseq"), "5\n").unwrap();
+    t.fs("252:16", "ext4", Some("data"), "u");
     assert!(entry(&s, "data").is_ok());
 }
 
