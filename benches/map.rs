@@ -1,1 +1,203 @@
-fn main() {}
+//! `make bench`: lookup latency of the program map (hit and miss) with 1, 32
+//! and 128 loop disks, side by side with the reference algorithm (the
+//! original shell map, `benches/fixtures/reference-auto.gandi`) and with
+//! `/bin/true` as the floor. Prints medians and ratios; asserts nothing
+//! about time (machines are noisy).
+//!
+//! Needs root. Uses udev's database as a real VM does: a running udevd is
+//! reused, else one is started for the run and stopped at the end.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gandi-vm");
+
+struct Loops(Vec<String>);
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = Command::new("losetup").arg("-d").arg(d).output();
+        }
+    }
+}
+
+struct Udevd(Option<u32>);
+
+impl Drop for Udevd {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: plain syscall on the daemon this run started.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+    }
+}
+
+fn udevd_pids() -> Vec<u32> {
+    let out = Command::new("pgrep").args(["-x", "systemd-udevd"]).output();
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn ensure_udevd() -> Udevd {
+    if !udevd_pids().is_empty() {
+        return Udevd(None);
+    }
+    let daemon = [
+        "/lib/systemd/systemd-udevd",
+        "/usr/lib/systemd/systemd-udevd",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("systemd-udevd not found: run scripts/install-deps");
+    let status = Command::new(daemon)
+        .arg("--daemon")
+        .stderr(Stdio::null())
+        .status()
+        .expect("starting udevd");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    Udevd(udevd_pids().into_iter().max())
+}
+
+fn settle() {
+    let _ = Command::new("udevadm")
+        .args(["settle", "-t", "60"])
+        .status();
+}
+
+fn attach(dir: &Path, loops: &mut Loops, upto: usize) {
+    while loops.0.len() < upto {
+        let i = loops.0.len();
+        let img = dir.join(format!("d{i}.img"));
+        fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
+        let st = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L"])
+            .arg(format!("benchdisk{i}"))
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup failed");
+        loops
+            .0
+            .push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    settle();
+}
+
+/// Median wall time of `runs` runs of the command.
+fn median(program: &Path, args: &[&str], env: &[(&str, &Path)], runs: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let mut cmd = Command::new(program);
+            cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let t = Instant::now();
+            let _ = cmd.status();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:8.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("bench: needs root (loop devices, udevd)");
+        std::process::exit(1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _udevd = ensure_udevd();
+    let mut loops = Loops(Vec::new());
+    let conf = dir.path().join("gandi.conf");
+    fs::write(
+        &conf,
+        format!(
+            "CONFIG_DISK_DEVICES=\"loop*\"\nGANDI_RUN_DIR={}\n",
+            dir.path().join("run").display()
+        ),
+    )
+    .unwrap();
+    let map_link: PathBuf = dir.path().join("auto.gandi");
+    std::os::unix::fs::symlink(BIN, &map_link).unwrap();
+    let reference =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/reference-auto.gandi");
+    let env = [
+        ("GANDI_CONFIG", conf.as_path()),
+        ("GANDI_LOG", Path::new("warn")),
+    ];
+
+    println!("program map lookup, median wall time (fork+exec included)");
+    println!(
+        "{:>5}  {:<10} {:>12} {:>12} {:>12}",
+        "disks", "what", "hit", "miss", "ref/ours"
+    );
+    let mut ours_by_n = Vec::new();
+    for n in [1usize, 32, 128] {
+        attach(dir.path(), &mut loops, n);
+        let hit_key = format!("benchdisk{}", n - 1);
+        let check = Command::new(&map_link)
+            .arg(&hit_key)
+            .env("GANDI_CONFIG", &conf)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "the map does not serve {hit_key}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let runs = 201;
+        let ref_runs = if n >= 128 { 11 } else { 31 };
+        let floor = median(Path::new("/bin/true"), &[], &[], runs);
+        let ours_hit = median(&map_link, &[&hit_key], &env, runs);
+        let ours_miss = median(&map_link, &["no-such-disk"], &env, runs);
+        let ref_hit = median(&reference, &[&hit_key], &[], ref_runs);
+        let ref_miss = median(&reference, &["no-such-disk"], &[], ref_runs);
+        println!("{n:>5}  {:<10} {} {}", "/bin/true", ms(floor), ms(floor));
+        println!(
+            "{n:>5}  {:<10} {} {} {:>11.1}x",
+            "gandi-vm",
+            ms(ours_hit),
+            ms(ours_miss),
+            ref_hit.as_secs_f64() / ours_hit.as_secs_f64()
+        );
+        println!(
+            "{n:>5}  {:<10} {} {}",
+            "reference",
+            ms(ref_hit),
+            ms(ref_miss)
+        );
+        ours_by_n.push((n, ours_hit, floor, ref_hit));
+    }
+    println!();
+    let (_, one, _, _) = ours_by_n[0];
+    for (n, hit, floor, reference) in &ours_by_n {
+        println!(
+            "{n:>3} disks: gandi-vm is {:.1}x faster than the reference (goal at 32: >= 50x), \
+             {:.2}x the 1-disk time (goal at 128: <= 1.2x), {:.2}x /bin/true",
+            reference.as_secs_f64() / hit.as_secs_f64(),
+            hit.as_secs_f64() / one.as_secs_f64(),
+            hit.as_secs_f64() / floor.as_secs_f64(),
+        );
+    }
+}

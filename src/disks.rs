@@ -101,6 +101,8 @@ pub enum Exclusion {
     Unreadable,
     /// Released by `gandi-vm disk release`, waiting to be detached.
     Released,
+    /// No medium (size 0), like a loop device with no file.
+    Empty,
 }
 
 impl std::fmt::Display for Exclusion {
@@ -115,6 +117,7 @@ impl std::fmt::Display for Exclusion {
             Exclusion::NotMountable(t) => write!(f, "{t} is not a mountable filesystem"),
             Exclusion::Unreadable => write!(f, "metadata unreadable (probe timed out)"),
             Exclusion::Released => write!(f, "released, waiting to be detached"),
+            Exclusion::Empty => write!(f, "empty (no medium)"),
         }
     }
 }
@@ -159,6 +162,7 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 #[derive(Debug, Clone)]
 struct Entry {
     name: String,
+    devnum: DevNum,
     /// For a partition, its whole disk.
     parent: Option<String>,
 }
@@ -168,6 +172,7 @@ struct Entry {
 pub struct Scan<'a> {
     settings: &'a Settings,
     entries: Vec<Entry>,
+    index: HashMap<String, usize>,
     mounts: Vec<MountEntry>,
     swaps: HashSet<DevNum>,
     root_disks: HashSet<String>,
@@ -187,24 +192,42 @@ impl<'a> Scan<'a> {
     /// Reads the listing of block devices, the mounts and the swaps.
     pub fn new(settings: &'a Settings) -> anyhow::Result<Scan<'a>> {
         use anyhow::Context;
-        let class = settings.sys_dir.join("class/block");
+        // /sys/dev/block/MAJ:MIN links to the device: one readlink gives
+        // the number, the name and, for a partition, its disk.
+        let by_num = settings.sys_dir.join("dev/block");
         let mut entries = Vec::new();
-        for item in fs::read_dir(&class).with_context(|| format!("listing {}", class.display()))? {
+        for item in
+            fs::read_dir(&by_num).with_context(|| format!("listing {}", by_num.display()))?
+        {
             let item = item?;
-            let Ok(name) = item.file_name().into_string() else {
+            let Some(devnum) = item.file_name().to_str().and_then(DevNum::parse) else {
                 continue;
             };
-            let parent = fs::read_link(item.path())
-                .ok()
-                .and_then(|target| partition_parent(&target, &name));
-            entries.push(Entry { name, parent });
+            let Ok(target) = fs::read_link(item.path()) else {
+                continue;
+            };
+            let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let parent = partition_parent(&target, name);
+            entries.push(Entry {
+                name: name.to_string(),
+                devnum,
+                parent,
+            });
         }
         let mountinfo = settings.proc_dir.join("self/mountinfo");
         let mounts = parse_mountinfo(&fs::read_to_string(&mountinfo).unwrap_or_default());
         let swaps = read_swaps(settings);
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
         let mut scan = Scan {
             settings,
             entries,
+            index,
             mounts,
             swaps,
             root_disks: HashSet::new(),
@@ -213,11 +236,52 @@ impl<'a> Scan<'a> {
         Ok(scan)
     }
 
-    pub fn mounts(&self) -> &[MountEntry] {
-        &self.mounts
+    /// The attach sequence number of a whole disk.
+    fn diskseq(&self, disk: &str) -> Option<u64> {
+        read_u64(
+            &self
+                .settings
+                .sys_dir
+                .join("class/block")
+                .join(disk)
+                .join("diskseq"),
+        )
     }
 
-    /// Kernel names that match `CONFIG_DISK_DEVICES`.
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        self.index.get(name).map(|&i| &self.entries[i])
+    }
+
+    /// The cheap metadata of each named candidate, for matching: what its
+    /// record and udev's entry say as they stand (both, when both exist;
+    /// `describe` then checks which is current). Empty when neither
+    /// exists. One or two file reads per device.
+    pub fn quick_meta(&self, names: &[String]) -> Vec<(String, Vec<FsInfo>)> {
+        let recorded = records::recorded_names(self.settings);
+        names
+            .iter()
+            .filter_map(|name| {
+                let entry = self.entry(name)?;
+                let mut found = Vec::new();
+                if recorded.contains(name)
+                    && let Some(r) = records::read(self.settings, name)
+                    && DevNum::parse(&r.devnum) == Some(entry.devnum)
+                {
+                    found.push(r.fs);
+                }
+                if let Some((fs, db_seq)) = self.udev_entry(entry.devnum) {
+                    // Unless left from an earlier attach.
+                    let whole = entry.parent.as_deref().unwrap_or(name);
+                    if db_seq.is_none() || db_seq == self.diskseq(whole) {
+                        found.push(fs);
+                    }
+                }
+                Some((name.clone(), found))
+            })
+            .collect()
+    }
+
+    /// Kernel names that match `CONFIG_DISK_DEVICES`, in kernel order.
     pub fn candidate_names(&self) -> Vec<String> {
         let globs = &self.settings.disk_devices;
         let mut names: Vec<String> = self
@@ -243,17 +307,21 @@ impl<'a> Scan<'a> {
         // Metadata: records, then udev, then one bounded probe for the rest.
         let mut unknown = Vec::new();
         for (i, dev) in devices.iter_mut().enumerate() {
-            if let Some(fs) = records::lookup_fs(self.settings, dev) {
+            if dev.size == 0 {
+                continue;
+            } else if let Some(fs) = records::lookup_fs(self.settings, dev) {
                 dev.fs = fs;
                 dev.source = MetaSource::Record;
             } else if let Some(fs) = self.udev_fs(dev) {
                 dev.fs = fs;
                 dev.source = MetaSource::Udev;
-            } else if !self
-                .root_disks
-                .contains(dev.parent.as_deref().unwrap_or(&dev.name))
+            } else if dev.size > 0
+                && !self
+                    .root_disks
+                    .contains(dev.parent.as_deref().unwrap_or(&dev.name))
             {
-                // The system disk is never served: no need to probe it.
+                // Empty devices (a loop device with no file) and the system
+                // disk are never served: no need to probe them.
                 unknown.push(i);
             }
         }
@@ -291,23 +359,30 @@ impl<'a> Scan<'a> {
 
     /// What sysfs and the mount table tell of one device.
     fn basic(&self, name: &str) -> Option<Device> {
-        let dir = self.settings.sys_dir.join("class/block").join(name);
-        let devnum = DevNum::parse(&fs::read_to_string(dir.join("dev")).ok()?)?;
+        let entry = self.entry(name)?;
+        let class = self.settings.sys_dir.join("class/block");
+        let dir = class.join(name);
+        let devnum = entry.devnum;
         let size = read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512);
-        let parent = self
-            .entries
-            .iter()
-            .find(|e| e.name == name)
-            .and_then(|e| e.parent.clone());
+        let parent = entry.parent.clone();
+        if size == 0 {
+            // No medium: nothing more to read.
+            return Some(Device {
+                name: name.to_string(),
+                devnum,
+                size,
+                diskseq: None,
+                parent,
+                partitions: Vec::new(),
+                holders: Vec::new(),
+                fs: FsInfo::default(),
+                source: MetaSource::Unknown,
+                mounts: Vec::new(),
+                excluded: None,
+            });
+        }
         let whole = parent.as_deref().unwrap_or(name);
-        let diskseq = read_u64(
-            &self
-                .settings
-                .sys_dir
-                .join("class/block")
-                .join(whole)
-                .join("diskseq"),
-        );
+        let diskseq = self.diskseq(whole);
         let partitions = self
             .entries
             .iter()
@@ -337,31 +412,25 @@ impl<'a> Scan<'a> {
         })
     }
 
-    /// udev's database entry for the device, when udev has processed it.
+    /// udev's database entry: the metadata and the attach sequence number
+    /// udev saw (kept as the `disk/by-diskseq` link).
+    fn udev_entry(&self, devnum: DevNum) -> Option<(FsInfo, Option<u64>)> {
+        let path = self.settings.udev_data_dir.join(format!("b{devnum}"));
+        let text = read_small(&path)?;
+        Some(parse_udev_entry(&text))
+    }
+
+    /// udev's metadata for the device, unless the entry is left from an
+    /// earlier attach under the same device number (udev stopped since):
+    /// its attach sequence number must be the current one.
     fn udev_fs(&self, dev: &Device) -> Option<FsInfo> {
-        let path = self.settings.udev_data_dir.join(format!("b{}", dev.devnum));
-        let text = fs::read_to_string(path).ok()?;
-        let mut props = HashMap::new();
-        let mut db_seq = None;
-        for line in text.lines() {
-            if let Some(kv) = line.strip_prefix("E:")
-                && let Some((k, v)) = kv.split_once('=')
-            {
-                props.insert(k, v);
-            } else if let Some(seq) = line.strip_prefix("S:disk/by-diskseq/") {
-                db_seq = seq.parse::<u64>().ok();
-            }
-        }
-        // An entry left from an earlier attach under the same device number
-        // (udev stopped since) is not trusted: its attach sequence number,
-        // which udev keeps as the by-diskseq link, must be the current one.
-        let db_seq = db_seq.or_else(|| props.get("DISKSEQ").and_then(|v| v.parse().ok()));
+        let (fs, db_seq) = self.udev_entry(dev.devnum)?;
         if let (Some(seq), Some(db)) = (dev.diskseq, db_seq)
             && db != seq
         {
             return None;
         }
-        Some(fs_info_from_udev(&props))
+        Some(fs)
     }
 
     fn find_root_disks(&self) -> HashSet<String> {
@@ -381,19 +450,18 @@ impl<'a> Scan<'a> {
                 devnum = DevNum::from_rdev(meta.rdev());
             }
         }
-        let link = self.settings.sys_dir.join(format!("dev/block/{devnum}"));
-        let Ok(target) = fs::read_link(&link) else {
+        let Some(name) = self
+            .entries
+            .iter()
+            .find(|e| e.devnum == devnum)
+            .map(|e| e.name.clone())
+        else {
             return disks;
         };
-        let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
-            return disks;
-        };
-        let mut todo = vec![name.to_string()];
+        let mut todo = vec![name];
         while let Some(name) = todo.pop() {
             let whole = self
-                .entries
-                .iter()
-                .find(|e| e.name == name)
+                .entry(&name)
                 .and_then(|e| e.parent.clone())
                 .unwrap_or_else(|| name.clone());
             if disks.insert(whole.clone()) {
@@ -417,8 +485,8 @@ impl<'a> Scan<'a> {
                 set.insert(parent.clone());
             }
         }
-        // A `gandiswap` partition that is not itself a candidate, on a disk
-        // that has candidates: the kernel's uevent names GPT partitions.
+        // Sibling partitions that were not described: the kernel's uevent
+        // names GPT partitions; udev's entry has the rest.
         let described: HashSet<&str> = devices.iter().map(|d| d.name.as_str()).collect();
         let disks: HashSet<&str> = devices
             .iter()
@@ -437,9 +505,13 @@ impl<'a> Scan<'a> {
                 .join("class/block")
                 .join(&entry.name)
                 .join("uevent");
-            if fs::read_to_string(uevent)
-                .is_ok_and(|u| u.lines().any(|l| l == "PARTNAME=gandiswap"))
-            {
+            let named =
+                read_small(&uevent).is_some_and(|u| u.lines().any(|l| l == "PARTNAME=gandiswap"));
+            let udev = self.udev_entry(entry.devnum).is_some_and(|(fs, _)| {
+                fs.part_name.as_deref() == Some("gandiswap")
+                    || (fs.fstype.as_deref() == Some("swap") && fs.label.as_deref() == Some("swap"))
+            });
+            if named || udev {
                 set.insert(parent.clone());
             }
         }
@@ -466,6 +538,9 @@ impl<'a> Scan<'a> {
             && (seq.is_none() || *seq == dev.diskseq)
         {
             return Some(Exclusion::Released);
+        }
+        if dev.size == 0 {
+            return Some(Exclusion::Empty);
         }
         if let Some(holder) = dev.holders.first() {
             return Some(Exclusion::InUse(holder.clone()));
@@ -512,7 +587,42 @@ pub fn kernel_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
+    read_small(path)?.trim().parse().ok()
+}
+
+/// Reads a small file (sysfs attribute, udev entry) with one open and, for
+/// most files, one read: no size query as `fs::read_to_string` makes, no
+/// zeroing of the buffer, at most 1 MiB.
+pub fn read_small(path: &Path) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(path).ok()?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let spare = buf.capacity() - buf.len();
+        // SAFETY: the pointer and length describe the vector's spare
+        // capacity; `read` writes at most `spare` bytes there, and only the
+        // bytes it reports are counted into the length.
+        let n = unsafe {
+            libc::read(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(buf.len()).cast(),
+                spare,
+            )
+        };
+        let n = usize::try_from(n).ok()?;
+        // SAFETY: `read` initialised these `n` bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        // sysfs and tmpfs fill the buffer unless at the end: a short read
+        // saves the extra call that would return 0.
+        if n == 0 || n < spare {
+            break;
+        }
+        if buf.len() >= 1 << 20 {
+            return None;
+        }
+        buf.reserve(buf.len());
+    }
+    String::from_utf8(buf).ok()
 }
 
 fn list_names(dir: &Path) -> Vec<String> {
@@ -605,25 +715,37 @@ pub fn unescape_hex(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn fs_info_from_udev(props: &HashMap<&str, &str>) -> FsInfo {
-    let get = |k: &str| {
-        props
-            .get(k)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.to_string())
-    };
-    FsInfo {
-        fstype: get("ID_FS_TYPE"),
-        usage: get("ID_FS_USAGE"),
-        label: get("ID_FS_LABEL_ENC")
-            .map(|v| unescape_hex(&v))
-            .or_else(|| get("ID_FS_LABEL")),
-        uuid: get("ID_FS_UUID_ENC")
-            .map(|v| unescape_hex(&v))
-            .or_else(|| get("ID_FS_UUID")),
-        part_name: get("ID_PART_ENTRY_NAME").map(|v| unescape_hex(&v)),
-        part_table: get("ID_PART_TABLE_TYPE"),
+/// Parses a udev database entry: the filesystem properties and the attach
+/// sequence number udev saw (its `disk/by-diskseq` link).
+pub fn parse_udev_entry(text: &str) -> (FsInfo, Option<u64>) {
+    let mut fs = FsInfo::default();
+    let (mut label, mut label_enc, mut uuid, mut uuid_enc) = (None, None, None, None);
+    let mut seq = None;
+    let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    for line in text.lines() {
+        if let Some(kv) = line.strip_prefix("E:") {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            match k {
+                "ID_FS_TYPE" => fs.fstype = some(v),
+                "ID_FS_USAGE" => fs.usage = some(v),
+                "ID_FS_LABEL" => label = some(v),
+                "ID_FS_LABEL_ENC" => label_enc = some(v).map(|v| unescape_hex(&v)),
+                "ID_FS_UUID" => uuid = some(v),
+                "ID_FS_UUID_ENC" => uuid_enc = some(v).map(|v| unescape_hex(&v)),
+                "ID_PART_ENTRY_NAME" => fs.part_name = some(v).map(|v| unescape_hex(&v)),
+                "ID_PART_TABLE_TYPE" => fs.part_table = some(v),
+                "DISKSEQ" => seq = seq.or_else(|| v.parse().ok()),
+                _ => {}
+            }
+        } else if let Some(n) = line.strip_prefix("S:disk/by-diskseq/") {
+            seq = n.parse().ok();
+        }
     }
+    fs.label = label_enc.or(label);
+    fs.uuid = uuid_enc.or(uuid);
+    (fs, seq)
 }
 
 /// Probes devices with `blkid -p` in one child process, for at most

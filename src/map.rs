@@ -96,7 +96,27 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
         return Err(MapError::Disabled);
     }
     let scan = Scan::new(settings).map_err(|e| MapError::System(format!("{e:#}")))?;
-    let devices = scan.devices();
+    // Match on what records and udev say (one read per device), then read
+    // in full, and check, only the devices that matched and those nothing
+    // knows yet (probed, bounded).
+    let names = scan.candidate_names();
+    let wanted: Vec<String> = scan
+        .quick_meta(&names)
+        .into_iter()
+        .filter(|(name, known)| {
+            known.is_empty()
+                || name == key
+                || known.iter().any(|fs| {
+                    fs.label.as_deref() == Some(key)
+                        || fs
+                            .uuid
+                            .as_deref()
+                            .is_some_and(|u| u.eq_ignore_ascii_case(key))
+                })
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let devices = scan.describe(&wanted);
     let (device, warning) = choose(&devices, key, &settings.disk_root.display().to_string())?;
     if let Some(at) = device.mounts.first() {
         return Err(MapError::Mounted {

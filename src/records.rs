@@ -59,6 +59,19 @@ pub fn read(settings: &Settings, name: &str) -> Option<Record> {
     serde_json::from_slice(&text).ok()
 }
 
+/// The names that have a record (one directory listing).
+pub fn recorded_names(settings: &Settings) -> std::collections::HashSet<String> {
+    fs::read_dir(disks_dir(settings))
+        .map(|rd| {
+            rd.filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether `record` still describes `dev`.
 pub fn matches(record: &Record, dev: &Device) -> bool {
     record.name == dev.name

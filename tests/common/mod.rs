@@ -163,6 +163,22 @@ pub fn mkfs(dev: &str, fstype: &str, label: Option<&str>) {
     }
     cmd.arg(dev);
     sh(&mut cmd);
+    settle();
+}
+
+/// Waits for udev to process pending events, when a udevd runs (a test
+/// must not read udev's entry from before its own mkfs).
+pub fn settle() {
+    if udevd_running() {
+        let _ = Command::new("udevadm").args(["settle", "-t", "30"]).output();
+    }
+}
+
+pub fn udevd_running() -> bool {
+    Command::new("pgrep")
+        .args(["-x", "systemd-udevd"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A private settings file and run directory.
