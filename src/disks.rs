@@ -176,6 +176,9 @@ pub struct Scan<'a> {
     mounts: Vec<MountEntry>,
     swaps: HashSet<DevNum>,
     root_disks: HashSet<String>,
+    /// udev's entries are only up to date while udevd runs; without it they
+    /// may describe an earlier attach or content, so they are not used.
+    udev_alive: bool,
 }
 
 /// One line of `/proc/self/mountinfo`.
@@ -231,6 +234,7 @@ impl<'a> Scan<'a> {
             mounts,
             swaps,
             root_disks: HashSet::new(),
+            udev_alive: udev_alive(&settings.udev_data_dir),
         };
         scan.root_disks = scan.find_root_disks();
         Ok(scan)
@@ -269,12 +273,10 @@ impl<'a> Scan<'a> {
                 {
                     found.push(r.fs);
                 }
-                if let Some((fs, db_seq)) = self.udev_entry(entry.devnum) {
-                    // Unless left from an earlier attach.
-                    let whole = entry.parent.as_deref().unwrap_or(name);
-                    if db_seq.is_none() || db_seq == self.diskseq(whole) {
-                        found.push(fs);
-                    }
+                if self.udev_alive
+                    && let Some((fs, _)) = self.udev_entry(entry.devnum)
+                {
+                    found.push(fs);
                 }
                 Some((name.clone(), found))
             })
@@ -424,6 +426,9 @@ impl<'a> Scan<'a> {
     /// earlier attach under the same device number (udev stopped since):
     /// its attach sequence number must be the current one.
     fn udev_fs(&self, dev: &Device) -> Option<FsInfo> {
+        if !self.udev_alive {
+            return None;
+        }
         let (fs, db_seq) = self.udev_entry(dev.devnum)?;
         if let (Some(seq), Some(db)) = (dev.diskseq, db_seq)
             && db != seq
@@ -557,6 +562,46 @@ impl<'a> Scan<'a> {
             (Some(t), _) if !safe_fstype(t) => Some(Exclusion::NotMountable(t.clone())),
             _ => None,
         }
+    }
+}
+
+/// Whether udevd answers on its control socket (`DATA_DIR/../control`).
+/// A non-blocking connect: refused or missing means not running; a full
+/// backlog still means running. Nothing is sent.
+pub fn udev_alive(udev_data_dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(run) = udev_data_dir.parent() else {
+        return false;
+    };
+    let path = run.join("control");
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return false;
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: plain syscalls on a socket we own and close.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let rc = libc::connect(
+            fd,
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        );
+        let err = std::io::Error::last_os_error().raw_os_error();
+        libc::close(fd);
+        rc == 0 || err == Some(libc::EAGAIN) || err == Some(libc::EINPROGRESS)
     }
 }
 

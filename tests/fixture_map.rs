@@ -12,14 +12,43 @@ use std::path::PathBuf;
 struct Tree {
     dir: tempfile::TempDir,
     mountinfo: String,
+    /// A listening socket standing for udevd's control socket.
+    udevd: Option<i32>,
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        self.stop_udevd();
+    }
+}
+
+/// Listens on a SOCK_SEQPACKET socket at `path`, as udevd does.
+fn listen(path: &std::path::Path) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: test-only plain syscalls; sockaddr_un zeroed is valid.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0);
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
+        assert_eq!(libc::listen(fd, 16), 0);
+        fd
+    }
 }
 
 impl Tree {
     fn new() -> Tree {
-        let t = Tree {
+        let mut t = Tree {
             dir: tempfile::tempdir().unwrap(),
             mountinfo: "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n".into(),
+            udevd: None,
         };
+        t.udevd = Some(listen(&t.p("control")));
         for d in [
             "sys/class/block",
             "sys/dev/block",
@@ -33,6 +62,14 @@ impl Tree {
         fs::write(t.p("proc/swaps"), "Filename Type Size Used Priority\n").unwrap();
         t.disk("vda", "254:0", 1 << 30, None);
         t
+    }
+
+    fn stop_udevd(&mut self) {
+        if let Some(fd) = self.udevd.take() {
+            // SAFETY: our own socket.
+            unsafe { libc::close(fd) };
+            let _ = fs::remove_file(self.p("control"));
+        }
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -357,4 +394,21 @@ fn unsafe_device_names_are_never_printed() {
     t.fs("252:16", "ext4", Some("odd"), "u");
     let s = t.settings("");
     assert!(matches!(entry(&s, "odd"), Err(MapError::UnsafeEntry(_))));
+}
+
+#[test]
+fn udev_entries_are_not_used_while_udevd_is_down() {
+    let mut t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.fs("252:16", "ext4", Some("data"), "u");
+    let s = t.settings("");
+    assert!(entry(&s, "data").is_ok());
+    t.stop_udevd();
+    // The probe runs instead; the fixture has no real device, so the disk
+    // is unreadable, not served from udev's possibly old entry.
+    assert!(entry(&s, "data").is_err());
+    let devs = Scan::new(&s).unwrap().devices();
+    let vdb = devs.iter().find(|d| d.name == "vdb").unwrap();
+    assert_ne!(vdb.source, MetaSource::Udev);
+    assert!(vdb.excluded.is_some());
 }

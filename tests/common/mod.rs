@@ -170,7 +170,9 @@ pub fn mkfs(dev: &str, fstype: &str, label: Option<&str>) {
 /// must not read udev's entry from before its own mkfs).
 pub fn settle() {
     if udevd_running() {
-        let _ = Command::new("udevadm").args(["settle", "-t", "30"]).output();
+        let _ = Command::new("udevadm")
+            .args(["settle", "-t", "30"])
+            .output();
     }
 }
 
