@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gandi-vm");
+use common::BIN;
 
 struct Loops(Vec<String>);
 
@@ -24,30 +24,22 @@ impl Drop for Loops {
     }
 }
 
-struct Udevd(Option<u32>);
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+struct Udevd(Option<i32>);
 
 impl Drop for Udevd {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            // SAFETY: plain syscall on the daemon this run started.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            settle();
+            common::stop_pid(pid);
         }
     }
 }
 
-fn udevd_pids() -> Vec<u32> {
-    let out = Command::new("pgrep").args(["-x", "systemd-udevd"]).output();
-    out.map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
 fn ensure_udevd() -> Udevd {
-    if !udevd_pids().is_empty() {
+    if common::udevd_running() {
         return Udevd(None);
     }
     let daemon = [
@@ -63,8 +55,16 @@ fn ensure_udevd() -> Udevd {
         .status()
         .expect("starting udevd");
     assert!(status.success());
-    std::thread::sleep(Duration::from_millis(300));
-    Udevd(udevd_pids().into_iter().max())
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Command::new("udevadm")
+        .args(["control", "--ping"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(Instant::now() < deadline, "udevd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Udevd(common::udevd_pids().into_iter().max())
 }
 
 fn settle() {

@@ -33,4 +33,50 @@ pub enum Cmd {
     },
     /// Print the settings in force and any problem in the settings file.
     Settings,
+    /// Act on one data disk.
+    Disk {
+        #[command(subcommand)]
+        command: DiskCmd,
+    },
+    /// Handle a block event. Without arguments (as udev runs it), read the
+    /// event from the environment (ACTION, DEVPATH, DEVNAME, MAJOR, MINOR,
+    /// ID_FS_*), record the disk and hand its growth to
+    /// gandi-disk@NAME.service. With arguments (by hand), record and grow
+    /// synchronously, or forget the disk on remove.
+    DiskEvent {
+        /// add, change or remove.
+        #[arg(requires = "device")]
+        action: Option<String>,
+        /// The device: vdb or /dev/vdb.
+        device: Option<String>,
+    },
+    /// Grow the filesystem of a data disk to the size of its device, record
+    /// it and run the post-disk-attach hook (what gandi-disk@NAME.service
+    /// runs).
+    DiskGrow {
+        /// Kernel name of the device (vdb).
+        name: String,
+    },
+    /// Internal: mount, grow and unmount inside a private mount namespace.
+    #[command(hide = true)]
+    GrowPrivate {
+        device: std::path::PathBuf,
+        fstype: String,
+        mount_point: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiskCmd {
+    /// Prepare a disk for detach: run the pre-disk-detach hook, stop the
+    /// services listed in MOUNTPOINT/.gandi/services, unmount it and mark
+    /// it released so the map refuses it until it is detached or attached
+    /// again. Names the processes that still hold it.
+    Release {
+        /// The disk's label, kernel name or UUID.
+        key: String,
+        /// Unmount lazily even when busy.
+        #[arg(long)]
+        force: bool,
+    },
 }

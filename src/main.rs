@@ -2,14 +2,22 @@
 //! autofs program map.
 
 use clap::Parser;
-use gandi_vm::cli::{Cli, Cmd};
+use gandi_vm::cli::{Cli, Cmd, DiskCmd};
 use gandi_vm::settings::Settings;
-use gandi_vm::{commands, logging, map};
+use gandi_vm::{commands, diskevent, grow, logging, map, release};
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
+/// udev runs programs with the device's properties as their whole
+/// environment: no PATH. The tools we call live in the sbin folders.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 fn main() -> ExitCode {
+    if std::env::var_os("PATH").is_none_or(|p| p.is_empty()) {
+        // SAFETY: no other thread runs yet.
+        unsafe { std::env::set_var("PATH", DEFAULT_PATH) };
+    }
     let mut args: Vec<OsString> = std::env::args_os().collect();
     let argv0 = args.first().cloned().unwrap_or_default();
     let program = Path::new(&argv0)
@@ -51,6 +59,25 @@ fn main() -> ExitCode {
         Cmd::Map { key } => return exit(map::run(&settings, &key)),
         Cmd::Disks { json } => commands::disks(&settings, json),
         Cmd::Settings => commands::show_settings(&settings),
+        Cmd::Disk {
+            command: DiskCmd::Release { key, force },
+        } => release::release(&settings, &key, force),
+        Cmd::DiskEvent { action, device } => match (action, device) {
+            (Some(action), Some(device)) => diskevent::Action::parse(&action)
+                .and_then(|a| diskevent::by_hand(&settings, a, &device)),
+            _ => {
+                let env = std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect();
+                diskevent::from_udev(&settings, &env)
+            }
+        },
+        Cmd::DiskGrow { name } => diskevent::grow_disk(&settings, &name),
+        Cmd::GrowPrivate {
+            device,
+            fstype,
+            mount_point,
+        } => grow::grow_private(&device, &fstype, &mount_point).map(|()| 0),
     };
     match result {
         Ok(code) => exit(code),

@@ -207,3 +207,155 @@ fn allow_mount_off_serves_nothing() {
     assert!(!out.status.success() && out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CONFIG_ALLOW_MOUNT=0"));
 }
+
+/// Writes an executable script.
+fn script(path: &Path, body: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    sh(std::process::Command::new("chmod").arg("755").arg(path));
+}
+
+#[test]
+fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
+    if !system_test(&["automount", "mkfs.ext4", "losetup"]) {
+        return;
+    }
+    let env = Env::new();
+    let disk = LoopDisk::new(env.path(), "r.img", 32);
+    disk.mkfs("ext4", Some(&label("rel")));
+    LoopDisk::write_file(&disk.dev, "keep", "x");
+    let hooks = env.path().join("hooks");
+    let log = env.path().join("calls.log");
+    script(
+        &hooks.join("pre-disk-detach"),
+        &format!("echo hook \"$@\" >> {}", log.display()),
+    );
+    // systemd is not PID 1 on the test machines: a stand-in systemctl that
+    // logs what it is asked.
+    let bin = env.path().join("bin");
+    script(
+        &bin.join("systemctl"),
+        &format!("echo systemctl \"$@\" >> {}", log.display()),
+    );
+    only(
+        &env,
+        &[&disk],
+        &[&format!("GANDI_HOOK_DIR={}", hooks.display())],
+    );
+    let root = env.path().join("srv");
+    let am = Automount::start(&env, &root, 600);
+    let mp = root.join(label("rel"));
+    assert!(lookup(&mp));
+    fs::create_dir_all(mp.join(".gandi")).unwrap();
+    fs::write(
+        mp.join(".gandi/services"),
+        "postgresql.service\n# a comment\nnginx\n",
+    )
+    .unwrap();
+
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let release = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["disk", "release", &label("rel")])
+            .args(extra)
+            .env("GANDI_CONFIG", env.config())
+            .env("PATH", &path);
+        cmd.output().unwrap()
+    };
+
+    // Busy: a process works inside it. Named, nothing changed.
+    let mut busy = std::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(&mp)
+        .spawn()
+        .unwrap();
+    let out = release(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {} (sleep) by its cwd", busy.id())),
+        "{err}"
+    );
+    assert!(
+        am.mounted().iter().any(|m| m.1 == mp),
+        "unmounted although busy"
+    );
+    assert!(env.map(&disk.name()).status.code() == Some(1)); // mounted: refused
+    let _ = busy.kill();
+    let _ = busy.wait();
+
+    // Free: hook, services, unmount, mark.
+    let out = release(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.contains(&format!("hook {} {}", disk.dev, mp.display())),
+        "{calls}"
+    );
+    assert!(
+        calls.contains("systemctl stop postgresql.service"),
+        "{calls}"
+    );
+    assert!(calls.contains("systemctl stop nginx"), "{calls}");
+    assert!(am.mounted().is_empty(), "{:?}", am.mounted());
+    // The map refuses it now, under every key.
+    for key in [label("rel"), disk.name()] {
+        let out = env.map(&key);
+        assert!(!out.status.success() && out.stdout.is_empty());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("released"),
+            "{key}"
+        );
+    }
+    assert!(!lookup(&root.join(disk.name())));
+    assert!(am.mounted().is_empty());
+    // Twice: says so, changes nothing.
+    let out = release(&[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already released"));
+    // Attached again (a new attach sequence number): served again.
+    sh(std::process::Command::new("losetup").args(["-d", &disk.dev]));
+    sh(std::process::Command::new("losetup")
+        .arg(&disk.dev)
+        .arg(&disk.image));
+    settle();
+    assert!(lookup(&mp), "not served after a new attach");
+}
+
+#[test]
+fn release_force_unmounts_a_busy_disk_lazily() {
+    if !system_test(&["automount", "mkfs.ext4", "losetup"]) {
+        return;
+    }
+    let env = Env::new();
+    let disk = LoopDisk::new(env.path(), "f.img", 32);
+    disk.mkfs("ext4", Some(&label("force")));
+    only(&env, &[&disk], &[]);
+    let root = env.path().join("srv");
+    let am = Automount::start(&env, &root, 600);
+    let mp = root.join(label("force"));
+    assert!(lookup(&mp));
+    let mut busy = std::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(&mp)
+        .spawn()
+        .unwrap();
+    let out = env.gandi(&["disk", "release", &label("force"), "--force"]);
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lazily"));
+    assert!(am.mounted().is_empty());
+}

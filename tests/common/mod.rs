@@ -177,10 +177,48 @@ pub fn settle() {
 }
 
 pub fn udevd_running() -> bool {
-    Command::new("pgrep")
-        .args(["-x", "systemd-udevd"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    !udevd_pids().is_empty()
+}
+
+/// Live systemd-udevd processes (zombies left by `--daemon` do not count).
+pub fn udevd_pids() -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ...
+        let Some((left, right)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        if left.ends_with("(systemd-udevd") && !right.starts_with('Z') {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Stops a daemon by PID and waits (up to 10 s) for it to be gone.
+pub fn stop_pid(pid: i32) {
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty()
+            || stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
 /// A private settings file and run directory.

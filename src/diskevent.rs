@@ -1,0 +1,490 @@
+//! The attach helper: block events of candidate data disks.
+//!
+//! Run by udev (`gandi-vm disk-event`, reading `ACTION`, `DEVNAME`,
+//! `DEVPATH`, ... from the environment) it only records what udev already
+//! probed (no disk I/O) and hands the growth to `gandi-disk@NAME.service`
+//! (`systemctl --no-block start`), or, where systemd is not the init, to a
+//! detached `gandi-vm disk-grow NAME`. The unit runs `gandi-vm disk-grow`:
+//! lock, grow, record, `post-disk-attach` hook.
+//!
+//! By hand, `gandi-vm disk-event add|change|remove DEVICE` does both halves
+//! synchronously.
+
+use crate::commands::served_key;
+use crate::disks::{DevNum, Exclusion, FsInfo, Scan, glob_match, unescape_hex};
+use crate::grow;
+use crate::hooks;
+use crate::records::{self, Grow, Record};
+use crate::settings::Settings;
+use crate::util;
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A block event's action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Add,
+    Change,
+    Remove,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Result<Action> {
+        match s {
+            "add" => Ok(Action::Add),
+            "change" => Ok(Action::Change),
+            "remove" => Ok(Action::Remove),
+            other => bail!("unknown action {other:?} (expected add, change or remove)"),
+        }
+    }
+}
+
+/// A block event as udev describes it in the environment of `RUN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdevEvent {
+    pub action: Action,
+    pub name: String,
+    pub devnum: DevNum,
+    pub diskseq: Option<u64>,
+    pub fs: FsInfo,
+}
+
+/// Reads and checks the udev environment. Every problem is an error that
+/// names the variable; nothing is done with a malformed event.
+pub fn udev_event(env: &HashMap<String, String>) -> Result<UdevEvent> {
+    let get = |k: &str| env.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let action = Action::parse(get("ACTION").ok_or_else(|| anyhow!("ACTION is not set"))?)
+        .context("ACTION")?;
+    if let Some(sub) = get("SUBSYSTEM")
+        && sub != "block"
+    {
+        bail!("SUBSYSTEM is {sub:?}, not \"block\"");
+    }
+    let devpath = get("DEVPATH").ok_or_else(|| anyhow!("DEVPATH is not set"))?;
+    let name = devpath
+        .rsplit('/')
+        .next()
+        .filter(|n| valid_name(n))
+        .ok_or_else(|| anyhow!("DEVPATH {devpath:?} does not end with a device name"))?;
+    if let Some(devname) = get("DEVNAME") {
+        let base = devname.strip_prefix("/dev/").unwrap_or(devname);
+        if base.replace('/', "!") != name {
+            bail!("DEVNAME {devname:?} does not match DEVPATH {devpath:?}");
+        }
+    }
+    let number = |k: &str| -> Result<u32> {
+        get(k)
+            .ok_or_else(|| anyhow!("{k} is not set"))?
+            .parse()
+            .map_err(|_| anyhow!("{k} is not a number"))
+    };
+    let devnum = DevNum {
+        major: number("MAJOR")?,
+        minor: number("MINOR")?,
+    };
+    let diskseq = match get("DISKSEQ") {
+        None => None,
+        Some(v) => Some(v.parse().map_err(|_| anyhow!("DISKSEQ is not a number"))?),
+    };
+    let dec = |k: &str| get(k).map(unescape_hex);
+    let fs = FsInfo {
+        fstype: get("ID_FS_TYPE").map(str::to_string),
+        usage: get("ID_FS_USAGE").map(str::to_string),
+        label: dec("ID_FS_LABEL_ENC").or_else(|| get("ID_FS_LABEL").map(str::to_string)),
+        uuid: dec("ID_FS_UUID_ENC").or_else(|| get("ID_FS_UUID").map(str::to_string)),
+        part_name: dec("ID_PART_ENTRY_NAME"),
+        part_table: get("ID_PART_TABLE_TYPE").map(str::to_string),
+    };
+    Ok(UdevEvent {
+        action,
+        name: name.to_string(),
+        devnum,
+        diskseq,
+        fs,
+    })
+}
+
+/// A kernel block device name we accept.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.!:+".contains(c))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn record_path(settings: &Settings, name: &str) -> PathBuf {
+    records::disks_dir(settings).join(format!("{name}.json"))
+}
+
+fn write_record(settings: &Settings, record: &Record) -> Result<()> {
+    let dir = records::disks_dir(settings);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut json = serde_json::to_vec_pretty(record)?;
+    json.push(b'\n');
+    util::write_atomic(&record_path(settings, &record.name), &json, 0o644)
+}
+
+/// Forgets a device: its record and its release mark.
+pub fn forget(settings: &Settings, name: &str) -> Result<()> {
+    for path in [
+        record_path(settings, name),
+        records::released_dir(settings).join(name),
+    ] {
+        match fs::remove_file(&path) {
+            Ok(()) => log::info!("{name}: removed {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// An exclusive lock on one device, held while it is recorded and grown.
+pub struct DiskLock(#[allow(dead_code)] File);
+
+impl DiskLock {
+    /// Waits for the lock when `wait`, else fails at once when it is held.
+    pub fn take(settings: &Settings, name: &str, wait: bool) -> Result<Option<DiskLock>> {
+        let dir = settings.run_dir.join("locks");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{name}.lock"));
+        let file = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+        let op = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        // SAFETY: a valid descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(err).with_context(|| format!("locking {}", path.display()));
+        }
+        Ok(Some(DiskLock(file)))
+    }
+}
+
+/// Whether the candidate globs cover `name`.
+fn is_candidate(settings: &Settings, name: &str) -> bool {
+    settings.disk_devices.iter().any(|g| glob_match(g, name))
+}
+
+/// `gandi-vm disk-event` run by udev: record, hand off. Returns the exit code.
+pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i32> {
+    let event = udev_event(env).context("reading the udev event")?;
+    if !is_candidate(settings, &event.name) {
+        log::debug!("{}: not a candidate data disk", event.name);
+        return Ok(0);
+    }
+    if event.action == Action::Remove {
+        return forget(settings, &event.name).map(|()| 0);
+    }
+    let sys = settings.sys_dir.join("class/block").join(&event.name);
+    let size = crate::disks::read_small(&sys.join("size"))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        .saturating_mul(512);
+    if size == 0 {
+        // No medium any more (a loop device whose file was detached).
+        return forget(settings, &event.name).map(|()| 0);
+    }
+    let partitioned = event.fs.part_table.is_some();
+    let serviceable = event.fs.usage.as_deref() == Some("filesystem");
+    let (state, note) = if serviceable {
+        (
+            "pending",
+            "recorded by udev; growth handed to gandi-disk@ service".to_string(),
+        )
+    } else if partitioned && event.fs.fstype.is_none() {
+        (
+            "not-grown",
+            "partitioned: only whole-disk filesystems are grown".to_string(),
+        )
+    } else {
+        let what = event.fs.fstype.as_deref().unwrap_or("no filesystem");
+        ("excluded", format!("{what}: not a mountable filesystem"))
+    };
+    let record = Record {
+        name: event.name.clone(),
+        devnum: event.devnum.to_string(),
+        diskseq: event.diskseq,
+        size,
+        fs: event.fs.clone(),
+        partitioned,
+        state: state.into(),
+        note: Some(note),
+        last_grow: records::read(settings, &event.name).and_then(|r| r.last_grow),
+        updated: now(),
+    };
+    // The grower holds the lock while it works: it writes the record itself
+    // and checks the device again when done, so skipping here loses nothing.
+    match DiskLock::take(settings, &event.name, false)? {
+        Some(_lock) => write_record(settings, &record)?,
+        None => log::info!("{}: being grown; the grower records it", event.name),
+    }
+    if serviceable {
+        hand_off(&event.name)?;
+    }
+    Ok(0)
+}
+
+/// Starts the growth outside udev's sandbox.
+fn hand_off(name: &str) -> Result<()> {
+    if Path::new("/run/systemd/system").is_dir() {
+        let unit = format!("gandi-disk@{name}.service");
+        util::run(Command::new("systemctl").args(["--no-block", "start", &unit]))?;
+        log::info!("{name}: started {unit}");
+        return Ok(());
+    }
+    // No systemd: a detached process in its own session, not killed with
+    // the udev worker.
+    let exe = std::env::current_exe().context("finding our own executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["disk-grow", name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {}", util::describe(&cmd)))?;
+    log::info!("{name}: growth started in the background (no systemd)");
+    Ok(())
+}
+
+/// `gandi-vm disk-event ACTION DEVICE` by hand.
+pub fn by_hand(settings: &Settings, action: Action, device: &str) -> Result<i32> {
+    let name = device
+        .strip_prefix("/dev/")
+        .unwrap_or(device)
+        .replace('/', "!");
+    if !valid_name(&name) {
+        bail!("{device:?} is not a block device name");
+    }
+    if !is_candidate(settings, &name) {
+        bail!(
+            "{name} does not match CONFIG_DISK_DEVICES (\"{}\")",
+            settings.disk_devices.join(" ")
+        );
+    }
+    match action {
+        Action::Remove => forget(settings, &name).map(|()| 0),
+        Action::Add | Action::Change => grow_disk(settings, &name),
+    }
+}
+
+/// `gandi-vm disk-grow NAME`: what `gandi-disk@NAME.service` runs. Takes
+/// the device's lock (waiting for another growth of it), grows, records,
+/// runs `post-disk-attach` when the disk became ready for a new attach.
+/// Checks the device again afterwards, in case it changed meanwhile.
+pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
+    let _lock = DiskLock::take(settings, name, true)?;
+    let mut code = 0;
+    for _ in 0..3 {
+        let previous = records::read(settings, name);
+        let scan = Scan::new(settings)?;
+        let Some(dev) = scan.describe(&[name.to_string()]).pop() else {
+            log::info!("{name}: gone");
+            forget(settings, name)?;
+            return Ok(0);
+        };
+        let dev_path = scan.dev_path(name);
+        let mut record = Record {
+            name: name.to_string(),
+            devnum: dev.devnum.to_string(),
+            diskseq: dev.diskseq,
+            size: dev.size,
+            fs: dev.fs.clone(),
+            partitioned: !dev.partitions.is_empty() || dev.fs.part_table.is_some(),
+            state: "ready".into(),
+            note: None,
+            last_grow: previous.as_ref().and_then(|r| r.last_grow.clone()),
+            updated: now(),
+        };
+        let fstype = dev.fs.fstype.clone().unwrap_or_default();
+        match &dev.excluded {
+            Some(Exclusion::Partitioned) => {
+                record.state = "not-grown".into();
+                record.note = Some("partitioned: only whole-disk filesystems are grown".into());
+            }
+            Some(why) => {
+                record.state = "excluded".into();
+                record.note = Some(why.to_string());
+            }
+            None if dev.parent.is_some() => {
+                record.note =
+                    Some("a partition: not grown (only whole-disk filesystems are)".into());
+            }
+            None if !grow::supported(&fstype) => {
+                record.note = Some(format!("growing {fstype} is not supported"));
+            }
+            None => {
+                record.state = "growing".into();
+                write_record(settings, &record)?;
+                let mounted = dev.mounts.first().map(PathBuf::as_path);
+                match grow::grow(&dev_path, &fstype, dev.size, mounted, &settings.run_dir) {
+                    Ok(grow::Outcome::Fits { .. }) => record.state = "ready".into(),
+                    Ok(grow::Outcome::Grown {
+                        before,
+                        after,
+                        tool,
+                    }) => {
+                        log::info!(
+                            "{name}: {fstype} grown from {before} to {after} bytes ({tool})"
+                        );
+                        record.state = "ready".into();
+                        record.last_grow = Some(Grow {
+                            before,
+                            after,
+                            time: now(),
+                            tool,
+                        });
+                    }
+                    Err(e) => {
+                        log::error!("{name}: growing {fstype}: {e:#}");
+                        record.state = "grow-failed".into();
+                        record.note = Some(format!("{e:#}"));
+                        code = 1;
+                    }
+                }
+            }
+        }
+        record.updated = now();
+        write_record(settings, &record)?;
+
+        // Changed while we worked (resized again, reattached)? Once more.
+        let again = Scan::new(settings)?.describe(&[name.to_string()]).pop();
+        if again
+            .as_ref()
+            .is_some_and(|d| d.size != dev.size || d.diskseq != dev.diskseq)
+        {
+            log::info!("{name}: changed while being grown; once more");
+            continue;
+        }
+
+        let newly_ready = record.state == "ready"
+            && previous.as_ref().is_none_or(|p| {
+                p.diskseq != record.diskseq || !matches!(p.state.as_str(), "ready")
+            });
+        if newly_ready && dev.excluded.is_none() {
+            let devices = scan.devices();
+            let mount_point = served_key(&devices, &dev, &settings.disk_root)
+                .map(|k| settings.disk_root.join(k))
+                .unwrap_or_else(|| settings.disk_root.join(name));
+            hooks::run(
+                settings,
+                "post-disk-attach",
+                &[
+                    &dev_path.display().to_string(),
+                    &fstype,
+                    &mount_point.display().to_string(),
+                ],
+                hooks::HOOK_LIMIT,
+            );
+        }
+        return Ok(code);
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn good() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("ACTION", "add"),
+            ("SUBSYSTEM", "block"),
+            (
+                "DEVPATH",
+                "/devices/pci0000:00/0000:00:05.0/virtio3/block/vdb",
+            ),
+            ("DEVNAME", "/dev/vdb"),
+            ("MAJOR", "252"),
+            ("MINOR", "16"),
+            ("DISKSEQ", "12"),
+            ("ID_FS_TYPE", "ext4"),
+            ("ID_FS_USAGE", "filesystem"),
+            ("ID_FS_LABEL_ENC", "my\\x20data"),
+            ("ID_FS_UUID_ENC", "abcd"),
+        ]
+    }
+
+    #[test]
+    fn reads_a_udev_event() {
+        let e = udev_event(&env(&good())).unwrap();
+        assert_eq!(e.action, Action::Add);
+        assert_eq!(e.name, "vdb");
+        assert_eq!(
+            e.devnum,
+            DevNum {
+                major: 252,
+                minor: 16
+            }
+        );
+        assert_eq!(e.diskseq, Some(12));
+        assert_eq!(e.fs.label.as_deref(), Some("my data"));
+    }
+
+    #[test]
+    fn rejects_malformed_events_naming_the_variable() {
+        let cases: [(&str, Option<&str>, &str); 8] = [
+            ("ACTION", None, "ACTION is not set"),
+            ("ACTION", Some("bind"), "ACTION"),
+            ("DEVPATH", None, "DEVPATH is not set"),
+            ("DEVPATH", Some("/devices/x/../.."), "DEVPATH"),
+            ("DEVNAME", Some("/dev/vdc"), "does not match"),
+            ("MAJOR", Some("x"), "MAJOR is not a number"),
+            ("MINOR", None, "MINOR is not set"),
+            ("SUBSYSTEM", Some("net"), "SUBSYSTEM"),
+        ];
+        for (key, value, expect) in cases {
+            let mut pairs = good();
+            pairs.retain(|(k, _)| *k != key);
+            if let Some(v) = value {
+                pairs.push((key, v));
+            }
+            let err = format!("{:#}", udev_event(&env(&pairs)).unwrap_err());
+            assert!(err.contains(expect), "{key}={value:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("vdb1"));
+        assert!(valid_name("cciss!c0d0"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name(".."));
+        assert!(!valid_name("a b"));
+    }
+}

@@ -1,0 +1,261 @@
+//! Growing a data disk's filesystem to the size of its device.
+//!
+//! ext2/3/4: checked with `e2fsck -p` then `resize2fs` when unmounted,
+//! `resize2fs` online when mounted. XFS and btrfs grow only while mounted:
+//! when they are not, they are mounted in a private mount namespace that no
+//! user and no autofs lookup can see, grown, and unmounted. Never shrinks;
+//! never touches a filesystem with errors `e2fsck -p` cannot fix.
+
+use crate::util;
+use anyhow::{Context, Result, bail};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Growth smaller than this is not worth a resize (block rounding).
+pub const MIN_GROWTH: u64 = 1 << 20;
+
+/// The filesystem types we can grow.
+pub fn supported(fstype: &str) -> bool {
+    matches!(fstype, "ext2" | "ext3" | "ext4" | "xfs" | "btrfs")
+}
+
+/// The size of the filesystem on `dev`, in bytes, read from its superblock
+/// with the filesystem's own tool.
+pub fn fs_size(dev: &Path, fstype: &str) -> Result<u64> {
+    match fstype {
+        "ext2" | "ext3" | "ext4" => {
+            let out = util::run(Command::new("dumpe2fs").arg("-h").arg(dev))?;
+            parse_dumpe2fs(&out).context("reading the ext superblock")
+        }
+        "xfs" => {
+            let out = util::run(
+                Command::new("xfs_db")
+                    .args([
+                        "-r",
+                        "-c",
+                        "sb 0",
+                        "-c",
+                        "print dblocks",
+                        "-c",
+                        "print blocksize",
+                    ])
+                    .arg(dev),
+            )?;
+            parse_xfs_db(&out).context("reading the XFS superblock")
+        }
+        "btrfs" => {
+            let out = util::run(
+                Command::new("btrfs")
+                    .args(["inspect-internal", "dump-super"])
+                    .arg(dev),
+            )?;
+            parse_btrfs_super(&out).context("reading the btrfs superblock")
+        }
+        other => bail!("cannot read the size of a {other} filesystem"),
+    }
+}
+
+fn field<'a>(text: &'a str, name: &str, sep: char) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(sep)?;
+        (k.trim() == name).then(|| v.trim())
+    })
+}
+
+/// `Block count` x `Block size` of `dumpe2fs -h`.
+pub fn parse_dumpe2fs(text: &str) -> Option<u64> {
+    let count: u64 = field(text, "Block count", ':')?.parse().ok()?;
+    let size: u64 = field(text, "Block size", ':')?.parse().ok()?;
+    count.checked_mul(size)
+}
+
+/// `dblocks` x `blocksize` of `xfs_db -r -c "sb 0" -c "print dblocks" ...`.
+pub fn parse_xfs_db(text: &str) -> Option<u64> {
+    let count: u64 = field(text, "dblocks", '=')?.parse().ok()?;
+    let size: u64 = field(text, "blocksize", '=')?.parse().ok()?;
+    count.checked_mul(size)
+}
+
+/// This device's share of a btrfs filesystem (`dev_item.total_bytes`).
+pub fn parse_btrfs_super(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next()? == "dev_item.total_bytes")
+            .then(|| words.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The result of one growth attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already the size of its device.
+    Fits { size: u64 },
+    Grown {
+        before: u64,
+        after: u64,
+        tool: String,
+    },
+}
+
+/// Grows the filesystem on `dev` (`fstype`) to `dev_size` bytes. `mounted`
+/// is where it is mounted now, if anywhere. `scratch` is a folder where a
+/// private mount point may be made.
+pub fn grow(
+    dev: &Path,
+    fstype: &str,
+    dev_size: u64,
+    mounted: Option<&Path>,
+    scratch: &Path,
+) -> Result<Outcome> {
+    let before = fs_size(dev, fstype)?;
+    if before.saturating_add(MIN_GROWTH) > dev_size {
+        return Ok(Outcome::Fits { size: before });
+    }
+    let tool = match (fstype, mounted) {
+        ("ext2" | "ext3" | "ext4", Some(_)) => {
+            util::run(Command::new("resize2fs").arg(dev))?;
+            "resize2fs (online)"
+        }
+        ("ext2" | "ext3" | "ext4", None) => {
+            e2fsck(dev)?;
+            util::run(Command::new("resize2fs").arg(dev))?;
+            "resize2fs"
+        }
+        ("xfs" | "btrfs", Some(mp)) => {
+            grow_mounted(fstype, mp)?;
+            if fstype == "xfs" {
+                "xfs_growfs"
+            } else {
+                "btrfs filesystem resize"
+            }
+        }
+        ("xfs" | "btrfs", None) => {
+            grow_in_private_namespace(dev, fstype, scratch)?;
+            if fstype == "xfs" {
+                "xfs_growfs (private mount)"
+            } else {
+                "btrfs filesystem resize (private mount)"
+            }
+        }
+        (other, _) => bail!("growing {other} filesystems is not supported"),
+    };
+    let after = fs_size(dev, fstype)?;
+    Ok(Outcome::Grown {
+        before,
+        after,
+        tool: tool.to_string(),
+    })
+}
+
+/// `e2fsck -p -f`: 0 (clean) and 1 (errors fixed) let the resize go on;
+/// anything else (errors left, or fsck failed) stops it.
+fn e2fsck(dev: &Path) -> Result<()> {
+    let mut cmd = Command::new("e2fsck");
+    cmd.args(["-p", "-f"]).arg(dev);
+    let out = cmd
+        .output()
+        .with_context(|| format!("starting {}", util::describe(&cmd)))?;
+    match out.status.code() {
+        Some(0 | 1) => Ok(()),
+        _ => bail!(
+            "{} found errors it cannot fix ({}); the filesystem is left as it is: {}",
+            util::describe(&cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+    }
+}
+
+fn grow_mounted(fstype: &str, mount_point: &Path) -> Result<()> {
+    match fstype {
+        "xfs" => util::run(Command::new("xfs_growfs").arg(mount_point)).map(drop),
+        "btrfs" => util::run(
+            Command::new("btrfs")
+                .args(["filesystem", "resize", "max"])
+                .arg(mount_point),
+        )
+        .map(drop),
+        other => bail!("cannot grow a mounted {other} filesystem"),
+    }
+}
+
+/// Mounts `dev` in a new, private mount namespace (a child process of
+/// ours), grows it and unmounts it. The mount is never visible outside that
+/// child, and disappears with it even if it is killed.
+fn grow_in_private_namespace(dev: &Path, fstype: &str, scratch: &Path) -> Result<()> {
+    let mount_point: PathBuf = scratch.join(format!(
+        "grow-{}",
+        dev.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&mount_point)
+        .with_context(|| format!("creating {}", mount_point.display()))?;
+    let exe = std::env::current_exe().context("finding our own executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("grow-private")
+        .arg(dev)
+        .arg(fstype)
+        .arg(&mount_point);
+    // SAFETY: between fork and exec only async-signal-safe syscalls run.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let root = c"/";
+            if libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let result = util::run(&mut cmd).map(drop);
+    let _ = std::fs::remove_dir(&mount_point);
+    result
+}
+
+/// Inside the private namespace: mount, grow, unmount (`gandi-vm
+/// grow-private DEV FSTYPE DIR`, run only by [`grow`]).
+pub fn grow_private(dev: &Path, fstype: &str, mount_point: &Path) -> Result<()> {
+    let opts = if fstype == "xfs" {
+        "nouuid"
+    } else {
+        "defaults"
+    };
+    util::run(
+        Command::new("mount")
+            .args(["-t", fstype, "-o", opts])
+            .arg(dev)
+            .arg(mount_point),
+    )?;
+    let grown = grow_mounted(fstype, mount_point);
+    let unmounted = util::run(Command::new("umount").arg(mount_point));
+    grown?;
+    unmounted.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superblock_sizes() {
+        let ext = "Filesystem volume name:   data\nBlock count:              16384\nBlock size:               4096\n";
+        assert_eq!(parse_dumpe2fs(ext), Some(16384 * 4096));
+        let xfs = "dblocks = 81920\nblocksize = 4096\n";
+        assert_eq!(parse_xfs_db(xfs), Some(81920 * 4096));
+        let btrfs = "total_bytes\t\t\t134217728\ndev_item.total_bytes\t67108864\n";
+        assert_eq!(parse_btrfs_super(btrfs), Some(67108864));
+        assert_eq!(parse_dumpe2fs("Block count: x"), None);
+    }
+}

@@ -1,0 +1,241 @@
+//! `gandi-vm disk release KEY`: what an admin runs before detaching a disk.
+//!
+//! Runs the `pre-disk-detach DEV MOUNTPOINT` hook, stops the services named
+//! in `MOUNTPOINT/.gandi/services`, marks the disk released (so the map
+//! refuses it until it is detached or attached again), then unmounts it.
+//! When something still holds the disk, the processes are named, the mark
+//! is taken back and nothing else changes; `--force` unmounts lazily instead.
+
+use crate::disks::{Device, Exclusion, Scan};
+use crate::hooks;
+use crate::map;
+use crate::records;
+use crate::settings::Settings;
+use crate::util;
+use anyhow::{Context, Result, bail};
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A process that uses a path below a mount point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub command: String,
+    /// `cwd`, `root`, `exe`, `fd 3`, `mmap`.
+    pub how: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} ({}) by its {}", self.pid, self.command, self.how)
+    }
+}
+
+/// The processes that use files below `mount_point`, from `/proc`.
+pub fn holders(proc_dir: &Path, mount_point: &Path) -> Vec<Holder> {
+    let mut found = Vec::new();
+    let Ok(rd) = fs::read_dir(proc_dir) else {
+        return found;
+    };
+    let own = std::process::id();
+    for entry in rd.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let dir = entry.path();
+        let command = fs::read_to_string(dir.join("comm"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let under = |p: &Path| p.starts_with(mount_point);
+        let mut how = None;
+        for link in ["cwd", "root", "exe"] {
+            if fs::read_link(dir.join(link)).is_ok_and(|t| under(&t)) {
+                how = Some(link.to_string());
+                break;
+            }
+        }
+        if how.is_none()
+            && let Ok(fds) = fs::read_dir(dir.join("fd"))
+        {
+            for fd in fds.flatten() {
+                if fs::read_link(fd.path()).is_ok_and(|t| under(&t)) {
+                    how = Some(format!("fd {}", fd.file_name().to_string_lossy()));
+                    break;
+                }
+            }
+        }
+        if how.is_none()
+            && let Ok(maps) = fs::read_to_string(dir.join("maps"))
+            && maps
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(5))
+                .any(|p| under(Path::new(p)))
+        {
+            how = Some("mmap".into());
+        }
+        if let Some(how) = how {
+            found.push(Holder { pid, command, how });
+        }
+    }
+    found.sort_by_key(|h| h.pid);
+    found
+}
+
+fn umount(path: &Path, flags: i32) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The services named in `MOUNTPOINT/.gandi/services`, one per line.
+pub fn services(mount_point: &Path) -> Vec<String> {
+    fs::read_to_string(mount_point.join(".gandi/services"))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .filter(|l| {
+                    l.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "@._-:\\".contains(c))
+                })
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn find<'d>(devices: &'d [Device], key: &str, root: &str) -> Result<&'d Device> {
+    match map::choose(devices, key, root) {
+        Ok((dev, _)) => Ok(dev),
+        // choose() leaves excluded devices out; a released one is ours.
+        Err(err) => devices
+            .iter()
+            .find(|d| {
+                d.excluded == Some(Exclusion::Released)
+                    && (d.name == key
+                        || d.fs.label.as_deref() == Some(key)
+                        || d.fs
+                            .uuid
+                            .as_deref()
+                            .is_some_and(|u| u.eq_ignore_ascii_case(key)))
+            })
+            .ok_or_else(|| err.into()),
+    }
+}
+
+/// `gandi-vm disk release KEY [--force]`. Prints what it did.
+pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
+    map::check_key(OsStr::new(key))?;
+    let scan = Scan::new(settings)?;
+    let devices = scan.devices();
+    let root = settings.disk_root.display().to_string();
+    let dev = find(&devices, key, &root)?;
+    let dev_path = scan.dev_path(&dev.name);
+    let mark = records::released_dir(settings).join(&dev.name);
+    if dev.excluded == Some(Exclusion::Released) && dev.mounts.is_empty() {
+        println!("{} is already released: it can be detached", dev.name);
+        return Ok(0);
+    }
+    let mount_point: PathBuf = dev
+        .mounts
+        .iter()
+        .find(|m| m.starts_with(&settings.disk_root))
+        .or(dev.mounts.first())
+        .cloned()
+        .unwrap_or_else(|| settings.disk_root.join(key));
+
+    let hook = hooks::run(
+        settings,
+        "pre-disk-detach",
+        &[
+            &dev_path.display().to_string(),
+            &mount_point.display().to_string(),
+        ],
+        hooks::HOOK_LIMIT,
+    );
+    if hook != hooks::HookResult::Absent {
+        println!("ran the pre-disk-detach hook: {hook:?}");
+    }
+    for mp in &dev.mounts {
+        for service in services(mp) {
+            let mut cmd = Command::new("systemctl");
+            cmd.args(["stop", &service]);
+            match util::run_bounded(&mut cmd, Duration::from_secs(90)) {
+                Ok(o) if o.success() => println!("stopped {service}"),
+                Ok(o) => log::warn!("could not stop {service}: {}", o.stderr_text()),
+                Err(e) => log::warn!("could not stop {service}: {e:#}"),
+            }
+        }
+    }
+
+    // Mark first, so no lookup mounts it again between unmount and detach.
+    fs::create_dir_all(mark.parent().unwrap_or(Path::new("/")))
+        .with_context(|| format!("creating {}", records::released_dir(settings).display()))?;
+    let seq = dev.diskseq.map(|s| s.to_string()).unwrap_or_default();
+    util::write_atomic(&mark, format!("{seq}\n").as_bytes(), 0o644)?;
+
+    let mut mounts = dev.mounts.clone();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    for mp in &mounts {
+        match umount(mp, 0) {
+            Ok(()) => println!("unmounted {}", mp.display()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let held = holders(&settings.proc_dir, mp);
+                if force {
+                    umount(mp, libc::MNT_DETACH)
+                        .with_context(|| format!("unmounting {} lazily", mp.display()))?;
+                    println!(
+                        "unmounted {} lazily (--force); still in use by: {}",
+                        mp.display(),
+                        list(&held)
+                    );
+                } else {
+                    let _ = fs::remove_file(&mark);
+                    bail!(
+                        "{} is busy: in use by {}; stop them and try again, or use --force \
+                         (nothing was changed)",
+                        mp.display(),
+                        list(&held)
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&mark);
+                return Err(e).with_context(|| format!("unmounting {}", mp.display()));
+            }
+        }
+    }
+    println!(
+        "released {} ({}): it can be detached; the map refuses it until then",
+        dev.name,
+        dev.fs.label.as_deref().unwrap_or("no label")
+    );
+    Ok(0)
+}
+
+fn list(held: &[Holder]) -> String {
+    if held.is_empty() {
+        "unknown processes (kernel users, or other mount namespaces)".into()
+    } else {
+        held.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

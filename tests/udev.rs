@@ -1,0 +1,457 @@
+//! The attach helper under the real systemd-udevd, on loop devices: the
+//! shipped rules, made to match this test's loop devices, installed under
+//! /run/udev/rules.d for the test's duration.
+
+mod common;
+
+use common::*;
+use gandi_vm::grow::fs_size;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// udevd for the test (reused when one runs, else started and stopped),
+/// and the shipped rules installed for this test's settings.
+struct Udev {
+    rules: PathBuf,
+    started: Option<i32>,
+    _serial: Serial,
+}
+
+impl Udev {
+    fn start(env: &Env) -> Udev {
+        let serial = serial("udev");
+        let started = if udevd_running() {
+            None
+        } else {
+            let daemon = [
+                "/lib/systemd/systemd-udevd",
+                "/usr/lib/systemd/systemd-udevd",
+            ]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("systemd-udevd missing: run scripts/install-deps");
+            sh(Command::new(daemon).arg("--daemon"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !Command::new("udevadm")
+                .args(["control", "--ping"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                assert!(Instant::now() < deadline, "udevd did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            udevd_pids().into_iter().max()
+        };
+        // The shipped rules, with the device-name match widened to loop
+        // devices, our binary, and this test's settings.
+        let shipped = include_str!("../udev/rules.d/86-gandi.rules");
+        let mut text = String::new();
+        for line in shipped.lines() {
+            if line.starts_with("KERNEL!=") {
+                text.push_str("KERNEL!=\"loop*\", GOTO=\"gandi_disk_end\"\n");
+                text.push_str(&format!(
+                    "ENV{{GANDI_CONFIG}}=\"{}\"\n",
+                    env.config().display()
+                ));
+            } else if line.starts_with("RUN+=") {
+                text.push_str(&line.replace("/usr/bin/gandi-vm", BIN));
+                text.push('\n');
+            } else {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        assert!(text.contains(BIN), "the shipped rules changed shape");
+        fs::create_dir_all("/run/udev/rules.d").unwrap();
+        let rules = PathBuf::from(format!(
+            "/run/udev/rules.d/86-gandi-test-{}.rules",
+            std::process::id()
+        ));
+        fs::write(&rules, text).unwrap();
+        sh(Command::new("udevadm").args(["control", "--reload"]));
+        Udev {
+            rules,
+            started,
+            _serial: serial,
+        }
+    }
+
+    /// Replays `add` for the devices, as `gandi-vm mount` does at boot.
+    fn trigger(&self, devs: &[&str]) {
+        let mut cmd = Command::new("udevadm");
+        cmd.args(["trigger", "--action=add", "--settle"]);
+        for d in devs {
+            cmd.arg(format!(
+                "/sys/class/block/{}",
+                d.trim_start_matches("/dev/")
+            ));
+        }
+        sh(&mut cmd);
+    }
+}
+
+impl Drop for Udev {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.rules);
+        let _ = Command::new("udevadm")
+            .args(["control", "--reload"])
+            .output();
+        if let Some(pid) = self.started {
+            let _ = Command::new("udevadm")
+                .args(["settle", "-t", "30"])
+                .output();
+            stop_pid(pid);
+        }
+    }
+}
+
+fn settings_for(env: &Env, names: &[String]) {
+    let globs: Vec<String> = names
+        .iter()
+        .flat_map(|n| [n.clone(), format!("{n}p*")])
+        .collect();
+    env.settings(&[
+        format!("CONFIG_DISK_DEVICES=\"{}\"", globs.join(" ")),
+        format!("GANDI_HOOK_DIR={}", env.path().join("hooks").display()),
+        format!("CONFIG_DISK_ROOT={}", env.path().join("srv").display()),
+    ]);
+}
+
+fn record(env: &Env, name: &str) -> Option<serde_json::Value> {
+    let text = fs::read(env.path().join(format!("run/disks/{name}.json"))).ok()?;
+    Some(serde_json::from_slice(&text).expect("a torn or invalid record"))
+}
+
+/// Waits until the record of `name` satisfies `done`.
+fn wait_record(
+    env: &Env,
+    name: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(r) = record(env, name)
+            && done(&r)
+        {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: record never got there: {:?}",
+            record(env, name)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn grown(r: &serde_json::Value) -> bool {
+    r["state"] == "ready" && r["last_grow"].is_object()
+}
+
+/// A loop device over `mib` MiB whose filesystem fills half of it.
+fn half_full(env: &Env, file: &str, fstype: &str, label: &str, mib: u64) -> LoopDisk {
+    let d = LoopDisk::new(env.path(), file, mib);
+    let half = format!("{}", (mib / 2) << 20);
+    let mut cmd = match fstype {
+        "ext4" => {
+            let mut c = Command::new("mkfs.ext4");
+            c.args([
+                "-q",
+                "-F",
+                "-L",
+                label,
+                &d.dev,
+                &format!("{}k", (mib / 2) << 10),
+            ]);
+            c
+        }
+        "xfs" => {
+            let mut c = Command::new("mkfs.xfs");
+            c.args([
+                "-q",
+                "-f",
+                "-L",
+                label,
+                "-d",
+                &format!("size={half}"),
+                &d.dev,
+            ]);
+            c
+        }
+        "btrfs" => {
+            let mut c = Command::new("mkfs.btrfs");
+            c.args(["-q", "-f", "-L", label, "-b", &half, &d.dev]);
+            c
+        }
+        other => panic!("{other}"),
+    };
+    sh(&mut cmd);
+    settle();
+    d
+}
+
+#[test]
+fn attach_grows_ext4_xfs_btrfs_records_and_runs_the_hook() {
+    if !system_test(&[
+        "udevadm",
+        "mkfs.xfs",
+        "mkfs.btrfs",
+        "resize2fs",
+        "xfs_growfs",
+    ]) {
+        return;
+    }
+    let env = Env::new();
+    let disks = [
+        ("ext4", half_full(&env, "e.img", "ext4", "ge", 128)),
+        ("xfs", half_full(&env, "x.img", "xfs", "gx", 640)),
+        ("btrfs", half_full(&env, "b.img", "btrfs", "gb", 512)),
+    ];
+    let parted = LoopDisk::new(env.path(), "p.img", 64);
+    let part = parted.partition("data");
+    mkfs(&part, "ext4", Some("gp"));
+    let part_size_before = fs_size(Path::new(&part), "ext4").unwrap();
+
+    let hooks = env.path().join("hooks");
+    fs::create_dir_all(&hooks).unwrap();
+    let hook_log = env.path().join("hook.log");
+    fs::write(
+        hooks.join("post-disk-attach"),
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", hook_log.display()),
+    )
+    .unwrap();
+    sh(Command::new("chmod")
+        .arg("755")
+        .arg(hooks.join("post-disk-attach")));
+
+    let mut names: Vec<String> = disks.iter().map(|(_, d)| d.name()).collect();
+    names.push(parted.name());
+    settings_for(&env, &names);
+    let udev = Udev::start(&env);
+    let devs: Vec<&str> = disks
+        .iter()
+        .map(|(_, d)| d.dev.as_str())
+        .chain([parted.dev.as_str(), part.as_str()])
+        .collect();
+    udev.trigger(&devs);
+
+    for (fstype, d) in &disks {
+        let r = wait_record(&env, &d.name(), grown);
+        let dev_size = r["size"].as_u64().unwrap();
+        let after = fs_size(Path::new(&d.dev), fstype).unwrap();
+        assert!(
+            after + (2 << 20) >= dev_size,
+            "{fstype}: {after} of {dev_size}"
+        );
+        assert!(
+            r["last_grow"]["before"].as_u64().unwrap() * 3 / 2 < after,
+            "{fstype}: {r}"
+        );
+        assert_eq!(r["fstype"], *fstype);
+        // Nothing left mounted by the growth (XFS and btrfs were mounted in
+        // a private namespace).
+        assert!(
+            !mounts().iter().any(|m| m.0 == d.dev),
+            "{fstype} left mounted"
+        );
+    }
+    // The partitioned disk: recorded, left alone.
+    let r = wait_record(&env, &parted.name(), |r| r["state"] == "not-grown");
+    assert!(r["note"].as_str().unwrap().contains("partitioned"), "{r}");
+    let rp = wait_record(&env, &format!("{}p1", parted.name()), |r| {
+        r["state"] == "ready"
+    });
+    assert!(rp["note"].as_str().unwrap().contains("partition"), "{rp}");
+    assert_eq!(fs_size(Path::new(&part), "ext4").unwrap(), part_size_before);
+
+    // The hook ran once per disk, with DEV FSTYPE MOUNTPOINT.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::read_to_string(&hook_log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 4
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = fs::read_to_string(&hook_log).unwrap_or_default();
+    let srv = env.path().join("srv");
+    assert!(
+        log.contains(&format!("{} ext4 {}/ge", disks[0].1.dev, srv.display())),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{} xfs {}/gx", disks[1].1.dev, srv.display())),
+        "{log}"
+    );
+
+    // Remove: the record goes.
+    sh(Command::new("udevadm")
+        .args(["trigger", "--action=remove", "--settle"])
+        .arg(format!("/sys/class/block/{}", disks[0].1.name())));
+    assert!(record(&env, &disks[0].1.name()).is_none());
+    drop(udev);
+}
+
+#[test]
+fn sixteen_disks_at_once_with_a_concurrent_reader() {
+    if !system_test(&["udevadm", "resize2fs"]) {
+        return;
+    }
+    let env = Env::new();
+    let disks: Vec<LoopDisk> = (0..16)
+        .map(|i| half_full(&env, &format!("d{i}.img"), "ext4", &format!("many{i}"), 32))
+        .collect();
+    let names: Vec<String> = disks.iter().map(|d| d.name()).collect();
+    settings_for(&env, &names);
+    let udev = Udev::start(&env);
+
+    // Readers: parse every record and run the map, all the time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, reads) = (stop.clone(), reads.clone());
+        let dir = env.path().join("run/disks");
+        let config = env.config();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(rd) = fs::read_dir(&dir) {
+                    for e in rd.flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if name.ends_with(".json") {
+                            let text = fs::read(e.path()).unwrap_or_default();
+                            if !text.is_empty() {
+                                serde_json::from_slice::<serde_json::Value>(&text)
+                                    .unwrap_or_else(|err| panic!("torn record {name}: {err}"));
+                                reads.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                let _ = Command::new(BIN)
+                    .args(["map", "many3"])
+                    .env("GANDI_CONFIG", &config)
+                    .output();
+            }
+        })
+    };
+    let devs: Vec<&str> = disks.iter().map(|d| d.dev.as_str()).collect();
+    udev.trigger(&devs);
+    for d in &disks {
+        let r = wait_record(&env, &d.name(), grown);
+        let after = fs_size(Path::new(&d.dev), "ext4").unwrap();
+        assert!(after + (2 << 20) >= r["size"].as_u64().unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("the reader saw a torn record");
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    // The map serves what the records say.
+    let out = env.map("many7");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with(&format!(":{}\n", disks[7].dev)));
+}
+
+#[test]
+fn malformed_udev_environment_changes_nothing() {
+    if !system_test(&[]) {
+        return;
+    }
+    let env = Env::new();
+    env.settings(&["CONFIG_DISK_DEVICES=\"vd*\"".into()]);
+    let run = |pairs: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("disk-event")
+            .env_clear()
+            .env("GANDI_CONFIG", env.config());
+        for (k, v) in pairs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    for (pairs, expect) in [
+        (vec![], "ACTION is not set"),
+        (vec![("ACTION", "add")], "DEVPATH is not set"),
+        (
+            vec![("ACTION", "add"), ("DEVPATH", "/devices/x/vdb")],
+            "MAJOR is not set",
+        ),
+        (
+            vec![("ACTION", "frob"), ("DEVPATH", "/devices/x/vdb")],
+            "unknown action",
+        ),
+        (
+            vec![
+                ("ACTION", "add"),
+                ("DEVPATH", "/devices/x/vdb"),
+                ("DEVNAME", "/dev/sda"),
+                ("MAJOR", "1"),
+                ("MINOR", "2"),
+            ],
+            "does not match",
+        ),
+    ] {
+        let out = run(&pairs);
+        assert!(!out.status.success(), "{pairs:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{pairs:?}: {err}");
+    }
+    assert!(!env.path().join("run").exists(), "something was written");
+}
+
+#[test]
+fn by_hand_with_a_missing_tool_reports_it_and_changes_nothing() {
+    if !system_test(&["blkid", "mkfs.ext4"]) {
+        return;
+    }
+    let env = Env::new();
+    let d = half_full(&env, "m.img", "ext4", "missing", 64);
+    settings_for(&env, &[d.name()]);
+    let before = fs_size(Path::new(&d.dev), "ext4").unwrap();
+    // Only blkid on the PATH: dumpe2fs and resize2fs are missing.
+    let bin = env.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let blkid = [
+        "/sbin/blkid",
+        "/usr/sbin/blkid",
+        "/bin/blkid",
+        "/usr/bin/blkid",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .unwrap();
+    std::os::unix::fs::symlink(blkid, bin.join("blkid")).unwrap();
+    let out = Command::new(BIN)
+        .args(["disk-event", "add", &d.dev])
+        .env("GANDI_CONFIG", env.config())
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dumpe2fs"), "{err}");
+    let r = record(&env, &d.name()).unwrap();
+    assert_eq!(r["state"], "grow-failed");
+    assert_eq!(fs_size(Path::new(&d.dev), "ext4").unwrap(), before);
+    // With the tools, by hand, it grows.
+    let out = Command::new(BIN)
+        .args(["disk-event", "change", &d.name()])
+        .env("GANDI_CONFIG", env.config())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(grown(&record(&env, &d.name()).unwrap()));
+    assert!(fs_size(Path::new(&d.dev), "ext4").unwrap() > before);
+}
