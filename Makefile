@@ -6,7 +6,7 @@ PREFIX ?= /usr
 DESTDIR ?=
 BIN := target/release/gandi-vm
 
-.PHONY: all build deps test lint unit bench demo clean install
+.PHONY: all build deps test lint unit verify-units bench demo clean
 
 all: build
 
@@ -23,7 +23,12 @@ lint:
 unit:
 	$(CARGO) test --locked
 
-test: deps lint unit
+# systemd-analyze verify on the shipped units (with the test build's binary).
+verify-units:
+	$(CARGO) build --locked
+	./scripts/verify-units target/debug/gandi-vm
+
+test: deps lint unit verify-units
 
 demo: deps build
 	BIN=$(BIN) ./scripts/demo

@@ -189,6 +189,8 @@ fn main() {
         );
         ours_by_n.push((n, ours_hit, floor, ref_hit));
     }
+    drop(loops);
+    helper(dir.path(), &conf);
     println!();
     let (_, one, _, _) = ours_by_n[0];
     for (n, hit, floor, reference) in &ours_by_n {
@@ -200,4 +202,105 @@ fn main() {
             hit.as_secs_f64() / floor.as_secs_f64(),
         );
     }
+}
+
+/// The attach helper: its time per udev event (recording and hand-off, no
+/// growth), and the time from a loop attach to its label being served.
+fn helper(dir: &Path, conf: &Path) {
+    println!();
+    println!("attach helper");
+    // One event as udev runs it: the device's properties as environment.
+    let img = dir.join("helper.img");
+    fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+    assert!(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "helper"]).arg(&img).status().unwrap().success());
+    let out = Command::new("losetup").args(["--find", "--show"]).arg(&img).output().unwrap();
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let _loop = Loops(vec![dev.clone()]);
+    settle();
+    let name = dev.trim_start_matches("/dev/").to_string();
+    let devnum = fs::read_to_string(format!("/sys/class/block/{name}/dev")).unwrap();
+    let (major, minor) = devnum.trim().split_once(':').unwrap();
+    let runs = 101;
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            let st = Command::new(BIN)
+                .arg("disk-event")
+                .env_clear()
+                .env("GANDI_CONFIG", conf)
+                .env("GANDI_LOG", "warn")
+                .envs([
+                    ("ACTION", "change"),
+                    ("SUBSYSTEM", "block"),
+                    ("DEVNAME", dev.as_str()),
+                    ("MAJOR", major),
+                    ("MINOR", minor),
+                    ("ID_FS_TYPE", "ext4"),
+                    ("ID_FS_USAGE", "filesystem"),
+                    ("ID_FS_LABEL_ENC", "helper"),
+                ])
+                .env("DEVPATH", format!("/devices/virtual/block/{name}"))
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success());
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!("  udev event (record + hand-off, no growth): {}", ms(times[runs / 2]));
+
+    // Attach to served: the shipped rules for loop devices, the real udevd.
+    let rules = PathBuf::from(format!("/run/udev/rules.d/86-gandi-bench-{}.rules", std::process::id()));
+    let shipped = include_str!("../udev/rules.d/86-gandi.rules");
+    let text: String = shipped
+        .lines()
+        .map(|l| {
+            if l.starts_with("KERNEL!=") {
+                format!("KERNEL!=\"loop*\", GOTO=\"gandi_disk_end\"\nENV{{GANDI_CONFIG}}=\"{}\"\n", conf.display())
+            } else {
+                l.replace("/usr/bin/gandi-vm", BIN) + "\n"
+            }
+        })
+        .collect();
+    fs::create_dir_all("/run/udev/rules.d").unwrap();
+    fs::write(&rules, text).unwrap();
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+            let _ = Command::new("udevadm").args(["control", "--reload"]).status();
+        }
+    }
+    let _rm = Rm(rules);
+    let _ = Command::new("udevadm").args(["control", "--reload"]).status();
+    let mut lat = Vec::new();
+    for i in 0..9 {
+        let img = dir.join(format!("attach{i}.img"));
+        fs::File::create(&img).unwrap().set_len(8 << 20).unwrap();
+        let label = format!("attach{i}");
+        assert!(Command::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&img).status().unwrap().success());
+        let t = Instant::now();
+        let out = Command::new("losetup").args(["--find", "--show"]).arg(&img).output().unwrap();
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let _l = Loops(vec![dev]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(BIN)
+                .args(["map", &label])
+                .env("GANDI_CONFIG", conf)
+                .env("GANDI_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok || Instant::now() > deadline {
+                break;
+            }
+        }
+        lat.push(t.elapsed());
+        settle();
+    }
+    lat.sort();
+    println!("  loop attach to label served by the map: {} (median of {})", ms(lat[lat.len() / 2]), lat.len());
 }
