@@ -39,32 +39,7 @@ impl Drop for Udevd {
 }
 
 fn ensure_udevd() -> Udevd {
-    if common::udevd_running() {
-        return Udevd(None);
-    }
-    let daemon = [
-        "/lib/systemd/systemd-udevd",
-        "/usr/lib/systemd/systemd-udevd",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("systemd-udevd not found: run scripts/install-deps");
-    let status = Command::new(daemon)
-        .arg("--daemon")
-        .stderr(Stdio::null())
-        .status()
-        .expect("starting udevd");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !Command::new("udevadm")
-        .args(["control", "--ping"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        assert!(Instant::now() < deadline, "udevd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Udevd(common::udevd_pids().into_iter().max())
+    Udevd(common::start_udevd())
 }
 
 fn settle() {
@@ -212,8 +187,19 @@ fn helper(dir: &Path, conf: &Path) {
     // One event as udev runs it: the device's properties as environment.
     let img = dir.join("helper.img");
     fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
-    assert!(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "helper"]).arg(&img).status().unwrap().success());
-    let out = Command::new("losetup").args(["--find", "--show"]).arg(&img).output().unwrap();
+    assert!(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "helper"])
+            .arg(&img)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&img)
+        .output()
+        .unwrap();
     let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let _loop = Loops(vec![dev.clone()]);
     settle();
@@ -248,40 +234,32 @@ fn helper(dir: &Path, conf: &Path) {
         })
         .collect();
     times.sort();
-    println!("  udev event (record + hand-off, no growth): {}", ms(times[runs / 2]));
+    println!(
+        "  udev event (record + hand-off, no growth): {}",
+        ms(times[runs / 2])
+    );
 
     // Attach to served: the shipped rules for loop devices, the real udevd.
-    let rules = PathBuf::from(format!("/run/udev/rules.d/86-gandi-bench-{}.rules", std::process::id()));
-    let shipped = include_str!("../udev/rules.d/86-gandi.rules");
-    let text: String = shipped
-        .lines()
-        .map(|l| {
-            if l.starts_with("KERNEL!=") {
-                format!("KERNEL!=\"loop*\", GOTO=\"gandi_disk_end\"\nENV{{GANDI_CONFIG}}=\"{}\"\n", conf.display())
-            } else {
-                l.replace("/usr/bin/gandi-vm", BIN) + "\n"
-            }
-        })
-        .collect();
-    fs::create_dir_all("/run/udev/rules.d").unwrap();
-    fs::write(&rules, text).unwrap();
-    struct Rm(PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = fs::remove_file(&self.0);
-            let _ = Command::new("udevadm").args(["control", "--reload"]).status();
-        }
-    }
-    let _rm = Rm(rules);
-    let _ = Command::new("udevadm").args(["control", "--reload"]).status();
+    let _rules = common::RunRules::install("bench", &common::loop_rules(conf));
     let mut lat = Vec::new();
     for i in 0..9 {
         let img = dir.join(format!("attach{i}.img"));
         fs::File::create(&img).unwrap().set_len(8 << 20).unwrap();
         let label = format!("attach{i}");
-        assert!(Command::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&img).status().unwrap().success());
+        assert!(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-L", &label])
+                .arg(&img)
+                .status()
+                .unwrap()
+                .success()
+        );
         let t = Instant::now();
-        let out = Command::new("losetup").args(["--find", "--show"]).arg(&img).output().unwrap();
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&img)
+            .output()
+            .unwrap();
         let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let _l = Loops(vec![dev]);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -302,5 +280,9 @@ fn helper(dir: &Path, conf: &Path) {
         settle();
     }
     lat.sort();
-    println!("  loop attach to label served by the map: {} (median of {})", ms(lat[lat.len() / 2]), lat.len());
+    println!(
+        "  loop attach to label served by the map: {} (median of {})",
+        ms(lat[lat.len() / 2]),
+        lat.len()
+    );
 }

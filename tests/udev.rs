@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use gandi_vm::grow::fs_size;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// udevd for the test (reused when one runs, else started and stopped),
 /// and the shipped rules installed for this test's settings.
 struct Udev {
-    rules: PathBuf,
+    _rules: RunRules,
     started: Option<i32>,
     _serial: Serial,
 }
@@ -24,57 +24,9 @@ struct Udev {
 impl Udev {
     fn start(env: &Env) -> Udev {
         let serial = serial("udev");
-        let started = if udevd_running() {
-            None
-        } else {
-            let daemon = [
-                "/lib/systemd/systemd-udevd",
-                "/usr/lib/systemd/systemd-udevd",
-            ]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("systemd-udevd missing: run scripts/install-deps");
-            sh(Command::new(daemon).arg("--daemon"));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !Command::new("udevadm")
-                .args(["control", "--ping"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                assert!(Instant::now() < deadline, "udevd did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            udevd_pids().into_iter().max()
-        };
-        // The shipped rules, with the device-name match widened to loop
-        // devices, our binary, and this test's settings.
-        let shipped = include_str!("../udev/rules.d/86-gandi.rules");
-        let mut text = String::new();
-        for line in shipped.lines() {
-            if line.starts_with("KERNEL!=") {
-                text.push_str("KERNEL!=\"loop*\", GOTO=\"gandi_disk_end\"\n");
-                text.push_str(&format!(
-                    "ENV{{GANDI_CONFIG}}=\"{}\"\n",
-                    env.config().display()
-                ));
-            } else if line.starts_with("RUN+=") {
-                text.push_str(&line.replace("/usr/bin/gandi-vm", BIN));
-                text.push('\n');
-            } else {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-        assert!(text.contains(BIN), "the shipped rules changed shape");
-        fs::create_dir_all("/run/udev/rules.d").unwrap();
-        let rules = PathBuf::from(format!(
-            "/run/udev/rules.d/86-gandi-test-{}.rules",
-            std::process::id()
-        ));
-        fs::write(&rules, text).unwrap();
-        sh(Command::new("udevadm").args(["control", "--reload"]));
+        let started = start_udevd();
         Udev {
-            rules,
+            _rules: RunRules::install("test", &loop_rules(&env.config())),
             started,
             _serial: serial,
         }
@@ -96,10 +48,6 @@ impl Udev {
 
 impl Drop for Udev {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.rules);
-        let _ = Command::new("udevadm")
-            .args(["control", "--reload"])
-            .output();
         if let Some(pid) = self.started {
             let _ = Command::new("udevadm")
                 .args(["settle", "-t", "30"])

@@ -434,3 +434,73 @@ pub fn lookup(path: &Path) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Starts systemd-udevd unless one runs; returns the PID it started.
+pub fn start_udevd() -> Option<i32> {
+    if udevd_running() {
+        return None;
+    }
+    let daemon = [
+        "/lib/systemd/systemd-udevd",
+        "/usr/lib/systemd/systemd-udevd",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("systemd-udevd missing: run scripts/install-deps");
+    sh(Command::new(daemon).arg("--daemon"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Command::new("udevadm")
+        .args(["control", "--ping"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(Instant::now() < deadline, "udevd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    udevd_pids().into_iter().max()
+}
+
+/// The shipped udev rules, with the device-name match widened to loop
+/// devices, the built binary, and the settings file `config`.
+pub fn loop_rules(config: &Path) -> String {
+    let shipped = include_str!("../../udev/rules.d/86-gandi.rules");
+    let mut text = String::new();
+    for line in shipped.lines() {
+        if line.starts_with("KERNEL!=") {
+            text.push_str("KERNEL!=\"loop*\", GOTO=\"gandi_disk_end\"\n");
+            text.push_str(&format!("ENV{{GANDI_CONFIG}}=\"{}\"\n", config.display()));
+        } else {
+            text.push_str(&line.replace("/usr/bin/gandi-vm", BIN));
+            text.push('\n');
+        }
+    }
+    assert!(text.contains(BIN), "the shipped rules changed shape");
+    text
+}
+
+/// Rules installed under /run/udev/rules.d until dropped.
+pub struct RunRules(pub PathBuf);
+
+impl RunRules {
+    pub fn install(tag: &str, text: &str) -> RunRules {
+        fs::create_dir_all("/run/udev/rules.d").unwrap();
+        let path = PathBuf::from(format!(
+            "/run/udev/rules.d/86-gandi-{tag}-{}.rules",
+            std::process::id()
+        ));
+        fs::write(&path, text).unwrap();
+        let _ = Command::new("udevadm")
+            .args(["control", "--reload"])
+            .output();
+        RunRules(path)
+    }
+}
+
+impl Drop for RunRules {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+        let _ = Command::new("udevadm")
+            .args(["control", "--reload"])
+            .output();
+    }
+}
