@@ -306,7 +306,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
     for _ in 0..3 {
         let previous = records::read(settings, name);
         let scan = Scan::new(settings)?;
-        let Some(dev) = scan.describe(&[name.to_string()]).pop() else {
+        let Some(mut dev) = scan.describe(&[name.to_string()]).pop() else {
             log::info!("{name}: gone");
             forget(settings, name)?;
             return Ok(0);
@@ -325,6 +325,10 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
             updated: now(),
         };
         let fstype = dev.fs.fstype.clone().unwrap_or_default();
+        if dev.excluded == Some(Exclusion::Growing) {
+            // Left by a growth that was interrupted: ours to finish.
+            dev.excluded = None;
+        }
         match &dev.excluded {
             Some(Exclusion::Partitioned) => {
                 record.state = "not-grown".into();
@@ -342,9 +346,17 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                 record.note = Some(format!("growing {fstype} is not supported"));
             }
             None => {
+                // Marked first: from now on the map refuses the disk, so no
+                // mount starts during an offline resize. Then the mounts are
+                // read again, after the mark.
                 record.state = "growing".into();
                 write_record(settings, &record)?;
-                let mounted = dev.mounts.first().map(PathBuf::as_path);
+                let mounts = Scan::new(settings)?
+                    .describe(&[name.to_string()])
+                    .pop()
+                    .map(|d| d.mounts)
+                    .unwrap_or_default();
+                let mounted = mounts.first().map(PathBuf::as_path);
                 match grow::grow(&dev_path, &fstype, dev.size, mounted, &settings.run_dir) {
                     Ok(grow::Outcome::Fits { .. }) => record.state = "ready".into(),
                     Ok(grow::Outcome::Grown {

@@ -101,6 +101,9 @@ pub enum Exclusion {
     Unreadable,
     /// Released by `gandi-vm disk release`, waiting to be detached.
     Released,
+    /// Its filesystem is being grown (an offline resize must not race a
+    /// mount).
+    Growing,
     /// No medium (size 0), like a loop device with no file.
     Empty,
 }
@@ -118,6 +121,7 @@ impl std::fmt::Display for Exclusion {
             Exclusion::Unreadable => write!(f, "metadata unreadable (probe timed out)"),
             Exclusion::Released => write!(f, "released, waiting to be detached"),
             Exclusion::Empty => write!(f, "empty (no medium)"),
+            Exclusion::Growing => write!(f, "its filesystem is being grown; try again shortly"),
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct Device {
     pub source: MetaSource,
     /// Where it is mounted now.
     pub mounts: Vec<PathBuf>,
+    /// Its record says it is being grown.
+    pub growing: bool,
     pub excluded: Option<Exclusion>,
 }
 
@@ -311,9 +317,10 @@ impl<'a> Scan<'a> {
         for (i, dev) in devices.iter_mut().enumerate() {
             if dev.size == 0 {
                 continue;
-            } else if let Some(fs) = records::lookup_fs(self.settings, dev) {
-                dev.fs = fs;
+            } else if let Some(record) = records::lookup(self.settings, dev) {
+                dev.fs = record.fs;
                 dev.source = MetaSource::Record;
+                dev.growing = record.state == "growing";
             } else if let Some(fs) = self.udev_fs(dev) {
                 dev.fs = fs;
                 dev.source = MetaSource::Udev;
@@ -380,6 +387,7 @@ impl<'a> Scan<'a> {
                 fs: FsInfo::default(),
                 source: MetaSource::Unknown,
                 mounts: Vec::new(),
+                growing: false,
                 excluded: None,
             });
         }
@@ -410,6 +418,7 @@ impl<'a> Scan<'a> {
             fs: FsInfo::default(),
             source: MetaSource::Unknown,
             mounts,
+            growing: false,
             excluded: None,
         })
     }
@@ -546,6 +555,9 @@ impl<'a> Scan<'a> {
         }
         if dev.size == 0 {
             return Some(Exclusion::Empty);
+        }
+        if dev.growing {
+            return Some(Exclusion::Growing);
         }
         if let Some(holder) = dev.holders.first() {
             return Some(Exclusion::InUse(holder.clone()));

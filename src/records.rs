@@ -7,6 +7,7 @@
 //! kernel has one) attach sequence number.
 
 use crate::disks::{DevNum, Device, FsInfo};
+
 use crate::settings::Settings;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -80,11 +81,9 @@ pub fn matches(record: &Record, dev: &Device) -> bool {
         && (dev.diskseq.is_none() || record.diskseq == dev.diskseq)
 }
 
-/// The recorded metadata of `dev`, when a record exists and is current.
-pub fn lookup_fs(settings: &Settings, dev: &Device) -> Option<FsInfo> {
-    read(settings, &dev.name)
-        .filter(|r| matches(r, dev))
-        .map(|r| r.fs)
+/// The record of `dev`, when one exists and is current.
+pub fn lookup(settings: &Settings, dev: &Device) -> Option<Record> {
+    read(settings, &dev.name).filter(|r| matches(r, dev))
 }
 
 /// Released devices: name to the attach sequence number they were released

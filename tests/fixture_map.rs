@@ -412,3 +412,27 @@ fn udev_entries_are_not_used_while_udevd_is_down() {
     assert_ne!(vdb.source, MetaSource::Udev);
     assert!(vdb.excluded.is_some());
 }
+
+#[test]
+fn a_disk_being_grown_is_not_served() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(3));
+    t.fs("252:16", "ext4", Some("data"), "u");
+    let s = t.settings("");
+    fs::create_dir_all(t.p("run/disks")).unwrap();
+    let record = |state: &str| {
+        format!(
+            r#"{{"name":"vdb","devnum":"252:16","diskseq":3,"size":{},"fstype":"ext4","usage":"filesystem","label":"data","uuid":"u","part_name":null,"part_table":null,"partitioned":false,"state":"{state}","updated":1}}"#,
+            1u64 << 30
+        )
+    };
+    fs::write(t.p("run/disks/vdb.json"), record("growing")).unwrap();
+    match entry(&s, "data") {
+        Err(MapError::Excluded { reason, .. }) => {
+            assert!(reason.contains("being grown"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    fs::write(t.p("run/disks/vdb.json"), record("ready")).unwrap();
+    assert!(entry(&s, "data").is_ok());
+}
