@@ -57,6 +57,40 @@ pub enum Cmd {
         /// Kernel name of the device (vdb).
         name: String,
     },
+    /// First boot: read the platform's config archive at 512 KiB of the swap
+    /// disk, extract its gandi/ tree to /gandi, apply it (root password,
+    /// user, SSH keys, hostname, resolvers, network), unpack the kernel's
+    /// modules, (re)create and enable the swap, load the sysctl file, grow
+    /// the root disk and run the platform's script once. Each step's result
+    /// goes to GANDI_RUN_DIR/status.json.
+    Bootstrap {
+        /// Set up the tree at DIR instead of the live system: every file is
+        /// written under DIR and nothing is done to the running system.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: std::path::PathBuf,
+        /// The swap disk (a device or an image file), instead of looking
+        /// for it.
+        #[arg(long, value_name = "PATH")]
+        device: Option<std::path::PathBuf>,
+        /// The kernel whose modules are unpacked (default: the running one).
+        #[arg(long, value_name = "RELEASE")]
+        kernel_release: Option<String>,
+    },
+    /// Check a platform config file (JSON): print each problem with its
+    /// place; exit 0 when valid.
+    Validate { file: std::path::PathBuf },
+    /// Show the steps of this boot's stages; non-zero when one failed.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grow a partition to the end of its disk when it is the last one (GPT:
+    /// named gandiroot), then its filesystem. Without --device, the root's.
+    RootDisk {
+        /// The partition, e.g. /dev/vda1.
+        #[arg(long, value_name = "PATH")]
+        device: Option<String>,
+    },
     /// Internal: mount, grow and unmount inside a private mount namespace.
     #[command(hide = true)]
     GrowPrivate {

@@ -56,6 +56,32 @@ pub fn fs_size(dev: &Path, fstype: &str) -> Result<u64> {
     }
 }
 
+/// Like [`fs_size`], but a mounted XFS is asked through its mount point:
+/// its on-disk superblock lags behind a growth until the log is written.
+pub fn fs_size_at(dev: &Path, fstype: &str, mounted: Option<&Path>) -> Result<u64> {
+    match (fstype, mounted) {
+        ("xfs", Some(mp)) => {
+            let out = util::run(Command::new("xfs_info").arg(mp))?;
+            parse_xfs_info(&out).context("reading xfs_info")
+        }
+        _ => fs_size(dev, fstype),
+    }
+}
+
+/// `bsize` x `blocks` of the `data` line of `xfs_info`.
+pub fn parse_xfs_info(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.trim_start().starts_with("data"))?;
+    let num = |key: &str| -> Option<u64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    num("bsize=")?.checked_mul(num("blocks=")?)
+}
+
 fn field<'a>(text: &'a str, name: &str, sep: char) -> Option<&'a str> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(sep)?;
@@ -109,7 +135,7 @@ pub fn grow(
     mounted: Option<&Path>,
     scratch: &Path,
 ) -> Result<Outcome> {
-    let before = fs_size(dev, fstype)?;
+    let before = fs_size_at(dev, fstype, mounted)?;
     if before.saturating_add(MIN_GROWTH) > dev_size {
         return Ok(Outcome::Fits { size: before });
     }
@@ -141,7 +167,7 @@ pub fn grow(
         }
         (other, _) => bail!("growing {other} filesystems is not supported"),
     };
-    let after = fs_size(dev, fstype)?;
+    let after = fs_size_at(dev, fstype, mounted)?;
     Ok(Outcome::Grown {
         before,
         after,
@@ -257,5 +283,8 @@ mod tests {
         let btrfs = "total_bytes\t\t\t134217728\ndev_item.total_bytes\t67108864\n";
         assert_eq!(parse_btrfs_super(btrfs), Some(67108864));
         assert_eq!(parse_dumpe2fs("Block count: x"), None);
+        let info = "meta-data=/dev/loop0p1 isize=512 agcount=4, agsize=20480 blks\n\
+                    data     =                       bsize=4096   blocks=262144, imaxpct=25\n";
+        assert_eq!(parse_xfs_info(info), Some(262144 * 4096));
     }
 }

@@ -1,6 +1,9 @@
 //! gandi-vm: the guest agent of Gandi cloud VMs, as a library with a thin
 //! multicall binary.
 
+pub mod apply;
+pub mod archive;
+pub mod bootstrap;
 pub mod cli;
 pub mod commands;
 pub mod diskevent;
@@ -9,7 +12,10 @@ pub mod grow;
 pub mod hooks;
 pub mod logging;
 pub mod map;
+pub mod platform;
 pub mod records;
 pub mod release;
+pub mod rootgrow;
 pub mod settings;
+pub mod status;
 pub mod util;

@@ -4,7 +4,9 @@
 use clap::Parser;
 use gandi_vm::cli::{Cli, Cmd, DiskCmd};
 use gandi_vm::settings::Settings;
-use gandi_vm::{commands, diskevent, grow, logging, map, release};
+use gandi_vm::{
+    bootstrap, commands, diskevent, grow, logging, map, platform, release, rootgrow, status,
+};
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
@@ -73,6 +75,36 @@ fn main() -> ExitCode {
             }
         },
         Cmd::DiskGrow { name } => diskevent::grow_disk(&settings, &name),
+        Cmd::Bootstrap {
+            root,
+            device,
+            kernel_release,
+        } => bootstrap::run(
+            &settings,
+            &bootstrap::Options {
+                root,
+                device,
+                kernel_release,
+            },
+        ),
+        Cmd::Validate { file } => validate(&file),
+        Cmd::Status { json } => status::show(&settings, json),
+        Cmd::RootDisk { device } => {
+            let result = match device {
+                Some(d) => {
+                    rootgrow::grow_partition(&settings, d.strip_prefix("/dev/").unwrap_or(&d))
+                }
+                None => rootgrow::grow_root(&settings),
+            };
+            result.map(|g| {
+                println!(
+                    "{}{}",
+                    if g.changed { "grown: " } else { "unchanged: " },
+                    g.detail
+                );
+                0
+            })
+        }
         Cmd::GrowPrivate {
             device,
             fstype,
@@ -90,4 +122,22 @@ fn main() -> ExitCode {
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// `gandi-vm validate FILE`.
+fn validate(file: &Path) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    match platform::load(&text) {
+        Ok(_) => {
+            println!("{}: valid", file.display());
+            Ok(0)
+        }
+        Err(problems) => {
+            for p in problems {
+                println!("{}:{p}", file.display());
+            }
+            Ok(1)
+        }
+    }
 }

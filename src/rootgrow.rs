@@ -1,0 +1,300 @@
+//! Root disk growth: when the system disk was enlarged, its last partition
+//! is grown to the end of the disk with `sfdisk` (GPT: the partition named
+//! `gandiroot`, keeping its GUIDs, type, attributes and name, the backup
+//! header moved to the end, GUIDs randomised on first boot when the disk
+//! GUID is zero; MBR too), the kernel is told (`partx --update`), then the
+//! filesystem is grown online.
+
+use crate::disks::{DevNum, parse_mountinfo, read_small};
+use crate::grow;
+use crate::settings::Settings;
+use crate::util;
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// What the growth did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Growth {
+    pub changed: bool,
+    pub detail: String,
+}
+
+/// Grows the partition holding `/`.
+pub fn grow_root(settings: &Settings) -> Result<Growth> {
+    let mountinfo = fs::read_to_string(settings.proc_dir.join("self/mountinfo"))
+        .context("reading the mount table")?;
+    let mounts = parse_mountinfo(&mountinfo);
+    let root = mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == Path::new("/"))
+        .context("no root in the mount table")?;
+    let name = name_of(settings, root.devnum)
+        .with_context(|| format!("no block device {} for /", root.devnum))?;
+    grow_partition(settings, &name)
+}
+
+fn name_of(settings: &Settings, devnum: DevNum) -> Option<String> {
+    let link = fs::read_link(settings.sys_dir.join(format!("dev/block/{devnum}"))).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// A version 4 UUID from the kernel's random source.
+fn random_uuid() -> Result<String> {
+    let mut b = [0u8; 16];
+    fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02X}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    ))
+}
+
+/// Grows partition `name` (a kernel name such as `vda1`) to the end of its
+/// disk when it is the last one, then its filesystem.
+pub fn grow_partition(settings: &Settings, name: &str) -> Result<Growth> {
+    let class = settings.sys_dir.join("class/block");
+    let Some(number) = read_small(&class.join(name).join("partition")) else {
+        // A whole-disk root: only the filesystem can follow.
+        return grow_fs(settings, name, "no partition".into(), false);
+    };
+    let number: u32 = number
+        .trim()
+        .parse()
+        .context("reading the partition number")?;
+    let link = fs::read_link(class.join(name)).context("reading sysfs")?;
+    let disk = link
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("finding the disk of the partition")?;
+    let disk_dev = settings.dev_dir.join(&disk);
+    let part_dev = settings.dev_dir.join(name);
+    let table: serde_json::Value = serde_json::from_str(&util::run(
+        Command::new("sfdisk").arg("--json").arg(&disk_dev),
+    )?)
+    .context("reading sfdisk's output")?;
+    let t = &table["partitiontable"];
+    let label = t["label"].as_str().unwrap_or_default().to_string();
+    let sector = t["sectorsize"].as_u64().unwrap_or(512);
+    let parts = t["partitions"].as_array().cloned().unwrap_or_default();
+    let end =
+        |p: &serde_json::Value| p["start"].as_u64().unwrap_or(0) + p["size"].as_u64().unwrap_or(0);
+    let last = parts
+        .iter()
+        .max_by_key(|p| end(p))
+        .context("no partitions")?;
+    let ours = parts
+        .iter()
+        .find(|p| partition_number(p, &disk_dev) == Some(number))
+        .context("the partition is not in the table")?;
+    if end(ours) != end(last) {
+        return grow_fs(
+            settings,
+            name,
+            format!("{name} is not the last partition"),
+            false,
+        );
+    }
+    if label == "gpt" && ours["name"].as_str() != Some("gandiroot") {
+        return grow_fs(
+            settings,
+            name,
+            format!("{name} is not named gandiroot"),
+            false,
+        );
+    }
+    let disk_sectors = read_small(&class.join(&disk).join("size"))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .context("reading the disk size")?
+        * 512
+        / sector;
+    // GPT keeps 33 sectors at the end for its backup header and entries.
+    let usable_end = if label == "gpt" {
+        disk_sectors.saturating_sub(34)
+    } else {
+        disk_sectors.saturating_sub(1)
+    };
+    let free = usable_end
+        .saturating_sub(end(ours) - 1)
+        .saturating_mul(sector);
+    if free < grow::MIN_GROWTH {
+        return grow_fs(settings, name, "the partition fills the disk".into(), false);
+    }
+    let mut notes = Vec::new();
+    if label == "gpt" {
+        if t["id"]
+            .as_str()
+            .is_some_and(|id| id.chars().all(|c| c == '0' || c == '-'))
+        {
+            util::run(
+                Command::new("sfdisk")
+                    .arg("--disk-id")
+                    .arg(&disk_dev)
+                    .arg(random_uuid()?),
+            )?;
+            for p in &parts {
+                if let Some(n) = partition_number(p, &disk_dev) {
+                    util::run(
+                        Command::new("sfdisk")
+                            .arg("--part-uuid")
+                            .arg(&disk_dev)
+                            .arg(n.to_string())
+                            .arg(random_uuid()?),
+                    )?;
+                }
+            }
+            notes.push("GUIDs randomised (first boot)".to_string());
+        }
+        util::run(
+            Command::new("sfdisk")
+                .args(["--relocate", "gpt-bak-std"])
+                .arg(&disk_dev),
+        )?;
+    }
+    let mut cmd = Command::new("sfdisk");
+    cmd.args([
+        "--quiet",
+        "--no-reread",
+        "--no-tell-kernel",
+        "-N",
+        &number.to_string(),
+    ])
+    .arg(&disk_dev)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", util::describe(&cmd)))?;
+    child
+        .stdin
+        .take()
+        .context("no input pipe")?
+        .write_all(b", +\n")?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            util::describe(&cmd),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    util::run(
+        Command::new("partx")
+            .args(["--update", "--nr", &number.to_string()])
+            .arg(&disk_dev),
+    )?;
+    let _ = util::run_bounded(
+        Command::new("udevadm").args(["settle", "-t", "10"]),
+        std::time::Duration::from_secs(15),
+    );
+    notes.push(format!(
+        "{} grown by {} MiB",
+        part_dev.display(),
+        free >> 20
+    ));
+    grow_fs(settings, name, notes.join(", "), true)
+}
+
+fn partition_number(p: &serde_json::Value, disk_dev: &Path) -> Option<u32> {
+    let node = p["node"].as_str()?;
+    let disk = disk_dev.to_string_lossy();
+    let rest = node.strip_prefix(disk.as_ref())?;
+    rest.trim_start_matches('p').parse().ok()
+}
+
+/// Grows the filesystem on partition `name` online (it is mounted) or as
+/// for a data disk otherwise.
+fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Result<Growth> {
+    let mountinfo =
+        fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
+    let devnum = read_small(&settings.sys_dir.join("class/block").join(name).join("dev"))
+        .and_then(|s| DevNum::parse(&s))
+        .context("reading the device number")?;
+    let dev = settings.dev_dir.join(name);
+    let source = dev.display().to_string();
+    let mounted = parse_mountinfo(&mountinfo)
+        .into_iter()
+        .find(|m| m.devnum == devnum || m.source == source);
+    let Some(mount) = mounted else {
+        // Not mounted (a disk set up by hand): grown as a data disk is.
+        let fstype = crate::disks::probe(
+            std::slice::from_ref(&dev),
+            std::time::Duration::from_secs(10),
+        )
+        .and_then(|m| m.get(&dev).and_then(|f| f.fstype.clone()))
+        .unwrap_or_default();
+        if !grow::supported(&fstype) {
+            return Ok(Growth {
+                changed,
+                detail: format!("{note}; no filesystem to grow"),
+            });
+        }
+        let size = read_small(&settings.sys_dir.join("class/block").join(name).join("size"))
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 512;
+        return Ok(
+            match grow::grow(&dev, &fstype, size, None, &settings.run_dir)? {
+                grow::Outcome::Fits { .. } => Growth {
+                    changed,
+                    detail: format!("{note}; filesystem fits"),
+                },
+                grow::Outcome::Grown {
+                    before,
+                    after,
+                    tool,
+                } => Growth {
+                    changed: true,
+                    detail: format!(
+                        "{note}; {fstype} grown from {before} to {after} bytes ({tool})"
+                    ),
+                },
+            },
+        );
+    };
+    if !grow::supported(&mount.fstype) {
+        return Ok(Growth {
+            changed,
+            detail: format!("{note}; {} is not grown", mount.fstype),
+        });
+    }
+    let size = read_small(&settings.sys_dir.join("class/block").join(name).join("size"))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 512;
+    let scratch: PathBuf = settings.run_dir.clone();
+    match grow::grow(
+        &dev,
+        &mount.fstype,
+        size,
+        Some(&mount.mount_point),
+        &scratch,
+    )? {
+        grow::Outcome::Fits { .. } => Ok(Growth {
+            changed,
+            detail: format!("{note}; filesystem fits"),
+        }),
+        grow::Outcome::Grown {
+            before,
+            after,
+            tool,
+        } => Ok(Growth {
+            changed: true,
+            detail: format!(
+                "{note}; {} grown from {before} to {after} bytes ({tool})",
+                mount.fstype
+            ),
+        }),
+    }
+}
