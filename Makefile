@@ -35,6 +35,7 @@ demo: deps build
 
 bench: deps build
 	$(CARGO) bench --locked --bench map
+	$(CARGO) bench --locked --bench boot
 
 clean:
 	$(CARGO) clean

@@ -25,7 +25,8 @@ pub struct Step {
     pub result: Outcome,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
-    pub ms: u64,
+    /// Duration in microseconds.
+    pub us: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -59,7 +60,7 @@ impl Recorder {
             Ok((o, d, v)) => (o, d, Some(v)),
             Err(e) => (Outcome::Failed, format!("{e:#}"), None),
         };
-        let ms = start.elapsed().as_millis() as u64;
+        let us = start.elapsed().as_micros() as u64;
         match result {
             Outcome::Failed => log::error!("{name}: {detail}"),
             Outcome::Skipped => log::info!("{name}: skipped: {detail}"),
@@ -81,7 +82,7 @@ impl Recorder {
             step: name.to_string(),
             result,
             detail,
-            ms,
+            us,
         });
         value
     }
@@ -132,11 +133,12 @@ pub fn show(settings: &Settings, json: bool) -> Result<i32> {
                 println!("{stage}: not run");
                 continue;
             };
-            let total: u64 = s.steps.iter().map(|s| s.ms).sum();
+            let total: u64 = s.steps.iter().map(|s| s.us).sum();
             println!(
-                "{stage}: {} ({} steps, {total} ms)",
+                "{stage}: {} ({} steps, {:.1} ms)",
                 if s.failed() { "FAILED" } else { "ok" },
-                s.steps.len()
+                s.steps.len(),
+                total as f64 / 1000.0
             );
             for st in &s.steps {
                 let result = match st.result {
@@ -150,7 +152,11 @@ pub fn show(settings: &Settings, json: bool) -> Result<i32> {
                 } else {
                     format!(": {}", st.detail)
                 };
-                println!("  {:<14} {result:<9} {:>5} ms{detail}", st.step, st.ms);
+                println!(
+                    "  {:<14} {result:<9} {:>7.1} ms{detail}",
+                    st.step,
+                    st.us as f64 / 1000.0
+                );
             }
         }
     }

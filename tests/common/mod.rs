@@ -2,6 +2,8 @@
 //! Everything a test creates is removed in `Drop`, also when it fails.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
