@@ -76,6 +76,35 @@ pub enum Cmd {
         #[arg(long, value_name = "RELEASE")]
         kernel_release: Option<String>,
     },
+    /// Per-boot housekeeping, each step gated by its flag: serial console
+    /// getty, /etc/hosts when missing, the fstab root line by UUID, the
+    /// system crontab spread per machine, timezone, SSH host keys and
+    /// settings, motd, ext3/4 root mount count; then the post-vm-config
+    /// hook.
+    Config {
+        /// Set up the tree at DIR instead of the live system.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: std::path::PathBuf,
+        /// Read the kernel command line (gandi=ZONE) from FILE.
+        #[arg(long, value_name = "FILE")]
+        cmdline: Option<std::path::PathBuf>,
+    },
+    /// Replay add events of every block device and wait for udev, so every
+    /// disk attached during boot is handled before services start (nothing
+    /// with CONFIG_ALLOW_MOUNT=0).
+    Mount {
+        /// Longest wait for udev's queue, in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Run the platform's post-boot commands (the config's run, the
+    /// archive's init --postboot) once per config, then remove them and the
+    /// password hash from disk; stop autofs with CONFIG_ALLOW_MOUNT=0.
+    Postboot {
+        /// Use the /gandi and /var/lib/gandi of the tree at DIR.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: std::path::PathBuf,
+    },
     /// Check a platform config file (JSON): print each problem with its
     /// place; exit 0 when valid.
     Validate { file: std::path::PathBuf },

@@ -5,7 +5,8 @@ use clap::Parser;
 use gandi_vm::cli::{Cli, Cmd, DiskCmd};
 use gandi_vm::settings::Settings;
 use gandi_vm::{
-    bootstrap, commands, diskevent, grow, logging, map, platform, release, rootgrow, status,
+    bootstrap, commands, diskevent, grow, logging, map, perboot, platform, postboot, release,
+    rootgrow, status,
 };
 use std::ffi::OsString;
 use std::path::Path;
@@ -88,6 +89,13 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Validate { file } => validate(&file),
+        Cmd::Config { root, cmdline } => {
+            perboot::run(&settings, &perboot::Options { root, cmdline })
+        }
+        Cmd::Mount { timeout } => {
+            postboot::mount_stage(&settings, std::time::Duration::from_secs(timeout))
+        }
+        Cmd::Postboot { root } => postboot::run(&settings, &postboot::Options { root }),
         Cmd::Status { json } => status::show(&settings, json),
         Cmd::RootDisk { device } => {
             let result = match device {

@@ -217,6 +217,8 @@ pub struct Settings {
     pub udev_data_dir: PathBuf,
     /// Longest time a direct probe of the disks may take, in milliseconds.
     pub probe_timeout_ms: u64,
+    /// Time limit of each post-boot command, in seconds.
+    pub postboot_timeout_s: u64,
 
     /// Line and value problems, to be logged by the caller.
     pub problems: Vec<String>,
@@ -297,6 +299,7 @@ impl Settings {
             dev_dir: v.abs_path("GANDI_DEV_DIR", "/dev"),
             udev_data_dir: v.abs_path("GANDI_UDEV_DATA_DIR", "/run/udev/data"),
             probe_timeout_ms: v.number("GANDI_PROBE_TIMEOUT_MS", 3000, 10, 60_000),
+            postboot_timeout_s: v.number("GANDI_POSTBOOT_TIMEOUT", 600, 1, 86_400),
             problems: Vec::new(),
         };
         Settings {

@@ -403,3 +403,30 @@ fn by_hand_with_a_missing_tool_reports_it_and_changes_nothing() {
     assert!(grown(&record(&env, &d.name()).unwrap()));
     assert!(fs_size(Path::new(&d.dev), "ext4").unwrap() > before);
 }
+
+#[test]
+fn the_mount_stage_replays_the_disks_attached_during_boot() {
+    if !system_test(&["udevadm", "resize2fs"]) {
+        return;
+    }
+    let env = Env::new();
+    // Attached while the helper did not yet know it (as before udev's
+    // rules were loaded at boot): not recorded.
+    env.settings(&["CONFIG_DISK_DEVICES=\"none\"".into()]);
+    let udev = Udev::start(&env);
+    let d = half_full(&env, "boot.img", "ext4", "atboot", 64);
+    settle();
+    assert!(record(&env, &d.name()).is_none());
+    settings_for(&env, &[d.name()]);
+    let out = env.gandi(&["mount", "--timeout", "60"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_record(&env, &d.name(), grown);
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
+    assert_eq!(status["mount"]["steps"][0]["result"], "changed");
+    drop(udev);
+}
