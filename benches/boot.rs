@@ -13,10 +13,65 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Steps that call an external program.
-const EXTERNAL: &[&str] = &["swap", "modules", "user", "sysctl", "root-disk", "init"];
+const EXTERNAL: &[&str] = &[
+    "swap", "modules", "user", "sysctl", "root-disk", "init", "sshd", "mount-count", "hook",
+    "init --postboot",
+];
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Runs `gandi-vm ARGS` on fresh fixtures 15 times; prints the median wall
+/// time, the median time of the steps without external tools, and each
+/// step's median.
+fn stage(label: &str, stage: &str, setup: &dyn Fn(&common::Env) -> Vec<String>) {
+    let mut walls = Vec::new();
+    let mut owns = Vec::new();
+    let mut by_step: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for _ in 0..15 {
+        let env = common::Env::new();
+        env.settings(&[]);
+        let args = setup(&env);
+        let t = Instant::now();
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("GANDI_CONFIG", env.config())
+            .env("GANDI_LOG", "warn")
+            .output()
+            .unwrap();
+        walls.push(t.elapsed());
+        assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
+        let status: serde_json::Value =
+            serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
+        let mut own = 0u64;
+        for s in status[stage]["steps"].as_array().unwrap() {
+            let name = s["step"].as_str().unwrap().to_string();
+            let t = s["us"].as_u64().unwrap();
+            if !EXTERNAL.contains(&name.as_str()) && !name.starts_with("run[") {
+                own += t;
+            }
+            by_step.entry(name).or_default().push(t);
+        }
+        owns.push(own);
+    }
+    walls.sort();
+    owns.sort();
+    println!("{label} (median of 15 runs)");
+    println!("  wall time:                {:7.1} ms", ms(walls[walls.len() / 2]));
+    println!(
+        "  without external tools:   {:7.2} ms",
+        owns[owns.len() / 2] as f64 / 1000.0
+    );
+    for (name, mut v) in by_step {
+        v.sort();
+        let ext = if EXTERNAL.contains(&name.as_str()) || name.starts_with("run[") {
+            " (external tool)"
+        } else {
+            ""
+        };
+        println!("    {name:<16} {:8.3} ms{ext}", v[v.len() / 2] as f64 / 1000.0);
+    }
 }
 
 fn main() {
@@ -25,64 +80,39 @@ fn main() {
         eprintln!("bench: needs root");
         std::process::exit(1);
     }
-    println!("boot stages on a fixture tree (median of 15 runs)");
-    let mut walls = Vec::new();
-    let mut owns = Vec::new();
-    let mut steps_by_name: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
-    for _ in 0..15 {
-        let env = common::Env::new();
-        env.settings(&[]);
+    stage("bootstrap --root on a fixture swap image (goal: under 50 ms without external tools)", "bootstrap", &|env| {
         let root = root_tree(env.path(), false);
         let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
-        let t = Instant::now();
-        let out = Command::new(BIN)
-            .args(["bootstrap", "--kernel-release", RELEASE, "--root"])
-            .arg(&root)
-            .arg("--device")
-            .arg(&img)
-            .env("GANDI_CONFIG", env.config())
-            .env("GANDI_LOG", "warn")
-            .output()
-            .unwrap();
-        walls.push(t.elapsed());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let status: serde_json::Value =
-            serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
-        let mut own = 0u64;
-        for s in status["bootstrap"]["steps"].as_array().unwrap() {
-            let name = s["step"].as_str().unwrap().to_string();
-            let t = s["us"].as_u64().unwrap();
-            if !EXTERNAL.contains(&name.as_str()) {
-                own += t;
-            }
-            steps_by_name.entry(name).or_default().push(t);
-        }
-        owns.push(own);
-    }
-    walls.sort();
-    owns.sort();
-    println!(
-        "  bootstrap wall time:                 {:7.1} ms",
-        ms(walls[walls.len() / 2])
-    );
-    println!(
-        "  bootstrap without external tools:    {:7.2} ms (goal: under 50 ms)",
-        owns[owns.len() / 2] as f64 / 1000.0
-    );
-    for (name, mut v) in steps_by_name {
-        v.sort();
-        let ext = if EXTERNAL.contains(&name.as_str()) {
-            " (external tool)"
-        } else {
-            ""
-        };
-        println!(
-            "    {name:<12} {:8.3} ms{ext}",
-            v[v.len() / 2] as f64 / 1000.0
-        );
-    }
+        vec![
+            "bootstrap".into(),
+            "--kernel-release".into(),
+            RELEASE.into(),
+            "--root".into(),
+            root.display().to_string(),
+            "--device".into(),
+            img.display().to_string(),
+        ]
+    });
+    stage("config --root on a fixture tree (goal: under 20 ms without external tools)", "config", &|env| {
+        let root = config_tree(env.path());
+        let cmdline = env.path().join("cmdline");
+        fs::write(&cmdline, "gandi=Europe/Paris").unwrap();
+        vec![
+            "config".into(),
+            "--root".into(),
+            root.display().to_string(),
+            "--cmdline".into(),
+            cmdline.display().to_string(),
+        ]
+    });
+    stage("postboot --root with one command (goal: under 20 ms without external tools)", "postboot", &|env| {
+        let root = env.path().join("root");
+        fs::create_dir_all(root.join("gandi")).unwrap();
+        fs::write(
+            root.join("gandi/config"),
+            format!(r#"{{"vm_conf": {{"password": "{HASH}"}}, "run": ["true"]}}"#),
+        )
+        .unwrap();
+        vec!["postboot".into(), "--root".into(), root.display().to_string()]
+    });
 }
