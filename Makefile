@@ -1,12 +1,21 @@
-# gandi-vm: build, test, demo and benchmarks.
-# `make demo` and `make test` install what they need (scripts/install-deps).
+# gandi-vm: build, install, packages, tests, demo and benchmarks.
+# Targets that need system packages install them first (scripts/install-deps).
 
 CARGO ?= cargo
 PREFIX ?= /usr
 DESTDIR ?=
+# /etc/default/gandi on Debian, /etc/sysconfig/gandi in the RPM.
+SETTINGS_FILE ?= /etc/default/gandi
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UDEVDIR ?= $(PREFIX)/lib/udev
 BIN := target/release/gandi-vm
+DOCS := target/docs
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DIST := dist
 
-.PHONY: all build deps test lint unit verify-units bench demo clean
+.PHONY: all build deps docs install deb rpm packages check-packages test lint unit \
+	verify-units bench demo clean
 
 all: build
 
@@ -15,6 +24,61 @@ deps:
 
 build:
 	$(CARGO) build --release --locked
+
+docs: build
+	rm -rf $(DOCS)
+	$(BIN) generate-docs $(DOCS)
+
+# Installs under DESTDIR, with the shipped folders at their system places.
+install: build docs
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/gandi-vm
+	install -d $(DESTDIR)/etc $(DESTDIR)/etc/gandi/hooks
+	ln -sfn $(PREFIX)/bin/gandi-vm $(DESTDIR)/etc/auto.gandi
+	install -D -m 0644 auto.master.d/gandi.autofs $(DESTDIR)/etc/auto.master.d/gandi.autofs
+	install -D -m 0644 etc/default/gandi $(DESTDIR)$(SETTINGS_FILE)
+	install -D -m 0644 etc/sysctl.d/60-gandi.conf $(DESTDIR)/etc/sysctl.d/60-gandi.conf
+	sed 's#/usr/bin/gandi-vm#$(PREFIX)/bin/gandi-vm#g' udev/rules.d/86-gandi.rules | \
+		install -D -m 0644 /dev/stdin $(DESTDIR)$(UDEVDIR)/rules.d/86-gandi.rules
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in systemd/system/*; do \
+		sed 's#/usr/bin/gandi-vm#$(PREFIX)/bin/gandi-vm#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	done
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8
+	for m in $(DOCS)/man8/*.8; do gzip -9n < $$m > $(DESTDIR)$(PREFIX)/share/man/man8/$$(basename $$m).gz; done
+	install -D -m 0644 $(DOCS)/completions/gandi-vm.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/gandi-vm
+	install -D -m 0644 $(DOCS)/completions/_gandi-vm $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_gandi-vm
+	install -D -m 0644 $(DOCS)/completions/gandi-vm.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/gandi-vm.fish
+
+deb: deps build docs
+	rm -rf $(DIST)/deb-root
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DIST)/deb-root PREFIX=/usr
+	install -d $(DIST)/deb-root/DEBIAN
+	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' \
+		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DIST)/deb-root | cut -f1)/" \
+		packaging/deb/control.in > $(DIST)/deb-root/DEBIAN/control
+	install -m 0644 packaging/deb/conffiles $(DIST)/deb-root/DEBIAN/conffiles
+	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DIST)/deb-root/DEBIAN/
+	dpkg-deb --root-owner-group -Zxz --build $(DIST)/deb-root $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
+
+rpm: deps build docs
+	rm -rf $(DIST)/rpm-root $(DIST)/rpmbuild
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DIST)/rpm-root PREFIX=/usr SETTINGS_FILE=/etc/sysconfig/gandi
+	rpmbuild -bb --quiet \
+		--define "_topdir $(CURDIR)/$(DIST)/rpmbuild" \
+		--define "version $(VERSION)" \
+		--define "stage $(CURDIR)/$(DIST)/rpm-root" \
+		--define "_rpmdir $(CURDIR)/$(DIST)" \
+		--define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
+		--define "__os_install_post %{nil}" \
+		packaging/rpm/gandi-vm.spec
+
+packages: deb rpm
+
+# File lists, maintainer scripts, man pages; the .deb installed into and
+# purged from a scratch Debian root.
+check-packages: packages
+	./scripts/check-packages $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb $(DIST)/gandi-vm-$(VERSION)-1.x86_64.rpm $(DOCS)
 
 lint:
 	$(CARGO) fmt --check
@@ -28,7 +92,7 @@ verify-units:
 	$(CARGO) build --locked
 	./scripts/verify-units target/debug/gandi-vm
 
-test: deps lint unit verify-units
+test: deps lint unit verify-units check-packages
 
 demo: deps build
 	BIN=$(BIN) ./scripts/demo
@@ -39,3 +103,4 @@ bench: deps build
 
 clean:
 	$(CARGO) clean
+	rm -rf $(DIST)

@@ -14,7 +14,15 @@ use std::time::{Duration, Instant};
 
 /// Steps that call an external program.
 const EXTERNAL: &[&str] = &[
-    "swap", "modules", "user", "sysctl", "root-disk", "init", "sshd", "mount-count", "hook",
+    "swap",
+    "modules",
+    "user",
+    "sysctl",
+    "root-disk",
+    "init",
+    "sshd",
+    "mount-count",
+    "hook",
     "init --postboot",
 ];
 
@@ -41,7 +49,11 @@ fn stage(label: &str, stage: &str, setup: &dyn Fn(&common::Env) -> Vec<String>) 
             .output()
             .unwrap();
         walls.push(t.elapsed());
-        assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let status: serde_json::Value =
             serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
         let mut own = 0u64;
@@ -58,7 +70,10 @@ fn stage(label: &str, stage: &str, setup: &dyn Fn(&common::Env) -> Vec<String>) 
     walls.sort();
     owns.sort();
     println!("{label} (median of 15 runs)");
-    println!("  wall time:                {:7.1} ms", ms(walls[walls.len() / 2]));
+    println!(
+        "  wall time:                {:7.1} ms",
+        ms(walls[walls.len() / 2])
+    );
     println!(
         "  without external tools:   {:7.2} ms",
         owns[owns.len() / 2] as f64 / 1000.0
@@ -70,7 +85,10 @@ fn stage(label: &str, stage: &str, setup: &dyn Fn(&common::Env) -> Vec<String>) 
         } else {
             ""
         };
-        println!("    {name:<16} {:8.3} ms{ext}", v[v.len() / 2] as f64 / 1000.0);
+        println!(
+            "    {name:<16} {:8.3} ms{ext}",
+            v[v.len() / 2] as f64 / 1000.0
+        );
     }
 }
 
@@ -80,39 +98,55 @@ fn main() {
         eprintln!("bench: needs root");
         std::process::exit(1);
     }
-    stage("bootstrap --root on a fixture swap image (goal: under 50 ms without external tools)", "bootstrap", &|env| {
-        let root = root_tree(env.path(), false);
-        let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
-        vec![
-            "bootstrap".into(),
-            "--kernel-release".into(),
-            RELEASE.into(),
-            "--root".into(),
-            root.display().to_string(),
-            "--device".into(),
-            img.display().to_string(),
-        ]
-    });
-    stage("config --root on a fixture tree (goal: under 20 ms without external tools)", "config", &|env| {
-        let root = config_tree(env.path());
-        let cmdline = env.path().join("cmdline");
-        fs::write(&cmdline, "gandi=Europe/Paris").unwrap();
-        vec![
-            "config".into(),
-            "--root".into(),
-            root.display().to_string(),
-            "--cmdline".into(),
-            cmdline.display().to_string(),
-        ]
-    });
-    stage("postboot --root with one command (goal: under 20 ms without external tools)", "postboot", &|env| {
-        let root = env.path().join("root");
-        fs::create_dir_all(root.join("gandi")).unwrap();
-        fs::write(
-            root.join("gandi/config"),
-            format!(r#"{{"vm_conf": {{"password": "{HASH}"}}, "run": ["true"]}}"#),
-        )
-        .unwrap();
-        vec!["postboot".into(), "--root".into(), root.display().to_string()]
-    });
+    stage(
+        "bootstrap --root on a fixture swap image (goal: under 50 ms without external tools)",
+        "bootstrap",
+        &|env| {
+            let root = root_tree(env.path(), false);
+            let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
+            vec![
+                "bootstrap".into(),
+                "--kernel-release".into(),
+                RELEASE.into(),
+                "--root".into(),
+                root.display().to_string(),
+                "--device".into(),
+                img.display().to_string(),
+            ]
+        },
+    );
+    stage(
+        "config --root on a fixture tree (goal: under 20 ms without external tools)",
+        "config",
+        &|env| {
+            let root = config_tree(env.path());
+            let cmdline = env.path().join("cmdline");
+            fs::write(&cmdline, "gandi=Europe/Paris").unwrap();
+            vec![
+                "config".into(),
+                "--root".into(),
+                root.display().to_string(),
+                "--cmdline".into(),
+                cmdline.display().to_string(),
+            ]
+        },
+    );
+    stage(
+        "postboot --root with one command (goal: under 20 ms without external tools)",
+        "postboot",
+        &|env| {
+            let root = env.path().join("root");
+            fs::create_dir_all(root.join("gandi")).unwrap();
+            fs::write(
+                root.join("gandi/config"),
+                format!(r#"{{"vm_conf": {{"password": "{HASH}"}}, "run": ["true"]}}"#),
+            )
+            .unwrap();
+            vec![
+                "postboot".into(),
+                "--root".into(),
+                root.display().to_string(),
+            ]
+        },
+    );
 }

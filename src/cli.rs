@@ -120,6 +120,27 @@ pub enum Cmd {
         #[arg(long, value_name = "PATH")]
         device: Option<String>,
     },
+    /// Move the automount root: check PATH, rewrite the master map entry,
+    /// set CONFIG_DISK_ROOT, create PATH and reload autofs. Refuses while a
+    /// disk is mounted under the old root, unless --force.
+    MountRoot {
+        path: std::path::PathBuf,
+        /// Move even though disks are mounted under the old root.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Turn automounting on or off: the master map entry (commented out
+    /// when off) and CONFIG_ALLOW_MOUNT, then reload autofs. `auto` (run by
+    /// the package on first install) enables it unless another autofs map
+    /// already owns the mount root, and says so when autofs is missing.
+    Automount {
+        #[arg(value_parser = ["enable", "disable", "auto"])]
+        action: String,
+    },
+    /// Write the man pages (gandi-vm.8 and one per subcommand) and the
+    /// shell completions (bash, zsh, fish) into DIR.
+    #[command(hide = true)]
+    GenerateDocs { dir: std::path::PathBuf },
     /// Internal: mount, grow and unmount inside a private mount namespace.
     #[command(hide = true)]
     GrowPrivate {

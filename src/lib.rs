@@ -1,6 +1,7 @@
 //! gandi-vm: the guest agent of Gandi cloud VMs, as a library with a thin
 //! multicall binary.
 
+pub mod admin;
 pub mod apply;
 pub mod archive;
 pub mod bootstrap;
@@ -8,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod diskevent;
 pub mod disks;
+pub mod docs;
 pub mod grow;
 pub mod hooks;
 pub mod logging;

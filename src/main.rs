@@ -5,8 +5,8 @@ use clap::Parser;
 use gandi_vm::cli::{Cli, Cmd, DiskCmd};
 use gandi_vm::settings::Settings;
 use gandi_vm::{
-    bootstrap, commands, diskevent, grow, logging, map, perboot, platform, postboot, release,
-    rootgrow, status,
+    admin, bootstrap, commands, diskevent, docs, grow, logging, map, perboot, platform, postboot,
+    release, rootgrow, status,
 };
 use std::ffi::OsString;
 use std::path::Path;
@@ -89,6 +89,12 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Validate { file } => validate(&file),
+        Cmd::MountRoot { path, force } => admin::mount_root(&settings, &path, force),
+        Cmd::Automount { action } => match action.as_str() {
+            "auto" => admin::automount_auto(&settings),
+            a => admin::automount(&settings, a == "enable"),
+        },
+        Cmd::GenerateDocs { dir } => docs::generate(&dir).map(|()| 0),
         Cmd::Config { root, cmdline } => {
             perboot::run(&settings, &perboot::Options { root, cmdline })
         }

@@ -209,6 +209,10 @@ pub struct Settings {
     pub hook_dir: PathBuf,
     /// Runtime state (`GANDI_RUN_DIR`).
     pub run_dir: PathBuf,
+    /// Our autofs master map entry (`GANDI_MASTER_MAP`).
+    pub master_map: PathBuf,
+    /// The system's master map, for the other maps' roots (`GANDI_AUTO_MASTER`).
+    pub auto_master: PathBuf,
 
     /// Where the kernel's views are read; changed only by tests.
     pub sys_dir: PathBuf,
@@ -294,6 +298,8 @@ impl Settings {
             syslog_target: v.string("SYSLOG_TARGET", "gandi"),
             hook_dir: v.abs_path("GANDI_HOOK_DIR", "/etc/gandi/hooks"),
             run_dir: v.abs_path("GANDI_RUN_DIR", "/run/gandi"),
+            master_map: v.abs_path("GANDI_MASTER_MAP", "/etc/auto.master.d/gandi.autofs"),
+            auto_master: v.abs_path("GANDI_AUTO_MASTER", "/etc/auto.master"),
             sys_dir: v.abs_path("GANDI_SYS_DIR", "/sys"),
             proc_dir: v.abs_path("GANDI_PROC_DIR", "/proc"),
             dev_dir: v.abs_path("GANDI_DEV_DIR", "/dev"),

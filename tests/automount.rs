@@ -359,3 +359,188 @@ fn release_force_unmounts_a_busy_disk_lazily() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("lazily"));
     assert!(am.mounted().is_empty());
 }
+
+/// Settings pointing `mount-root` and `automount` at the test's master map.
+fn admin_settings(env: &Env, disk: &LoopDisk, root: &Path, other_master: &Path) {
+    only(
+        env,
+        &[disk],
+        &[
+            &format!(
+                "GANDI_MASTER_MAP={}",
+                env.path().join("auto.master").display()
+            ),
+            &format!("GANDI_AUTO_MASTER={}", other_master.display()),
+            &format!("CONFIG_DISK_ROOT={}", root.display()),
+        ],
+    );
+}
+
+/// autofs ages master-map entries in whole seconds: a re-read within the
+/// second of the previous one does not see a removed entry. A real admin
+/// never moves the root that fast; the tests wait that second out.
+fn let_autofs_age() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+fn wait_autofs(path: &Path, present: bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if mounts().iter().any(|m| m.1 == path && m.2 == "autofs") == present {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn mount_root_moves_the_root_refuses_when_busy_and_is_idempotent() {
+    if !system_test(&["automount", "mkfs.ext4", "losetup"]) {
+        return;
+    }
+    let env = Env::new();
+    let disk = LoopDisk::new(env.path(), "m.img", 32);
+    disk.mkfs("ext4", Some(&label("move")));
+    LoopDisk::write_file(&disk.dev, "f", "moved\n");
+    let old = env.path().join("srv");
+    let new = env.path().join("data/disks");
+    // Another map owns a root nearby.
+    let other = env.path().join("auto.master.system");
+    fs::write(
+        &other,
+        format!("{} /etc/auto.misc\n", env.path().join("misc").display()),
+    )
+    .unwrap();
+    admin_settings(&env, &disk, &old, &other);
+    let mut am = Automount::start(&env, &old, 600);
+
+    // Busy: a disk is mounted under the old root.
+    assert!(lookup(&old.join(label("move"))));
+    let out = env.gandi(&["mount-root", new.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&disk.dev) && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(!new.exists());
+    sh(std::process::Command::new("umount").arg(old.join(label("move"))));
+
+    // Bad places.
+    for bad in ["relative", "/", "/usr/local/disks", "/etc", "/srv/../etc"] {
+        let out = env.gandi(&["mount-root", bad]);
+        assert!(!out.status.success(), "{bad} accepted");
+    }
+    let inside = env.path().join("misc/sub");
+    assert!(
+        !env.gandi(&["mount-root", inside.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    // The move.
+    let_autofs_age();
+    let out = env.gandi(&["mount-root", new.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("CONFIG_DISK_ROOT") && said.contains("SIGHUP"),
+        "{said}"
+    );
+    assert!(wait_autofs(&new, true), "autofs did not take the new root");
+    assert!(
+        wait_autofs(&old, false),
+        "the old root is still served: {}",
+        fs::read_to_string(env.path().join("automount.log")).unwrap_or_default()
+    );
+    am.root = new.clone();
+    assert_eq!(
+        read_through(&new.join(label("move")).join("f")).as_deref(),
+        Some("moved\n")
+    );
+    assert!(!lookup(&old.join(label("move"))));
+    assert!(
+        fs::read_to_string(env.config())
+            .unwrap()
+            .contains(&format!("CONFIG_DISK_ROOT={}", new.display()))
+    );
+
+    // Twice: nothing changes.
+    let master = fs::read(env.path().join("auto.master")).unwrap();
+    let settings = fs::read(env.config()).unwrap();
+    let out = env.gandi(&["mount-root", new.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to change"));
+    assert_eq!(fs::read(env.path().join("auto.master")).unwrap(), master);
+    assert_eq!(fs::read(env.config()).unwrap(), settings);
+    drop(am);
+}
+
+#[test]
+fn automount_disable_and_enable() {
+    if !system_test(&["automount", "mkfs.ext4", "losetup"]) {
+        return;
+    }
+    let env = Env::new();
+    let disk = LoopDisk::new(env.path(), "a.img", 32);
+    disk.mkfs("ext4", Some(&label("toggle")));
+    let root = env.path().join("srv");
+    let other = env.path().join("auto.master.system");
+    fs::write(&other, "").unwrap();
+    admin_settings(&env, &disk, &root, &other);
+    let am = Automount::start(&env, &root, 600);
+
+    let_autofs_age();
+    let out = env.gandi(&["automount", "disable"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_autofs(&root, false), "still served after disable");
+    assert!(
+        fs::read_to_string(env.path().join("auto.master"))
+            .unwrap()
+            .contains(&format!("#{} program:", root.display()))
+    );
+    assert!(
+        fs::read_to_string(env.config())
+            .unwrap()
+            .contains("CONFIG_ALLOW_MOUNT=0")
+    );
+    let again = env.gandi(&["automount", "disable"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to change"));
+    // With its last map gone, automount stops (autofs's own behaviour).
+    let lock = am.stop_keep_lock();
+
+    // Enable: the entry and the flag come back; autofs, started again (as
+    // `systemctl reload-or-restart` does on a VM), serves the disk.
+    let out = env.gandi(&["automount", "enable"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("entry for"));
+    assert!(
+        fs::read_to_string(env.config())
+            .unwrap()
+            .contains("CONFIG_ALLOW_MOUNT=1")
+    );
+    let am = Automount::start_locked(&env, &root, lock);
+    assert!(lookup(&root.join(label("toggle"))));
+    // The lock stays held: `automount auto` below signals automount too.
+    let _lock = am.stop_keep_lock();
+
+    // auto: another map owns the root, ours steps aside.
+    fs::write(&other, format!("{} /etc/auto.other\n", root.display())).unwrap();
+    let out = env.gandi(&["automount", "auto"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("another autofs map owns"));
+    assert!(
+        fs::read_to_string(env.path().join("auto.master"))
+            .unwrap()
+            .contains(&format!("#{}", root.display()))
+    );
+}

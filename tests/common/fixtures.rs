@@ -163,20 +163,40 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
 /// by UUID already).
 pub fn config_tree(dir: &Path) -> PathBuf {
     let root = dir.join("root");
-    for d in ["etc/ssh/sshd_config.d", "usr/share/zoneinfo/Europe", "lib/systemd/system"] {
+    for d in [
+        "etc/ssh/sshd_config.d",
+        "usr/share/zoneinfo/Europe",
+        "lib/systemd/system",
+    ] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
     fs::write(root.join("usr/share/zoneinfo/Europe/Paris"), "TZif").unwrap();
-    fs::write(root.join("lib/systemd/system/serial-getty@.service"), "[Unit]\n").unwrap();
+    fs::write(
+        root.join("lib/systemd/system/serial-getty@.service"),
+        "[Unit]\n",
+    )
+    .unwrap();
     fs::write(root.join("etc/hostname"), "web1.example.net\n").unwrap();
-    fs::write(root.join("etc/machine-id"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    fs::write(
+        root.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
     fs::write(
         root.join("etc/crontab"),
         "17 *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly\n\
          25 6\t* * *\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }\n",
     )
     .unwrap();
-    fs::write(root.join("etc/fstab"), "UUID=0b7e3b6e / ext4 defaults 0 1\n").unwrap();
-    fs::write(root.join("etc/ssh/sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\n").unwrap();
+    fs::write(
+        root.join("etc/fstab"),
+        "UUID=0b7e3b6e / ext4 defaults 0 1\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/ssh/sshd_config"),
+        "Include /etc/ssh/sshd_config.d/*.conf\n",
+    )
+    .unwrap();
     root
 }

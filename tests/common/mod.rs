@@ -286,7 +286,7 @@ impl Env {
 pub struct Automount {
     pub root: PathBuf,
     child: Child,
-    _serial: Serial,
+    serial: Option<Serial>,
 }
 
 impl Automount {
@@ -294,10 +294,32 @@ impl Automount {
     /// timeout `timeout` seconds and the master-map options of the shipped
     /// file.
     pub fn start(env: &Env, root: &Path, timeout: u32) -> Automount {
-        let serial = serial("automount");
+        fs::write(
+            env.path().join("auto.master"),
+            master_line(root, &env.map_link(), timeout),
+        )
+        .unwrap();
+        Automount::start_existing(env, root)
+    }
+
+    /// Starts automount on the master map already in `env` (as a restart
+    /// of autofs would), waiting for `root` to be served.
+    pub fn start_existing(env: &Env, root: &Path) -> Automount {
+        Automount::start_locked(env, root, serial("automount"))
+    }
+
+    /// Stops the daemon but keeps the machine-wide lock, so that no other
+    /// test's daemon starts (and gets our SIGHUPs) meanwhile.
+    pub fn stop_keep_lock(mut self) -> Serial {
+        let lock = self.serial.take().expect("the lock");
+        drop(self);
+        lock
+    }
+
+    /// Starts automount under a lock already held.
+    pub fn start_locked(env: &Env, root: &Path, serial: Serial) -> Automount {
         fs::create_dir_all(root).unwrap();
         let master = env.path().join("auto.master");
-        fs::write(&master, master_line(root, &env.map_link(), timeout)).unwrap();
         let log = File::create(env.path().join("automount.log")).unwrap();
         let child = Command::new("setsid")
             .args(["automount", "-f", "-d", "-p"])
@@ -312,7 +334,7 @@ impl Automount {
         let am = Automount {
             root: root.to_path_buf(),
             child,
-            _serial: serial,
+            serial: Some(serial),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !am.autofs_mounted() {
