@@ -37,8 +37,11 @@ install: build docs
 	install -D -m 0644 auto.master.d/gandi.autofs $(DESTDIR)/etc/auto.master.d/gandi.autofs
 	install -D -m 0644 etc/default/gandi $(DESTDIR)$(SETTINGS_FILE)
 	install -D -m 0644 etc/sysctl.d/60-gandi.conf $(DESTDIR)/etc/sysctl.d/60-gandi.conf
-	sed 's#/usr/bin/gandi-vm#$(PREFIX)/bin/gandi-vm#g' udev/rules.d/86-gandi.rules | \
-		install -D -m 0644 /dev/stdin $(DESTDIR)$(UDEVDIR)/rules.d/86-gandi.rules
+	install -d $(DESTDIR)$(UDEVDIR)/rules.d
+	for r in udev/rules.d/*.rules; do \
+		sed 's#/usr/bin/gandi-vm#$(PREFIX)/bin/gandi-vm#g' $$r > $(DESTDIR)$(UDEVDIR)/rules.d/$$(basename $$r); \
+		chmod 0644 $(DESTDIR)$(UDEVDIR)/rules.d/$$(basename $$r); \
+	done
 	install -d $(DESTDIR)$(UNITDIR)
 	for u in systemd/system/*; do \
 		sed 's#/usr/bin/gandi-vm#$(PREFIX)/bin/gandi-vm#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \

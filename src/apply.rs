@@ -353,8 +353,10 @@ const NET_HEADER: &str = "# Written by gandi-vm bootstrap from the platform's co
 # It is rewritten when the platform's config changes: put your own settings\n\
 # in a file of yours that sorts before this one.\n";
 
-/// A systemd-networkd `.network` file.
+/// A systemd-networkd `.network` file. Default routes get the interface's
+/// metric (eth0 first), so routes of several interfaces coexist.
 pub fn networkd_file(iface: &Iface) -> String {
+    let metric = crate::iface::metric(&iface.name);
     let mut s = String::from(NET_HEADER);
     s.push_str("[Match]\n");
     match &iface.mac {
@@ -377,7 +379,10 @@ pub fn networkd_file(iface: &Iface) -> String {
         }
     }
     for g in gateways {
-        s.push_str(&format!("Gateway={g}\n"));
+        s.push_str(&format!("\n[Route]\nGateway={g}\nMetric={metric}\n"));
+    }
+    if iface.dhcp4 {
+        s.push_str(&format!("\n[DHCPv4]\nRouteMetric={metric}\n"));
     }
     s
 }
@@ -388,7 +393,10 @@ pub fn ifupdown_file(iface: &Iface) -> String {
     let n = &iface.name;
     s.push_str(&format!("auto {n}\n"));
     if iface.dhcp4 {
-        s.push_str(&format!("iface {n} inet dhcp\n"));
+        s.push_str(&format!(
+            "iface {n} inet dhcp\n\tmetric {}\n",
+            crate::iface::metric(n)
+        ));
     }
     for (family, list) in [("inet", &iface.v4), ("inet6", &iface.v6)] {
         for (i, (addr, gw)) in list.iter().enumerate() {
@@ -396,7 +404,10 @@ pub fn ifupdown_file(iface: &Iface) -> String {
             if i == 0
                 && let Some(g) = gw
             {
-                s.push_str(&format!("\tgateway {g}\n"));
+                s.push_str(&format!(
+                    "\tgateway {g}\n\tmetric {}\n",
+                    crate::iface::metric(n)
+                ));
             }
         }
     }

@@ -141,6 +141,26 @@ pub enum Cmd {
     /// shell completions (bash, zsh, fish) into DIR.
     #[command(hide = true)]
     GenerateDocs { dir: std::path::PathBuf },
+    /// Configure a hot-plugged network interface (what
+    /// gandi-iface@IFACE.service runs): link up; unless in CONFIG_NODHCP,
+    /// addresses from the platform config (or DHCP) through networkd,
+    /// ifupdown or udhcpc, ARP and rp_filter settings for secondary
+    /// interfaces, virtio queues, a route metric per interface, then the
+    /// post-iface-attach hook. With --remove, remove what was generated.
+    Iface {
+        name: String,
+        #[arg(long)]
+        remove: bool,
+        /// Read the config and write files under DIR.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: std::path::PathBuf,
+    },
+    /// Online a hot-added memory block (memoryN) that is offline, as
+    /// CONFIG_MEMORY_ONLINE says (online or online_movable).
+    MemoryOnline { block: String },
+    /// Internal: set an interface's queues through the ethtool ioctl.
+    #[command(hide = true)]
+    Queues { name: String, count: u32 },
     /// Internal: mount, grow and unmount inside a private mount namespace.
     #[command(hide = true)]
     GrowPrivate {

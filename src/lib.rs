@@ -12,6 +12,7 @@ pub mod disks;
 pub mod docs;
 pub mod grow;
 pub mod hooks;
+pub mod iface;
 pub mod logging;
 pub mod map;
 pub mod perboot;

@@ -5,8 +5,8 @@ use clap::Parser;
 use gandi_vm::cli::{Cli, Cmd, DiskCmd};
 use gandi_vm::settings::Settings;
 use gandi_vm::{
-    admin, bootstrap, commands, diskevent, docs, grow, logging, map, perboot, platform, postboot,
-    release, rootgrow, status,
+    admin, bootstrap, commands, diskevent, docs, grow, iface, logging, map, perboot, platform,
+    postboot, release, rootgrow, status,
 };
 use std::ffi::OsString;
 use std::path::Path;
@@ -45,6 +45,21 @@ fn main() -> ExitCode {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         log::warn!("{file}: {problem}");
+    }
+
+    if program == "gandi-udhcpc" {
+        // udhcpc runs its script as `SCRIPT EVENT`.
+        let event = args
+            .get(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return match iface::udhcpc_event(&event) {
+            Ok(c) => exit(c),
+            Err(e) => {
+                log::error!("{e:#}");
+                ExitCode::from(1)
+            }
+        };
     }
 
     if as_map {
@@ -95,6 +110,21 @@ fn main() -> ExitCode {
             a => admin::automount(&settings, a == "enable"),
         },
         Cmd::GenerateDocs { dir } => docs::generate(&dir).map(|()| 0),
+        Cmd::Iface { name, remove, root } => {
+            if remove {
+                iface::detach(&settings, &root, &name)
+            } else {
+                iface::attach(&settings, &root, &name)
+            }
+        }
+        Cmd::MemoryOnline { block } => iface::memory_online(&settings, &block),
+        Cmd::Queues { name, count } => iface::set_queues(&name, count).map(|ch| {
+            println!(
+                "combined {} rx {} tx {} (max combined {} rx {} tx {})",
+                ch.combined_count, ch.rx_count, ch.tx_count, ch.max_combined, ch.max_rx, ch.max_tx
+            );
+            0
+        }),
         Cmd::Config { root, cmdline } => {
             perboot::run(&settings, &perboot::Options { root, cmdline })
         }

@@ -223,6 +223,8 @@ pub struct Settings {
     pub probe_timeout_ms: u64,
     /// Time limit of each post-boot command, in seconds.
     pub postboot_timeout_s: u64,
+    /// What a hot-added memory block becomes: `online` or `online_movable`.
+    pub memory_online: String,
 
     /// Line and value problems, to be logged by the caller.
     pub problems: Vec<String>,
@@ -306,6 +308,7 @@ impl Settings {
             udev_data_dir: v.abs_path("GANDI_UDEV_DATA_DIR", "/run/udev/data"),
             probe_timeout_ms: v.number("GANDI_PROBE_TIMEOUT_MS", 3000, 10, 60_000),
             postboot_timeout_s: v.number("GANDI_POSTBOOT_TIMEOUT", 600, 1, 86_400),
+            memory_online: v.choice("CONFIG_MEMORY_ONLINE", &["online", "online_movable"]),
             problems: Vec::new(),
         };
         Settings {
@@ -389,6 +392,23 @@ impl Values<'_> {
                     default
                 }
             },
+        }
+    }
+
+    /// One of `choices` (the first is the default).
+    fn choice(&mut self, key: &str, choices: &[&str]) -> String {
+        match self.raw.get(key) {
+            None => choices[0].to_string(),
+            Some(v) if choices.contains(&v) => v.to_string(),
+            Some(v) => {
+                let msg = format!(
+                    "{v:?} is not one of {}; using {}",
+                    choices.join(", "),
+                    choices[0]
+                );
+                self.problem(key, msg);
+                choices[0].to_string()
+            }
         }
     }
 

@@ -430,3 +430,51 @@ fn the_mount_stage_replays_the_disks_attached_during_boot() {
     assert_eq!(status["mount"]["steps"][0]["result"], "changed");
     drop(udev);
 }
+
+#[test]
+fn hotplug_rules_under_udevadm_test() {
+    if !system_test(&["udevadm"]) {
+        return;
+    }
+    let shipped = include_str!("../udev/rules.d/85-gandi-hotplug.rules");
+    let rules = RunRules::install("hotplug", &shipped.replace("/usr/bin/gandi-vm", BIN));
+    let name = rules.0.file_name().unwrap().to_string_lossy().into_owned();
+    let test = |dev: &str| {
+        let out = Command::new("udevadm")
+            .args(["test", "--action=add", dev])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    // Every device class our rules look at: the file is read without errors.
+    for dev in [
+        "/sys/devices/system/cpu/cpu0",
+        "/sys/devices/system/memory/memory0",
+        "/sys/class/net/lo",
+    ] {
+        if !Path::new(dev).exists() {
+            continue;
+        }
+        let out = test(dev);
+        assert!(out.contains(&name), "{dev}: our rules were not read: {out}");
+        for line in out.lines().filter(|l| l.contains(&name)) {
+            assert!(!line.to_ascii_lowercase().contains("invalid"), "{line}");
+            assert!(!line.to_ascii_lowercase().contains("error"), "{line}");
+        }
+        // cpu0 is never onlined by us; lo is not a hot-plugged NIC.
+        assert!(!out.contains("gandi-iface@lo"), "{out}");
+    }
+    // An ethN NIC: only the unit is asked for.
+    let eth = fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("eth"));
+    if let Some(eth) = eth {
+        let out = test(&format!("/sys/class/net/{eth}"));
+        assert!(
+            out.contains(&format!("SYSTEMD_WANTS=gandi-iface@{eth}.service")),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,471 @@
+//! Hot-plugged network interfaces: `gandi-vm iface IFACE` (what
+//! `gandi-iface@IFACE.service` runs), and memory blocks.
+//!
+//! A NIC gets its link up; unless it is in `CONFIG_NODHCP` (the admin's,
+//! e.g. a private VLAN), it gets its addresses through the system's own
+//! network stack: a systemd-networkd file and a reload, or an ifupdown
+//! stanza and `ifup`, or, as last resort, `udhcpc` (DHCP) or `ip` (static).
+//! Secondary interfaces get the ARP and `rp_filter` settings; virtio NICs
+//! get min(CPUs, 8) queues; every interface's IPv4 default route gets its
+//! own metric (eth0 first), so several coexist and the first one wins.
+
+use crate::apply::{self, Iface, Stack, under, write_if_changed};
+use crate::hooks;
+use crate::platform::{self, Config};
+use crate::settings::Settings;
+use crate::util;
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The route metric of `ethN`: 1024 + N (eth0 first).
+pub fn metric(iface: &str) -> u32 {
+    1024 + iface
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse::<u32>()
+        .unwrap_or(100)
+        .min(1000)
+}
+
+/// A network interface name we accept.
+pub fn valid_iface(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// The platform config of the tree, if readable.
+fn platform_config(root: &Path) -> Option<Config> {
+    let text = fs::read(under(root, "/gandi/config")).ok()?;
+    match platform::parse(&text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn!("/gandi/config: {e}; using DHCP");
+            None
+        }
+    }
+}
+
+/// The settings of `name` from the config; an interface missing from it
+/// gets DHCP (the original's rule).
+pub fn settings_for(name: &str, config: Option<&Config>, settings: &Settings) -> Iface {
+    let found = config.and_then(|c| {
+        apply::interfaces(c, settings)
+            .into_iter()
+            .find(|i| i.name == name)
+    });
+    found.unwrap_or(Iface {
+        name: name.to_string(),
+        mac: None,
+        v4: Vec::new(),
+        v6: Vec::new(),
+        dhcp4: !settings.nodhcp.iter().any(|n| n == name),
+    })
+}
+
+fn run_dir_file(settings: &Settings, name: &str) -> PathBuf {
+    settings.run_dir.join(name)
+}
+
+/// Which stack configures the interface: networkd when it runs, ifupdown
+/// when installed and configured, else our own last resort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    Networkd,
+    Ifupdown,
+    Direct,
+}
+
+fn way(root: &Path) -> Way {
+    if under(root, "/run/systemd/netif/state").exists() {
+        Way::Networkd
+    } else if apply::detect_stack(root) == Stack::Ifupdown {
+        Way::Ifupdown
+    } else {
+        Way::Direct
+    }
+}
+
+/// `gandi-vm iface IFACE`: brings a hot-plugged interface up and configures
+/// it. Returns the exit code.
+pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
+    if !valid_iface(name) {
+        bail!("{name:?} is not an interface name");
+    }
+    link_up(name)?;
+    if settings.nodhcp.iter().any(|n| n == name) {
+        log::info!("{name}: in CONFIG_NODHCP: link up only");
+        return Ok(0);
+    }
+    if name != "eth0" {
+        secondary_sysctls(settings, name)?;
+    }
+    if settings.multiqueue {
+        multiqueue(settings, name);
+    }
+    let config = platform_config(root);
+    let iface = settings_for(name, config.as_ref(), settings);
+    let m = metric(name);
+    match way(root) {
+        Way::Networkd => {
+            let text = apply::networkd_file(&iface);
+            let path = under(
+                root,
+                &format!("/etc/systemd/network/50-gandi-{name}.network"),
+            );
+            write_if_changed(&path, text.as_bytes(), 0o644)?;
+            util::run(Command::new("networkctl").arg("reload"))?;
+            util::run(Command::new("networkctl").args(["reconfigure", name]))?;
+        }
+        Way::Ifupdown => {
+            let path = under(root, &format!("/etc/network/interfaces.d/gandi-{name}"));
+            let text = apply::ifupdown_file(&iface);
+            write_if_changed(&path, text.as_bytes(), 0o644)?;
+            util::run(Command::new("ifup").arg(name))?;
+        }
+        Way::Direct => direct(settings, &iface, m)?,
+    }
+    hooks::run(settings, "post-iface-attach", &[name], hooks::HOOK_LIMIT);
+    Ok(0)
+}
+
+/// `ip link set IFACE up`, once more after 2 s if it fails.
+fn link_up(name: &str) -> Result<()> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["link", "set", name, "up"]);
+    if util::run(&mut cmd).is_ok() {
+        return Ok(());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    util::run(&mut cmd).map(drop)
+}
+
+/// A secondary interface answers ARP only for its own addresses and
+/// accepts replies on any path.
+fn secondary_sysctls(settings: &Settings, name: &str) -> Result<()> {
+    let dir = settings.proc_dir.join("sys/net/ipv4/conf").join(name);
+    for (key, value) in [
+        ("arp_announce", "2"),
+        ("rp_filter", "0"),
+        ("arp_filter", "0"),
+    ] {
+        let path = dir.join(key);
+        fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Configures the interface ourselves: static addresses with `ip`, DHCP with
+/// `udhcpc` running with our script (`gandi-udhcpc`).
+fn direct(settings: &Settings, iface: &Iface, metric: u32) -> Result<()> {
+    let name = &iface.name;
+    for (addr, gw) in iface.v4.iter().chain(&iface.v6) {
+        let _ = util::run(Command::new("ip").args(["addr", "replace", addr, "dev", name]));
+        if let Some(g) = gw {
+            let family = if g.contains(':') { "-6" } else { "-4" };
+            util::run(Command::new("ip").args([
+                family,
+                "route",
+                "replace",
+                "default",
+                "via",
+                g,
+                "dev",
+                name,
+                "metric",
+                &metric.to_string(),
+            ]))?;
+        }
+    }
+    if iface.dhcp4 {
+        fs::create_dir_all(&settings.run_dir)?;
+        let script = run_dir_file(settings, "gandi-udhcpc");
+        let exe = std::env::current_exe().context("finding our own executable")?;
+        if fs::read_link(&script).ok().as_deref() != Some(exe.as_path()) {
+            let _ = fs::remove_file(&script);
+            std::os::unix::fs::symlink(&exe, &script)?;
+        }
+        let pid = run_dir_file(settings, &format!("udhcpc-{name}.pid"));
+        stop_udhcpc(&pid);
+        // Backgrounds itself once a lease is bound (or, with -b, after five
+        // tries) and renews the lease afterwards. Its output is not ours to
+        // wait for: it keeps running.
+        let mut cmd = Command::new("udhcpc");
+        cmd.args(["-i", name, "-b", "-t", "5", "-T", "3", "-p"])
+            .arg(&pid)
+            .arg("-s")
+            .arg(&script)
+            .env("GANDI_METRIC", metric.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let status = cmd
+            .status()
+            .with_context(|| format!("starting {}", util::describe(&cmd)))?;
+        if !status.success() {
+            bail!("{} failed ({status})", util::describe(&cmd));
+        }
+        log::info!("{name}: DHCP client started");
+    }
+    Ok(())
+}
+
+fn stop_udhcpc(pid_file: &Path) {
+    if let Some(pid) = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        && pid > 1
+        && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "udhcpc")
+    {
+        // SAFETY: plain syscall on the client we started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let _ = fs::remove_file(pid_file);
+}
+
+/// The `udhcpc` script (our binary, through a link named `gandi-udhcpc`):
+/// applies a lease with `ip`, the default route with the interface's
+/// metric; resolvers are left to bootstrap.
+pub fn udhcpc_event(event: &str) -> Result<i32> {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let name = env("interface");
+    if !valid_iface(&name) {
+        bail!("udhcpc gave no valid interface");
+    }
+    match event {
+        "deconfig" => {
+            util::run(Command::new("ip").args(["-4", "addr", "flush", "dev", &name]))?;
+        }
+        "bound" | "renew" => {
+            let ip = env("ip");
+            let mask = env("mask");
+            if ip.parse::<std::net::Ipv4Addr>().is_err()
+                || mask.parse::<u8>().map_or(true, |m| m > 32)
+            {
+                bail!("udhcpc gave a bad lease: ip={ip:?} mask={mask:?}");
+            }
+            util::run(Command::new("ip").args([
+                "addr",
+                "replace",
+                &format!("{ip}/{mask}"),
+                "dev",
+                &name,
+            ]))?;
+            let metric = env("GANDI_METRIC");
+            let metric = if metric.is_empty() {
+                "1024".to_string()
+            } else {
+                metric
+            };
+            if let Some(router) = env("router").split_whitespace().next()
+                && router.parse::<std::net::Ipv4Addr>().is_ok()
+            {
+                util::run(Command::new("ip").args([
+                    "-4", "route", "replace", "default", "via", router, "dev", &name, "metric",
+                    &metric,
+                ]))?;
+            }
+            log::info!("{name}: DHCP lease {ip}/{mask}");
+        }
+        other => log::info!("{name}: DHCP {other}"),
+    }
+    Ok(0)
+}
+
+/// `gandi-vm iface --remove IFACE`: removes what was generated for it.
+pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
+    if !valid_iface(name) {
+        bail!("{name:?} is not an interface name");
+    }
+    stop_udhcpc(&run_dir_file(settings, &format!("udhcpc-{name}.pid")));
+    for path in [
+        under(
+            root,
+            &format!("/etc/systemd/network/50-gandi-{name}.network"),
+        ),
+        under(root, &format!("/etc/network/interfaces.d/gandi-{name}")),
+    ] {
+        if fs::remove_file(&path).is_ok() {
+            log::info!("{name}: removed {}", path.display());
+            if path.to_string_lossy().contains("systemd/network") && way(root) == Way::Networkd {
+                let _ = util::run(Command::new("networkctl").arg("reload"));
+            }
+        }
+    }
+    Ok(0)
+}
+
+// ---- multiqueue, through the ethtool ioctl
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_SCHANNELS: u32 = 0x3d;
+
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Channels {
+    cmd: u32,
+    pub max_rx: u32,
+    pub max_tx: u32,
+    pub max_other: u32,
+    pub max_combined: u32,
+    pub rx_count: u32,
+    pub tx_count: u32,
+    pub other_count: u32,
+    pub combined_count: u32,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+fn ethtool(name: &str, ch: &mut Channels) -> std::io::Result<()> {
+    // SAFETY: a datagram socket we close; the request points at `ch`, which
+    // outlives the call; the name is NUL-terminated within IFNAMSIZ.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: (ch as *mut Channels).cast(),
+            _pad: [0; 16],
+        };
+        for (d, s) in req
+            .name
+            .iter_mut()
+            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+        {
+            *d = s as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sets the interface's queues to `want` (combined when the driver has
+/// them, else rx and tx), capped by the driver's maximum. Returns the
+/// channels as set.
+pub fn set_queues(name: &str, want: u32) -> Result<Channels> {
+    let mut ch = Channels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    ethtool(name, &mut ch).with_context(|| format!("{name}: reading its channels"))?;
+    let mut set = ch;
+    set.cmd = ETHTOOL_SCHANNELS;
+    if ch.max_combined > 0 {
+        set.combined_count = want.min(ch.max_combined);
+    } else {
+        set.rx_count = want.min(ch.max_rx).max(ch.rx_count.min(1));
+        set.tx_count = want.min(ch.max_tx).max(ch.tx_count.min(1));
+    }
+    if (set.combined_count, set.rx_count, set.tx_count)
+        != (ch.combined_count, ch.rx_count, ch.tx_count)
+    {
+        ethtool(name, &mut set).with_context(|| format!("{name}: setting its channels"))?;
+    }
+    let mut now = Channels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    ethtool(name, &mut now).with_context(|| format!("{name}: reading its channels"))?;
+    Ok(now)
+}
+
+/// Virtio NICs get min(CPUs, 8) queues.
+fn multiqueue(settings: &Settings, name: &str) {
+    let driver = fs::read_link(
+        settings
+            .sys_dir
+            .join(format!("class/net/{name}/device/driver")),
+    )
+    .ok()
+    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if driver.as_deref() != Some("virtio_net") {
+        return;
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    match set_queues(name, cpus.min(8)) {
+        Ok(ch) => log::info!("{name}: {} queues", ch.combined_count.max(ch.rx_count)),
+        Err(e) => log::warn!("{e:#}"),
+    }
+}
+
+// ---- memory
+
+/// Onlines an added memory block that is offline, with the zone policy of
+/// `CONFIG_MEMORY_ONLINE` (`online`, or `online_movable`).
+pub fn memory_online(settings: &Settings, block: &str) -> Result<i32> {
+    if !block.starts_with("memory")
+        || !block[6..].chars().all(|c| c.is_ascii_digit())
+        || block.len() == 6
+    {
+        bail!("{block:?} is not a memory block");
+    }
+    let state = settings
+        .sys_dir
+        .join("devices/system/memory")
+        .join(block)
+        .join("state");
+    let now = fs::read_to_string(&state).with_context(|| format!("reading {}", state.display()))?;
+    if now.trim() != "offline" {
+        log::debug!("{block}: {} already", now.trim());
+        return Ok(0);
+    }
+    fs::write(&state, &settings.memory_online)
+        .with_context(|| format!("writing {} to {}", settings.memory_online, state.display()))?;
+    log::info!("{block}: {}", settings.memory_online);
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_and_names() {
+        assert_eq!(metric("eth0"), 1024);
+        assert_eq!(metric("eth3"), 1027);
+        assert!(metric("eth0") < metric("eth1"));
+        assert!(valid_iface("eth1"));
+        assert!(!valid_iface("../x"));
+        assert!(!valid_iface("a very long interface"));
+        assert_eq!(std::mem::size_of::<Channels>(), 36);
+    }
+
+    #[test]
+    fn memory_blocks_are_onlined_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = dir.path().join("devices/system/memory/memory40");
+        fs::create_dir_all(&block).unwrap();
+        fs::write(block.join("state"), "offline\n").unwrap();
+        let mut s = Settings {
+            sys_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        memory_online(&s, "memory40").unwrap();
+        assert_eq!(fs::read_to_string(block.join("state")).unwrap(), "online");
+        s.memory_online = "online_movable".into();
+        fs::write(block.join("state"), "online\n").unwrap();
+        memory_online(&s, "memory40").unwrap();
+        assert_eq!(fs::read_to_string(block.join("state")).unwrap(), "online\n");
+        assert!(memory_online(&s, "memory../x").is_err());
+    }
+}

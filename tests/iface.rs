@@ -1,0 +1,309 @@
+//! Hot-plugged NICs on real kernel interfaces: a "VM" network namespace and
+//! a peer namespace with a real DHCP server (dnsmasq), joined by veth pairs.
+//! Nothing touches the machine's own network.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Two network namespaces, removed (with their processes) on drop.
+struct Net {
+    vm: String,
+    peer: String,
+    dnsmasq: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Net {
+    fn new(dir: &Path, tag: &str) -> Net {
+        let id = std::process::id();
+        let net = Net {
+            vm: format!("gv-vm-{id}-{tag}"),
+            peer: format!("gv-peer-{id}-{tag}"),
+            dnsmasq: Vec::new(),
+            dir: dir.to_path_buf(),
+        };
+        sh(Command::new("ip").args(["netns", "add", &net.vm]));
+        sh(Command::new("ip").args(["netns", "add", &net.peer]));
+        net
+    }
+
+    /// A veth pair: `ifname` in the VM (with `queues` queues), `peer_if`
+    /// with `peer_addr` in the peer namespace.
+    fn link(&self, ifname: &str, peer_if: &str, peer_addr: &str, queues: u32) {
+        let q = queues.to_string();
+        sh(Command::new("ip").args([
+            "link",
+            "add",
+            ifname,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &self.vm,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_if,
+            "netns",
+            &self.peer,
+        ]));
+        self.peer_cmd(&["ip", "addr", "add", peer_addr, "dev", peer_if]);
+        self.peer_cmd(&["ip", "link", "set", peer_if, "up"]);
+    }
+
+    fn peer_cmd(&self, args: &[&str]) -> String {
+        sh(Command::new("ip")
+            .args(["netns", "exec", &self.peer])
+            .args(args))
+    }
+
+    fn vm_cmd(&self, args: &[&str]) -> String {
+        sh(Command::new("ip")
+            .args(["netns", "exec", &self.vm])
+            .args(args))
+    }
+
+    /// dnsmasq as DHCP server on `peer_if` (no DNS), leases in `range`.
+    fn dhcp(&mut self, peer_if: &str, range: &str, router: &str) {
+        let leases = self.dir.join(format!("leases-{peer_if}"));
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.peer,
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+            ])
+            .arg(format!("--interface={peer_if}"))
+            .arg("--bind-interfaces")
+            .arg(format!("--dhcp-range={range},255.255.255.0,1h"))
+            .arg(format!("--dhcp-option=3,{router}"))
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.dnsmasq.push(child);
+    }
+
+    /// Runs `gandi-vm ARGS` inside the VM namespace.
+    fn gandi(&self, env: &Env, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.vm, BIN])
+            .args(args)
+            .env("GANDI_CONFIG", env.config())
+            .output()
+            .unwrap()
+    }
+
+    fn addrs(&self, ifname: &str) -> String {
+        self.vm_cmd(&["ip", "-4", "addr", "show", "dev", ifname])
+    }
+
+    fn routes(&self) -> String {
+        self.vm_cmd(&["ip", "-4", "route", "show", "default"])
+    }
+
+    fn sysctl(&self, ifname: &str, key: &str) -> String {
+        self.vm_cmd(&["cat", &format!("/proc/sys/net/ipv4/conf/{ifname}/{key}")])
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until `f` holds, or 30 s.
+    fn wait(&self, what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in &mut self.dnsmasq {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.vm, &self.peer] {
+            // Processes left in the namespace (udhcpc) go with it.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        stop_pid(pid);
+                    }
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// A root tree with a platform config, and settings pointing at it.
+fn setup(env: &Env, config: &str, nodhcp: &str) -> PathBuf {
+    let root = env.path().join("root");
+    fs::create_dir_all(root.join("gandi")).unwrap();
+    fs::write(root.join("gandi/config"), config).unwrap();
+    let hooks = env.path().join("hooks");
+    fs::create_dir_all(&hooks).unwrap();
+    let log = env.path().join("hook.log");
+    fs::write(
+        hooks.join("post-iface-attach"),
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    sh(Command::new("chmod")
+        .arg("755")
+        .arg(hooks.join("post-iface-attach")));
+    env.settings(&[
+        format!("CONFIG_NODHCP=\"{nodhcp}\""),
+        format!("GANDI_HOOK_DIR={}", hooks.display()),
+    ]);
+    root
+}
+
+const CONFIG: &str = r#"{"vif": [
+    {"vif_number": 0, "pna": []},
+    {"vif_number": 2, "pna": [{"pna_address": "10.88.0.5", "pbn": {"pbn_network": "10.88.0.0/24", "pbn_gateway": "10.88.0.1"}}]}
+]}"#;
+
+#[test]
+fn dhcp_and_static_interfaces_sysctls_routes_and_removal() {
+    if !system_test(&["ip", "dnsmasq", "udhcpc"]) {
+        return;
+    }
+    let env = Env::new();
+    let root = setup(&env, CONFIG, "eth0");
+    let mut net = Net::new(env.path(), "a");
+    net.link("eth1", "p1", "10.77.1.1/24", 1);
+    net.link("eth2", "p2", "10.88.0.1/24", 1);
+    net.dhcp("p1", "10.77.1.100,10.77.1.150", "10.77.1.1");
+    let root_arg = root.to_str().unwrap();
+
+    // eth1 is not in the config: DHCP, from the real server.
+    let out = net.gandi(&env, &["iface", "eth1", "--root", root_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    net.wait("a DHCP lease on eth1", || {
+        net.addrs("eth1").contains("inet 10.77.1.1")
+    });
+    let link = net.vm_cmd(&["ip", "link", "show", "dev", "eth1"]);
+    assert!(link.contains(",UP"), "{link}");
+    net.wait("eth1's default route", || {
+        net.routes().contains("via 10.77.1.1 dev eth1 metric 1025")
+    });
+    // A secondary interface: ARP and reverse-path settings.
+    assert_eq!(net.sysctl("eth1", "arp_announce"), "2");
+    assert_eq!(net.sysctl("eth1", "rp_filter"), "0");
+    assert_eq!(net.sysctl("eth1", "arp_filter"), "0");
+
+    // eth2 has a static address in the config: no DHCP.
+    let out = net.gandi(&env, &["iface", "eth2", "--root", root_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        net.addrs("eth2").contains("inet 10.88.0.5/24"),
+        "{}",
+        net.addrs("eth2")
+    );
+    // Route policy: one default route per interface, each with its metric;
+    // the lowest (eth1) wins.
+    let routes = net.routes();
+    assert!(
+        routes.contains("via 10.77.1.1 dev eth1 metric 1025"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("via 10.88.0.1 dev eth2 metric 1026"),
+        "{routes}"
+    );
+    assert!(!env.path().join("run/udhcpc-eth2.pid").exists());
+    // The hook ran for each.
+    let hooks = fs::read_to_string(env.path().join("hook.log")).unwrap();
+    assert_eq!(hooks, "eth1\neth2\n");
+
+    // Remove: the DHCP client goes, and what was generated.
+    let pid_file = env.path().join("run/udhcpc-eth1.pid");
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = net.gandi(&env, &["iface", "--remove", "eth1", "--root", root_arg]);
+    assert!(out.status.success());
+    assert!(!pid_file.exists());
+    net.wait("udhcpc to stop", || {
+        fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |c| c.trim() != "udhcpc")
+    });
+}
+
+#[test]
+fn nodhcp_interfaces_only_get_their_link_up() {
+    if !system_test(&["ip", "dnsmasq", "udhcpc"]) {
+        return;
+    }
+    let env = Env::new();
+    let root = setup(&env, "{}", "eth0 eth1");
+    let mut net = Net::new(env.path(), "b");
+    net.link("eth1", "p1", "10.77.2.1/24", 1);
+    net.dhcp("p1", "10.77.2.100,10.77.2.150", "10.77.2.1");
+    let out = net.gandi(&env, &["iface", "eth1", "--root", root.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let link = net.vm_cmd(&["ip", "link", "show", "dev", "eth1"]);
+    assert!(link.contains(",UP"), "{link}");
+    let addr = net.addrs("eth1");
+    assert!(!addr.contains("inet "), "{addr}");
+    let routes = net.routes();
+    assert!(routes.trim().is_empty(), "{routes}");
+    assert!(!env.path().join("run/udhcpc-eth1.pid").exists());
+    assert!(
+        !env.path().join("hook.log").exists(),
+        "the hook ran for an admin's interface"
+    );
+    // Malformed names are refused.
+    let out = net.gandi(&env, &["iface", "../eth1"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn queues_through_the_ethtool_ioctl() {
+    if !system_test(&["ip"]) {
+        return;
+    }
+    let env = Env::new();
+    env.settings(&[]);
+    let net = Net::new(env.path(), "q");
+    net.link("eth1", "p1", "10.77.3.1/24", 4);
+    let out = net.gandi(&env, &["queues", "eth1", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("rx 2 tx 2"), "{said}");
+    // Capped at what the device has.
+    let out = net.gandi(&env, &["queues", "eth1", "8"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rx 4 tx 4"));
+}
