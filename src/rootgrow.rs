@@ -12,7 +12,7 @@ use crate::util;
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// What the growth did.
@@ -213,12 +213,13 @@ fn partition_number(p: &serde_json::Value, disk_dev: &Path) -> Option<u32> {
     rest.trim_start_matches('p').parse().ok()
 }
 
-/// Grows the filesystem on partition `name` online (it is mounted) or as
-/// for a data disk otherwise.
+/// Grows the filesystem on partition `name`: online when it is mounted (a
+/// root is), else as a data disk is grown.
 fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Result<Growth> {
     let mountinfo =
         fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
-    let devnum = read_small(&settings.sys_dir.join("class/block").join(name).join("dev"))
+    let class = settings.sys_dir.join("class/block").join(name);
+    let devnum = read_small(&class.join("dev"))
         .and_then(|s| DevNum::parse(&s))
         .context("reading the device number")?;
     let dev = settings.dev_dir.join(name);
@@ -226,75 +227,40 @@ fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Resu
     let mounted = parse_mountinfo(&mountinfo)
         .into_iter()
         .find(|m| m.devnum == devnum || m.source == source);
-    let Some(mount) = mounted else {
-        // Not mounted (a disk set up by hand): grown as a data disk is.
-        let fstype = crate::disks::probe(
+    let fstype = match &mounted {
+        Some(m) => m.fstype.clone(),
+        None => crate::disks::probe(
             std::slice::from_ref(&dev),
             std::time::Duration::from_secs(10),
         )
         .and_then(|m| m.get(&dev).and_then(|f| f.fstype.clone()))
-        .unwrap_or_default();
-        if !grow::supported(&fstype) {
-            return Ok(Growth {
-                changed,
-                detail: format!("{note}; no filesystem to grow"),
-            });
-        }
-        let size = read_small(&settings.sys_dir.join("class/block").join(name).join("size"))
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 512;
-        return Ok(
-            match grow::grow(&dev, &fstype, size, None, &settings.run_dir)? {
-                grow::Outcome::Fits { .. } => Growth {
-                    changed,
-                    detail: format!("{note}; filesystem fits"),
-                },
-                grow::Outcome::Grown {
-                    before,
-                    after,
-                    tool,
-                } => Growth {
-                    changed: true,
-                    detail: format!(
-                        "{note}; {fstype} grown from {before} to {after} bytes ({tool})"
-                    ),
-                },
-            },
-        );
+        .unwrap_or_default(),
     };
-    if !grow::supported(&mount.fstype) {
+    if !grow::supported(&fstype) {
         return Ok(Growth {
             changed,
-            detail: format!("{note}; {} is not grown", mount.fstype),
+            detail: format!("{note}; no filesystem we grow ({fstype:?})"),
         });
     }
-    let size = read_small(&settings.sys_dir.join("class/block").join(name).join("size"))
+    let size = read_small(&class.join("size"))
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0)
         * 512;
-    let scratch: PathBuf = settings.run_dir.clone();
-    match grow::grow(
-        &dev,
-        &mount.fstype,
-        size,
-        Some(&mount.mount_point),
-        &scratch,
-    )? {
-        grow::Outcome::Fits { .. } => Ok(Growth {
-            changed,
-            detail: format!("{note}; filesystem fits"),
-        }),
-        grow::Outcome::Grown {
-            before,
-            after,
-            tool,
-        } => Ok(Growth {
-            changed: true,
-            detail: format!(
-                "{note}; {} grown from {before} to {after} bytes ({tool})",
-                mount.fstype
-            ),
-        }),
-    }
+    let mount_point = mounted.as_ref().map(|m| m.mount_point.as_path());
+    Ok(
+        match grow::grow(&dev, &fstype, size, mount_point, &settings.run_dir)? {
+            grow::Outcome::Fits { .. } => Growth {
+                changed,
+                detail: format!("{note}; filesystem fits"),
+            },
+            grow::Outcome::Grown {
+                before,
+                after,
+                tool,
+            } => Growth {
+                changed: true,
+                detail: format!("{note}; {fstype} grown from {before} to {after} bytes ({tool})"),
+            },
+        },
+    )
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::fixtures::snapshot;
+use common::fixtures::{config_tree, snapshot};
 use common::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -29,34 +29,17 @@ struct Tree {
 /// console on ttyS0.
 fn tree(sshd_include: bool, extra: &[&str]) -> Tree {
     let env = Env::new();
-    let root = env.path().join("root");
-    for d in [
-        "etc/ssh",
-        "usr/share/zoneinfo/Europe",
-        "usr/share/zoneinfo/America",
-        "lib/systemd/system",
-    ] {
-        fs::create_dir_all(root.join(d)).unwrap();
-    }
+    // The common fixture, then what these tests look at more closely.
+    let root = config_tree(env.path());
+    fs::remove_dir(root.join("etc/ssh/sshd_config.d")).unwrap();
+    fs::create_dir_all(root.join("usr/share/zoneinfo/America")).unwrap();
+    fs::write(root.join("usr/share/zoneinfo/America/New_York"), "TZif-ny").unwrap();
     fs::create_dir_all(env.path().join("sys/class/tty/hvc0")).unwrap();
     fs::create_dir_all(env.path().join("hooks")).unwrap();
     fs::create_dir_all(env.path().join("proc")).unwrap();
     fs::write(
         env.path().join("proc/consoles"),
         "ttyS0                -W- (EC p a)    4:64\n",
-    )
-    .unwrap();
-    fs::write(root.join("usr/share/zoneinfo/Europe/Paris"), "TZif-paris").unwrap();
-    fs::write(root.join("usr/share/zoneinfo/America/New_York"), "TZif-ny").unwrap();
-    fs::write(
-        root.join("lib/systemd/system/serial-getty@.service"),
-        "[Unit]\n",
-    )
-    .unwrap();
-    fs::write(root.join("etc/hostname"), "web1.example.net\n").unwrap();
-    fs::write(
-        root.join("etc/machine-id"),
-        "0123456789abcdef0123456789abcdef\n",
     )
     .unwrap();
     fs::write(root.join("etc/crontab"), CRONTAB).unwrap();
