@@ -121,8 +121,7 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
                 &format!("/etc/systemd/network/50-gandi-{name}.network"),
             );
             write_if_changed(&path, text.as_bytes(), 0o644)?;
-            util::run(Command::new("networkctl").arg("reload"))?;
-            util::run(Command::new("networkctl").args(["reconfigure", name]))?;
+            networkd_reload(Some(name))?;
         }
         Way::Ifupdown => {
             let path = under(root, &format!("/etc/network/interfaces.d/gandi-{name}"));
@@ -134,6 +133,21 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
     }
     hooks::run(settings, "post-iface-attach", &[name], hooks::HOOK_LIMIT);
     Ok(0)
+}
+
+/// Makes systemd-networkd read its files again: `networkctl reload` (and
+/// `reconfigure IFACE`), which needs D-Bus; without it, a restart of
+/// systemd-networkd (systemctl talks to systemd directly).
+fn networkd_reload(name: Option<&str>) -> Result<()> {
+    let reloaded = util::run(Command::new("networkctl").arg("reload")).and_then(|_| match name {
+        Some(n) => util::run(Command::new("networkctl").args(["reconfigure", n])).map(drop),
+        None => Ok(()),
+    });
+    if let Err(e) = reloaded {
+        log::info!("{e:#}; restarting systemd-networkd instead");
+        util::run(Command::new("systemctl").args(["restart", "systemd-networkd.service"]))?;
+    }
+    Ok(())
 }
 
 /// `ip link set IFACE up`, once more after 2 s if it fails.
@@ -295,7 +309,7 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
         if fs::remove_file(&path).is_ok() {
             log::info!("{name}: removed {}", path.display());
             if path.to_string_lossy().contains("systemd/network") && way(root) == Way::Networkd {
-                let _ = util::run(Command::new("networkctl").arg("reload"));
+                let _ = networkd_reload(None);
             }
         }
     }
