@@ -15,7 +15,7 @@ ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DIST := dist
 
 .PHONY: all build deps docs install deb rpm packages check-packages test lint unit \
-	verify-units vm-test bench demo clean
+	verify-units vm-test vm-bench bench demo clean
 
 all: build
 
@@ -100,6 +100,10 @@ test: deps lint unit verify-units check-packages
 # Boots a Debian 12 VM with the package (TCG) and checks every promise.
 vm-test: deb
 	./scripts/vm-test $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
+
+# The same image booted bare, with our package, and with cloud-init.
+vm-bench: deb
+	./scripts/vm-test --bench $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 demo: deps build
 	BIN=$(BIN) ./scripts/demo
