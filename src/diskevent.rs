@@ -246,10 +246,25 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
     Ok(0)
 }
 
+/// Escapes a kernel name for a unit instance as `systemd-escape` does
+/// (`cciss!c0d0` -> `cciss\x21c0d0`); the unit's `%I` undoes it.
+pub fn unit_escape(name: &str) -> String {
+    name.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' || (c == '.' && i > 0) {
+                c.to_string()
+            } else {
+                format!("\\x{:02x}", c as u32)
+            }
+        })
+        .collect()
+}
+
 /// Starts the growth outside udev's sandbox.
 fn hand_off(name: &str) -> Result<()> {
     if Path::new("/run/systemd/system").is_dir() {
-        let unit = format!("gandi-disk@{name}.service");
+        let unit = format!("gandi-disk@{}.service", unit_escape(name));
         util::run(Command::new("systemctl").args(["--no-block", "start", &unit]))?;
         log::info!("{name}: started {unit}");
         return Ok(());
@@ -489,6 +504,13 @@ mod tests {
             let err = format!("{:#}", udev_event(&env(&pairs)).unwrap_err());
             assert!(err.contains(expect), "{key}={value:?}: {err}");
         }
+    }
+
+    #[test]
+    fn unit_names() {
+        assert_eq!(unit_escape("vdb1"), "vdb1");
+        assert_eq!(unit_escape("cciss!c0d0"), "cciss\\x21c0d0");
+        assert_eq!(unit_escape("dm-0"), "dm\\x2d0");
     }
 
     #[test]
