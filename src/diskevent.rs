@@ -140,8 +140,10 @@ fn write_record(settings: &Settings, record: &Record) -> Result<()> {
     util::write_atomic(&record_path(settings, &record.name), &json, 0o644)
 }
 
-/// Forgets a device: its record and its release mark.
+/// Forgets a device: its record, its release mark and the key links that
+/// point at it.
 pub fn forget(settings: &Settings, name: &str) -> Result<()> {
+    records::drop_key_links(settings, &settings.dev_dir.join(name.replace('!', "/")));
     for path in [
         record_path(settings, name),
         records::released_dir(settings).join(name),

@@ -10,6 +10,7 @@
 //! reason goes to stderr (autofs logs it) and the status is non-zero.
 
 use crate::disks::{Device, Scan};
+use crate::records;
 use crate::settings::Settings;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -124,10 +125,18 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
             at: at.display().to_string(),
         });
     }
-    let location = scan.dev_path(&device.name).display().to_string();
-    if !safe_location(&location) {
-        return Err(MapError::UnsafeEntry(location));
+    let dev_path = scan.dev_path(&device.name);
+    if !safe_location(&dev_path.display().to_string()) {
+        return Err(MapError::UnsafeEntry(dev_path.display().to_string()));
     }
+    // The entry names a link of ours for this key, not the device itself:
+    // autofs keeps the answer for the key, and a release or a detach
+    // removes the link, so a kept answer can never mount the disk again
+    // (nor another disk that takes the same name later).
+    let location = match records::set_key_link(settings, key, &dev_path) {
+        Ok(link) if safe_location(&link.display().to_string()) => link.display().to_string(),
+        Ok(_) | Err(_) => dev_path.display().to_string(),
+    };
     let fstype = device.fs.fstype.clone().unwrap_or_default();
     let entry = format!("-fstype={fstype},{} :{location}", settings.mount_params);
     Ok(Answer {

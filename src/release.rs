@@ -184,11 +184,13 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
         }
     }
 
-    // Mark first, so no lookup mounts it again between unmount and detach.
+    // Mark first, so no lookup mounts it again between unmount and detach;
+    // and drop the key links autofs may have kept answers for.
     fs::create_dir_all(mark.parent().unwrap_or(Path::new("/")))
         .with_context(|| format!("creating {}", records::released_dir(settings).display()))?;
     let seq = dev.diskseq.map(|s| s.to_string()).unwrap_or_default();
     util::write_atomic(&mark, format!("{seq}\n").as_bytes(), 0o644)?;
+    let dropped = records::drop_key_links(settings, &dev_path);
 
     let mut mounts = dev.mounts.clone();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
@@ -207,6 +209,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
                     );
                 } else {
                     let _ = fs::remove_file(&mark);
+                    records::restore_key_links(&dropped, &dev_path);
                     bail!(
                         "{} is busy: in use by {}; stop them and try again, or use --force \
                          (nothing was changed)",
@@ -217,6 +220,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
             }
             Err(e) => {
                 let _ = fs::remove_file(&mark);
+                records::restore_key_links(&dropped, &dev_path);
                 return Err(e).with_context(|| format!("unmounting {}", mp.display()));
             }
         }

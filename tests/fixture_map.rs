@@ -164,8 +164,14 @@ impl Tree {
     }
 }
 
+/// The map entry with its location (a key link of ours) resolved to the
+/// device it points at.
 fn entry(s: &Settings, key: &str) -> Result<String, MapError> {
-    lookup(s, OsStr::new(key)).map(|a| a.entry)
+    lookup(s, OsStr::new(key)).map(|a| {
+        let (opts, location) = a.entry.split_once(" :").unwrap();
+        let target = fs::read_link(location).expect("the location is a key link");
+        format!("{opts} :{}", target.display())
+    })
 }
 
 fn dev_path(t: &Tree, name: &str) -> String {
@@ -435,4 +441,27 @@ fn a_disk_being_grown_is_not_served() {
     }
     fs::write(t.p("run/disks/vdb.json"), record("ready")).unwrap();
     assert!(entry(&s, "data").is_ok());
+}
+
+#[test]
+fn entries_name_a_key_link_that_a_release_removes() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(2));
+    t.fs("252:16", "ext4", Some("my data"), "u1");
+    let s = t.settings("");
+    let answer = lookup(&s, OsStr::new("my data")).unwrap();
+    let location = answer.entry.split_once(" :").unwrap().1.to_string();
+    // Hex of the key: any label makes a path autofs can carry.
+    assert_eq!(
+        location,
+        t.p("run/keys/6d792064617461").display().to_string()
+    );
+    assert!(!location.contains(' '));
+    assert_eq!(fs::read_link(&location).unwrap(), t.p("dev/vdb"));
+    // Dropped for the device: the kept answer mounts nothing.
+    let dropped = gandi_vm::records::drop_key_links(&s, &t.p("dev/vdb"));
+    assert_eq!(dropped.len(), 1);
+    assert!(fs::symlink_metadata(&location).is_err());
+    gandi_vm::records::restore_key_links(&dropped, &t.p("dev/vdb"));
+    assert_eq!(fs::read_link(&location).unwrap(), t.p("dev/vdb"));
 }

@@ -305,7 +305,7 @@ fn sixteen_disks_at_once_with_a_concurrent_reader() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).ends_with(&format!(":{}\n", disks[7].dev)));
+    assert_eq!(entry_device(&out.stdout), disks[7].dev);
 }
 
 #[test]

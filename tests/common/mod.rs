@@ -528,3 +528,16 @@ impl Drop for RunRules {
             .output();
     }
 }
+
+/// The device a map entry mounts: its location is a key link of ours.
+pub fn entry_device(stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    let location = text
+        .trim_end()
+        .rsplit_once(" :")
+        .map(|(_, l)| l)
+        .unwrap_or_default();
+    fs::read_link(location)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| location.to_string())
+}
