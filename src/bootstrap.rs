@@ -4,7 +4,6 @@
 
 use crate::apply::{self, Change};
 use crate::archive::{self, Limits};
-use crate::disks;
 use crate::platform::{self, Config};
 use crate::rootgrow;
 use crate::settings::Settings;
@@ -378,6 +377,15 @@ fn make_readable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The label of a swap area: after the 1024 boot bytes, `version`,
+/// `last_page`, `nr_badpages` (3 x 4 bytes) and the 16-byte UUID come 16
+/// bytes of volume name.
+fn swap_label(head: &[u8]) -> Option<String> {
+    let raw = head.get(1052..1068)?;
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    std::str::from_utf8(&raw[..end]).ok().map(str::to_string)
+}
+
 /// Whether the first page carries a swap signature.
 fn swap_signature(head: &[u8]) -> bool {
     head.len() >= 4096 && (&head[4086..4096] == b"SWAPSPACE2" || &head[4086..4096] == b"SWAP-SPACE")
@@ -419,10 +427,7 @@ fn swap(
     }
     head.truncate(read);
     let is_swap = swap_signature(&head);
-    let labelled = is_swap
-        && disks::probe(&[device.to_path_buf()], Duration::from_secs(10))
-            .and_then(|m| m.get(device).cloned())
-            .is_some_and(|fs| fs.label.as_deref() == Some("swap"));
+    let labelled = is_swap && swap_label(&head).as_deref() == Some("swap");
     let mut outcome = Outcome::Unchanged;
     if labelled {
         // Already what we want: formatting again would only change its UUID.

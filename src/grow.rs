@@ -24,10 +24,7 @@ pub fn supported(fstype: &str) -> bool {
 /// with the filesystem's own tool.
 pub fn fs_size(dev: &Path, fstype: &str) -> Result<u64> {
     match fstype {
-        "ext2" | "ext3" | "ext4" => {
-            let out = util::run(Command::new("dumpe2fs").arg("-h").arg(dev))?;
-            parse_dumpe2fs(&out).context("reading the ext superblock")
-        }
+        "ext2" | "ext3" | "ext4" => Ok(ExtSuper::read(dev)?.size),
         "xfs" => {
             let out = util::run(
                 Command::new("xfs_db")
@@ -82,18 +79,57 @@ pub fn parse_xfs_info(text: &str) -> Option<u64> {
     num("bsize=")?.checked_mul(num("blocks=")?)
 }
 
+/// What we read of an ext2/3/4 superblock, without a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtSuper {
+    /// Filesystem size in bytes.
+    pub size: u64,
+    /// `s_max_mnt_count`: -1 (or 0) means unlimited.
+    pub max_mount_count: i16,
+}
+
+impl ExtSuper {
+    /// Reads the superblock at byte 1024 of `dev`.
+    pub fn read(dev: &Path) -> Result<ExtSuper> {
+        use std::os::unix::fs::FileExt;
+        let file =
+            std::fs::File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
+        let mut sb = [0u8; 1024];
+        file.read_exact_at(&mut sb, 1024)
+            .with_context(|| format!("reading the superblock of {}", dev.display()))?;
+        ExtSuper::parse(&sb)
+            .with_context(|| format!("{} holds no ext2/3/4 filesystem", dev.display()))
+    }
+
+    /// Parses a 1024-byte ext2/3/4 superblock.
+    pub fn parse(sb: &[u8; 1024]) -> Option<ExtSuper> {
+        let le32 = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
+        if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+            return None;
+        }
+        let log_block = le32(0x18);
+        if log_block > 16 {
+            return None;
+        }
+        let block_size = 1024u64 << log_block;
+        let incompat = le32(0x60);
+        let mut blocks = u64::from(le32(0x04));
+        // 64bit feature: the high half of the block count.
+        if incompat & 0x80 != 0 {
+            blocks |= u64::from(le32(0x150)) << 32;
+        }
+        Some(ExtSuper {
+            size: blocks.checked_mul(block_size)?,
+            max_mount_count: i16::from_le_bytes([sb[0x36], sb[0x37]]),
+        })
+    }
+}
+
 fn field<'a>(text: &'a str, name: &str, sep: char) -> Option<&'a str> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(sep)?;
         (k.trim() == name).then(|| v.trim())
     })
-}
-
-/// `Block count` x `Block size` of `dumpe2fs -h`.
-pub fn parse_dumpe2fs(text: &str) -> Option<u64> {
-    let count: u64 = field(text, "Block count", ':')?.parse().ok()?;
-    let size: u64 = field(text, "Block size", ':')?.parse().ok()?;
-    count.checked_mul(size)
 }
 
 /// `dblocks` x `blocksize` of `xfs_db -r -c "sb 0" -c "print dblocks" ...`.
@@ -275,14 +311,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ext_superblock() {
+        let mut sb = [0u8; 1024];
+        sb[0x38..0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        sb[0x04..0x08].copy_from_slice(&16384u32.to_le_bytes());
+        sb[0x18..0x1c].copy_from_slice(&2u32.to_le_bytes());
+        sb[0x36..0x38].copy_from_slice(&(-1i16).to_le_bytes());
+        let s = ExtSuper::parse(&sb).unwrap();
+        assert_eq!(s.size, 16384 * 4096);
+        assert_eq!(s.max_mount_count, -1);
+        sb[0x60..0x64].copy_from_slice(&0x80u32.to_le_bytes());
+        sb[0x150..0x154].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(
+            ExtSuper::parse(&sb).unwrap().size,
+            ((1u64 << 32) + 16384) * 4096
+        );
+        sb[0x38] = 0;
+        assert!(ExtSuper::parse(&sb).is_none());
+    }
+
+    #[test]
     fn superblock_sizes() {
-        let ext = "Filesystem volume name:   data\nBlock count:              16384\nBlock size:               4096\n";
-        assert_eq!(parse_dumpe2fs(ext), Some(16384 * 4096));
         let xfs = "dblocks = 81920\nblocksize = 4096\n";
         assert_eq!(parse_xfs_db(xfs), Some(81920 * 4096));
         let btrfs = "total_bytes\t\t\t134217728\ndev_item.total_bytes\t67108864\n";
         assert_eq!(parse_btrfs_super(btrfs), Some(67108864));
-        assert_eq!(parse_dumpe2fs("Block count: x"), None);
         let info = "meta-data=/dev/loop0p1 isize=512 agcount=4, agsize=20480 blks\n\
                     data     =                       bsize=4096   blocks=262144, imaxpct=25\n";
         assert_eq!(parse_xfs_info(info), Some(262144 * 4096));

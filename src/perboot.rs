@@ -336,12 +336,19 @@ fn sshd(root: &Path) -> Result<(Outcome, String, ())> {
     }
     let etc_ssh = under(root, "/etc/ssh");
     let had: usize = count_host_keys(&etc_ssh);
-    let mut keygen = Command::new("ssh-keygen");
-    keygen.arg("-A");
-    if root != Path::new("/") {
-        keygen.arg("-f").arg(root);
+    // ssh-keygen -A makes the rsa, ecdsa and ed25519 keys: started only when
+    // one is missing (it costs a process at every boot otherwise).
+    let complete = ["rsa", "ecdsa", "ed25519"]
+        .iter()
+        .all(|t| etc_ssh.join(format!("ssh_host_{t}_key")).exists());
+    if !complete {
+        let mut keygen = Command::new("ssh-keygen");
+        keygen.arg("-A");
+        if root != Path::new("/") {
+            keygen.arg("-f").arg(root);
+        }
+        util::run(&mut keygen)?;
     }
-    util::run(&mut keygen)?;
     let mut change = if count_host_keys(&etc_ssh) > had {
         Change::Changed
     } else {
@@ -436,12 +443,8 @@ fn mount_count(settings: &Settings, root: &Path) -> Result<(Outcome, String, ())
             (),
         ));
     };
-    let out = util::run(Command::new("dumpe2fs").arg("-h").arg(&dev))?;
-    let max: i64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Maximum mount count:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    // The superblock read directly: no tool started at each boot.
+    let max = crate::grow::ExtSuper::read(&dev)?.max_mount_count;
     if max > 0 {
         return Ok((
             Outcome::Unchanged,

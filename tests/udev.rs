@@ -364,7 +364,7 @@ fn by_hand_with_a_missing_tool_reports_it_and_changes_nothing() {
     let d = half_full(&env, "m.img", "ext4", "missing", 64);
     settings_for(&env, &[d.name()]);
     let before = fs_size(Path::new(&d.dev), "ext4").unwrap();
-    // Only blkid on the PATH: dumpe2fs and resize2fs are missing.
+    // Only blkid on the PATH: e2fsck and resize2fs are missing.
     let bin = env.path().join("bin");
     fs::create_dir_all(&bin).unwrap();
     let blkid = [
@@ -385,7 +385,7 @@ fn by_hand_with_a_missing_tool_reports_it_and_changes_nothing() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("dumpe2fs"), "{err}");
+    assert!(err.contains("e2fsck"), "{err}");
     let r = record(&env, &d.name()).unwrap();
     assert_eq!(r["state"], "grow-failed");
     assert_eq!(fs_size(Path::new(&d.dev), "ext4").unwrap(), before);
