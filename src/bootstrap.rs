@@ -174,8 +174,13 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
                     (),
                 ));
             }
-            util::run(Command::new("sysctl").arg("-q").arg("-p").arg(file))?;
-            Ok((Outcome::Changed, file.display().to_string(), ()))
+            let text = fs::read_to_string(file)?;
+            let n = load_sysctl(&settings.proc_dir.join("sys"), &text)?;
+            Ok((
+                Outcome::Changed,
+                format!("{n} settings from {}", file.display()),
+                (),
+            ))
         });
     }
 
@@ -377,6 +382,34 @@ fn make_readable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes the `key = value` lines of a sysctl file under `proc_sys`
+/// (`/proc/sys`), as `sysctl -p` does, without starting it. A key that
+/// does not exist on this kernel is skipped with a note, as `sysctl -e`.
+pub fn load_sysctl(proc_sys: &Path, text: &str) -> Result<usize> {
+    let mut n = 0;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            bail!("not a sysctl line: {line:?}");
+        };
+        let key = key.trim().trim_start_matches('-');
+        if key.split(['.', '/']).any(|p| p.is_empty() || p == "..") {
+            bail!("not a sysctl key: {key:?}");
+        }
+        let path = proc_sys.join(key.replace('.', "/"));
+        if !path.exists() {
+            log::info!("sysctl {key}: not on this kernel");
+            continue;
+        }
+        fs::write(&path, value.trim()).with_context(|| format!("writing {}", path.display()))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// The label of a swap area: after the 1024 boot bytes, `version`,
 /// `last_page`, `nr_badpages` (3 x 4 bytes) and the 16-byte UUID come 16
 /// bytes of volume name.
@@ -442,7 +475,13 @@ fn swap(
         ));
     }
     if live {
-        util::run(Command::new("swapon").arg(device))?;
+        let c = std::ffi::CString::new(device.as_os_str().as_encoded_bytes())
+            .context("a device path with a NUL byte")?;
+        // SAFETY: a valid NUL-terminated path; no flags.
+        if unsafe { libc::swapon(c.as_ptr(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("swapon {}", device.display()));
+        }
         outcome = Outcome::Changed;
     }
     Ok((outcome, device.display().to_string(), ()))
@@ -485,4 +524,42 @@ pub fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_lines_go_to_proc_sys() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("vm")).unwrap();
+        fs::create_dir_all(dir.path().join("net/ipv4/conf/all")).unwrap();
+        fs::write(dir.path().join("vm/swappiness"), "60").unwrap();
+        fs::write(dir.path().join("net/ipv4/conf/all/rp_filter"), "1").unwrap();
+        let text =
+            "# comment\nvm.swappiness = 10\nnet.ipv4.conf.all.rp_filter=2\nno.such.key = 1\n";
+        assert_eq!(load_sysctl(dir.path(), text).unwrap(), 2);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("vm/swappiness")).unwrap(),
+            "10"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("net/ipv4/conf/all/rp_filter")).unwrap(),
+            "2"
+        );
+        assert!(load_sysctl(dir.path(), "vm...x = 1\n").is_err());
+        assert!(load_sysctl(dir.path(), "garbage\n").is_err());
+        // The shipped file parses.
+        let shipped = include_str!("../etc/sysctl.d/60-gandi.conf");
+        assert_eq!(load_sysctl(dir.path(), shipped).unwrap(), 2);
+    }
+
+    #[test]
+    fn swap_labels() {
+        let mut head = vec![0u8; 4096];
+        head[1052..1056].copy_from_slice(b"swap");
+        assert_eq!(swap_label(&head).as_deref(), Some("swap"));
+        assert_eq!(swap_label(&head[..100]), None);
+    }
 }
