@@ -154,6 +154,10 @@ fn attach_grows_ext4_xfs_btrfs_records_and_runs_the_hook() {
         return;
     }
     let env = Env::new();
+    // Everything under the lock: no other test attaches, detaches or
+    // replays loop devices while ours are handled.
+    env.settings(&["CONFIG_DISK_DEVICES=\"none\"".into()]);
+    let udev = Udev::start(&env);
     let disks = [
         ("ext4", half_full(&env, "e.img", "ext4", "ge", 128)),
         ("xfs", half_full(&env, "x.img", "xfs", "gx", 640)),
@@ -179,7 +183,6 @@ fn attach_grows_ext4_xfs_btrfs_records_and_runs_the_hook() {
     let mut names: Vec<String> = disks.iter().map(|(_, d)| d.name()).collect();
     names.push(parted.name());
     settings_for(&env, &names);
-    let udev = Udev::start(&env);
     let devs: Vec<&str> = disks
         .iter()
         .map(|(_, d)| d.dev.as_str())
@@ -252,12 +255,15 @@ fn sixteen_disks_at_once_with_a_concurrent_reader() {
         return;
     }
     let env = Env::new();
+    // Everything under the lock: no other test attaches, detaches or
+    // replays loop devices while ours are handled.
+    env.settings(&["CONFIG_DISK_DEVICES=\"none\"".into()]);
+    let udev = Udev::start(&env);
     let disks: Vec<LoopDisk> = (0..16)
         .map(|i| half_full(&env, &format!("d{i}.img"), "ext4", &format!("many{i}"), 32))
         .collect();
     let names: Vec<String> = disks.iter().map(|d| d.name()).collect();
     settings_for(&env, &names);
-    let udev = Udev::start(&env);
 
     // Readers: parse every record and run the map, all the time.
     let stop = Arc::new(AtomicBool::new(false));
@@ -360,6 +366,8 @@ fn by_hand_with_a_missing_tool_reports_it_and_changes_nothing() {
     if !system_test(&["blkid", "mkfs.ext4"]) {
         return;
     }
+    // Its loop device's events must not reach another test's rules.
+    let _lock = serial("udev");
     let env = Env::new();
     let d = half_full(&env, "m.img", "ext4", "missing", 64);
     settings_for(&env, &[d.name()]);
