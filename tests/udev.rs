@@ -246,7 +246,6 @@ fn attach_grows_ext4_xfs_btrfs_records_and_runs_the_hook() {
         .args(["trigger", "--action=remove", "--settle"])
         .arg(format!("/sys/class/block/{}", disks[0].1.name())));
     assert!(record(&env, &disks[0].1.name()).is_none());
-    drop(udev);
 }
 
 #[test]
@@ -421,7 +420,8 @@ fn the_mount_stage_replays_the_disks_attached_during_boot() {
     // Attached while the helper did not yet know it (as before udev's
     // rules were loaded at boot): not recorded.
     env.settings(&["CONFIG_DISK_DEVICES=\"none\"".into()]);
-    let udev = Udev::start(&env);
+    // Declared before the disk: dropped (and the lock released) after it.
+    let _udev = Udev::start(&env);
     let d = half_full(&env, "boot.img", "ext4", "atboot", 64);
     settle();
     assert!(record(&env, &d.name()).is_none());
@@ -436,7 +436,6 @@ fn the_mount_stage_replays_the_disks_attached_during_boot() {
     let status: serde_json::Value =
         serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
     assert_eq!(status["mount"]["steps"][0]["result"], "changed");
-    drop(udev);
 }
 
 #[test]
