@@ -149,12 +149,6 @@ pub struct Device {
     pub excluded: Option<Exclusion>,
 }
 
-impl Device {
-    pub fn is_partition(&self) -> bool {
-        self.parent.is_some()
-    }
-}
-
 /// Shell-style glob match of a kernel name (`fnmatch(3)`).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let (Ok(p), Ok(n)) = (CString::new(pattern), CString::new(name)) else {
@@ -449,21 +443,10 @@ impl<'a> Scan<'a> {
 
     fn find_root_disks(&self) -> HashSet<String> {
         let mut disks = HashSet::new();
-        let Some(root) = self
-            .mounts
-            .iter()
-            .rev()
-            .find(|m| m.mount_point == Path::new("/"))
-        else {
+        let Some(root) = root_mount(&self.mounts) else {
             return disks;
         };
-        let mut devnum = root.devnum;
-        if devnum.major == 0 && root.source.starts_with('/') {
-            // btrfs and others show an anonymous device number: use the source.
-            if let Ok(meta) = fs::metadata(&root.source) {
-                devnum = DevNum::from_rdev(meta.rdev());
-            }
-        }
+        let devnum = root.block_devnum();
         let Some(name) = self
             .entries
             .iter()
@@ -702,6 +685,29 @@ fn read_swaps(settings: &Settings) -> HashSet<DevNum> {
         .filter(|m| m.rdev() != 0)
         .map(|m| DevNum::from_rdev(m.rdev()))
         .collect()
+}
+
+impl MountEntry {
+    /// The block device's number: btrfs and others show an anonymous one
+    /// in the mount table, so the source's is taken then.
+    pub fn block_devnum(&self) -> DevNum {
+        if self.devnum.major == 0
+            && self.source.starts_with('/')
+            && let Ok(meta) = fs::metadata(&self.source)
+            && meta.rdev() != 0
+        {
+            return DevNum::from_rdev(meta.rdev());
+        }
+        self.devnum
+    }
+}
+
+/// The mount of `/` (the last one, when several are stacked).
+pub fn root_mount(mounts: &[MountEntry]) -> Option<&MountEntry> {
+    mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == Path::new("/"))
 }
 
 /// Parses `/proc/self/mountinfo`.

@@ -408,12 +408,10 @@ fn motd(root: &Path) -> Result<(Outcome, String, ())> {
 fn mount_count(settings: &Settings, root: &Path) -> Result<(Outcome, String, ())> {
     let dev = if root == Path::new("/") {
         let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
-        disks::parse_mountinfo(&mi)
-            .into_iter()
-            .rev()
-            .find(|m| m.mount_point == Path::new("/"))
+        let mounts = disks::parse_mountinfo(&mi);
+        disks::root_mount(&mounts)
             .filter(|m| m.fstype == "ext3" || m.fstype == "ext4")
-            .map(|m| PathBuf::from(m.source))
+            .map(|m| PathBuf::from(&m.source))
     } else {
         // The tree's root, as its fstab names it.
         let text = fs::read_to_string(under(root, "/etc/fstab")).unwrap_or_default();

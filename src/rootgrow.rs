@@ -5,7 +5,7 @@
 //! GUID is zero; MBR too), the kernel is told (`partx --update`), then the
 //! filesystem is grown online.
 
-use crate::disks::{DevNum, parse_mountinfo, read_small};
+use crate::disks::{DevNum, parse_mountinfo, read_small, root_mount};
 use crate::grow;
 use crate::settings::Settings;
 use crate::util;
@@ -27,13 +27,10 @@ pub fn grow_root(settings: &Settings) -> Result<Growth> {
     let mountinfo = fs::read_to_string(settings.proc_dir.join("self/mountinfo"))
         .context("reading the mount table")?;
     let mounts = parse_mountinfo(&mountinfo);
-    let root = mounts
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == Path::new("/"))
-        .context("no root in the mount table")?;
-    let name = name_of(settings, root.devnum)
-        .with_context(|| format!("no block device {} for /", root.devnum))?;
+    let root = root_mount(&mounts).context("no root in the mount table")?;
+    let devnum = root.block_devnum();
+    let name =
+        name_of(settings, devnum).with_context(|| format!("no block device {devnum} for /"))?;
     grow_partition(settings, &name)
 }
 
