@@ -89,8 +89,9 @@ fn wait_record(
         }
         assert!(
             Instant::now() < deadline,
-            "{name}: record never got there: {:?}",
-            record(env, name)
+            "{name}: record never got there: {:?}\nbackground growth log:\n{}",
+            record(env, name),
+            fs::read_to_string(env.path().join("run/disk-grow.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -248,6 +249,14 @@ fn attach_grows_ext4_xfs_btrfs_records_and_runs_the_hook() {
     assert!(record(&env, &disks[0].1.name()).is_none());
 }
 
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn sixteen_disks_at_once_with_a_concurrent_reader() {
     if !system_test(&["udevadm", "resize2fs"]) {
@@ -266,6 +275,8 @@ fn sixteen_disks_at_once_with_a_concurrent_reader() {
 
     // Readers: parse every record and run the map, all the time.
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the reader also when an assertion fails.
+    let _stop_reader = StopOnDrop(stop.clone());
     let reads = Arc::new(AtomicUsize::new(0));
     let reader = {
         let (stop, reads) = (stop.clone(), reads.clone());

@@ -492,9 +492,14 @@ pub fn loop_rules(config: &Path) -> String {
     for line in shipped.lines() {
         if line.starts_with("KERNEL!=") {
             text.push_str("KERNEL!=\"loop*\", GOTO=\"gandi_disk_end\"\n");
-            text.push_str(&format!("ENV{{GANDI_CONFIG}}=\"{}\"\n", config.display()));
         } else {
-            text.push_str(&line.replace("/usr/bin/gandi-vm", BIN));
+            // The settings go on the command line, not in ENV{}: udev runs
+            // every RUN with the event's last value of a variable, so one
+            // set by another rules file would win.
+            text.push_str(&line.replace(
+                "/usr/bin/gandi-vm",
+                &format!("/usr/bin/env GANDI_CONFIG={} {BIN}", config.display()),
+            ));
             text.push('\n');
         }
     }
@@ -508,6 +513,7 @@ pub struct RunRules(pub PathBuf);
 impl RunRules {
     pub fn install(tag: &str, text: &str) -> RunRules {
         fs::create_dir_all("/run/udev/rules.d").unwrap();
+        remove_stale_rules();
         let path = PathBuf::from(format!(
             "/run/udev/rules.d/86-gandi-{tag}-{}.rules",
             std::process::id()
@@ -517,6 +523,29 @@ impl RunRules {
             .args(["control", "--reload"])
             .output();
         RunRules(path)
+    }
+}
+
+/// Rules left by a test process that was killed (its Drop never ran):
+/// they would run another build on this test's devices.
+fn remove_stale_rules() {
+    let Ok(rd) = fs::read_dir("/run/udev/rules.d") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("86-gandi-")
+            .and_then(|n| n.strip_suffix(".rules"))
+            .and_then(|n| n.rsplit_once('-'))
+            .map(|(_, pid)| pid.to_string());
+        if let Some(pid) = pid
+            && pid.parse::<u32>().is_ok()
+            && !Path::new("/proc").join(&pid).exists()
+        {
+            eprintln!("removing stale test rules {name}");
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 
