@@ -19,8 +19,8 @@ use crate::settings::Settings;
 use crate::util;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::os::fd::AsRawFd;
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -137,50 +137,40 @@ fn write_record(settings: &Settings, record: &Record) -> Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut json = serde_json::to_vec_pretty(record)?;
     json.push(b'\n');
-    util::write_atomic(&record_path(settings, &record.name), &json, 0o644)
+    util::write_atomic(&record_path(settings, &record.name), &json, 0o644)?;
+    records::write_index(settings)
 }
 
 /// Forgets a device: its record, its release mark and the key links that
 /// point at it.
 pub fn forget(settings: &Settings, name: &str) -> Result<()> {
     records::drop_key_links(settings, &settings.dev_dir.join(name.replace('!', "/")));
-    for path in [
-        record_path(settings, name),
-        records::released_dir(settings).join(name),
-    ] {
-        match fs::remove_file(&path) {
-            Ok(()) => log::info!("{name}: removed {}", path.display()),
+    let record = record_path(settings, name);
+    let mut removed_record = false;
+    for path in [&record, &records::released_dir(settings).join(name)] {
+        match fs::remove_file(path) {
+            Ok(()) => {
+                log::info!("{name}: removed {}", path.display());
+                removed_record |= path == &record;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
         }
+    }
+    if removed_record {
+        records::write_index(settings)?;
     }
     Ok(())
 }
 
 /// An exclusive lock on one device, held while it is recorded and grown.
-pub struct DiskLock(#[allow(dead_code)] File);
+pub struct DiskLock(#[allow(dead_code)] util::FileLock);
 
 impl DiskLock {
     /// Waits for the lock when `wait`, else fails at once when it is held.
     pub fn take(settings: &Settings, name: &str, wait: bool) -> Result<Option<DiskLock>> {
-        let dir = settings.run_dir.join("locks");
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("{name}.lock"));
-        let file = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
-        let op = if wait {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_EX | libc::LOCK_NB
-        };
-        // SAFETY: a valid descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::WouldBlock {
-                return Ok(None);
-            }
-            return Err(err).with_context(|| format!("locking {}", path.display()));
-        }
-        Ok(Some(DiskLock(file)))
+        let path = settings.run_dir.join("locks").join(format!("{name}.lock"));
+        Ok(util::FileLock::take(&path, wait)?.map(DiskLock))
     }
 }
 
@@ -243,7 +233,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         None => log::info!("{}: being grown; the grower records it", event.name),
     }
     if serviceable {
-        hand_off(&event.name)?;
+        hand_off(settings, &event.name)?;
     }
     Ok(0)
 }
@@ -263,8 +253,14 @@ pub fn unit_escape(name: &str) -> String {
         .collect()
 }
 
+/// Where a background growth logs when there is no systemd (and so no
+/// journal to keep what it says).
+pub fn grow_log(settings: &Settings) -> PathBuf {
+    settings.run_dir.join("disk-grow.log")
+}
+
 /// Starts the growth outside udev's sandbox.
-fn hand_off(name: &str) -> Result<()> {
+fn hand_off(settings: &Settings, name: &str) -> Result<()> {
     if Path::new("/run/systemd/system").is_dir() {
         let unit = format!("gandi-disk@{}.service", unit_escape(name));
         util::run(Command::new("systemctl").args(["--no-block", "start", &unit]))?;
@@ -274,11 +270,18 @@ fn hand_off(name: &str) -> Result<()> {
     // No systemd: a detached process in its own session, not killed with
     // the udev worker.
     let exe = std::env::current_exe().context("finding our own executable")?;
+    let log_path = grow_log(settings);
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let mut cmd = Command::new(exe);
     cmd.args(["disk-grow", name])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log);
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {

@@ -15,8 +15,8 @@ use crate::records;
 use crate::settings::Settings;
 use crate::util;
 use serde::Serialize;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -149,36 +149,110 @@ pub struct Device {
     pub excluded: Option<Exclusion>,
 }
 
-/// Shell-style glob match of a kernel name (`fnmatch(3)`).
+/// Shell-style glob match of a kernel name, as `fnmatch(3)` with no flags
+/// does it (`*`, `?`, `[a-z]`, `[!...]`, `\\` escapes), byte by byte and
+/// without allocating: the map matches every block device against it.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (Ok(p), Ok(n)) = (CString::new(pattern), CString::new(name)) else {
-        return false;
-    };
-    // SAFETY: both are valid NUL-terminated strings.
-    unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), 0) == 0 }
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    // Where to resume after the last `*`: pattern index, name index.
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        let step = match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi + 1, ni));
+                pi += 1;
+                continue;
+            }
+            Some(b'?') => Some(pi + 1),
+            Some(b'[') => match class_match(p, pi, n[ni]) {
+                Some((true, next)) => Some(next),
+                Some((false, _)) => None,
+                // No closing bracket: a literal `[`.
+                None => (n[ni] == b'[').then_some(pi + 1),
+            },
+            Some(b'\\') if pi + 1 < p.len() => (n[ni] == p[pi + 1]).then_some(pi + 2),
+            Some(&c) => (n[ni] == c).then_some(pi + 1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                pi = next;
+                ni += 1;
+            }
+            (None, Some((sp, sn))) => {
+                // Let the last `*` take one more byte.
+                pi = sp;
+                ni = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// A block device as sysfs lists it.
+/// Matches byte `c` against the bracket expression at `p[start]`: whether
+/// it matched and the index after the `]`; `None` when there is no `]`.
+fn class_match(p: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
+    let mut i = start + 1;
+    let negate = matches!(p.get(i), Some(b'!' | b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut hit = false;
+    let mut first = true;
+    loop {
+        let mut lo = *p.get(i)?;
+        if lo == b']' && !first {
+            return Some((hit != negate, i + 1));
+        }
+        first = false;
+        if lo == b'\\' {
+            i += 1;
+            lo = *p.get(i)?;
+        }
+        if p.get(i + 1) == Some(&b'-') && p.get(i + 2).is_some_and(|&h| h != b']') {
+            let mut hi_at = i + 2;
+            if p[hi_at] == b'\\' {
+                hi_at += 1;
+            }
+            let hi = *p.get(hi_at)?;
+            hit |= lo <= c && c <= hi;
+            i = hi_at + 1;
+        } else {
+            hit |= lo == c;
+            i += 1;
+        }
+    }
+}
+
+/// A block device as the kernel lists it in `/proc/partitions`.
 #[derive(Debug, Clone)]
 struct Entry {
     name: String,
     devnum: DevNum,
-    /// For a partition, its whole disk.
-    parent: Option<String>,
+    /// Size in KiB, as listed (never 0: devices without a medium are not).
+    kib: u64,
+    /// For a partition, its whole disk: read from sysfs when first needed.
+    parent: OnceCell<Option<String>>,
 }
 
-/// The system's view, read once per command: sysfs listing, mounts, swaps,
-/// the root disks.
+/// The system's view, read once per command: the kernel's list of block
+/// devices, then, only when a question needs them, the mounts, the swaps,
+/// the root disks and whether udevd runs. A map lookup that matches nothing
+/// reads two files.
 pub struct Scan<'a> {
     settings: &'a Settings,
     entries: Vec<Entry>,
-    index: HashMap<String, usize>,
-    mounts: Vec<MountEntry>,
-    swaps: HashSet<DevNum>,
-    root_disks: HashSet<String>,
+    mounts: OnceCell<Vec<MountEntry>>,
+    swaps: OnceCell<HashSet<DevNum>>,
+    root_disks: OnceCell<HashSet<String>>,
     /// udev's entries are only up to date while udevd runs; without it they
     /// may describe an earlier attach or content, so they are not used.
-    udev_alive: bool,
+    udev_alive: OnceCell<bool>,
+    /// Index entries kept by `quick_match` for the devices it returned.
+    indexed: RefCell<HashMap<String, records::Indexed>>,
 }
 
 /// One line of `/proc/self/mountinfo`.
@@ -191,53 +265,109 @@ pub struct MountEntry {
     pub options: String,
 }
 
+/// `(device number, KiB, kernel name)` of each line of `/proc/partitions`.
+/// Names are given as sysfs spells them (`cciss!c0d0`).
+pub fn parse_partitions(text: &str) -> Vec<(DevNum, u64, String)> {
+    text.lines()
+        .filter_map(|line| {
+            // Four columns, separated by runs of spaces.
+            let mut f = line
+                .as_bytes()
+                .split(|&b| b == b' ')
+                .filter(|w| !w.is_empty());
+            let mut num = || -> Option<u64> {
+                let w = f.next()?;
+                if w.is_empty() || w.len() > 19 || !w.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                Some(w.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+            };
+            let major = u32::try_from(num()?).ok()?;
+            let minor = u32::try_from(num()?).ok()?;
+            let kib = num()?;
+            let name = std::str::from_utf8(f.next()?).ok()?;
+            let name = if name.contains('/') {
+                name.replace('/', "!")
+            } else {
+                name.to_string()
+            };
+            Some((DevNum { major, minor }, kib, name))
+        })
+        .collect()
+}
+
 impl<'a> Scan<'a> {
-    /// Reads the listing of block devices, the mounts and the swaps.
+    /// Reads the kernel's list of block devices (one file: name, number and
+    /// size of every device that has a medium).
     pub fn new(settings: &'a Settings) -> anyhow::Result<Scan<'a>> {
         use anyhow::Context;
-        // /sys/dev/block/MAJ:MIN links to the device: one readlink gives
-        // the number, the name and, for a partition, its disk.
-        let by_num = settings.sys_dir.join("dev/block");
-        let mut entries = Vec::new();
-        for item in
-            fs::read_dir(&by_num).with_context(|| format!("listing {}", by_num.display()))?
-        {
-            let item = item?;
-            let Some(devnum) = item.file_name().to_str().and_then(DevNum::parse) else {
-                continue;
-            };
-            let Ok(target) = fs::read_link(item.path()) else {
-                continue;
-            };
-            let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let parent = partition_parent(&target, name);
-            entries.push(Entry {
-                name: name.to_string(),
+        let path = settings.proc_dir.join("partitions");
+        let text = read_proc(&path).with_context(|| format!("reading {}", path.display()))?;
+        let entries: Vec<Entry> = parse_partitions(&text)
+            .into_iter()
+            .filter(|(_, kib, _)| *kib > 0)
+            .map(|(devnum, kib, name)| Entry {
+                name,
                 devnum,
-                parent,
-            });
-        }
-        let mountinfo = settings.proc_dir.join("self/mountinfo");
-        let mounts = parse_mountinfo(&fs::read_to_string(&mountinfo).unwrap_or_default());
-        let swaps = read_swaps(settings);
-        let index = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.name.clone(), i))
+                kib,
+                parent: OnceCell::new(),
+            })
             .collect();
-        let mut scan = Scan {
+        Ok(Scan {
             settings,
             entries,
-            index,
-            mounts,
-            swaps,
-            root_disks: HashSet::new(),
-            udev_alive: udev_alive(&settings.udev_data_dir),
-        };
-        scan.root_disks = scan.find_root_disks();
-        Ok(scan)
+            mounts: OnceCell::new(),
+            swaps: OnceCell::new(),
+            root_disks: OnceCell::new(),
+            udev_alive: OnceCell::new(),
+            indexed: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn mounts(&self) -> &[MountEntry] {
+        self.mounts.get_or_init(|| {
+            let path = self.settings.proc_dir.join("self/mountinfo");
+            parse_mountinfo(&read_proc(&path).unwrap_or_default())
+        })
+    }
+
+    fn swaps(&self) -> &HashSet<DevNum> {
+        self.swaps.get_or_init(|| read_swaps(self.settings))
+    }
+
+    fn root_disks(&self) -> &HashSet<String> {
+        self.root_disks.get_or_init(|| self.find_root_disks())
+    }
+
+    fn udev_alive(&self) -> bool {
+        *self
+            .udev_alive
+            .get_or_init(|| udev_alive(&self.settings.udev_data_dir))
+    }
+
+    /// The whole disk of a partition (one readlink, then remembered).
+    fn parent(&self, entry: &Entry) -> Option<String> {
+        entry
+            .parent
+            .get_or_init(|| {
+                let link = self.settings.sys_dir.join("class/block").join(&entry.name);
+                let target = fs::read_link(link).ok()?;
+                partition_parent(&target, &entry.name)
+            })
+            .clone()
+    }
+
+    /// The partitions of a whole disk: their names start with the disk's.
+    fn partitions_of(&self, disk: &str) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| {
+                e.name.len() > disk.len()
+                    && e.name.starts_with(disk)
+                    && self.parent(e).as_deref() == Some(disk)
+            })
+            .map(|e| e.name.clone())
+            .collect()
     }
 
     /// The attach sequence number of a whole disk.
@@ -253,46 +383,65 @@ impl<'a> Scan<'a> {
     }
 
     fn entry(&self, name: &str) -> Option<&Entry> {
-        self.index.get(name).map(|&i| &self.entries[i])
+        self.entries.iter().find(|e| e.name == name)
     }
 
-    /// The cheap metadata of each named candidate, for matching: what its
-    /// record and udev's entry say as they stand (both, when both exist;
-    /// `describe` then checks which is current). Empty when neither
-    /// exists. One or two file reads per device.
-    pub fn quick_meta(&self, names: &[String]) -> Vec<(String, Vec<FsInfo>)> {
-        let recorded = records::recorded_names(self.settings);
-        names
-            .iter()
-            .filter_map(|name| {
-                let entry = self.entry(name)?;
-                let mut found = Vec::new();
-                if recorded.contains(name)
-                    && let Some(r) = records::read(self.settings, name)
-                    && DevNum::parse(&r.devnum) == Some(entry.devnum)
-                {
-                    found.push(r.fs);
+    /// The candidates whose cheap metadata `wanted` accepts (called with
+    /// the name, label and UUID), and those nothing knows yet, in kernel
+    /// order. The metadata is the records' index (one file for all devices)
+    /// when its entry's number and size agree with the kernel's list, else
+    /// udev's entry (one read, only while udevd runs). The index entries of
+    /// the devices returned are kept for `describe`, which checks them in
+    /// full.
+    pub fn quick_match(
+        &self,
+        wanted: impl Fn(&str, Option<&str>, Option<&str>) -> bool,
+    ) -> Vec<String> {
+        let text = records::read_index(self.settings).unwrap_or_default();
+        let index = records::parse_index(&text).unwrap_or_default();
+        let by_name: util::FastMap<&str, &records::IndexEntry> =
+            index.iter().map(|e| (&*e.name, e)).collect();
+        let mut kept = self.indexed.borrow_mut();
+        let mut found: Vec<String> = self
+            .candidates()
+            .filter(|entry| {
+                let name = entry.name.as_str();
+                let indexed = by_name.get(name).filter(|r| {
+                    DevNum::parse(&r.devnum) == Some(entry.devnum) && r.size / 1024 == entry.kib
+                });
+                match indexed {
+                    Some(r) => {
+                        let hit = wanted(name, r.label.as_deref(), r.uuid.as_deref());
+                        if hit {
+                            kept.insert(name.to_string(), r.fs_and_check());
+                        }
+                        hit
+                    }
+                    None if self.udev_alive() => match self.udev_entry(entry.devnum) {
+                        Some((fs, _)) => wanted(name, fs.label.as_deref(), fs.uuid.as_deref()),
+                        None => true,
+                    },
+                    None => true,
                 }
-                if self.udev_alive
-                    && let Some((fs, _)) = self.udev_entry(entry.devnum)
-                {
-                    found.push(fs);
-                }
-                Some((name.clone(), found))
             })
-            .collect()
+            .map(|e| e.name.clone())
+            .collect();
+        sort_kernel_order(&mut found);
+        found
+    }
+
+    /// The entries whose names match `CONFIG_DISK_DEVICES`.
+    fn candidates(&self) -> impl Iterator<Item = &Entry> {
+        let globs = &self.settings.disk_devices;
+        self.entries
+            .iter()
+            .filter(|e| globs.iter().any(|g| glob_match(g, &e.name)))
     }
 
     /// Kernel names that match `CONFIG_DISK_DEVICES`, in kernel order.
     pub fn candidate_names(&self) -> Vec<String> {
-        let globs = &self.settings.disk_devices;
-        let mut names: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|e| globs.iter().any(|g| glob_match(g, &e.name)))
-            .map(|e| e.name.clone())
-            .collect();
-        names.sort_by(|a, b| kernel_order(a, b));
+        let mut names: Vec<String> = self.candidates().map(|e| e.name.clone()).collect();
+        sort_kernel_order(&mut names);
         names
     }
 
@@ -311,6 +460,15 @@ impl<'a> Scan<'a> {
         for (i, dev) in devices.iter_mut().enumerate() {
             if dev.size == 0 {
                 continue;
+            } else if let Some(kept) = self
+                .indexed
+                .borrow()
+                .get(&dev.name)
+                .filter(|k| k.describes(dev))
+            {
+                dev.fs = kept.fs.clone();
+                dev.source = MetaSource::Record;
+                dev.growing = kept.state == "growing";
             } else if let Some(record) = records::lookup(self.settings, dev) {
                 dev.fs = record.fs;
                 dev.source = MetaSource::Record;
@@ -320,7 +478,7 @@ impl<'a> Scan<'a> {
                 dev.source = MetaSource::Udev;
             } else if dev.size > 0
                 && !self
-                    .root_disks
+                    .root_disks()
                     .contains(dev.parent.as_deref().unwrap_or(&dev.name))
             {
                 // Empty devices (a loop device with no file) and the system
@@ -367,7 +525,7 @@ impl<'a> Scan<'a> {
         let dir = class.join(name);
         let devnum = entry.devnum;
         let size = read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512);
-        let parent = entry.parent.clone();
+        let parent = self.parent(entry);
         if size == 0 {
             // No medium: nothing more to read.
             return Some(Device {
@@ -387,16 +545,15 @@ impl<'a> Scan<'a> {
         }
         let whole = parent.as_deref().unwrap_or(name);
         let diskseq = self.diskseq(whole);
-        let partitions = self
-            .entries
-            .iter()
-            .filter(|e| e.parent.as_deref() == Some(name))
-            .map(|e| e.name.clone())
-            .collect();
+        let partitions = if parent.is_none() {
+            self.partitions_of(name)
+        } else {
+            Vec::new()
+        };
         let holders = list_names(&dir.join("holders"));
         let dev_source = format!("{}", self.dev_path(name).display());
         let mounts = self
-            .mounts
+            .mounts()
             .iter()
             .filter(|m| m.devnum == devnum || m.source == dev_source)
             .map(|m| m.mount_point.clone())
@@ -429,7 +586,7 @@ impl<'a> Scan<'a> {
     /// earlier attach under the same device number (udev stopped since):
     /// its attach sequence number must be the current one.
     fn udev_fs(&self, dev: &Device) -> Option<FsInfo> {
-        if !self.udev_alive {
+        if !self.udev_alive() {
             return None;
         }
         let (fs, db_seq) = self.udev_entry(dev.devnum)?;
@@ -443,7 +600,7 @@ impl<'a> Scan<'a> {
 
     fn find_root_disks(&self) -> HashSet<String> {
         let mut disks = HashSet::new();
-        let Some(root) = root_mount(&self.mounts) else {
+        let Some(root) = root_mount(self.mounts()) else {
             return disks;
         };
         let devnum = root.block_devnum();
@@ -459,12 +616,14 @@ impl<'a> Scan<'a> {
         while let Some(name) = todo.pop() {
             let whole = self
                 .entry(&name)
-                .and_then(|e| e.parent.clone())
+                .and_then(|e| self.parent(e))
                 .unwrap_or_else(|| name.clone());
             if disks.insert(whole.clone()) {
                 let class = self.settings.sys_dir.join("class/block");
                 todo.extend(list_names(&class.join(&name).join("slaves")));
-                todo.extend(list_names(&class.join(&whole).join("slaves")));
+                if whole != name {
+                    todo.extend(list_names(&class.join(&whole).join("slaves")));
+                }
             }
         }
         disks
@@ -489,30 +648,35 @@ impl<'a> Scan<'a> {
             .iter()
             .map(|d| d.parent.as_deref().unwrap_or(&d.name))
             .collect();
-        for entry in &self.entries {
-            let Some(parent) = &entry.parent else {
-                continue;
-            };
-            if described.contains(entry.name.as_str()) || !disks.contains(parent.as_str()) {
-                continue;
-            }
-            let uevent = self
-                .settings
-                .sys_dir
-                .join("class/block")
-                .join(&entry.name)
-                .join("uevent");
-            let named =
-                read_small(&uevent).is_some_and(|u| u.lines().any(|l| l == "PARTNAME=gandiswap"));
-            let udev = self.udev_entry(entry.devnum).is_some_and(|(fs, _)| {
-                fs.part_name.as_deref() == Some("gandiswap")
-                    || (fs.fstype.as_deref() == Some("swap") && fs.label.as_deref() == Some("swap"))
-            });
-            if named || udev {
-                set.insert(parent.clone());
+        for disk in disks {
+            for part in self.partitions_of(disk) {
+                if described.contains(part.as_str()) {
+                    continue;
+                }
+                let Some(entry) = self.entry(&part) else {
+                    continue;
+                };
+                if self.platform_partition(entry) {
+                    set.insert(disk.to_string());
+                }
             }
         }
         set
+    }
+
+    /// Whether an undescribed partition is the platform's swap/config one.
+    fn platform_partition(&self, entry: &Entry) -> bool {
+        let uevent = self
+            .settings
+            .sys_dir
+            .join("class/block")
+            .join(&entry.name)
+            .join("uevent");
+        read_small(&uevent).is_some_and(|u| u.lines().any(|l| l == "PARTNAME=gandiswap"))
+            || self.udev_entry(entry.devnum).is_some_and(|(fs, _)| {
+                fs.part_name.as_deref() == Some("gandiswap")
+                    || (fs.fstype.as_deref() == Some("swap") && fs.label.as_deref() == Some("swap"))
+            })
     }
 
     fn exclusion(
@@ -522,10 +686,10 @@ impl<'a> Scan<'a> {
         released: &HashMap<String, Option<u64>>,
     ) -> Option<Exclusion> {
         let whole = dev.parent.as_deref().unwrap_or(&dev.name);
-        if self.root_disks.contains(whole) {
+        if self.root_disks().contains(whole) {
             return Some(Exclusion::RootDisk);
         }
-        if self.swaps.contains(&dev.devnum) || dev.fs.fstype.as_deref() == Some("swap") {
+        if self.swaps().contains(&dev.devnum) || dev.fs.fstype.as_deref() == Some("swap") {
             return Some(Exclusion::Swap);
         }
         if platform_disks.contains(whole) || dev.fs.part_name.as_deref() == Some("gandiswap") {
@@ -620,6 +784,14 @@ fn partition_parent(target: &Path, name: &str) -> Option<String> {
     (up != "block").then(|| up.to_string())
 }
 
+/// Sorts names in kernel order; the kernel lists devices in that order
+/// already, most of the time.
+fn sort_kernel_order(names: &mut [String]) {
+    if !names.is_sorted_by(|a, b| kernel_order(a, b).is_le()) {
+        names.sort_by(|a, b| kernel_order(a, b));
+    }
+}
+
 /// Kernel order: shorter names first (`vdz` before `vdaa`, `loop9` before
 /// `loop10`), then by name.
 pub fn kernel_order(a: &str, b: &str) -> std::cmp::Ordering {
@@ -630,9 +802,10 @@ fn read_u64(path: &Path) -> Option<u64> {
     read_small(path)?.trim().parse().ok()
 }
 
-/// Reads a small file (sysfs attribute, udev entry) with one open and, for
-/// most files, one read: no size query as `fs::read_to_string` makes, no
-/// zeroing of the buffer, at most 1 MiB.
+/// Reads a small file (sysfs attribute, udev entry, tmpfs file) with one
+/// open and, for most files, one read: no size query as
+/// `fs::read_to_string` makes, no zeroing of the buffer, at most 1 MiB.
+/// Not for procfs, which may return less than asked before the end.
 pub fn read_small(path: &Path) -> Option<String> {
     use std::os::fd::AsRawFd;
     let file = fs::File::open(path).ok()?;
@@ -665,6 +838,18 @@ pub fn read_small(path: &Path) -> Option<String> {
     String::from_utf8(buf).ok()
 }
 
+/// Reads a procfs file to its end, in large reads: procfs files have no
+/// size to ask for (as `fs::read_to_string` does, starting small), and may
+/// return less than asked before their end.
+pub fn read_proc(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    // read_to_end reads into the spare capacity (no zeroing) until a read
+    // returns 0.
+    fs::File::open(path)?.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 fn list_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .map(|rd| {
@@ -677,7 +862,7 @@ fn list_names(dir: &Path) -> Vec<String> {
 }
 
 fn read_swaps(settings: &Settings) -> HashSet<DevNum> {
-    let text = fs::read_to_string(settings.proc_dir.join("swaps")).unwrap_or_default();
+    let text = read_proc(&settings.proc_dir.join("swaps")).unwrap_or_default();
     text.lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
@@ -714,21 +899,22 @@ pub fn root_mount(mounts: &[MountEntry]) -> Option<&MountEntry> {
 pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fields: Vec<&str> = left.split(' ').collect();
-            let devnum = DevNum::parse(fields.get(2)?)?;
-            let mount_point = PathBuf::from(unescape_octal(fields.get(4)?));
-            let options = fields.get(5).copied().unwrap_or_default();
-            let mut right = right.split(' ');
-            let fstype = right.next()?.to_string();
-            let source = unescape_octal(right.next().unwrap_or_default());
-            let super_opts = right.next().unwrap_or_default();
+            // id parent maj:min root mount-point options [optional...] -
+            // fstype source super-options
+            let mut f = line.split(' ');
+            let devnum = DevNum::parse(f.nth(2)?)?;
+            let mount_point = PathBuf::from(unescape_octal(f.nth(1)?));
+            let options = f.next()?;
+            f.by_ref().find(|w| *w == "-")?;
+            let fstype = f.next()?.to_string();
+            let source = unescape_octal(f.next().unwrap_or_default());
+            let super_opts = f.next().unwrap_or_default();
             Some(MountEntry {
                 devnum,
                 mount_point,
                 fstype,
                 source,
-                options: format!("{options},{super_opts}"),
+                options: [options, super_opts].join(","),
             })
         })
         .collect()
@@ -737,6 +923,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
 /// Undoes the kernel's `\040`-style escapes of mount tables.
 pub fn unescape_octal(s: &str) -> String {
     let bytes = s.as_bytes();
+    if !bytes.contains(&b'\\') {
+        return s.to_string();
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -910,6 +1099,7 @@ pub fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
 
     #[test]
     fn globs() {
@@ -919,6 +1109,66 @@ mod tests {
         assert!(!glob_match("xvd[b-y]*", "xvdz"));
         assert!(glob_match("nvme*n*", "nvme0n1p2"));
         assert!(!glob_match("sd*", "vda"));
+    }
+
+    /// The same answers as the C library's `fnmatch(3)`.
+    #[test]
+    fn globs_agree_with_fnmatch() {
+        let patterns = [
+            "vd*",
+            "*",
+            "",
+            "?",
+            "xvd[b-y]*",
+            "xvd[!b-y]",
+            "nvme*n*",
+            "sd?",
+            "loop*p*",
+            "[]a]*",
+            "[!]]x",
+            "a\\*b",
+            "a[",
+            "*[0-9]",
+            "**a",
+            "*a*b*c",
+            "cciss!c0d*",
+            "[a-]x",
+            "[\\]]",
+            "v?[a-c][^d]",
+        ];
+        let names = [
+            "",
+            "vd",
+            "vda",
+            "vdb1",
+            "xvdc",
+            "xvdz",
+            "nvme0n1p2",
+            "sda",
+            "sda1",
+            "loop3p1",
+            "]b",
+            "x",
+            "a*b",
+            "ab",
+            "a[",
+            "a",
+            "disk9",
+            "aXbYc",
+            "cciss!c0d0",
+            "-x",
+            "]",
+            "vdaz",
+            "vxcd",
+        ];
+        for pat in patterns {
+            for name in names {
+                let (cp, cn) = (CString::new(pat).unwrap(), CString::new(name).unwrap());
+                // SAFETY: valid NUL-terminated strings.
+                let libc = unsafe { libc::fnmatch(cp.as_ptr(), cn.as_ptr(), 0) == 0 };
+                assert_eq!(glob_match(pat, name), libc, "{pat:?} against {name:?}");
+            }
+        }
     }
 
     #[test]
@@ -943,6 +1193,27 @@ mod tests {
         let mut v = vec!["vdaa", "vdz", "vdb", "loop10", "loop9", "vdb1"];
         v.sort_by(|a, b| kernel_order(a, b));
         assert_eq!(v, vec!["vdb", "vdz", "vdaa", "vdb1", "loop9", "loop10"]);
+    }
+
+    #[test]
+    fn partitions_parsing() {
+        let text = "major minor  #blocks  name\n\n 254        0  268435456 vda\n \
+                    254        1     1024 vda1\n 104 0 2048 cciss/c0d0\n junk line\n";
+        let parsed = parse_partitions(text);
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(
+            parsed[1],
+            (
+                DevNum {
+                    major: 254,
+                    minor: 1
+                },
+                1024,
+                "vda1".to_string()
+            )
+        );
+        // Named as sysfs does.
+        assert_eq!(parsed[2].2, "cciss!c0d0");
     }
 
     #[test]

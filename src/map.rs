@@ -97,26 +97,13 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
         return Err(MapError::Disabled);
     }
     let scan = Scan::new(settings).map_err(|e| MapError::System(format!("{e:#}")))?;
-    // Match on what records and udev say (one read per device), then read
-    // in full, and check, only the devices that matched and those nothing
-    // knows yet (probed, bounded).
-    let names = scan.candidate_names();
-    let wanted: Vec<String> = scan
-        .quick_meta(&names)
-        .into_iter()
-        .filter(|(name, known)| {
-            known.is_empty()
-                || name == key
-                || known.iter().any(|fs| {
-                    fs.label.as_deref() == Some(key)
-                        || fs
-                            .uuid
-                            .as_deref()
-                            .is_some_and(|u| u.eq_ignore_ascii_case(key))
-                })
-        })
-        .map(|(name, _)| name)
-        .collect();
+    // Match on the records' index (one file for all devices) and, for the
+    // devices it does not know, udev's entries; then read in full, and
+    // check, only the devices that matched and those nothing knows yet
+    // (probed, bounded).
+    let wanted = scan.quick_match(|name, label, uuid| {
+        name == key || label == Some(key) || uuid.is_some_and(|u| u.eq_ignore_ascii_case(key))
+    });
     let devices = scan.describe(&wanted);
     let (device, warning) = choose(&devices, key, &settings.disk_root.display().to_string())?;
     if let Some(at) = device.mounts.first() {

@@ -10,6 +10,7 @@ use crate::disks::{DevNum, Device, FsInfo};
 
 use crate::settings::Settings;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
@@ -58,6 +59,191 @@ pub fn read(settings: &Settings, name: &str) -> Option<Record> {
     let path = disks_dir(settings).join(format!("{name}.json"));
     let text = fs::read(path).ok()?;
     serde_json::from_slice(&text).ok()
+}
+
+/// The index's first line: names the format and its columns.
+const INDEX_HEADER: &str = "# gandi-vm disk index 1: name devnum size diskseq state fstype \
+                            usage label uuid part_name part_table";
+
+/// What the index keeps of a record: what a lookup matches on, what tells
+/// whether the record still describes the device, and what `describe`
+/// needs. Fields borrow from the index's text unless they had to be
+/// unescaped, so a lookup over many disks allocates little.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry<'a> {
+    pub name: Cow<'a, str>,
+    pub devnum: Cow<'a, str>,
+    pub size: u64,
+    pub diskseq: Option<u64>,
+    pub state: Cow<'a, str>,
+    pub fstype: Option<Cow<'a, str>>,
+    pub usage: Option<Cow<'a, str>>,
+    pub label: Option<Cow<'a, str>>,
+    pub uuid: Option<Cow<'a, str>>,
+    pub part_name: Option<Cow<'a, str>>,
+    pub part_table: Option<Cow<'a, str>>,
+}
+
+/// One index field: `-` when absent; tab, newline, backslash, control
+/// characters and a lone `-` written as `\xNN`.
+fn index_field(value: Option<&str>) -> String {
+    match value {
+        None | Some("") => "-".to_string(),
+        Some("-") => "\\x2d".to_string(),
+        Some(v) => {
+            let mut out = String::with_capacity(v.len());
+            for c in v.chars() {
+                if c == '\\' || c.is_control() {
+                    for b in c.to_string().bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Reads one index field back (see [`index_field`]).
+fn parse_field(raw: &str) -> Option<Cow<'_, str>> {
+    if raw == "-" {
+        return None;
+    }
+    if !raw.as_bytes().contains(&b'\\') {
+        return Some(Cow::Borrowed(raw));
+    }
+    Some(Cow::Owned(crate::disks::unescape_hex(raw)))
+}
+
+impl IndexEntry<'_> {
+    fn from_record(r: &Record) -> String {
+        let num = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
+        [
+            index_field(Some(&r.name)),
+            index_field(Some(&r.devnum)),
+            r.size.to_string(),
+            num(r.diskseq),
+            index_field(Some(&r.state)),
+            index_field(r.fs.fstype.as_deref()),
+            index_field(r.fs.usage.as_deref()),
+            index_field(r.fs.label.as_deref()),
+            index_field(r.fs.uuid.as_deref()),
+            index_field(r.fs.part_name.as_deref()),
+            index_field(r.fs.part_table.as_deref()),
+        ]
+        .join("\t")
+    }
+
+    fn parse(line: &str) -> Option<IndexEntry<'_>> {
+        let mut f = line.split('\t');
+        let mut next = || f.next();
+        let entry = IndexEntry {
+            name: parse_field(next()?)?,
+            devnum: parse_field(next()?)?,
+            size: next()?.parse().ok()?,
+            diskseq: match next()? {
+                "-" => None,
+                n => Some(n.parse().ok()?),
+            },
+            state: parse_field(next()?)?,
+            fstype: parse_field(next()?),
+            usage: parse_field(next()?),
+            label: parse_field(next()?),
+            uuid: parse_field(next()?),
+            part_name: parse_field(next()?),
+            part_table: parse_field(next()?),
+        };
+        next().is_none().then_some(entry)
+    }
+
+    /// The filesystem metadata, owned.
+    pub fn fs(&self) -> FsInfo {
+        let own = |v: &Option<Cow<str>>| v.as_deref().map(str::to_string);
+        FsInfo {
+            fstype: own(&self.fstype),
+            usage: own(&self.usage),
+            label: own(&self.label),
+            uuid: own(&self.uuid),
+            part_name: own(&self.part_name),
+            part_table: own(&self.part_table),
+        }
+    }
+
+    /// What `describe` needs of the entry, owned.
+    pub fn fs_and_check(&self) -> Indexed {
+        Indexed {
+            devnum: DevNum::parse(&self.devnum),
+            size: self.size,
+            diskseq: self.diskseq,
+            state: self.state.to_string(),
+            fs: self.fs(),
+        }
+    }
+}
+
+/// An index entry kept for one device: its metadata, and what tells whether
+/// it still describes the device.
+#[derive(Debug, Clone)]
+pub struct Indexed {
+    pub devnum: Option<DevNum>,
+    pub size: u64,
+    pub diskseq: Option<u64>,
+    pub state: String,
+    pub fs: FsInfo,
+}
+
+impl Indexed {
+    /// Whether it still describes `dev` (as [`matches`] for records).
+    pub fn describes(&self, dev: &Device) -> bool {
+        self.devnum == Some(dev.devnum)
+            && self.size == dev.size
+            && (dev.diskseq.is_none() || self.diskseq == dev.diskseq)
+    }
+}
+
+/// The index of all records: one file, rewritten after every change of a
+/// record, so that a lookup reads one file and not one per device. A text
+/// file with one line per device and tab-separated columns (see
+/// `INDEX_HEADER`), parsed without allocating.
+pub fn index_path(settings: &Settings) -> PathBuf {
+    settings.run_dir.join("disks.index")
+}
+
+/// Rewrites the index from the records as they are now. Each writer calls
+/// it after its own change, under a lock, so the last one to finish leaves
+/// every change in the index.
+pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
+    let _lock = crate::util::FileLock::take(&settings.run_dir.join("locks/index.lock"), true)?;
+    let mut all: Vec<Record> = recorded_names(settings)
+        .iter()
+        .filter_map(|name| read(settings, name))
+        .collect();
+    all.sort_by(|a, b| crate::disks::kernel_order(&a.name, &b.name));
+    let mut text = String::from(INDEX_HEADER);
+    text.push('\n');
+    for r in &all {
+        text.push_str(&IndexEntry::from_record(r));
+        text.push('\n');
+    }
+    crate::util::write_atomic(&index_path(settings), text.as_bytes(), 0o644)
+}
+
+/// The index's text; `None` when there is no index (nothing was recorded
+/// yet).
+pub fn read_index(settings: &Settings) -> Option<String> {
+    crate::disks::read_small(&index_path(settings))
+}
+
+/// The entries of an index's text; `None` when it is not an index of this
+/// format. Malformed lines are skipped.
+pub fn parse_index(text: &str) -> Option<Vec<IndexEntry<'_>>> {
+    let mut lines = text.lines();
+    if lines.next()? != INDEX_HEADER {
+        return None;
+    }
+    Some(lines.filter_map(IndexEntry::parse).collect())
 }
 
 /// The names that have a record (one directory listing).
@@ -152,5 +338,70 @@ pub fn drop_key_links(settings: &Settings, device: &std::path::Path) -> Vec<Path
 pub fn restore_key_links(links: &[PathBuf], device: &std::path::Path) {
     for link in links {
         let _ = std::os::unix::fs::symlink(device, link);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, label: Option<&str>) -> Record {
+        Record {
+            name: name.into(),
+            devnum: "252:16".into(),
+            diskseq: Some(7),
+            size: 1 << 30,
+            fs: FsInfo {
+                fstype: Some("ext4".into()),
+                usage: Some("filesystem".into()),
+                label: label.map(str::to_string),
+                uuid: Some("0b9c-AB".into()),
+                part_name: None,
+                part_table: None,
+            },
+            partitioned: false,
+            state: "ready".into(),
+            note: None,
+            last_grow: None,
+            updated: 1,
+        }
+    }
+
+    #[test]
+    fn index_lines_round_trip_odd_labels() {
+        for label in [
+            Some("data"),
+            Some("with space"),
+            Some("tab\there"),
+            Some("new\nline"),
+            Some("back\\slash"),
+            Some("\\x41 not an escape"),
+            Some("-"),
+            Some("données"),
+            None,
+        ] {
+            let r = record("cciss!c0d0", label);
+            let text = format!("{INDEX_HEADER}\n{}\n", IndexEntry::from_record(&r));
+            let entries = parse_index(&text).unwrap();
+            assert_eq!(entries.len(), 1, "{label:?}");
+            let e = &entries[0];
+            assert_eq!(e.name, "cciss!c0d0");
+            assert_eq!(e.fs(), r.fs, "{label:?}");
+            assert_eq!(
+                (e.devnum.as_ref(), e.size, e.diskseq, e.state.as_ref()),
+                ("252:16", 1 << 30, Some(7), "ready")
+            );
+        }
+    }
+
+    #[test]
+    fn index_of_another_format_or_with_bad_lines() {
+        let line = IndexEntry::from_record(&record("vdb", Some("x")));
+        assert!(parse_index(&format!("[{{\"name\":\"vdb\"}}]\n{line}\n")).is_none());
+        assert!(parse_index("").is_none());
+        let text = format!("{INDEX_HEADER}\nvdc\t1:2\tnot-a-size\n{line}\n\n{line}\textra\n");
+        let entries = parse_index(&text).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].label.as_deref(), Some("x"));
     }
 }

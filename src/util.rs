@@ -281,3 +281,67 @@ mod tests {
         assert_eq!(leftovers, 1);
     }
 }
+
+/// An exclusive `flock` on a file, released when dropped.
+pub struct FileLock(#[allow(dead_code)] File);
+
+impl FileLock {
+    /// Locks `path` (created when missing, with its folder). Waits for the
+    /// lock when `wait`; otherwise `None` when another process holds it.
+    pub fn take(path: &Path, wait: bool) -> Result<Option<FileLock>> {
+        use std::os::fd::AsRawFd;
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let op = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        // SAFETY: a valid descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(err).with_context(|| format!("locking {}", path.display()));
+        }
+        Ok(Some(FileLock(file)))
+    }
+}
+
+/// FNV-1a: a fast hash for the short, trusted keys of per-lookup maps
+/// (kernel device names), where SipHash's resistance to chosen keys buys
+/// nothing and costs time on every lookup.
+#[derive(Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A hash map keyed by short trusted strings (see [`Fnv`]).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;

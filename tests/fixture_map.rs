@@ -3,6 +3,7 @@
 
 use gandi_vm::disks::{Exclusion, MetaSource, Scan};
 use gandi_vm::map::{MapError, lookup};
+use gandi_vm::records;
 use gandi_vm::settings::{RawConfig, Settings};
 use std::ffi::OsStr;
 use std::fs;
@@ -60,6 +61,7 @@ impl Tree {
             fs::create_dir_all(t.p(d)).unwrap();
         }
         fs::write(t.p("proc/swaps"), "Filename Type Size Used Priority\n").unwrap();
+        fs::write(t.p("proc/partitions"), "major minor  #blocks  name\n\n").unwrap();
         t.disk("vda", "254:0", 1 << 30, None);
         t
     }
@@ -92,6 +94,16 @@ impl Tree {
         if parent.is_some() {
             fs::write(dir.join("partition"), "1\n").unwrap();
         }
+        // The kernel lists the devices that have a medium.
+        if size > 0 {
+            let (major, minor) = devnum.split_once(':').unwrap();
+            let line = format!("{major:>4} {minor:>7} {:>10} {name}\n", size / 1024);
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(self.p("proc/partitions"))
+                .unwrap();
+            std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+        }
         symlink(
             format!("../../{rel}"),
             self.p(&format!("sys/class/block/{name}")),
@@ -106,6 +118,15 @@ impl Tree {
 
     fn disk(&self, name: &str, devnum: &str, size: u64, diskseq: Option<u64>) {
         self.dev(name, devnum, size, None, diskseq);
+    }
+
+    /// A record as the attach helper writes it: the file, then the index.
+    fn record(&self, settings: &Settings, json: &str) {
+        fs::create_dir_all(self.p("run/disks")).unwrap();
+        let name: serde_json::Value = serde_json::from_str(json).unwrap();
+        let name = name["name"].as_str().unwrap();
+        fs::write(self.p(&format!("run/disks/{name}.json")), json).unwrap();
+        records::write_index(settings).unwrap();
     }
 
     /// udev's database entry.
@@ -359,7 +380,7 @@ fn records_are_trusted_only_while_current_and_stale_udev_data_is_not() {
         )
     };
     // A current record wins over udev.
-    fs::write(t.p("run/disks/vdb.json"), record(1 << 30, "fresh")).unwrap();
+    t.record(&s, &record(1 << 30, "fresh"));
     let source = || {
         let devs = Scan::new(&s).unwrap().devices();
         devs.iter().find(|d| d.name == "vdb").unwrap().source
@@ -367,7 +388,7 @@ fn records_are_trusted_only_while_current_and_stale_udev_data_is_not() {
     assert_eq!(source(), MetaSource::Record);
     assert!(entry(&s, "fresh").is_ok());
     // A record of another size is stale: udev's data is used.
-    fs::write(t.p("run/disks/vdb.json"), record(1 << 20, "fresh")).unwrap();
+    t.record(&s, &record(1 << 20, "fresh"));
     assert!(entry(&s, "fresh").is_err());
     assert!(entry(&s, "old").is_ok());
     // udev data from an earlier attach (other DISKSEQ) is not trusted
@@ -432,14 +453,14 @@ fn a_disk_being_grown_is_not_served() {
             1u64 << 30
         )
     };
-    fs::write(t.p("run/disks/vdb.json"), record("growing")).unwrap();
+    t.record(&s, &record("growing"));
     match entry(&s, "data") {
         Err(MapError::Excluded { reason, .. }) => {
             assert!(reason.contains("being grown"), "{reason}")
         }
         other => panic!("{other:?}"),
     }
-    fs::write(t.p("run/disks/vdb.json"), record("ready")).unwrap();
+    t.record(&s, &record("ready"));
     assert!(entry(&s, "data").is_ok());
 }
 
