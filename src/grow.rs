@@ -80,12 +80,14 @@ pub fn parse_xfs_info(text: &str) -> Option<u64> {
 }
 
 /// What we read of an ext2/3/4 superblock, without a tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtSuper {
     /// Filesystem size in bytes.
     pub size: u64,
     /// `s_max_mnt_count`: -1 (or 0) means unlimited.
     pub max_mount_count: i16,
+    /// `s_uuid`, as blkid prints it.
+    pub uuid: String,
 }
 
 impl ExtSuper {
@@ -118,9 +120,21 @@ impl ExtSuper {
         if incompat & 0x80 != 0 {
             blocks |= u64::from(le32(0x150)) << 32;
         }
+        let u = &sb[0x68..0x78];
+        let hex = |r: std::ops::Range<usize>| -> String {
+            u[r].iter().map(|b| format!("{b:02x}")).collect()
+        };
         Some(ExtSuper {
             size: blocks.checked_mul(block_size)?,
             max_mount_count: i16::from_le_bytes([sb[0x36], sb[0x37]]),
+            uuid: format!(
+                "{}-{}-{}-{}-{}",
+                hex(0..4),
+                hex(4..6),
+                hex(6..8),
+                hex(8..10),
+                hex(10..16)
+            ),
         })
     }
 }
@@ -325,6 +339,13 @@ mod tests {
         assert_eq!(
             ExtSuper::parse(&sb).unwrap().size,
             ((1u64 << 32) + 16384) * 4096
+        );
+        for (i, b) in sb[0x68..0x78].iter_mut().enumerate() {
+            *b = 0xa0 + i as u8;
+        }
+        assert_eq!(
+            ExtSuper::parse(&sb).unwrap().uuid,
+            "a0a1a2a3-a4a5-a6a7-a8a9-aaabacadaeaf"
         );
         sb[0x38] = 0;
         assert!(ExtSuper::parse(&sb).is_none());

@@ -177,12 +177,17 @@ fn fstab(settings: &Settings, root: &Path) -> Result<(Outcome, String, ())> {
         return Ok((Outcome::Unchanged, format!("root is {}", fields[0]), ()));
     }
     let dev = PathBuf::from(&fields[0]);
-    let uuid = disks::probe(
-        std::slice::from_ref(&dev),
-        Duration::from_millis(settings.probe_timeout_ms),
-    )
-    .and_then(|m| m.get(&dev).and_then(|f| f.uuid.clone()))
-    .with_context(|| format!("no filesystem UUID found on {}", dev.display()))?;
+    // ext2/3/4: the superblock read directly (no blkid started); others
+    // probed, bounded.
+    let uuid = match crate::grow::ExtSuper::read(&dev) {
+        Ok(sb) => sb.uuid,
+        Err(_) => disks::probe(
+            std::slice::from_ref(&dev),
+            Duration::from_millis(settings.probe_timeout_ms),
+        )
+        .and_then(|m| m.get(&dev).and_then(|f| f.uuid.clone()))
+        .with_context(|| format!("no filesystem UUID found on {}", dev.display()))?,
+    };
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let old_line = lines[index].clone();
     // Keep the line's layout: replace the first field only.
