@@ -407,7 +407,7 @@ impl<'a> Scan<'a> {
             .filter(|entry| {
                 let name = entry.name.as_str();
                 let indexed = by_name.get(name).filter(|r| {
-                    DevNum::parse(&r.devnum) == Some(entry.devnum) && r.size / 1024 == entry.kib
+                    r.size / 1024 == entry.kib && DevNum::parse(&r.devnum) == Some(entry.devnum)
                 });
                 match indexed {
                     Some(r) => {
