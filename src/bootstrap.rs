@@ -491,7 +491,7 @@ fn swap(
 /// length and checksum is kept under `/var/lib/gandi`.
 fn run_init_once(root: &Path, gandi_dir: &Path, init: &Path) -> Result<(Outcome, String, ())> {
     let config = fs::read(gandi_dir.join("config")).unwrap_or_default();
-    let stamp = format!("{}:{:016x}\n", config.len(), fnv1a(&config));
+    let stamp = format!("{}:{:016x}\n", config.len(), util::fnv1a(&config));
     let mark = apply::under(root, "/var/lib/gandi/init.done");
     if fs::read_to_string(&mark).is_ok_and(|s| s == stamp) {
         return Ok((Outcome::Unchanged, "already ran for this config".into(), ()));
@@ -520,12 +520,6 @@ fn run_init_once(root: &Path, gandi_dir: &Path, init: &Path) -> Result<(Outcome,
 }
 
 /// FNV-1a, 64 bits: a stable fingerprint (not a security measure).
-pub fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,13 +89,18 @@ pub enum Cmd {
         #[arg(long, value_name = "FILE")]
         cmdline: Option<std::path::PathBuf>,
     },
-    /// Replay add events of every block device and wait for udev, so every
-    /// disk attached during boot is handled before services start (nothing
+    /// Make sure every data disk attached during boot was handed to the
+    /// attach helper before services start: wait for udev's queue, then
+    /// replay add events for the candidate disks not recorded yet (nothing
     /// with CONFIG_ALLOW_MOUNT=0).
     Mount {
         /// Longest wait for udev's queue, in seconds.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Replay add events of every block device, recorded or not (as
+        /// the original did at every boot).
+        #[arg(long)]
+        all: bool,
     },
     /// Run the platform's post-boot commands (the config's run, the
     /// archive's init --postboot) once per config, then remove them and the

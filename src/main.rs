@@ -128,8 +128,8 @@ fn main() -> ExitCode {
         Cmd::Config { root, cmdline } => {
             perboot::run(&settings, &perboot::Options { root, cmdline })
         }
-        Cmd::Mount { timeout } => {
-            postboot::mount_stage(&settings, std::time::Duration::from_secs(timeout))
+        Cmd::Mount { timeout, all } => {
+            postboot::mount_stage(&settings, std::time::Duration::from_secs(timeout), all)
         }
         Cmd::Postboot { root } => postboot::run(&settings, &postboot::Options { root }),
         Cmd::Status { json } => status::show(&settings, json),

@@ -219,7 +219,7 @@ fn machine_number(root: &Path) -> Result<u64> {
     if id.is_empty() {
         bail!("/etc/machine-id is empty: the spread would be the same on every VM");
     }
-    Ok(crate::bootstrap::fnv1a(id.as_bytes()))
+    Ok(crate::util::fnv1a(id.as_bytes()))
 }
 
 /// Spreads the system crontab's `run-parts` jobs over the night, per

@@ -5,8 +5,9 @@
 //! are removed from disk. And `gandi-vm mount`: the replay of block events.
 
 use crate::apply::under;
-use crate::bootstrap::fnv1a;
+use crate::disks::Scan;
 use crate::platform;
+use crate::records;
 use crate::settings::Settings;
 use crate::status::{Outcome, Recorder};
 use crate::util;
@@ -58,7 +59,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         Ok(text) => {
             let value: Option<serde_json::Value> = serde_json::from_slice(&text).ok();
             let cleaned = value.as_ref().is_some_and(|v| v.get(CLEANED).is_some());
-            let fingerprint = format!("{}:{:016x}", text.len(), fnv1a(&text));
+            let fingerprint = format!("{}:{:016x}", text.len(), util::fnv1a(&text));
             let done = fs::read_to_string(done_path(root)).unwrap_or_default();
             if cleaned {
                 rec.skip("commands", "already run for this config (cleaned)");
@@ -160,32 +161,80 @@ fn clean(
     ))
 }
 
-/// `gandi-vm mount`: replays `add` for every block device so that disks
-/// attached during boot are recorded and grown before services start;
-/// waits for udev's queue, at most `limit`.
-pub fn mount_stage(settings: &Settings, limit: Duration) -> Result<i32> {
+/// `gandi-vm mount`: makes sure that every data disk attached during boot
+/// was handed to the attach helper before services start. Waits for udev's
+/// queue (the events of the boot's coldplug), at most `limit`; then replays
+/// `add` for the candidate disks the helper has not recorded yet (attached
+/// before our rules were loaded, or whose event was lost) or whose growth
+/// has not started, and waits for those events. Disks that udev already
+/// handed over are not processed twice. With `all`, replays `add` for every
+/// block device, as the original did.
+pub fn mount_stage(settings: &Settings, limit: Duration, all: bool) -> Result<i32> {
     let mut rec = Recorder::default();
     if !settings.allow_mount {
         rec.skip("replay", "CONFIG_ALLOW_MOUNT=0");
-    } else {
+    } else if all {
         rec.step("replay", || {
             util::run(Command::new("udevadm").args([
                 "trigger",
                 "--action=add",
                 "--subsystem-match=block",
             ]))?;
-            let secs = limit.as_secs().max(1).to_string();
-            let out = util::run_bounded(
-                Command::new("udevadm").args(["settle", "--timeout", &secs]),
-                limit + Duration::from_secs(5),
-            )?;
-            if !out.success() {
-                bail!("udev's queue did not empty within {secs} s");
+            settle(limit)?;
+            Ok((
+                Outcome::Changed,
+                "add replayed for every block device".into(),
+                (),
+            ))
+        });
+    } else {
+        rec.step("replay", || {
+            settle(limit)?;
+            let scan = Scan::new(settings)?;
+            let devices = scan.devices();
+            let missing: Vec<&str> = devices
+                .iter()
+                .filter(|d| match records::lookup(settings, d) {
+                    Some(r) => r.state == "pending",
+                    None => true,
+                })
+                .map(|d| d.name.as_str())
+                .collect();
+            if missing.is_empty() {
+                return Ok((
+                    Outcome::Unchanged,
+                    format!("all {} candidate disks already recorded", devices.len()),
+                    (),
+                ));
             }
-            Ok((Outcome::Changed, "block events replayed".into(), ()))
+            let mut trigger = Command::new("udevadm");
+            trigger.args(["trigger", "--action=add"]);
+            for name in &missing {
+                trigger.arg(settings.sys_dir.join("class/block").join(name));
+            }
+            util::run(&mut trigger)?;
+            settle(limit)?;
+            Ok((
+                Outcome::Changed,
+                format!("add replayed for {}", missing.join(" ")),
+                (),
+            ))
         });
     }
     let failed = rec.stage.failed();
     crate::status::save(settings, "mount", rec.stage)?;
     Ok(if failed { 1 } else { 0 })
+}
+
+/// `udevadm settle`, at most `limit`.
+fn settle(limit: Duration) -> Result<()> {
+    let secs = limit.as_secs().max(1).to_string();
+    let out = util::run_bounded(
+        Command::new("udevadm").args(["settle", "--timeout", &secs]),
+        limit + Duration::from_secs(5),
+    )?;
+    if !out.success() {
+        bail!("udev's queue did not empty within {secs} s");
+    }
+    Ok(())
 }

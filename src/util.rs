@@ -318,11 +318,31 @@ impl FileLock {
     }
 }
 
-/// FNV-1a: a fast hash for the short, trusted keys of per-lookup maps
-/// (kernel device names), where SipHash's resistance to chosen keys buys
-/// nothing and costs time on every lookup.
-#[derive(Default, Clone, Copy)]
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `data`, continuing from `hash`.
+fn fnv1a_from(hash: u64, data: &[u8]) -> u64 {
+    data.iter().fold(hash, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// FNV-1a: a stable 64-bit fingerprint (not cryptographic).
+pub fn fnv1a(data: &[u8]) -> u64 {
+    fnv1a_from(FNV_OFFSET, data)
+}
+
+/// FNV-1a as a `Hasher`: fast for the short, trusted keys of per-lookup
+/// maps (kernel device names), where SipHash's resistance to chosen keys
+/// buys nothing and costs time on every lookup.
+#[derive(Clone, Copy)]
 pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(FNV_OFFSET)
+    }
+}
 
 impl std::hash::Hasher for Fnv {
     fn finish(&self) -> u64 {
@@ -330,16 +350,7 @@ impl std::hash::Hasher for Fnv {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
+        self.0 = fnv1a_from(self.0, bytes);
     }
 }
 

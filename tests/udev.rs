@@ -444,9 +444,26 @@ fn the_mount_stage_replays_the_disks_attached_during_boot() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_record(&env, &d.name(), grown);
-    let status: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
-    assert_eq!(status["mount"]["steps"][0]["result"], "changed");
+    let status = || -> serde_json::Value {
+        serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap()
+    };
+    let step = status()["mount"]["steps"][0].clone();
+    assert_eq!(step["result"], "changed", "{step}");
+    assert!(
+        step["detail"].as_str().unwrap().contains(&d.name()),
+        "{step}"
+    );
+    // Once recorded, a disk is not replayed again.
+    let out = env.gandi(&["mount", "--timeout", "60"]);
+    assert!(out.status.success());
+    let step = status()["mount"]["steps"][0].clone();
+    assert_eq!(step["result"], "unchanged", "{step}");
+    // --all replays every block device, as the original did.
+    let out = env.gandi(&["mount", "--timeout", "60", "--all"]);
+    assert!(out.status.success());
+    let step = status()["mount"]["steps"][0].clone();
+    assert_eq!(step["result"], "changed", "{step}");
+    assert!(grown(&record(&env, &d.name()).unwrap()));
 }
 
 #[test]
