@@ -120,8 +120,15 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
                 root,
                 &format!("/etc/systemd/network/50-gandi-{name}.network"),
             );
-            write_if_changed(&path, text.as_bytes(), 0o644)?;
-            networkd_reload(Some(name))?;
+            // systemd-networkd applies the files it has loaded to a new link
+            // by itself: a reload is only needed when the file changed. (At
+            // boot the file is bootstrap's, already loaded: a reload there
+            // would restart the interface's configuration mid-boot.)
+            if write_if_changed(&path, text.as_bytes(), 0o644)? == apply::Change::Changed {
+                networkd_reload(Some(name))?;
+            } else {
+                log::info!("{name}: {} unchanged, already loaded", path.display());
+            }
         }
         Way::Ifupdown => {
             let path = under(root, &format!("/etc/network/interfaces.d/gandi-{name}"));

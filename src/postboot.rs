@@ -165,8 +165,8 @@ fn clean(
 /// was handed to the attach helper before services start. Waits for udev's
 /// queue (the events of the boot's coldplug), at most `limit`; then replays
 /// `add` for the candidate disks the helper has not recorded yet (attached
-/// before our rules were loaded, or whose event was lost) or whose growth
-/// has not started, and waits for those events. Disks that udev already
+/// before our rules were loaded, or whose event was lost), and waits for
+/// those events. Disks that udev already
 /// handed over are not processed twice. With `all`, replays `add` for every
 /// block device, as the original did.
 pub fn mount_stage(settings: &Settings, limit: Duration, all: bool) -> Result<i32> {
@@ -192,12 +192,11 @@ pub fn mount_stage(settings: &Settings, limit: Duration, all: bool) -> Result<i3
             settle(limit)?;
             let scan = Scan::new(settings)?;
             let devices = scan.devices();
+            // A current record means udev ran our rule for the disk; its
+            // growth, if any, was handed to gandi-disk@ then.
             let missing: Vec<&str> = devices
                 .iter()
-                .filter(|d| match records::lookup(settings, d) {
-                    Some(r) => r.state == "pending",
-                    None => true,
-                })
+                .filter(|d| records::lookup(settings, d).is_none())
                 .map(|d| d.name.as_str())
                 .collect();
             if missing.is_empty() {

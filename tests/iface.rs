@@ -307,3 +307,71 @@ fn queues_through_the_ethtool_ioctl() {
     let out = net.gandi(&env, &["queues", "eth1", "8"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("rx 4 tx 4"));
 }
+
+/// With systemd-networkd, the interface's file is written, and networkd is
+/// told to reload only when the file changed: at boot the file is
+/// bootstrap's, already loaded, and a reload would restart the interface's
+/// configuration mid-boot. (networkd does not run here: `networkctl` is a
+/// stand-in that records its calls; the real one is exercised by the VM
+/// test's NIC hot-plug.)
+#[test]
+fn networkd_reloads_only_when_the_file_changed() {
+    if !system_test(&["ip"]) {
+        return;
+    }
+    let env = Env::new();
+    let root = setup(&env, CONFIG, "");
+    fs::create_dir_all(root.join("run/systemd/netif")).unwrap();
+    fs::write(root.join("run/systemd/netif/state"), "").unwrap();
+    let bin = env.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let calls = env.path().join("networkctl.log");
+    fs::write(
+        bin.join("networkctl"),
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    sh(Command::new("chmod").arg("755").arg(bin.join("networkctl")));
+    let net = Net::new(env.path(), "n");
+    net.link("eth2", "p2", "10.88.0.1/24", 1);
+    let attach = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.vm, BIN, "iface", "eth2", "--root"])
+            .arg(&root)
+            .env("GANDI_CONFIG", env.config())
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let file = root.join("etc/systemd/network/50-gandi-eth2.network");
+    attach();
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(text.contains("10.88.0.5"), "{text}");
+    assert_eq!(
+        fs::read_to_string(&calls).unwrap(),
+        "reload\nreconfigure eth2\n"
+    );
+    // The same file: nothing to reload.
+    attach();
+    assert_eq!(
+        fs::read_to_string(&calls).unwrap(),
+        "reload\nreconfigure eth2\n"
+    );
+    // An admin's edit is replaced, and networkd reloads it.
+    fs::write(&file, "[Match]\nName=eth2\n").unwrap();
+    attach();
+    assert_eq!(fs::read_to_string(&file).unwrap(), text);
+    assert_eq!(
+        fs::read_to_string(&calls).unwrap().lines().count(),
+        4,
+        "no reload after the file changed"
+    );
+}
