@@ -199,8 +199,17 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         return forget(settings, &event.name).map(|()| 0);
     }
     let partitioned = event.fs.part_table.is_some();
-    let serviceable = event.fs.usage.as_deref() == Some("filesystem");
-    let (state, note) = if serviceable {
+    // The filesystem mounted on / (one stat): never served nor grown here,
+    // so no growth service is started for it at every boot. (A btrfs root
+    // shows an anonymous number; the grower excludes it then.)
+    let holds_root = fs::metadata("/").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        DevNum::from_rdev(m.dev()) == event.devnum
+    });
+    let serviceable = event.fs.usage.as_deref() == Some("filesystem") && !holds_root;
+    let (state, note) = if holds_root {
+        ("excluded", Exclusion::RootDisk.to_string())
+    } else if serviceable {
         (
             "pending",
             "recorded by udev; growth handed to gandi-disk@ service".to_string(),

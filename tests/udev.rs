@@ -519,3 +519,51 @@ fn hotplug_rules_under_udevadm_test() {
         );
     }
 }
+
+/// The device holding `/` gets a record saying so, and no growth is handed
+/// off for it (one stat in the udev helper, instead of a service started
+/// for the root disk at every boot).
+#[test]
+fn the_root_filesystem_is_recorded_as_excluded_without_a_growth() {
+    if !system_test(&[]) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata("/").unwrap().dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let Ok(target) = fs::read_link(format!("/sys/dev/block/{major}:{minor}")) else {
+        eprintln!("skipped: / is not on a block device here");
+        return;
+    };
+    let name = target.file_name().unwrap().to_string_lossy().into_owned();
+    let env = Env::new();
+    env.settings(&[format!("CONFIG_DISK_DEVICES=\"{name}\"")]);
+    let out = Command::new(BIN)
+        .arg("disk-event")
+        .env_clear()
+        .env("GANDI_CONFIG", env.config())
+        .envs([
+            ("ACTION", "add"),
+            ("SUBSYSTEM", "block"),
+            ("DEVNAME", &format!("/dev/{name}")),
+            ("DEVPATH", &format!("/devices/test/block/{name}")),
+            ("MAJOR", &major.to_string()),
+            ("MINOR", &minor.to_string()),
+            ("ID_FS_TYPE", "ext4"),
+            ("ID_FS_USAGE", "filesystem"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = record(&env, &name).expect("no record");
+    assert_eq!(r["state"], "excluded", "{r}");
+    assert!(r["note"].as_str().unwrap().contains("root"), "{r}");
+    assert!(
+        !env.path().join("run/disk-grow.log").exists(),
+        "a growth was handed off for the root filesystem"
+    );
+}
