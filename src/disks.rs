@@ -398,17 +398,21 @@ impl<'a> Scan<'a> {
         wanted: impl Fn(&str, Option<&str>, Option<&str>) -> bool,
     ) -> Vec<String> {
         let text = records::read_index(self.settings).unwrap_or_default();
-        let index = records::parse_index(&text).unwrap_or_default();
-        let by_name: util::FastMap<&str, &records::IndexEntry> =
-            index.iter().map(|e| (&*e.name, e)).collect();
+        let lines = records::index_lines(&text).unwrap_or_default();
         let mut kept = self.indexed.borrow_mut();
         let mut found: Vec<String> = self
             .candidates()
             .filter(|entry| {
                 let name = entry.name.as_str();
-                let indexed = by_name.get(name).filter(|r| {
-                    r.size / 1024 == entry.kib && DevNum::parse(&r.devnum) == Some(entry.devnum)
-                });
+                // Parsed one at a time: nothing kept but what matched.
+                let indexed = lines
+                    .get(name)
+                    .and_then(|line| records::IndexEntry::parse(line))
+                    .filter(|r| {
+                        r.name == name
+                            && r.size / 1024 == entry.kib
+                            && DevNum::parse(&r.devnum) == Some(entry.devnum)
+                    });
                 match indexed {
                     Some(r) => {
                         let hit = wanted(name, r.label.as_deref(), r.uuid.as_deref());

@@ -136,7 +136,8 @@ impl IndexEntry<'_> {
         .join("\t")
     }
 
-    fn parse(line: &str) -> Option<IndexEntry<'_>> {
+    /// One line of the index; `None` when malformed.
+    pub fn parse(line: &str) -> Option<IndexEntry<'_>> {
         let mut f = line.split('\t');
         let mut next = || f.next();
         let entry = IndexEntry {
@@ -233,7 +234,24 @@ pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
 /// The index's text; `None` when there is no index (nothing was recorded
 /// yet).
 pub fn read_index(settings: &Settings) -> Option<String> {
-    crate::disks::read_small(&index_path(settings))
+    // Its size first, then one buffer of that size: a large index is not
+    // copied from buffer to buffer as it grows.
+    fs::read_to_string(index_path(settings)).ok()
+}
+
+/// The lines of an index's text by device name, unparsed: a lookup parses
+/// only the lines of its candidates, one at a time ([`IndexEntry::parse`]).
+/// `None` when it is not an index of this format.
+pub fn index_lines(text: &str) -> Option<crate::util::FastMap<&str, &str>> {
+    let mut lines = text.lines();
+    if lines.next()? != INDEX_HEADER {
+        return None;
+    }
+    Some(
+        lines
+            .filter_map(|line| Some((line.split_once('\t')?.0, line)))
+            .collect(),
+    )
 }
 
 /// The entries of an index's text; `None` when it is not an index of this
