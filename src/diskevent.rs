@@ -199,13 +199,14 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         return forget(settings, &event.name).map(|()| 0);
     }
     let partitioned = event.fs.part_table.is_some();
-    // The filesystem mounted on / (one stat): never served nor grown here,
-    // so no growth service is started for it at every boot. (A btrfs root
-    // shows an anonymous number; the grower excludes it then.)
-    let holds_root = fs::metadata("/").is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        DevNum::from_rdev(m.dev()) == event.devnum
-    });
+    // The device of the filesystem mounted on /: never served nor grown, so
+    // no growth service is started for it at every boot.
+    let holds_root = crate::disks::read_proc(&settings.proc_dir.join("self/mountinfo"))
+        .ok()
+        .and_then(|mi| {
+            crate::disks::root_mount(&crate::disks::parse_mountinfo(&mi)).map(|m| m.block_devnum())
+        })
+        == Some(event.devnum);
     let serviceable = event.fs.usage.as_deref() == Some("filesystem") && !holds_root;
     let (state, note) = if holds_root {
         ("excluded", Exclusion::RootDisk.to_string())

@@ -254,16 +254,6 @@ pub fn index_lines(text: &str) -> Option<crate::util::FastMap<&str, &str>> {
     )
 }
 
-/// The entries of an index's text; `None` when it is not an index of this
-/// format. Malformed lines are skipped.
-pub fn parse_index(text: &str) -> Option<Vec<IndexEntry<'_>>> {
-    let mut lines = text.lines();
-    if lines.next()? != INDEX_HEADER {
-        return None;
-    }
-    Some(lines.filter_map(IndexEntry::parse).collect())
-}
-
 /// The names that have a record (one directory listing).
 pub fn recorded_names(settings: &Settings) -> std::collections::HashSet<String> {
     fs::read_dir(disks_dir(settings))
@@ -385,6 +375,17 @@ mod tests {
         }
     }
 
+    /// Every entry of an index's text, as a lookup parses them.
+    fn parse_index(text: &str) -> Option<Vec<IndexEntry<'_>>> {
+        let lines = index_lines(text)?;
+        let mut entries: Vec<IndexEntry> = lines
+            .values()
+            .filter_map(|l| IndexEntry::parse(l))
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(entries)
+    }
+
     #[test]
     fn index_lines_round_trip_odd_labels() {
         for label in [
@@ -417,7 +418,8 @@ mod tests {
         let line = IndexEntry::from_record(&record("vdb", Some("x")));
         assert!(parse_index(&format!("[{{\"name\":\"vdb\"}}]\n{line}\n")).is_none());
         assert!(parse_index("").is_none());
-        let text = format!("{INDEX_HEADER}\nvdc\t1:2\tnot-a-size\n{line}\n\n{line}\textra\n");
+        let extra = IndexEntry::from_record(&record("vde", Some("y")));
+        let text = format!("{INDEX_HEADER}\nvdc\t1:2\tnot-a-size\n{line}\n\n{extra}\textra\n");
         let entries = parse_index(&text).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].label.as_deref(), Some("x"));
