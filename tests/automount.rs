@@ -208,13 +208,6 @@ fn allow_mount_off_serves_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("CONFIG_ALLOW_MOUNT=0"));
 }
 
-/// Writes an executable script.
-fn script(path: &Path, body: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    sh(std::process::Command::new("chmod").arg("755").arg(path));
-}
-
 #[test]
 fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
     if !system_test(&["automount", "mkfs.ext4", "losetup"]) {

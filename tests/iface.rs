@@ -155,16 +155,11 @@ fn setup(env: &Env, config: &str, nodhcp: &str) -> PathBuf {
     fs::create_dir_all(root.join("gandi")).unwrap();
     fs::write(root.join("gandi/config"), config).unwrap();
     let hooks = env.path().join("hooks");
-    fs::create_dir_all(&hooks).unwrap();
     let log = env.path().join("hook.log");
-    fs::write(
-        hooks.join("post-iface-attach"),
-        format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
-    )
-    .unwrap();
-    sh(Command::new("chmod")
-        .arg("755")
-        .arg(hooks.join("post-iface-attach")));
+    script(
+        &hooks.join("post-iface-attach"),
+        &format!("echo \"$@\" >> {}", log.display()),
+    );
     env.settings(&[
         format!("CONFIG_NODHCP=\"{nodhcp}\""),
         format!("GANDI_HOOK_DIR={}", hooks.display()),
@@ -324,14 +319,11 @@ fn networkd_reloads_only_when_the_file_changed() {
     fs::create_dir_all(root.join("run/systemd/netif")).unwrap();
     fs::write(root.join("run/systemd/netif/state"), "").unwrap();
     let bin = env.path().join("bin");
-    fs::create_dir_all(&bin).unwrap();
     let calls = env.path().join("networkctl.log");
-    fs::write(
-        bin.join("networkctl"),
-        format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display()),
-    )
-    .unwrap();
-    sh(Command::new("chmod").arg("755").arg(bin.join("networkctl")));
+    script(
+        &bin.join("networkctl"),
+        &format!("echo \"$@\" >> {}", calls.display()),
+    );
     let net = Net::new(env.path(), "n");
     net.link("eth2", "p2", "10.88.0.1/24", 1);
     let attach = || {

@@ -107,12 +107,7 @@ fn every_step_on_then_a_second_run_changes_nothing() {
     let t = tree(true, &[]);
     let hook_log = t.env.path().join("hook.log");
     let hook = t.env.path().join("hooks/post-vm-config");
-    fs::write(
-        &hook,
-        format!("#!/bin/sh\necho ran >> {}\n", hook_log.display()),
-    )
-    .unwrap();
-    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    script(&hook, &format!("echo ran >> {}", hook_log.display()));
     let out = config(&t, "root=/dev/vda1 gandi=America/New_York quiet");
     assert!(
         out.status.success(),

@@ -170,16 +170,11 @@ fn attach_grows_ext4_xfs_btrfs_records_and_runs_the_hook() {
     let part_size_before = fs_size(Path::new(&part), "ext4").unwrap();
 
     let hooks = env.path().join("hooks");
-    fs::create_dir_all(&hooks).unwrap();
     let hook_log = env.path().join("hook.log");
-    fs::write(
-        hooks.join("post-disk-attach"),
-        format!("#!/bin/sh\necho \"$@\" >> {}\n", hook_log.display()),
-    )
-    .unwrap();
-    sh(Command::new("chmod")
-        .arg("755")
-        .arg(hooks.join("post-disk-attach")));
+    script(
+        &hooks.join("post-disk-attach"),
+        &format!("echo \"$@\" >> {}", hook_log.display()),
+    );
 
     let mut names: Vec<String> = disks.iter().map(|(_, d)| d.name()).collect();
     names.push(parted.name());

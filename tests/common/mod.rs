@@ -63,6 +63,13 @@ pub fn serial(name: &str) -> Serial {
     Serial(f)
 }
 
+/// Writes an executable shell script (hooks, stand-ins for tools).
+pub fn script(path: &Path, body: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    sh(Command::new("chmod").arg("755").arg(path));
+}
+
 /// A loop device over a sparse image file, detached on drop.
 pub struct LoopDisk {
     pub dev: String,
