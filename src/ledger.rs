@@ -1,0 +1,213 @@
+//! What was last applied of each platform value, so that a value is applied
+//! when it is new and not at every boot over what the admin changed since
+//! (`GANDI_STATE_DIR/applied.json`, root-only).
+//!
+//! Only fingerprints are kept (SHA-256 of the field's name and value): the
+//! file says whether a value changed, never what it was (the password hash
+//! is a secret). A missing file means a first boot: everything is applied.
+//! A damaged one cannot tell what was applied: everything is applied again
+//! and the damage is reported.
+
+use crate::tree::{Tree, WriteOpts};
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const FORMAT: &str = "gandi-vm applied values 1";
+
+/// How long a process waits for the ledger's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+pub struct Ledger {
+    /// Held while the ledger is in use: stages and the hot-plug path read,
+    /// change and write it one at a time.
+    _lock: Option<std::fs::File>,
+    /// Set when the lock could not be had: nothing is written.
+    read_only: bool,
+    path: PathBuf,
+    values: BTreeMap<String, String>,
+    /// Why the file could not be read, when it was damaged.
+    pub damaged: Option<String>,
+    changed: bool,
+}
+
+/// The fingerprint of `value` for `field`.
+pub fn fingerprint(field: &str, value: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(field.as_bytes());
+    h.update([0u8]);
+    h.update(value);
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Ledger {
+    /// Reads the ledger at `state_dir/applied.json` beneath `tree`, taking
+    /// its lock (released when the ledger is dropped).
+    pub fn load(tree: &Tree, state_dir: &Path) -> Ledger {
+        let path = state_dir.join("applied.json");
+        let lock = tree
+            .create_dirs(state_dir, 0o700)
+            .and_then(|()| tree.lock_for(state_dir.join("applied.lock"), Some(LOCK_WAIT)));
+        let mut ledger = Ledger {
+            _lock: None,
+            read_only: false,
+            path,
+            values: BTreeMap::new(),
+            damaged: None,
+            changed: false,
+        };
+        match lock {
+            Ok(Some(l)) => ledger._lock = Some(l),
+            Ok(None) => {
+                ledger.damaged = Some(format!(
+                    "{} is held by another process for over {} s",
+                    tree.shown(state_dir.join("applied.lock")).display(),
+                    LOCK_WAIT.as_secs()
+                ));
+                ledger.read_only = true;
+                return ledger;
+            }
+            Err(e) => {
+                ledger.damaged = Some(format!("{e:#}"));
+                ledger.read_only = true;
+                return ledger;
+            }
+        }
+        match tree.read_owned(&ledger.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => ledger.damaged = Some(format!("{}: {e}", tree.shown(&ledger.path).display())),
+            Ok((data, _)) => match parse(&data) {
+                Some(values) => ledger.values = values,
+                None => {
+                    ledger.damaged = Some(format!(
+                        "{} is damaged: every value is applied again",
+                        tree.shown(&ledger.path).display()
+                    ))
+                }
+            },
+        }
+        ledger
+    }
+
+    /// Whether `value` differs from what was last applied to `field` (or
+    /// nothing was).
+    pub fn is_new(&self, field: &str, value: &[u8]) -> bool {
+        self.values.get(field) != Some(&fingerprint(field, value))
+    }
+
+    /// Whether anything was ever applied to `field`.
+    pub fn has(&self, field: &str) -> bool {
+        self.values.contains_key(field)
+    }
+
+    /// Records `value` as applied to `field`.
+    pub fn set(&mut self, field: &str, value: &[u8]) {
+        let fp = fingerprint(field, value);
+        if self.values.get(field) != Some(&fp) {
+            self.values.insert(field.to_string(), fp);
+            self.changed = true;
+        }
+    }
+
+    pub fn remove(&mut self, field: &str) {
+        if self.values.remove(field).is_some() {
+            self.changed = true;
+        }
+    }
+
+    /// The fields recorded under `prefix` (`iface:`), without the prefix.
+    pub fn fields(&self, prefix: &str) -> Vec<String> {
+        self.values
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix).map(str::to_string))
+            .collect()
+    }
+
+    /// Writes the ledger when it changed (0600, in a 0700 folder).
+    pub fn save(&mut self, tree: &Tree) -> Result<()> {
+        if self.read_only {
+            anyhow::bail!(
+                "{} not written: {}",
+                tree.shown(&self.path).display(),
+                self.damaged.as_deref().unwrap_or("its lock is held")
+            );
+        }
+        if !self.changed && self.damaged.is_none() {
+            return Ok(());
+        }
+        if let Some(dir) = self.path.parent() {
+            tree.create_dirs(dir, 0o700)?;
+        }
+        let doc = serde_json::json!({ "format": FORMAT, "values": self.values });
+        let mut text = serde_json::to_vec_pretty(&doc)?;
+        text.push(b'\n');
+        tree.write_atomic(
+            &self.path,
+            &text,
+            WriteOpts {
+                mode: 0o600,
+                owner: Some((0, 0)),
+                dir_mode: 0o700,
+            },
+        )?;
+        self.changed = false;
+        self.damaged = None;
+        Ok(())
+    }
+}
+
+fn parse(data: &[u8]) -> Option<BTreeMap<String, String>> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    if v.get("format")?.as_str()? != FORMAT {
+        return None;
+    }
+    v.get("values")?
+        .as_object()?
+        .iter()
+        .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_values_kept_values_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tree::open(dir.path()).unwrap();
+        let state = Path::new("/var/lib/gandi");
+        let mut l = Ledger::load(&t, state);
+        assert!(l.damaged.is_none());
+        assert!(l.is_new("hostname", b"a"));
+        l.set("hostname", b"a");
+        l.set("iface:eth0", b"x");
+        l.save(&t).unwrap();
+        drop(l);
+        let l = Ledger::load(&t, state);
+        assert!(!l.is_new("hostname", b"a"));
+        assert!(l.is_new("hostname", b"b"));
+        assert_eq!(l.fields("iface:"), vec!["eth0"]);
+        let file = dir.path().join("var/lib/gandi/applied.json");
+        let mode = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o600
+        );
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains("\"a\"") && text.contains("hostname"),
+            "{text}"
+        );
+        std::fs::write(&file, "{\"format\": \"other\"}").unwrap();
+        drop(l);
+        let l = Ledger::load(&t, state);
+        assert!(l.damaged.is_some());
+        assert!(l.is_new("hostname", b"a"));
+    }
+}

@@ -1,0 +1,521 @@
+//! The one way we start a program: tools (`resize2fs`, `sfdisk`, ...), the
+//! admin's hooks and plugins, the platform's commands and script.
+//!
+//! Every run is bounded: the program starts in a process group of its own,
+//! and at its time limit the whole group is killed (a command's children
+//! and grandchildren with it). Its output is captured (at most 1 MiB of
+//! each stream) and, when asked, logged line by line as it comes. Errors
+//! name the command line.
+
+use anyhow::{Context, Result, bail};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The time limit of a tool when the caller gives none.
+pub const TOOL_LIMIT: Duration = Duration::from_secs(300);
+
+/// How much of each output stream is kept.
+const KEEP: usize = 1 << 20;
+
+/// The whole command line, quoted as a shell would need it, for messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut parts = vec![quote(cmd.get_program())];
+    parts.extend(cmd.get_args().map(quote));
+    parts.join(" ")
+}
+
+fn quote(arg: &OsStr) -> String {
+    let s = arg.to_string_lossy();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The command line, for messages.
+    pub command: String,
+    /// `None` when it was killed at its time limit.
+    pub status: Option<ExitStatus>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub limit: Duration,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// The exit code, when it exited (not killed by a signal or the limit).
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_string()
+    }
+
+    /// One line saying how it ended: `exit 0`, `exit 3`, `killed by signal
+    /// 9`, `killed after 60 s (its time limit)`.
+    pub fn ended(&self) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        match self.status {
+            None => format!("killed after {} s (its time limit)", self.limit.as_secs()),
+            Some(s) => match (s.code(), s.signal()) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => s.to_string(),
+            },
+        }
+    }
+
+    /// Ok when it succeeded; else an error naming the command, how it
+    /// ended and what it said on stderr.
+    pub fn check(self) -> Result<Outcome> {
+        if self.success() {
+            return Ok(self);
+        }
+        let said = self.stderr_text();
+        let said = if said.is_empty() {
+            String::from_utf8_lossy(&self.stdout).trim().to_string()
+        } else {
+            said
+        };
+        bail!(
+            "{} failed ({}){}",
+            self.command,
+            self.ended(),
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {said}")
+            }
+        )
+    }
+}
+
+/// A program to run, bounded.
+pub struct Run {
+    cmd: Command,
+    limit: Duration,
+    log_as: Option<String>,
+    input: Option<Vec<u8>>,
+}
+
+impl Run {
+    /// `program` with the default limit ([`TOOL_LIMIT`]).
+    pub fn new(program: impl AsRef<OsStr>) -> Run {
+        Run {
+            cmd: Command::new(program),
+            limit: TOOL_LIMIT,
+            log_as: None,
+            input: None,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Run {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Run {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Run {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    /// Its time limit.
+    pub fn limit(mut self, limit: Duration) -> Run {
+        self.limit = limit;
+        self
+    }
+
+    /// Logs each line of its output, as it comes, as `NAME: LINE`.
+    pub fn log_as(mut self, name: impl Into<String>) -> Run {
+        self.log_as = Some(name.into());
+        self
+    }
+
+    /// Writes `data` to its standard input (otherwise it reads nothing).
+    pub fn input(mut self, data: impl Into<Vec<u8>>) -> Run {
+        self.input = Some(data.into());
+        self
+    }
+
+    /// The command line, for messages.
+    pub fn describe(&self) -> String {
+        describe(&self.cmd)
+    }
+
+    /// Runs it to its end or its limit. Fails only when it cannot start.
+    pub fn outcome(mut self) -> Result<Outcome> {
+        let command = describe(&self.cmd);
+        self.cmd
+            .stdin(if self.input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = self
+            .cmd
+            .spawn()
+            .with_context(|| format!("starting {command}"))?;
+        if let (Some(data), Some(mut stdin)) = (self.input.take(), child.stdin.take()) {
+            // Small inputs (a partition script): the pipe holds them.
+            let _ = stdin.write_all(&data);
+        }
+        let deadline = Instant::now() + self.limit;
+        let mut out = Capture::new(self.log_as.as_deref());
+        let mut err = Capture::new(self.log_as.as_deref());
+        let status = pump(&mut child, deadline, &mut out, &mut err);
+        if status.is_none() {
+            kill_group(&child);
+            // Reaped when it goes at once; a process stuck in the kernel
+            // (a dead disk) is left to init rather than waited for.
+            let until = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < until && !matches!(child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if let Some(name) = &self.log_as {
+                log::warn!("{name}: killed after {} s", self.limit.as_secs());
+            }
+        }
+        Ok(Outcome {
+            command,
+            status,
+            stdout: out.finish(),
+            stderr: err.finish(),
+            limit: self.limit,
+        })
+    }
+
+    /// Runs it and returns its standard output; an error naming the command
+    /// when it cannot start, fails or passes its limit.
+    pub fn output(self) -> Result<String> {
+        Ok(self.outcome()?.check()?.stdout_text())
+    }
+
+    /// Runs it with `consume` reading its standard output as it comes (a
+    /// decompressor feeding the archive reader). At the limit the group is
+    /// killed, which ends the output and so `consume`. Fails when it cannot
+    /// start, when `consume` fails, or when the program fails or passes its
+    /// limit.
+    pub fn stream<T>(mut self, consume: impl FnOnce(&mut dyn Read) -> Result<T>) -> Result<T> {
+        let command = describe(&self.cmd);
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = self
+            .cmd
+            .spawn()
+            .with_context(|| format!("starting {command}"))?;
+        let pgid = i32::try_from(child.id()).unwrap_or(0);
+        let mut stdout = child.stdout.take().context("no output pipe")?;
+        let mut stderr = child.stderr.take().context("no error pipe")?;
+        let errors = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut stderr).take(KEEP as u64).read_to_end(&mut buf);
+            buf
+        });
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let limit = self.limit;
+        let watchdog = std::thread::spawn(move || {
+            let timed_out = matches!(
+                wait.recv_timeout(limit),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            if timed_out && pgid > 0 {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+            timed_out
+        });
+        let consumed = consume(&mut stdout);
+        // What it did not read is not waited for.
+        drop(stdout);
+        let status = child.wait();
+        let _ = done.send(());
+        let timed_out = watchdog.join().unwrap_or(false);
+        let said = String::from_utf8_lossy(&errors.join().unwrap_or_default())
+            .trim()
+            .to_string();
+        if timed_out {
+            bail!(
+                "{command} killed after {} s (its time limit)",
+                limit.as_secs()
+            );
+        }
+        let value = consumed?;
+        let status = status.with_context(|| format!("waiting for {command}"))?;
+        if !status.success() {
+            bail!("{command} failed ({status}): {said}");
+        }
+        Ok(value)
+    }
+}
+
+fn kill_group(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // The group was made for this child (`process_group(0)`).
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// One output stream: kept (up to [`KEEP`]) and logged by line.
+struct Capture<'a> {
+    kept: Vec<u8>,
+    partial: Vec<u8>,
+    log_as: Option<&'a str>,
+}
+
+impl<'a> Capture<'a> {
+    fn new(log_as: Option<&'a str>) -> Capture<'a> {
+        Capture {
+            kept: Vec::new(),
+            partial: Vec::new(),
+            log_as,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.kept.len() < KEEP {
+            let room = KEEP - self.kept.len();
+            self.kept.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        let Some(name) = self.log_as else {
+            return;
+        };
+        self.partial.extend_from_slice(data);
+        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=nl).collect();
+            log::info!(
+                "{name}: {}",
+                String::from_utf8_lossy(&line[..line.len() - 1]).trim_end()
+            );
+        }
+        if self.partial.len() > 64 << 10 {
+            log::info!("{name}: {}", String::from_utf8_lossy(&self.partial));
+            self.partial.clear();
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if let Some(name) = self.log_as
+            && !self.partial.is_empty()
+        {
+            log::info!("{name}: {}", String::from_utf8_lossy(&self.partial));
+            self.partial.clear();
+        }
+        std::mem::take(&mut self.kept)
+    }
+}
+
+/// Reads both outputs until the child has exited and its outputs are
+/// closed (or, when something it left in the background keeps them open,
+/// shortly after it exited), or until the deadline. `None` at the deadline.
+fn pump(
+    child: &mut Child,
+    deadline: Instant,
+    out: &mut Capture,
+    err: &mut Capture,
+) -> Option<ExitStatus> {
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let mut exited: Option<(ExitStatus, Instant)> = None;
+    let mut buf = [0u8; 8192];
+    loop {
+        if exited.is_none()
+            && let Ok(Some(s)) = child.try_wait()
+        {
+            exited = Some((s, Instant::now()));
+        }
+        let now = Instant::now();
+        match exited {
+            Some((s, _)) if stdout.is_none() && stderr.is_none() => return Some(s),
+            // Its background children still hold the outputs: not ours to
+            // wait for once it has ended.
+            Some((s, at)) if now.duration_since(at) > Duration::from_millis(200) => return Some(s),
+            _ => {}
+        }
+        if now >= deadline {
+            return None;
+        }
+        let wait = (deadline - now).min(Duration::from_millis(50));
+        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        let (out_ready, err_ready) = {
+            let mut fds = Vec::with_capacity(2);
+            if let Some(p) = &stdout {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(p) = &stderr {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            if fds.is_empty() {
+                std::thread::sleep(wait);
+                (false, false)
+            } else {
+                match poll(&mut fds, timeout) {
+                    Ok(_) => {
+                        let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                        let mut it = fds.iter();
+                        let o = stdout.is_some() && it.next().is_some_and(ready);
+                        let e = stderr.is_some() && it.next().is_some_and(ready);
+                        (o, e)
+                    }
+                    Err(_) => (false, false),
+                }
+            }
+        };
+        if out_ready {
+            read_some(&mut stdout, &mut buf, out);
+        }
+        if err_ready {
+            read_some(&mut stderr, &mut buf, err);
+        }
+    }
+}
+
+fn read_some<R: Read>(pipe: &mut Option<R>, buf: &mut [u8], sink: &mut Capture) {
+    let Some(p) = pipe else {
+        return;
+    };
+    match p.read(buf) {
+        Ok(0) | Err(_) => *pipe = None,
+        Ok(n) => sink.push(&buf[..n]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_status() {
+        let out = Run::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .outcome()
+            .unwrap();
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr_text(), "err");
+        assert_eq!(out.code(), Some(3));
+        assert_eq!(out.ended(), "exit 3");
+        let msg = format!("{:#}", out.check().unwrap_err());
+        assert!(msg.contains("sh -c 'echo out; echo err >&2; exit 3' failed (exit 3): err"));
+    }
+
+    #[test]
+    fn input_reaches_the_program() {
+        let out = Run::new("cat").input(&b"hello\n"[..]).output().unwrap();
+        assert_eq!(out, "hello\n");
+    }
+
+    #[test]
+    fn a_missing_program_is_named() {
+        let err = Run::new("/nonexistent/tool").outcome().unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/tool"));
+    }
+
+    fn gone(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.is_empty()
+            || stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'))
+    }
+
+    #[test]
+    fn the_limit_kills_the_whole_group_grandchildren_included() {
+        let start = Instant::now();
+        let out = Run::new("sh")
+            .args(["-c", "sleep 600 & echo $!; wait"])
+            .limit(Duration::from_millis(500))
+            .outcome()
+            .unwrap();
+        assert!(out.status.is_none(), "{:?}", out.status);
+        assert!(out.ended().contains("killed after"));
+        assert!(start.elapsed() < Duration::from_secs(30));
+        let pid: i32 = out.stdout_text().trim().parse().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !gone(pid) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(pid), "the grandchild {pid} is still alive");
+    }
+
+    #[test]
+    fn streamed_output_and_its_limit() {
+        let n = Run::new("sh")
+            .args(["-c", "printf 'a\\nb\\n'"])
+            .stream(|r| {
+                let mut s = String::new();
+                r.read_to_string(&mut s)?;
+                Ok(s.lines().count())
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        let err = Run::new("sh")
+            .args(["-c", "echo x; sleep 600"])
+            .limit(Duration::from_millis(300))
+            .stream(|r| {
+                let mut s = String::new();
+                r.read_to_string(&mut s)?;
+                Ok(s)
+            })
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("killed after"), "{err:#}");
+        let err = Run::new("sh")
+            .args(["-c", "echo bad >&2; exit 2"])
+            .stream(|_| Ok(()))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("bad"), "{err:#}");
+    }
+
+    #[test]
+    fn a_background_child_holding_the_output_does_not_hold_us() {
+        let start = Instant::now();
+        let out = Run::new("sh")
+            .args(["-c", "sleep 3 & echo done"])
+            .limit(Duration::from_secs(60))
+            .outcome()
+            .unwrap();
+        assert!(out.success());
+        assert_eq!(out.stdout_text(), "done\n");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}
