@@ -4,14 +4,13 @@
 //! in step (only the line of the key changes), reload autofs, and print
 //! what they changed; run twice, they change nothing.
 
-use crate::apply::Change;
 use crate::disks::parse_mountinfo;
 use crate::settings::{RawConfig, Settings};
+use crate::tree::Change;
 use crate::util;
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 
 /// Folders a data-disk root may not be in (or be).
 const SYSTEM_DIRS: &[&str] = &[
@@ -209,7 +208,10 @@ pub fn reload_autofs(settings: &Settings) -> Result<String> {
     if Path::new("/run/systemd/system").is_dir() {
         // Started when it is not running: autofs stops once its last map
         // is gone, as after `automount disable`.
-        util::run(Command::new("systemctl").args(["reload-or-restart", "autofs.service"]))?;
+        crate::runner::Run::new("systemctl")
+            .args(["reload-or-restart", "autofs.service"])
+            .limit(std::time::Duration::from_secs(90))
+            .output()?;
         return Ok("reloaded autofs.service".into());
     }
     let mut pids = Vec::new();
@@ -312,16 +314,16 @@ pub fn mount_root(settings: &Settings, path: &Path, force: bool) -> Result<i32> 
         changes.push(format!("created {}", new_root.display()));
     }
     if changes.is_empty() {
-        println!(
+        crate::out::line(&format!(
             "nothing to change: the mount root is {}",
             new_root.display()
-        );
+        ));
         return Ok(0);
     }
     for c in &changes {
-        println!("{c}");
+        crate::out::line(c);
     }
-    println!("{}", reload_autofs(settings)?);
+    crate::out::line(&reload_autofs(settings)?);
     Ok(0)
 }
 
@@ -350,16 +352,16 @@ pub fn automount(settings: &Settings, enable: bool) -> Result<i32> {
         ));
     }
     if changes.is_empty() {
-        println!(
+        crate::out::line(&format!(
             "nothing to change: automounting is {}",
             if enable { "on" } else { "off" }
-        );
+        ));
         return Ok(0);
     }
     for c in &changes {
-        println!("{c}");
+        crate::out::line(c);
     }
-    println!("{}", reload_autofs(settings)?);
+    crate::out::line(&reload_autofs(settings)?);
     Ok(0)
 }
 
@@ -372,20 +374,20 @@ pub fn automount_auto(settings: &Settings) -> Result<i32> {
         .into_iter()
         .find(|o| entry.root.starts_with(o) || o.starts_with(&entry.root));
     if let Some(other) = clash {
-        println!(
+        crate::out::line(&format!(
             "another autofs map owns {}: gandi-vm leaves it alone; move ours with              `gandi-vm mount-root PATH` and turn it on with `gandi-vm automount enable`",
             other.display()
-        );
+        ));
         return automount(settings, false);
     }
     let has_automount = ["/usr/sbin/automount", "/sbin/automount"]
         .iter()
         .any(|p| Path::new(p).exists());
     if !has_automount {
-        println!(
+        crate::out::line(&format!(
             "autofs is not installed: data disks are recorded and grown, and served under {} once autofs is installed",
             entry.root.display()
-        );
+        ));
     }
     automount(settings, true)
 }

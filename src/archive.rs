@@ -2,15 +2,23 @@
 //! 512 KiB of the swap disk, and the kernel modules tarball it carries.
 //!
 //! Only one tree is taken from an archive (`gandi/`, `lib/modules/R/`),
-//! into a fresh root-only staging folder that replaces the target only when
-//! every entry was read. Refused, and the whole archive with them: absolute
-//! names, `..`, links leading outside the tree, device nodes, FIFOs,
-//! oversize content. Nothing of a refused archive is written.
+//! into a fresh root-only staging folder that replaces the target only
+//! when every entry was read. Every entry is created by its own name in a
+//! folder opened without following links, beneath the staging folder (see
+//! `tree`): a path through a link, an absolute name or `..` fails, so
+//! nothing outside the staging folder can be created, changed or opened,
+//! whatever chain of links the archive holds. Links are kept as entries
+//! (module trees carry them) and never followed; a hard link may only name
+//! a regular file already extracted. Refused, and the whole archive with
+//! them: device nodes, FIFOs, a name given twice, oversize content.
 
+use crate::tree::{self, Tree};
 use anyhow::{Context, Result, anyhow, bail};
-use std::fs::{self, File, OpenOptions};
+use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Where the platform writes its archive on the swap disk.
@@ -92,20 +100,91 @@ fn clean(path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Extracts the entries under `tree` (a relative path such as `gandi`) of
-/// the archive read from `reader` into `dest`, which must not exist: it is
-/// created (mode 0700) and filled. Returns the number of entries taken; 0
-/// means the archive has no such tree (and `dest` is not created). On any
-/// error `dest` is removed.
-pub fn extract_tree(reader: impl Read, tree: &Path, dest: &Path, limits: Limits) -> Result<usize> {
-    let result = extract_inner(reader, tree, dest, limits);
-    if result.is_err() || matches!(result, Ok(0)) {
-        let _ = fs::remove_dir_all(dest);
-    }
-    result
+/// A staging folder `NAME` in `parent`, removed on drop unless kept.
+pub struct Staging<'a> {
+    parent: &'a Tree,
+    name: String,
+    keep: bool,
 }
 
-fn extract_inner(reader: impl Read, tree: &Path, dest: &Path, limits: Limits) -> Result<usize> {
+impl<'a> Staging<'a> {
+    /// Makes a fresh folder `.PREFIX.new-PID` (mode 0700) in `parent`,
+    /// after removing the ones left by processes that are gone.
+    pub fn new(parent: &'a Tree, prefix: &str) -> Result<Staging<'a>> {
+        clean_leftovers(parent, prefix);
+        let name = format!(".{prefix}.new-{}", std::process::id());
+        parent.remove_tree(&name)?;
+        parent.create_dirs(&name, 0o700)?;
+        parent.set_mode(&name, 0o700)?;
+        Ok(Staging {
+            parent,
+            name,
+            keep: false,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn tree(&self) -> Result<Tree> {
+        self.parent.subtree(&self.name)
+    }
+
+    /// Puts the staging folder in place of `target` (a name in the parent):
+    /// both are swapped in one step (`RENAME_EXCHANGE`), so `target` is
+    /// never missing; then the old one is removed.
+    pub fn replace(mut self, target: &str) -> Result<()> {
+        let dir = self.parent.dir();
+        let exists = self.parent.lstat(target).is_ok();
+        if exists {
+            nix::fcntl::renameat2(
+                dir,
+                OsStr::new(&self.name),
+                dir,
+                OsStr::new(target),
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .with_context(|| format!("putting {} in place", self.parent.shown(target).display()))?;
+            // The old tree now has the staging name: Drop removes it.
+        } else {
+            self.parent.rename(&self.name, target)?;
+            self.keep = true;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = self.parent.remove_tree(&self.name);
+        }
+    }
+}
+
+/// Removes `.PREFIX.new-PID` folders of processes that are gone.
+fn clean_leftovers(parent: &Tree, prefix: &str) {
+    let start = format!(".{prefix}.new-");
+    for name in parent.list("").unwrap_or_default() {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&start))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = parent.remove_tree(&name);
+        }
+    }
+}
+
+/// Extracts the entries under `prefix` (a relative path such as `gandi`)
+/// of the archive read from `reader` into `dest` (an empty folder).
+/// Returns the number of entries taken; 0 means the archive has no such
+/// tree. On an error, what was extracted is left for the caller to drop.
+pub fn extract(reader: impl Read, prefix: &Path, dest: &Tree, limits: Limits) -> Result<usize> {
     let mut archive = tar::Archive::new(reader);
     let mut taken = 0usize;
     let mut bytes = 0u64;
@@ -124,24 +203,27 @@ fn extract_inner(reader: impl Read, tree: &Path, dest: &Path, limits: Limits) ->
         if kind.is_block_special() || kind.is_character_special() || kind.is_fifo() {
             bail!("device node or FIFO {}", raw.display());
         }
-        let Ok(rel) = path.strip_prefix(tree) else {
+        let Ok(rel) = path.strip_prefix(prefix) else {
             continue;
         };
-        if taken == 0 {
-            fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
-            fs::set_permissions(dest, fs::Permissions::from_mode(0o700))?;
-        }
         taken += 1;
-        let target = dest.join(rel);
         if rel.as_os_str().is_empty() {
-            continue; // the tree's own directory
+            continue; // the tree's own folder
         }
-        if let Some(parent) = target.parent() {
-            create_dirs(dest, parent)?;
-        }
+        let shown = || dest.shown(rel).display().to_string();
+        let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        let name = rel
+            .file_name()
+            .ok_or_else(|| anyhow!("entry {} has no name", raw.display()))?;
         if kind.is_dir() {
-            create_dirs(dest, &target)?;
-        } else if kind.is_file() || kind == tar::EntryType::Continuous {
+            dest.create_dirs(rel, 0o700)
+                .with_context(|| format!("entry {}", raw.display()))?;
+            continue;
+        }
+        let dir = dest
+            .folder(parent_rel, Some(0o700))
+            .with_context(|| format!("entry {}: its folder", raw.display()))?;
+        if kind.is_file() || kind == tar::EntryType::Continuous {
             let size = entry.header().size().unwrap_or(0);
             bytes = bytes.saturating_add(size);
             if bytes > limits.max_bytes {
@@ -149,56 +231,56 @@ fn extract_inner(reader: impl Read, tree: &Path, dest: &Path, limits: Limits) ->
             }
             let exec = entry.header().mode().unwrap_or(0) & 0o111 != 0;
             let mode = if exec { 0o700 } else { 0o600 };
-            let mut out = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&target)
-                .with_context(|| format!("creating {}", target.display()))?;
+            let mut out = create_new(&dir, name, mode)
+                .with_context(|| format!("entry {}: creating {}", raw.display(), shown()))?;
             let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)
-                .with_context(|| format!("writing {}", target.display()))?;
+                .with_context(|| format!("writing {}", shown()))?;
             if copied != size {
                 bail!("{} is truncated", raw.display());
             }
-            out.set_permissions(fs::Permissions::from_mode(mode))?;
+            out.set_permissions(Permissions::from_mode(mode))?;
         } else if kind.is_symlink() {
-            let link = entry
+            let target = entry
                 .link_name()
                 .context("reading a link target")?
                 .ok_or_else(|| anyhow!("link {} without target", raw.display()))?
                 .into_owned();
-            if link.is_absolute() {
-                bail!("link {} leads outside ({})", raw.display(), link.display());
-            }
-            let base = rel.parent().unwrap_or(Path::new(""));
-            if !stays_inside(base, &link) {
-                bail!("link {} leads outside ({})", raw.display(), link.display());
-            }
-            std::os::unix::fs::symlink(&link, &target)
-                .with_context(|| format!("creating {}", target.display()))?;
+            // Kept as an entry; nothing we do follows it.
+            dir.symlink_contents(&target, name)
+                .with_context(|| format!("entry {}: linking {}", raw.display(), shown()))?;
         } else if kind.is_hard_link() {
-            let link = entry
+            let target = entry
                 .link_name()
                 .context("reading a link target")?
                 .ok_or_else(|| anyhow!("link {} without target", raw.display()))?
                 .into_owned();
-            let link = clean(&link)?;
-            let Ok(inside) = link.strip_prefix(tree) else {
+            let target = clean(&target)?;
+            let Ok(inside) = target.strip_prefix(prefix) else {
                 bail!(
                     "hard link {} leads outside ({})",
                     raw.display(),
-                    link.display()
+                    target.display()
                 );
             };
-            let source = dest.join(inside);
-            let meta = fs::symlink_metadata(&source)
+            let (src_parent, src_name) = match (inside.parent(), inside.file_name()) {
+                (Some(p), Some(n)) => (p, n),
+                _ => bail!("hard link {} to the tree itself", raw.display()),
+            };
+            let src_dir = dest
+                .folder(src_parent, None)
+                .with_context(|| format!("hard link {} to a missing entry", raw.display()))?;
+            let meta = src_dir
+                .symlink_metadata(src_name)
                 .with_context(|| format!("hard link {} to a missing entry", raw.display()))?;
             if !meta.is_file() {
-                bail!("hard link {} to a non-file", raw.display());
+                bail!(
+                    "hard link {} to something that is not a file",
+                    raw.display()
+                );
             }
-            fs::hard_link(&source, &target)
-                .with_context(|| format!("creating {}", target.display()))?;
+            src_dir
+                .hard_link(src_name, &dir, name)
+                .with_context(|| format!("entry {}: linking {}", raw.display(), shown()))?;
         } else if matches!(
             kind,
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName
@@ -211,83 +293,65 @@ fn extract_inner(reader: impl Read, tree: &Path, dest: &Path, limits: Limits) ->
     Ok(taken)
 }
 
-/// Whether `link`, relative to folder `base` of the tree, stays inside it.
-fn stays_inside(base: &Path, link: &Path) -> bool {
-    let mut depth: i64 = base.components().count() as i64;
-    for c in link.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return false,
+/// Creates file `name` in `dir`: it must not exist (a name given twice is
+/// refused), and it is never opened through a link.
+fn create_new(dir: &Dir, name: &OsStr, mode: u32) -> std::io::Result<cap_std::fs::File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true)
+        .create_new(true)
+        .mode(mode)
+        .follow(FollowSymlinks::No);
+    dir.open_with(name, &opts).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::new(e.kind(), format!("{} is given twice", name.display()))
+        } else {
+            e
         }
-        if depth < 0 {
-            return false;
-        }
-    }
-    true
+    })
 }
 
-/// Creates `dir` and its parents below `dest` (mode 0700), refusing to go
-/// through a symlink.
-fn create_dirs(dest: &Path, dir: &Path) -> Result<()> {
-    let rel = dir.strip_prefix(dest).unwrap_or(dir);
-    let mut cur = dest.to_path_buf();
-    for c in rel.components() {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => bail!("{} is in the way of a folder", cur.display()),
-            Err(_) => {
-                fs::create_dir(&cur).with_context(|| format!("creating {}", cur.display()))?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o700))?;
-            }
+/// The same as [`extract`] into a fresh staging folder of `parent`, which
+/// is put in place of `target` when every entry was read. Returns the
+/// number of entries; 0 (and nothing changed) when the archive has no such
+/// tree.
+pub fn extract_to(
+    reader: impl Read,
+    prefix: &Path,
+    parent: &Tree,
+    target: &str,
+    limits: Limits,
+) -> Result<usize> {
+    let staging = Staging::new(parent, target.trim_start_matches('.'))?;
+    let n = extract(reader, prefix, &staging.tree()?, limits)?;
+    if n > 0 {
+        staging.replace(target)?;
+    }
+    Ok(n)
+}
+
+/// The archive's modes for the files we install for everyone (modules):
+/// files 0644 (0755 when executable), folders 0755; links untouched.
+pub fn make_readable(t: &Tree, rel: &Path) -> Result<()> {
+    t.set_mode(rel, 0o755)?;
+    for name in t.list(rel)? {
+        let p = rel.join(&name);
+        let meta = t.lstat(&p)?;
+        if meta.is_dir() {
+            make_readable(t, &p)?;
+        } else if meta.is_file() {
+            let exec = tree::mode_of(&meta) & 0o100 != 0;
+            t.set_mode(&p, if exec { 0o755 } else { 0o644 })?;
         }
     }
     Ok(())
 }
 
-/// Puts a fully extracted `staging` folder in place of `target`, keeping
-/// the old one until the new one is there.
-pub fn replace_dir(staging: &Path, target: &Path) -> Result<()> {
-    let old = target.with_file_name(format!(
-        ".{}.old-{}",
-        target
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let had_old = fs::symlink_metadata(target).is_ok();
-    if had_old {
-        fs::rename(target, &old).with_context(|| format!("moving {} aside", target.display()))?;
-    }
-    if let Err(e) = fs::rename(staging, target) {
-        if had_old {
-            let _ = fs::rename(&old, target);
-        }
-        return Err(e).with_context(|| format!("putting {} in place", target.display()));
-    }
-    if had_old {
-        let _ = fs::remove_dir_all(&old);
-    }
-    if let Some(parent) = target.parent() {
-        let _ = File::open(parent).and_then(|d| d.sync_all());
-    }
-    Ok(())
-}
+/// Kept for callers writing our own state files.
+pub use tree::write_atomic;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn links_staying_inside() {
-        assert!(stays_inside(Path::new("a"), Path::new("../b")));
-        assert!(stays_inside(Path::new(""), Path::new("b/c")));
-        assert!(!stays_inside(Path::new(""), Path::new("../etc/shadow")));
-        assert!(!stays_inside(Path::new("a"), Path::new("../../x")));
-    }
 
     fn archive(entries: &[(&str, usize)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -305,34 +369,52 @@ mod tests {
     #[test]
     fn caps_size_and_entries_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("out");
+        let parent = Tree::open(dir.path()).unwrap();
         let small = Limits {
             max_bytes: 1000,
             max_entries: 10,
         };
         let big = archive(&[("gandi/config", 10), ("gandi/blob", 2000)]);
-        let err = extract_tree(&big[..], Path::new("gandi"), &dest, small).unwrap_err();
+        let err = extract_to(&big[..], Path::new("gandi"), &parent, "gandi", small).unwrap_err();
         assert!(format!("{err:#}").contains("over 1000 bytes"));
-        assert!(!dest.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let names: Vec<(String, usize)> = (0..20).map(|i| (format!("gandi/f{i}"), 1)).collect();
         let refs: Vec<(&str, usize)> = names.iter().map(|(n, s)| (n.as_str(), *s)).collect();
         let many = archive(&refs);
-        let err = extract_tree(&many[..], Path::new("gandi"), &dest, small).unwrap_err();
+        let err = extract_to(&many[..], Path::new("gandi"), &parent, "gandi", small).unwrap_err();
         assert!(format!("{err:#}").contains("more than 10 entries"));
-        assert!(!dest.exists());
         // Entries outside the tree are passed over; none inside: nothing made.
         let other = archive(&[("etc/motd", 3)]);
         assert_eq!(
-            extract_tree(&other[..], Path::new("gandi"), &dest, small).unwrap(),
+            extract_to(&other[..], Path::new("gandi"), &parent, "gandi", small).unwrap(),
             0
         );
-        assert!(!dest.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let ok = archive(&[("etc/motd", 3), ("./gandi/config", 5)]);
         assert_eq!(
-            extract_tree(&ok[..], Path::new("gandi"), &dest, small).unwrap(),
+            extract_to(&ok[..], Path::new("gandi"), &parent, "gandi", small).unwrap(),
             1
         );
-        assert_eq!(std::fs::read(dest.join("config")).unwrap(), b"xxxxx");
+        assert_eq!(
+            std::fs::read(dir.path().join("gandi/config")).unwrap(),
+            b"xxxxx"
+        );
+        // Again: swapped in, the old one gone.
+        let ok2 = archive(&[("gandi/config", 2)]);
+        extract_to(&ok2[..], Path::new("gandi"), &parent, "gandi", small).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("gandi/config")).unwrap(),
+            b"xx"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A name given twice.
+        let twice = archive(&[("gandi/config", 2), ("gandi/config", 3)]);
+        let err = extract_to(&twice[..], Path::new("gandi"), &parent, "gandi", small).unwrap_err();
+        assert!(format!("{err:#}").contains("given twice"), "{err:#}");
+        assert_eq!(
+            std::fs::read(dir.path().join("gandi/config")).unwrap(),
+            b"xx"
+        );
     }
 
     #[test]

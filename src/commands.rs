@@ -50,14 +50,14 @@ pub fn disks(settings: &Settings, json: bool) -> Result<i32> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&listed)?);
+        crate::out::line(&serde_json::to_string_pretty(&listed)?);
         return Ok(0);
     }
     if listed.is_empty() {
-        println!(
+        crate::out::line(&format!(
             "no candidate disks (CONFIG_DISK_DEVICES=\"{}\")",
             settings.disk_devices.join(" ")
-        );
+        ));
         return Ok(0);
     }
     let dash = |s: Option<&str>| s.unwrap_or("-").to_string();
@@ -104,7 +104,7 @@ pub fn disks(settings: &Settings, json: bool) -> Result<i32> {
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        crate::out::line(line.join("  ").trim_end());
     }
     Ok(0)
 }
@@ -112,8 +112,8 @@ pub fn disks(settings: &Settings, json: bool) -> Result<i32> {
 /// `gandi-vm settings`.
 pub fn show_settings(settings: &Settings) -> Result<i32> {
     match &settings.source {
-        Some(p) => println!("# read from {}", p.display()),
-        None => println!("# no settings file: defaults"),
+        Some(p) => crate::out::line(&format!("# read from {}", p.display())),
+        None => crate::out::line("# no settings file: defaults"),
     }
     let s = settings;
     let flag = |b: bool| if b { "1" } else { "0" };
@@ -140,10 +140,10 @@ pub fn show_settings(settings: &Settings) -> Result<i32> {
         ("GANDI_RUN_DIR", s.run_dir.display().to_string()),
     ];
     for (k, v) in lines {
-        println!("{k}=\"{v}\"");
+        crate::out::line(&format!("{k}=\"{v}\""));
     }
     for p in &s.problems {
-        println!("# problem: {p}");
+        crate::out::line(&format!("# problem: {p}"));
     }
     Ok(if s.problems.is_empty() { 0 } else { 1 })
 }

@@ -273,7 +273,10 @@ pub fn grow_log(settings: &Settings) -> PathBuf {
 fn hand_off(settings: &Settings, name: &str) -> Result<()> {
     if Path::new("/run/systemd/system").is_dir() {
         let unit = format!("gandi-disk@{}.service", unit_escape(name));
-        util::run(Command::new("systemctl").args(["--no-block", "start", &unit]))?;
+        crate::runner::Run::new("systemctl")
+            .args(["--no-block", "start", &unit])
+            .limit(std::time::Duration::from_secs(30))
+            .output()?;
         log::info!("{name}: started {unit}");
         return Ok(());
     }
@@ -292,15 +295,10 @@ fn hand_off(settings: &Settings, name: &str) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // A process group of its own: the udev worker's end does not reach it.
+    cmd.process_group(0);
     cmd.spawn()
-        .with_context(|| format!("starting {}", util::describe(&cmd)))?;
+        .with_context(|| format!("starting {}", crate::runner::describe(&cmd)))?;
     log::info!("{name}: growth started in the background (no systemd)");
     Ok(())
 }

@@ -13,14 +13,12 @@
 
 use crate::records;
 use crate::settings::Settings;
-use crate::util;
 use serde::Serialize;
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// A device number, `major:minor`.
@@ -1007,33 +1005,27 @@ pub fn parse_udev_entry(text: &str) -> (FsInfo, Option<u64>) {
 /// Probes devices with `blkid -p` in one child process, for at most
 /// `limit`. `None` when the probe failed or timed out.
 pub fn probe(paths: &[PathBuf], limit: Duration) -> Option<HashMap<PathBuf, FsInfo>> {
-    let mut cmd = Command::new("blkid");
-    cmd.args(["-p", "-o", "export"]).args(paths);
-    let outcome = match util::run_bounded(&mut cmd, limit) {
+    let outcome = match crate::runner::Run::new("blkid")
+        .args(["-p", "-o", "export"])
+        .args(paths)
+        .limit(limit)
+        .outcome()
+    {
         Ok(o) => o,
         Err(e) => {
             log::warn!("{e:#}");
             return None;
         }
     };
-    match outcome.status.and_then(|s| s.code()) {
+    match outcome.code() {
         // 2: nothing found on some device; 8: ambivalent result.
-        Some(0 | 2 | 8) => Some(parse_blkid_export(&String::from_utf8_lossy(
-            &outcome.stdout,
-        ))),
-        Some(code) => {
+        Some(0 | 2 | 8) => Some(parse_blkid_export(&outcome.stdout_text())),
+        _ => {
             log::warn!(
-                "{} exited with {code}: {}",
-                util::describe(&cmd),
+                "{} did not answer ({}): {}",
+                outcome.command,
+                outcome.ended(),
                 outcome.stderr_text()
-            );
-            None
-        }
-        None => {
-            log::warn!(
-                "{} did not answer within {} ms",
-                util::describe(&cmd),
-                limit.as_millis()
             );
             None
         }

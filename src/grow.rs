@@ -6,11 +6,15 @@
 //! user and no autofs lookup can see, grown, and unmounted. Never shrinks;
 //! never touches a filesystem with errors `e2fsck -p` cannot fix.
 
-use crate::util;
+use crate::runner::Run;
 use anyhow::{Context, Result, bail};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
+
+/// How long a growth tool may run: a large filesystem takes minutes.
+const GROW_LIMIT: Duration = Duration::from_secs(3600);
+/// How long a tool that only reads a superblock may run.
+const READ_LIMIT: Duration = Duration::from_secs(60);
 
 /// Growth smaller than this is not worth a resize (block rounding).
 pub const MIN_GROWTH: u64 = 1 << 20;
@@ -26,27 +30,27 @@ pub fn fs_size(dev: &Path, fstype: &str) -> Result<u64> {
     match fstype {
         "ext2" | "ext3" | "ext4" => Ok(ExtSuper::read(dev)?.size),
         "xfs" => {
-            let out = util::run(
-                Command::new("xfs_db")
-                    .args([
-                        "-r",
-                        "-c",
-                        "sb 0",
-                        "-c",
-                        "print dblocks",
-                        "-c",
-                        "print blocksize",
-                    ])
-                    .arg(dev),
-            )?;
+            let out = Run::new("xfs_db")
+                .args([
+                    "-r",
+                    "-c",
+                    "sb 0",
+                    "-c",
+                    "print dblocks",
+                    "-c",
+                    "print blocksize",
+                ])
+                .arg(dev)
+                .limit(READ_LIMIT)
+                .output()?;
             parse_xfs_db(&out).context("reading the XFS superblock")
         }
         "btrfs" => {
-            let out = util::run(
-                Command::new("btrfs")
-                    .args(["inspect-internal", "dump-super"])
-                    .arg(dev),
-            )?;
+            let out = Run::new("btrfs")
+                .args(["inspect-internal", "dump-super"])
+                .arg(dev)
+                .limit(READ_LIMIT)
+                .output()?;
             parse_btrfs_super(&out).context("reading the btrfs superblock")
         }
         other => bail!("cannot read the size of a {other} filesystem"),
@@ -58,7 +62,7 @@ pub fn fs_size(dev: &Path, fstype: &str) -> Result<u64> {
 pub fn fs_size_at(dev: &Path, fstype: &str, mounted: Option<&Path>) -> Result<u64> {
     match (fstype, mounted) {
         ("xfs", Some(mp)) => {
-            let out = util::run(Command::new("xfs_info").arg(mp))?;
+            let out = Run::new("xfs_info").arg(mp).limit(READ_LIMIT).output()?;
             parse_xfs_info(&out).context("reading xfs_info")
         }
         _ => fs_size(dev, fstype),
@@ -191,12 +195,12 @@ pub fn grow(
     }
     let tool = match (fstype, mounted) {
         ("ext2" | "ext3" | "ext4", Some(_)) => {
-            util::run(Command::new("resize2fs").arg(dev))?;
+            Run::new("resize2fs").arg(dev).limit(GROW_LIMIT).output()?;
             "resize2fs (online)"
         }
         ("ext2" | "ext3" | "ext4", None) => {
             e2fsck(dev)?;
-            util::run(Command::new("resize2fs").arg(dev))?;
+            Run::new("resize2fs").arg(dev).limit(GROW_LIMIT).output()?;
             "resize2fs"
         }
         ("xfs" | "btrfs", Some(mp)) => {
@@ -228,17 +232,17 @@ pub fn grow(
 /// `e2fsck -p -f`: 0 (clean) and 1 (errors fixed) let the resize go on;
 /// anything else (errors left, or fsck failed) stops it.
 fn e2fsck(dev: &Path) -> Result<()> {
-    let mut cmd = Command::new("e2fsck");
-    cmd.args(["-p", "-f"]).arg(dev);
-    let out = cmd
-        .output()
-        .with_context(|| format!("starting {}", util::describe(&cmd)))?;
-    match out.status.code() {
+    let out = Run::new("e2fsck")
+        .args(["-p", "-f"])
+        .arg(dev)
+        .limit(GROW_LIMIT)
+        .outcome()?;
+    match out.code() {
         Some(0 | 1) => Ok(()),
         _ => bail!(
             "{} found errors it cannot fix ({}); the filesystem is left as it is: {}",
-            util::describe(&cmd),
-            out.status,
+            out.command,
+            out.ended(),
             String::from_utf8_lossy(&out.stdout).trim()
         ),
     }
@@ -246,13 +250,17 @@ fn e2fsck(dev: &Path) -> Result<()> {
 
 fn grow_mounted(fstype: &str, mount_point: &Path) -> Result<()> {
     match fstype {
-        "xfs" => util::run(Command::new("xfs_growfs").arg(mount_point)).map(drop),
-        "btrfs" => util::run(
-            Command::new("btrfs")
-                .args(["filesystem", "resize", "max"])
-                .arg(mount_point),
-        )
-        .map(drop),
+        "xfs" => Run::new("xfs_growfs")
+            .arg(mount_point)
+            .limit(GROW_LIMIT)
+            .output()
+            .map(drop),
+        "btrfs" => Run::new("btrfs")
+            .args(["filesystem", "resize", "max"])
+            .arg(mount_point)
+            .limit(GROW_LIMIT)
+            .output()
+            .map(drop),
         other => bail!("cannot grow a mounted {other} filesystem"),
     }
 }
@@ -270,54 +278,44 @@ fn grow_in_private_namespace(dev: &Path, fstype: &str, scratch: &Path) -> Result
     std::fs::create_dir_all(&mount_point)
         .with_context(|| format!("creating {}", mount_point.display()))?;
     let exe = std::env::current_exe().context("finding our own executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("grow-private")
+    // The child makes its own private mount namespace before it mounts.
+    let result = Run::new(exe)
+        .arg("grow-private")
         .arg(dev)
         .arg(fstype)
-        .arg(&mount_point);
-    // SAFETY: between fork and exec only async-signal-safe syscalls run.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let root = c"/";
-            if libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let result = util::run(&mut cmd).map(drop);
+        .arg(&mount_point)
+        .limit(GROW_LIMIT)
+        .log_as("grow-private")
+        .output()
+        .map(drop);
     let _ = std::fs::remove_dir(&mount_point);
     result
 }
 
-/// Inside the private namespace: mount, grow, unmount (`gandi-vm
-/// grow-private DEV FSTYPE DIR`, run only by [`grow`]).
+/// `gandi-vm grow-private DEV FSTYPE DIR` (run only by [`grow`]): enters a
+/// mount namespace of its own, whose mounts no other process sees and
+/// which vanishes with it even if it is killed, then mounts, grows and
+/// unmounts.
 pub fn grow_private(dev: &Path, fstype: &str, mount_point: &Path) -> Result<()> {
-    let opts = if fstype == "xfs" {
-        "nouuid"
-    } else {
-        "defaults"
-    };
-    util::run(
-        Command::new("mount")
-            .args(["-t", fstype, "-o", opts])
-            .arg(dev)
-            .arg(mount_point),
-    )?;
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("entering a private mount namespace")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("making the mounts of the namespace private")?;
+    let opts = (fstype == "xfs").then_some("nouuid");
+    mount(Some(dev), mount_point, Some(fstype), MsFlags::empty(), opts)
+        .with_context(|| format!("mounting {} on {}", dev.display(), mount_point.display()))?;
     let grown = grow_mounted(fstype, mount_point);
-    let unmounted = util::run(Command::new("umount").arg(mount_point));
+    let unmounted = umount2(mount_point, MntFlags::empty())
+        .with_context(|| format!("unmounting {}", mount_point.display()));
     grown?;
-    unmounted.map(drop)
+    unmounted
 }
 
 #[cfg(test)]

@@ -1,11 +1,10 @@
 //! User hooks from `GANDI_HOOK_DIR` (`/etc/gandi/hooks`): executables named
 //! after the event, run with a time limit. A hook that fails or hangs is
-//! logged (and killed), never fatal.
+//! logged (and killed with its process group), never fatal.
 
+use crate::runner::Run;
 use crate::settings::Settings;
-use crate::util;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 
 /// How long a hook may run before it is killed.
@@ -21,7 +20,19 @@ pub enum HookResult {
     TimedOut,
 }
 
-/// Runs hook `name` with `args`, for at most `limit`.
+impl std::fmt::Display for HookResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookResult::Absent => write!(f, "absent"),
+            HookResult::Ok => write!(f, "ran"),
+            HookResult::Failed(why) => write!(f, "failed ({why})"),
+            HookResult::TimedOut => write!(f, "killed at its time limit"),
+        }
+    }
+}
+
+/// Runs hook `name` with `args`, for at most `limit`; its output goes to
+/// the log, line by line.
 pub fn run(settings: &Settings, name: &str, args: &[&str], limit: Duration) -> HookResult {
     let path = settings.hook_dir.join(name);
     let Ok(meta) = std::fs::metadata(&path) else {
@@ -31,31 +42,23 @@ pub fn run(settings: &Settings, name: &str, args: &[&str], limit: Duration) -> H
         log::warn!("hook {} is not an executable file: skipped", path.display());
         return HookResult::Absent;
     }
-    let mut cmd = Command::new(&path);
-    cmd.args(args);
-    match util::run_bounded(&mut cmd, limit) {
+    match Run::new(&path)
+        .args(args)
+        .limit(limit)
+        .log_as(format!("hook {name}"))
+        .outcome()
+    {
         Err(e) => {
             log::warn!("hook {name}: {e:#}");
             HookResult::Failed(format!("{e:#}"))
         }
-        Ok(out) => {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                log::info!("hook {name}: {line}");
+        Ok(out) => match out.status {
+            None => HookResult::TimedOut,
+            Some(s) if s.success() => HookResult::Ok,
+            Some(_) => {
+                log::warn!("hook {name} failed ({})", out.ended());
+                HookResult::Failed(out.ended())
             }
-            for line in String::from_utf8_lossy(&out.stderr).lines() {
-                log::info!("hook {name}: {line}");
-            }
-            match out.status {
-                None => {
-                    log::warn!("hook {name} killed after {} s", limit.as_secs());
-                    HookResult::TimedOut
-                }
-                Some(s) if s.success() => HookResult::Ok,
-                Some(s) => {
-                    log::warn!("hook {name} failed ({s})");
-                    HookResult::Failed(s.to_string())
-                }
-            }
-        }
+        },
     }
 }

@@ -9,65 +9,29 @@
 //! get min(CPUs, 8) queues; every interface's IPv4 default route gets its
 //! own metric (eth0 first), so several coexist and the first one wins.
 
-use crate::apply::{self, Iface, Stack, under, write_if_changed};
 use crate::hooks;
+use crate::ledger::Ledger;
+use crate::network::{self, Applied, Iface, Stack, valid_iface};
 use crate::platform::{self, Config};
+use crate::runner::Run;
 use crate::settings::Settings;
-use crate::util;
+use crate::tree::Tree;
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-/// The route metric of `ethN`: 1024 + N (eth0 first).
-pub fn metric(iface: &str) -> u32 {
-    1024 + iface
-        .trim_start_matches(|c: char| !c.is_ascii_digit())
-        .parse::<u32>()
-        .unwrap_or(100)
-        .min(1000)
-}
-
-/// A network interface name we accept.
-pub fn valid_iface(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < 16
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
 /// The platform config of the tree, if readable.
-fn platform_config(root: &Path) -> Option<Config> {
-    let text = fs::read(under(root, "/gandi/config")).ok()?;
-    match platform::parse(&text) {
+fn platform_config(settings: &Settings, tree: &Tree) -> Option<Config> {
+    let (text, _) = tree.read_owned(settings.gandi_dir.join("config")).ok()?;
+    match platform::read(&text) {
         Ok(c) => Some(c),
         Err(e) => {
-            log::warn!("/gandi/config: {e}; using DHCP");
+            log::warn!("{}/config: {e}; using DHCP", settings.gandi_dir.display());
             None
         }
     }
-}
-
-/// The settings of `name` from the config; an interface missing from it
-/// gets DHCP (the original's rule).
-pub fn settings_for(name: &str, config: Option<&Config>, settings: &Settings) -> Iface {
-    let found = config.and_then(|c| {
-        apply::interfaces(c, settings)
-            .into_iter()
-            .find(|i| i.name == name)
-    });
-    found.unwrap_or(Iface {
-        name: name.to_string(),
-        mac: None,
-        v4: Vec::new(),
-        v6: Vec::new(),
-        dhcp4: !settings.nodhcp.iter().any(|n| n == name),
-    })
 }
 
 fn run_dir_file(settings: &Settings, name: &str) -> PathBuf {
@@ -83,10 +47,10 @@ pub enum Way {
     Direct,
 }
 
-fn way(root: &Path) -> Way {
-    if under(root, "/run/systemd/netif/state").exists() {
+fn way(tree: &Tree) -> Way {
+    if tree.exists("/run/systemd/netif/state") {
         Way::Networkd
-    } else if apply::detect_stack(root) == Stack::Ifupdown {
+    } else if network::detect_stack(tree) == Stack::Ifupdown {
         Way::Ifupdown
     } else {
         Way::Direct
@@ -94,11 +58,13 @@ fn way(root: &Path) -> Way {
 }
 
 /// `gandi-vm iface IFACE`: brings a hot-plugged interface up and configures
-/// it. Returns the exit code.
+/// it. `root` is the tree whose config and network files are used (the
+/// interface is the live one). Returns the exit code.
 pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
     if !valid_iface(name) {
         bail!("{name:?} is not an interface name");
     }
+    let tree = Tree::open(root)?;
     link_up(name)?;
     if settings.nodhcp.iter().any(|n| n == name) {
         log::info!("{name}: in CONFIG_NODHCP: link up only");
@@ -110,31 +76,40 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
     if settings.multiqueue {
         multiqueue(settings, name);
     }
-    let config = platform_config(root);
-    let iface = settings_for(name, config.as_ref(), settings);
-    let m = metric(name);
-    match way(root) {
-        Way::Networkd => {
-            let text = apply::networkd_file(&iface);
-            let path = under(
-                root,
-                &format!("/etc/systemd/network/50-gandi-{name}.network"),
-            );
+    let config = platform_config(settings, &tree);
+    let iface = network::hotplug(name, config.as_ref());
+    let m = network::metric(name);
+    match way(&tree) {
+        w @ (Way::Networkd | Way::Ifupdown) => {
+            let stack = if w == Way::Networkd {
+                Stack::Networkd
+            } else {
+                Stack::Ifupdown
+            };
+            let applied = {
+                let mut ledger = Ledger::load(&tree, &settings.state_dir);
+                let a = network::apply_one(&tree, &mut ledger, stack, &iface)?;
+                ledger.save(&tree)?;
+                a
+            };
             // systemd-networkd applies the files it has loaded to a new link
             // by itself: a reload is only needed when the file changed. (At
             // boot the file is bootstrap's, already loaded: a reload there
             // would restart the interface's configuration mid-boot.)
-            if write_if_changed(&path, text.as_bytes(), 0o644)? == apply::Change::Changed {
-                networkd_reload(Some(name))?;
-            } else {
-                log::info!("{name}: {} unchanged, already loaded", path.display());
+            match (stack, applied) {
+                (Stack::Networkd, Applied::Written(crate::tree::Change::Changed)) => {
+                    networkd_reload(Some(name))?
+                }
+                (Stack::Networkd, _) => {
+                    log::info!("{name}: its file is unchanged or the admin's: already loaded")
+                }
+                (Stack::Ifupdown, _) => {
+                    Run::new("ifup")
+                        .arg(name)
+                        .limit(Duration::from_secs(120))
+                        .output()?;
+                }
             }
-        }
-        Way::Ifupdown => {
-            let path = under(root, &format!("/etc/network/interfaces.d/gandi-{name}"));
-            let text = apply::ifupdown_file(&iface);
-            write_if_changed(&path, text.as_bytes(), 0o644)?;
-            util::run(Command::new("ifup").arg(name))?;
         }
         Way::Direct => direct(settings, &iface, m)?,
     }
@@ -146,26 +121,42 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
 /// `reconfigure IFACE`), which needs D-Bus; without it, a restart of
 /// systemd-networkd (systemctl talks to systemd directly).
 fn networkd_reload(name: Option<&str>) -> Result<()> {
-    let reloaded = util::run(Command::new("networkctl").arg("reload")).and_then(|_| match name {
-        Some(n) => util::run(Command::new("networkctl").args(["reconfigure", n])).map(drop),
-        None => Ok(()),
-    });
+    let limit = Duration::from_secs(60);
+    let reloaded = Run::new("networkctl")
+        .arg("reload")
+        .limit(limit)
+        .output()
+        .and_then(|_| match name {
+            Some(n) => Run::new("networkctl")
+                .args(["reconfigure", n])
+                .limit(limit)
+                .output()
+                .map(drop),
+            None => Ok(()),
+        });
     if let Err(e) = reloaded {
         log::info!("{e:#}; restarting systemd-networkd instead");
-        util::run(Command::new("systemctl").args(["restart", "systemd-networkd.service"]))?;
+        Run::new("systemctl")
+            .args(["restart", "systemd-networkd.service"])
+            .limit(Duration::from_secs(90))
+            .output()?;
     }
     Ok(())
 }
 
 /// `ip link set IFACE up`, once more after 2 s if it fails.
 fn link_up(name: &str) -> Result<()> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["link", "set", name, "up"]);
-    if util::run(&mut cmd).is_ok() {
+    let up = || {
+        Run::new("ip")
+            .args(["link", "set", name, "up"])
+            .limit(Duration::from_secs(30))
+            .output()
+    };
+    if up().is_ok() {
         return Ok(());
     }
     std::thread::sleep(Duration::from_secs(2));
-    util::run(&mut cmd).map(drop)
+    up().map(drop)
 }
 
 /// A secondary interface answers ARP only for its own addresses and
@@ -183,15 +174,23 @@ fn secondary_sysctls(settings: &Settings, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `ip ARGS`, bounded.
+fn ip(args: &[&str]) -> Result<String> {
+    Run::new("ip")
+        .args(args)
+        .limit(Duration::from_secs(30))
+        .output()
+}
+
 /// Configures the interface ourselves: static addresses with `ip`, DHCP with
 /// `udhcpc` running with our script (`gandi-udhcpc`).
 fn direct(settings: &Settings, iface: &Iface, metric: u32) -> Result<()> {
     let name = &iface.name;
     for (addr, gw) in iface.v4.iter().chain(&iface.v6) {
-        let _ = util::run(Command::new("ip").args(["addr", "replace", addr, "dev", name]));
+        let _ = ip(&["addr", "replace", addr, "dev", name]);
         if let Some(g) = gw {
             let family = if g.contains(':') { "-6" } else { "-4" };
-            util::run(Command::new("ip").args([
+            ip(&[
                 family,
                 "route",
                 "replace",
@@ -202,7 +201,7 @@ fn direct(settings: &Settings, iface: &Iface, metric: u32) -> Result<()> {
                 name,
                 "metric",
                 &metric.to_string(),
-            ]))?;
+            ])?;
         }
     }
     if iface.dhcp4 {
@@ -218,21 +217,14 @@ fn direct(settings: &Settings, iface: &Iface, metric: u32) -> Result<()> {
         // Backgrounds itself once a lease is bound (or, with -b, after five
         // tries) and renews the lease afterwards. Its output is not ours to
         // wait for: it keeps running.
-        let mut cmd = Command::new("udhcpc");
-        cmd.args(["-i", name, "-b", "-t", "5", "-T", "3", "-p"])
+        Run::new("udhcpc")
+            .args(["-i", name, "-b", "-t", "5", "-T", "3", "-p"])
             .arg(&pid)
             .arg("-s")
             .arg(&script)
             .env("GANDI_METRIC", metric.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let status = cmd
-            .status()
-            .with_context(|| format!("starting {}", util::describe(&cmd)))?;
-        if !status.success() {
-            bail!("{} failed ({status})", util::describe(&cmd));
-        }
+            .limit(Duration::from_secs(60))
+            .output()?;
         log::info!("{name}: DHCP client started");
     }
     Ok(())
@@ -245,8 +237,10 @@ fn stop_udhcpc(pid_file: &Path) {
         && pid > 1
         && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "udhcpc")
     {
-        // SAFETY: plain syscall on the client we started.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
     let _ = fs::remove_file(pid_file);
 }
@@ -262,23 +256,17 @@ pub fn udhcpc_event(event: &str) -> Result<i32> {
     }
     match event {
         "deconfig" => {
-            util::run(Command::new("ip").args(["-4", "addr", "flush", "dev", &name]))?;
+            ip(&["-4", "addr", "flush", "dev", &name])?;
         }
         "bound" | "renew" => {
-            let ip = env("ip");
+            let lease = env("ip");
             let mask = env("mask");
-            if ip.parse::<std::net::Ipv4Addr>().is_err()
+            if lease.parse::<std::net::Ipv4Addr>().is_err()
                 || mask.parse::<u8>().map_or(true, |m| m > 32)
             {
-                bail!("udhcpc gave a bad lease: ip={ip:?} mask={mask:?}");
+                bail!("udhcpc gave a bad lease: ip={lease:?} mask={mask:?}");
             }
-            util::run(Command::new("ip").args([
-                "addr",
-                "replace",
-                &format!("{ip}/{mask}"),
-                "dev",
-                &name,
-            ]))?;
+            ip(&["addr", "replace", &format!("{lease}/{mask}"), "dev", &name])?;
             let metric = env("GANDI_METRIC");
             let metric = if metric.is_empty() {
                 "1024".to_string()
@@ -288,12 +276,12 @@ pub fn udhcpc_event(event: &str) -> Result<i32> {
             if let Some(router) = env("router").split_whitespace().next()
                 && router.parse::<std::net::Ipv4Addr>().is_ok()
             {
-                util::run(Command::new("ip").args([
+                ip(&[
                     "-4", "route", "replace", "default", "via", router, "dev", &name, "metric",
                     &metric,
-                ]))?;
+                ])?;
             }
-            log::info!("{name}: DHCP lease {ip}/{mask}");
+            log::info!("{name}: DHCP lease {lease}/{mask}");
         }
         other => log::info!("{name}: DHCP {other}"),
     }
@@ -306,18 +294,19 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
         bail!("{name:?} is not an interface name");
     }
     stop_udhcpc(&run_dir_file(settings, &format!("udhcpc-{name}.pid")));
-    for path in [
-        under(
-            root,
-            &format!("/etc/systemd/network/50-gandi-{name}.network"),
-        ),
-        under(root, &format!("/etc/network/interfaces.d/gandi-{name}")),
-    ] {
-        if fs::remove_file(&path).is_ok() {
-            log::info!("{name}: removed {}", path.display());
-            if path.to_string_lossy().contains("systemd/network") && way(root) == Way::Networkd {
-                let _ = networkd_reload(None);
-            }
+    let tree = Tree::open(root)?;
+    let networkd_file = network::file_of(Stack::Networkd, name);
+    let had_networkd = tree.lstat(&networkd_file).is_ok();
+    let removed = {
+        let mut ledger = Ledger::load(&tree, &settings.state_dir);
+        let r = network::forget(&tree, &mut ledger, name)?;
+        ledger.save(&tree)?;
+        r
+    };
+    if removed {
+        log::info!("{name}: its network files removed");
+        if had_networkd && way(&tree) == Way::Networkd {
+            let _ = networkd_reload(None);
         }
     }
     Ok(0)
@@ -461,13 +450,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_and_names() {
-        assert_eq!(metric("eth0"), 1024);
-        assert_eq!(metric("eth3"), 1027);
-        assert!(metric("eth0") < metric("eth1"));
-        assert!(valid_iface("eth1"));
-        assert!(!valid_iface("../x"));
-        assert!(!valid_iface("a very long interface"));
+    fn channels_layout() {
         assert_eq!(std::mem::size_of::<Channels>(), 36);
     }
 

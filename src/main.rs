@@ -5,8 +5,8 @@ use clap::Parser;
 use gandi_vm::cli::{Cli, Cmd, DiskCmd};
 use gandi_vm::settings::Settings;
 use gandi_vm::{
-    admin, bootstrap, commands, diskevent, docs, grow, iface, logging, map, perboot, platform,
-    postboot, release, rootgrow, status,
+    admin, bootstrap, commands, diskevent, docs, grow, iface, logging, map, mount, out, perboot,
+    platform, postboot, release, rootgrow, status,
 };
 use std::ffi::OsString;
 use std::path::Path;
@@ -29,7 +29,25 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     let as_map = program.starts_with("auto.");
 
-    let settings = match Settings::load() {
+    // The map and the DHCP script are run by name, with no subcommand.
+    let cli = if as_map || program == "gandi-udhcpc" {
+        None
+    } else {
+        Some(Cli::parse_from(args.clone()))
+    };
+    // A system tree (`--root DIR`) has its own settings file; the host's is
+    // not read.
+    let root = match cli.as_ref().map(|c| &c.command) {
+        Some(Cmd::Bootstrap { root, .. } | Cmd::Config { root, .. } | Cmd::Postboot { root }) => {
+            Some(root.clone())
+        }
+        _ => None,
+    };
+    let loaded = match &root {
+        Some(r) => Settings::load_for_root(r),
+        None => Settings::load(),
+    };
+    let settings = match loaded {
         Ok(s) => s,
         Err(e) => {
             logging::init("gandi");
@@ -72,7 +90,9 @@ fn main() -> ExitCode {
         return exit(map::run(&settings, &key));
     }
 
-    let cli = Cli::parse_from(args);
+    let Some(cli) = cli else {
+        return ExitCode::from(2);
+    };
     let result = match cli.command {
         Cmd::Map { key } => return exit(map::run(&settings, &key)),
         Cmd::Disks { json } => commands::disks(&settings, json),
@@ -119,17 +139,17 @@ fn main() -> ExitCode {
         }
         Cmd::MemoryOnline { block } => iface::memory_online(&settings, &block),
         Cmd::Queues { name, count } => iface::set_queues(&name, count).map(|ch| {
-            println!(
+            out::line(&format!(
                 "combined {} rx {} tx {} (max combined {} rx {} tx {})",
                 ch.combined_count, ch.rx_count, ch.tx_count, ch.max_combined, ch.max_rx, ch.max_tx
-            );
+            ));
             0
         }),
         Cmd::Config { root, cmdline } => {
             perboot::run(&settings, &perboot::Options { root, cmdline })
         }
         Cmd::Mount { timeout, all } => {
-            postboot::mount_stage(&settings, std::time::Duration::from_secs(timeout), all)
+            mount::run(&settings, std::time::Duration::from_secs(timeout), all)
         }
         Cmd::Postboot { root } => postboot::run(&settings, &postboot::Options { root }),
         Cmd::Status { json } => status::show(&settings, json),
@@ -141,11 +161,11 @@ fn main() -> ExitCode {
                 None => rootgrow::grow_root(&settings),
             };
             result.map(|g| {
-                println!(
+                out::line(&format!(
                     "{}{}",
                     if g.changed { "grown: " } else { "unchanged: " },
                     g.detail
-                );
+                ));
                 0
             })
         }
@@ -168,20 +188,21 @@ fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-/// `gandi-vm validate FILE`.
+/// `gandi-vm validate FILE`: every problem, each with its line and column;
+/// exit 1 when there is one.
 fn validate(file: &Path) -> anyhow::Result<i32> {
     use anyhow::Context;
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    match platform::load(&text) {
-        Ok(_) => {
-            println!("{}: valid", file.display());
-            Ok(0)
-        }
-        Err(problems) => {
-            for p in problems {
-                println!("{}:{p}", file.display());
-            }
-            Ok(1)
-        }
+    let problems = match platform::read(&text) {
+        Ok(c) => c.problems,
+        Err(p) => vec![p],
+    };
+    if problems.is_empty() {
+        out::line(&format!("{}: valid", file.display()));
+        return Ok(0);
     }
+    for p in problems {
+        out::line(&format!("{}:{p}", file.display()));
+    }
+    Ok(1)
 }

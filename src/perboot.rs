@@ -1,23 +1,30 @@
 //! `gandi-vm config`: per-boot housekeeping, each step gated by its flag in
-//! `/etc/default/gandi`. Files we own carry a header saying so; files we
-//! edit keep every line we do not own; nothing is written when nothing
-//! changes.
+//! `/etc/default/gandi`, then the admin's plugins and the `post-vm-config`
+//! hook. Files we own carry a header saying so; in files we edit only our
+//! marked block changes; nothing is written when nothing changes.
+//!
+//! With `--root DIR` it works offline: what needs the running system (its
+//! consoles, the root device, host keys, which must differ per VM, plugins
+//! and hooks) is deferred to the tree's first boot.
 
-use crate::apply::{self, Change, under, write_if_changed};
+use crate::apply;
 use crate::disks;
 use crate::hooks;
+use crate::ledger::Ledger;
+use crate::marked::{self, Place};
+use crate::plugins;
+use crate::runner::Run;
 use crate::settings::Settings;
-use crate::status::{Outcome, Recorder};
-use crate::util;
+use crate::status::{Done, Recorder};
+use crate::tree::{Change, Tree, WriteOpts};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 pub struct Options {
     pub root: PathBuf,
-    /// The kernel command line (default `/proc/cmdline`).
+    /// The kernel command line (default `/proc/cmdline`; none with `--root`).
     pub cmdline: Option<PathBuf>,
 }
 
@@ -27,77 +34,85 @@ pub const DEFAULT_TIMEZONE: &str = "Europe/Paris";
 const OWNED: &str = "# Written by gandi-vm config at each boot; edits are overwritten.\n\
 # Turn this step off in /etc/default/gandi instead.\n";
 
-fn outcome(c: Change) -> Outcome {
-    match c {
-        Change::Changed => Outcome::Changed,
-        Change::Unchanged => Outcome::Unchanged,
-    }
-}
-
 /// Runs the stage; returns the exit code (1 when a step failed).
 pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
-    let root = opts.root.as_path();
-    if !root.is_dir() {
-        bail!("{} is not a folder", root.display());
-    }
+    let tree = Tree::open(&opts.root)?;
+    let t = &tree;
+    let live = opts.root == Path::new("/");
     let mut rec = Recorder::default();
-    type Step<'a> = &'a dyn Fn() -> Result<(Outcome, String, ())>;
-    let flag = |on: bool, name: &str, key: &str, rec: &mut Recorder, f: Step| {
-        if on {
-            rec.step(name, f);
-        } else {
+    let offline = |rec: &mut Recorder, name: &str, what: &str| {
+        rec.note(
+            name,
+            Done::deferred(format!("--root: {what} at the first boot")),
+        )
+    };
+    let flag = |on: bool, key: &str, rec: &mut Recorder, name: &str| {
+        if !on {
             rec.skip(name, &format!("{key}=0"));
         }
+        on
     };
-    flag(
-        settings.console,
-        "console",
-        "CONFIG_CONSOLE",
-        &mut rec,
-        &|| console(settings, root),
-    );
-    flag(
-        settings.hostname,
-        "hosts",
-        "CONFIG_HOSTNAME",
-        &mut rec,
-        &|| hosts(root),
-    );
-    rec.step("fstab", || fstab(settings, root));
-    flag(settings.cron, "cron", "CONFIG_CRON", &mut rec, &|| {
-        cron(root)
-    });
-    flag(
-        settings.timezone,
-        "timezone",
-        "CONFIG_TIMEZONE",
-        &mut rec,
-        &|| timezone(settings, root, opts.cmdline.as_deref()),
-    );
-    flag(settings.sshd, "sshd", "CONFIG_SSHD", &mut rec, &|| {
-        sshd(root)
-    });
-    flag(settings.motd, "motd", "CONFIG_MOTD", &mut rec, &|| {
-        motd(root)
-    });
-    rec.step("mount-count", || mount_count(settings, root));
-    rec.step("hook", || {
-        match hooks::run(settings, "post-vm-config", &[], hooks::HOOK_LIMIT) {
-            hooks::HookResult::Absent => {
-                Ok((Outcome::Skipped, "no post-vm-config hook".into(), ()))
-            }
-            hooks::HookResult::Ok => Ok((Outcome::Changed, "post-vm-config".into(), ())),
-            other => bail!("post-vm-config: {other:?}"),
+    if flag(settings.console, "CONFIG_CONSOLE", &mut rec, "console") {
+        if live {
+            rec.step("console", || console(settings, t));
+        } else {
+            offline(
+                &mut rec,
+                "console",
+                "the running kernel's consoles are read",
+            );
         }
-    });
-    let failed = rec.stage.failed();
-    crate::status::save(settings, "config", rec.stage)?;
-    Ok(if failed { 1 } else { 0 })
+    }
+    if flag(settings.hostname, "CONFIG_HOSTNAME", &mut rec, "hosts") {
+        rec.step("hosts", || hosts(t));
+    }
+    if live {
+        rec.step("fstab", || fstab(settings, t));
+    } else {
+        offline(&mut rec, "fstab", "the root device's UUID is read");
+    }
+    if flag(settings.cron, "CONFIG_CRON", &mut rec, "cron") {
+        rec.step("cron", || cron(t));
+    }
+    if flag(settings.timezone, "CONFIG_TIMEZONE", &mut rec, "timezone") {
+        let cmdline = match (&opts.cmdline, live) {
+            (Some(file), _) => Some(
+                fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+            ),
+            (None, true) => {
+                Some(fs::read_to_string(settings.proc_dir.join("cmdline")).unwrap_or_default())
+            }
+            (None, false) => None,
+        };
+        rec.step("timezone", || timezone(settings, t, cmdline.as_deref()));
+    }
+    if flag(settings.sshd, "CONFIG_SSHD", &mut rec, "sshd") {
+        rec.step("sshd", || sshd(t, live));
+    }
+    if flag(settings.motd, "CONFIG_MOTD", &mut rec, "motd") {
+        rec.step("motd", || motd(t));
+    }
+    if live {
+        rec.step("mount-count", || mount_count(settings));
+        plugins::run_all(&settings.plugin_dir, &mut rec);
+        rec.step("hook", || {
+            match hooks::run(settings, "post-vm-config", &[], hooks::HOOK_LIMIT) {
+                hooks::HookResult::Absent => Ok(Done::skipped("no post-vm-config hook")),
+                hooks::HookResult::Ok => Ok(Done::changed("post-vm-config ran")),
+                other => Ok(Done::failed(format!("post-vm-config {other}"))),
+            }
+        });
+    } else {
+        offline(&mut rec, "mount-count", "the root device is checked");
+        offline(&mut rec, "plugins", "the admin's plugins run");
+        offline(&mut rec, "hook", "post-vm-config runs");
+    }
+    rec.finish(t, settings, "config")
 }
 
 /// Enables systemd's serial getty on the consoles that exist: `hvc0` (Xen)
 /// when the kernel has it, `ttyS0` when it is a kernel console.
-fn console(settings: &Settings, root: &Path) -> Result<(Outcome, String, ())> {
+pub fn console(settings: &Settings, t: &Tree) -> Result<Done> {
     let mut ttys = Vec::new();
     if settings.sys_dir.join("class/tty/hvc0").exists() {
         ttys.push("hvc0");
@@ -110,45 +125,42 @@ fn console(settings: &Settings, root: &Path) -> Result<(Outcome, String, ())> {
         ttys.push("ttyS0");
     }
     if ttys.is_empty() {
-        return Ok((Outcome::Skipped, "no hvc0 or ttyS0 console".into(), ()));
+        return Ok(Done::skipped("no hvc0 or ttyS0 console"));
     }
     let unit = [
         "/lib/systemd/system/serial-getty@.service",
         "/usr/lib/systemd/system/serial-getty@.service",
     ]
     .into_iter()
-    .find(|p| under(root, p).exists())
+    .find(|p| t.exists(p))
     .unwrap_or("/lib/systemd/system/serial-getty@.service");
-    let wants = under(root, "/etc/systemd/system/getty.target.wants");
+    let wants = Path::new("etc/systemd/system/getty.target.wants");
     let mut change = Change::Unchanged;
     for tty in &ttys {
         let link = wants.join(format!("serial-getty@{tty}.service"));
-        if fs::symlink_metadata(&link).is_ok() {
+        if t.lstat(&link).is_ok() {
             continue; // enabled already, or masked/changed by the admin
         }
-        fs::create_dir_all(&wants).with_context(|| format!("creating {}", wants.display()))?;
-        std::os::unix::fs::symlink(unit, &link)
-            .with_context(|| format!("creating {}", link.display()))?;
+        t.create_dirs(wants, 0o755)?;
+        t.symlink_new(Path::new(unit), &link)?;
         change = Change::Changed;
     }
-    Ok((outcome(change), ttys.join(" "), ()))
+    Ok(Done::of(change, ttys.join(" ")))
 }
 
 /// `/etc/hosts` when missing.
-fn hosts(root: &Path) -> Result<(Outcome, String, ())> {
-    let path = under(root, "/etc/hosts");
-    if path.exists() {
-        return Ok((Outcome::Unchanged, String::new(), ()));
+fn hosts(t: &Tree) -> Result<Done> {
+    if t.lstat("/etc/hosts").is_ok() {
+        return Ok(Done::unchanged("present"));
     }
-    let hostname = fs::read_to_string(under(root, "/etc/hostname")).unwrap_or_default();
+    let hostname = t.read_string("/etc/hostname").unwrap_or_default();
     let hostname = hostname.trim();
     let mut text = apply::default_hosts();
     if !hostname.is_empty() {
-        let short = hostname.split('.').next().unwrap_or(hostname);
-        text.push_str(&format!("127.0.1.1\t{hostname} {short} # gandi-vm\n"));
+        text = apply::hosts_text(&text, hostname).map_err(anyhow::Error::msg)?;
     }
-    write_if_changed(&path, text.as_bytes(), 0o644)?;
-    Ok((Outcome::Changed, "created".into(), ()))
+    t.write_if_changed("/etc/hosts", text.as_bytes(), WriteOpts::mode(0o644))?;
+    Ok(Done::changed("created"))
 }
 
 /// The fstab line of `/`: (index, fields).
@@ -165,16 +177,15 @@ fn root_line(text: &str) -> Option<(usize, Vec<String>)> {
 
 /// Points the root line of `/etc/fstab` at the filesystem's UUID when it
 /// names a device path (`/dev/vda1`), keeping a backup; other lines kept.
-fn fstab(settings: &Settings, root: &Path) -> Result<(Outcome, String, ())> {
-    let path = under(root, "/etc/fstab");
-    let Ok(text) = fs::read_to_string(&path) else {
-        return Ok((Outcome::Skipped, "no /etc/fstab".into(), ()));
+pub fn fstab(settings: &Settings, t: &Tree) -> Result<Done> {
+    let Ok(text) = t.read_string("/etc/fstab") else {
+        return Ok(Done::skipped("no /etc/fstab"));
     };
     let Some((index, fields)) = root_line(&text) else {
-        return Ok((Outcome::Skipped, "no root line".into(), ()));
+        return Ok(Done::skipped("no root line"));
     };
     if !fields[0].starts_with("/dev/") {
-        return Ok((Outcome::Unchanged, format!("root is {}", fields[0]), ()));
+        return Ok(Done::unchanged(format!("root is {}", fields[0])));
     }
     let dev = PathBuf::from(&fields[0]);
     // ext2/3/4: the superblock read directly (no blkid started); others
@@ -197,24 +208,24 @@ fn fstab(settings: &Settings, root: &Path) -> Result<(Outcome, String, ())> {
         &old_line[..start],
         &old_line[start + fields[0].len()..]
     );
-    let backup = under(root, "/etc/fstab.gandi-vm.bak");
-    util::write_atomic(&backup, text.as_bytes(), 0o644)?;
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(&path)?.permissions().mode() & 0o7777
-    };
-    write_if_changed(&path, (lines.join("\n") + "\n").as_bytes(), mode)?;
-    Ok((
-        Outcome::Changed,
-        format!("{} -> UUID={uuid} (backup {})", fields[0], backup.display()),
-        (),
-    ))
+    let backup = "/etc/fstab.gandi-vm.bak";
+    t.write_atomic(backup, text.as_bytes(), WriteOpts::mode(0o644))?;
+    let mode = crate::tree::mode_of(&t.lstat("/etc/fstab")?);
+    t.write_if_changed(
+        "/etc/fstab",
+        (lines.join("\n") + "\n").as_bytes(),
+        WriteOpts::mode(mode),
+    )?;
+    Ok(Done::changed(format!(
+        "{} -> UUID={uuid} (backup {backup})",
+        fields[0]
+    )))
 }
 
 /// A number derived from the machine id: the same at every boot of one
 /// machine, different between machines.
-fn machine_number(root: &Path) -> Result<u64> {
-    let id = fs::read_to_string(under(root, "/etc/machine-id")).unwrap_or_default();
+fn machine_number(t: &Tree) -> Result<u64> {
+    let id = t.read_string("/etc/machine-id").unwrap_or_default();
     let id = id.trim();
     if id.is_empty() {
         bail!("/etc/machine-id is empty: the spread would be the same on every VM");
@@ -224,12 +235,11 @@ fn machine_number(root: &Path) -> Result<u64> {
 
 /// Spreads the system crontab's `run-parts` jobs over the night, per
 /// machine: minutes for hourly, minutes and hours (1 to 6) for the others.
-fn cron(root: &Path) -> Result<(Outcome, String, ())> {
-    let path = under(root, "/etc/crontab");
-    let Ok(text) = fs::read_to_string(&path) else {
-        return Ok((Outcome::Skipped, "no /etc/crontab".into(), ()));
+fn cron(t: &Tree) -> Result<Done> {
+    let Ok(text) = t.read_string("/etc/crontab") else {
+        return Ok(Done::skipped("no /etc/crontab"));
     };
-    let n = machine_number(root)?;
+    let n = machine_number(t)?;
     let minute = n % 60;
     let hour = 1 + (n / 60) % 6;
     let mut out = Vec::new();
@@ -257,68 +267,117 @@ fn cron(root: &Path) -> Result<(Outcome, String, ())> {
             _ => out.push(line.to_string()),
         }
     }
-    let c = write_if_changed(&path, (out.join("\n") + "\n").as_bytes(), 0o644)?;
-    Ok((outcome(c), format!("minute {minute}, hour {hour}"), ()))
+    let c = t.write_if_changed(
+        "/etc/crontab",
+        (out.join("\n") + "\n").as_bytes(),
+        WriteOpts::mode(0o644),
+    )?;
+    Ok(Done::of(c, format!("minute {minute}, hour {hour}")))
 }
 
-/// The `gandi=ZONE` parameter of the kernel command line.
-pub fn cmdline_timezone(cmdline: &str) -> Option<String> {
+/// The value of `gandi=` on the kernel command line (the first one), with
+/// dashes read as blanks, as the original read it.
+pub fn cmdline_value(cmdline: &str) -> Option<String> {
     cmdline
         .split_whitespace()
         .find_map(|w| w.strip_prefix("gandi="))
-        .map(str::to_string)
+        .map(|v| v.replace('-', " "))
 }
 
-/// A zone name: `Area/City`, no `..`.
+/// A zone name under zoneinfo: `Area/City`, no `..`.
 fn valid_zone(z: &str) -> bool {
     !z.is_empty()
         && !z.starts_with('/')
-        && z.split('/').all(|p| !p.is_empty() && p != "..")
+        && z.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
         && z.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
 }
 
-/// Timezone from `gandi=ZONE` on the kernel command line; without it, the
-/// default only when none is set (an admin's choice is kept).
-fn timezone(
-    settings: &Settings,
-    root: &Path,
-    cmdline: Option<&Path>,
-) -> Result<(Outcome, String, ())> {
-    let cmdline_path = cmdline
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| settings.proc_dir.join("cmdline"));
-    let given = cmdline_timezone(&fs::read_to_string(&cmdline_path).unwrap_or_default());
-    let localtime = under(root, "/etc/localtime");
-    let zone = match given {
-        Some(z) => z,
-        None if fs::symlink_metadata(&localtime).is_ok() => {
-            return Ok((
-                Outcome::Unchanged,
-                "set already; no gandi= on the command line".into(),
-                (),
-            ));
-        }
-        None => DEFAULT_TIMEZONE.to_string(),
+/// What the zone should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Zone {
+    /// This zone.
+    Set(String),
+    /// Europe/Paris, unless a zone is already set.
+    Default,
+}
+
+/// The zone for the value of `gandi=` (`None`: absent), as the original
+/// decides it, with one extension first: a value holding `/` that names a
+/// zone file (`exists`) is used as given.
+pub fn zone_for(value: Option<&str>, exists: impl Fn(&str) -> bool) -> Zone {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Zone::Default;
     };
-    if !valid_zone(&zone) || !under(root, &format!("/usr/share/zoneinfo/{zone}")).is_file() {
-        bail!("unknown timezone {zone:?}");
+    // The dashes were read as blanks: a zone name has them back.
+    let as_zone = v.replace(' ', "-");
+    if as_zone.contains('/') && valid_zone(&as_zone) && exists(&as_zone) {
+        return Zone::Set(as_zone);
     }
-    let target = format!("/usr/share/zoneinfo/{zone}");
-    let mut change = write_if_changed(
-        &under(root, "/etc/timezone"),
+    let leading = v
+        .to_ascii_lowercase()
+        .chars()
+        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .count();
+    if leading >= 3 {
+        if v == "cet" {
+            Zone::Set(DEFAULT_TIMEZONE.into())
+        } else {
+            Zone::Set("Etc/UTC".into())
+        }
+    } else {
+        // The original left the zone empty here (a bug): read as absent.
+        Zone::Default
+    }
+}
+
+/// Timezone from `gandi=` on the kernel command line (see [`zone_for`]).
+/// `/etc/timezone` is written even when the zone file is missing;
+/// `/etc/localtime` only when it exists (a link, or a copy when the admin
+/// keeps a copy). A zone is applied when it is new: an admin's change
+/// stays until the platform gives another zone.
+fn timezone(settings: &Settings, t: &Tree, cmdline: Option<&str>) -> Result<Done> {
+    let value = cmdline.and_then(cmdline_value);
+    let zoneinfo = Path::new("/usr/share/zoneinfo");
+    let exists = |z: &str| t.is_file(zoneinfo.join(z));
+    let zone = match zone_for(value.as_deref(), exists) {
+        Zone::Set(z) => z,
+        Zone::Default if t.lstat("/etc/localtime").is_ok() || t.lstat("/etc/timezone").is_ok() => {
+            return Ok(Done::unchanged("set already; no zone on the command line"));
+        }
+        Zone::Default => DEFAULT_TIMEZONE.to_string(),
+    };
+    let mut ledger = Ledger::load(t, &settings.state_dir);
+    if !ledger.is_new("timezone", zone.as_bytes()) {
+        return Ok(Done::kept(format!(
+            "{zone} was applied before; left as the admin has it"
+        )));
+    }
+    let mut change = t.write_if_changed(
+        "/etc/timezone",
         format!("{zone}\n").as_bytes(),
-        0o644,
+        WriteOpts::mode(0o644),
     )?;
-    if fs::read_link(&localtime).ok().as_deref() != Some(Path::new(&target)) {
-        let tmp = localtime.with_file_name(".localtime.gandi-vm");
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp)?;
-        fs::rename(&tmp, &localtime)
-            .with_context(|| format!("replacing {}", localtime.display()))?;
-        change = Change::Changed;
+    let file = zoneinfo.join(&zone);
+    let mut detail = zone.clone();
+    if t.is_file(&file) {
+        let localtime = "/etc/localtime";
+        let copy = t.lstat(localtime).is_ok_and(|m| m.is_file());
+        change = change.or(if copy {
+            let data = t.read(&file)?;
+            t.write_if_changed(localtime, &data, WriteOpts::mode(0o644))?
+        } else {
+            t.set_link(localtime, &file)?
+        });
+    } else {
+        detail.push_str(&format!(
+            " ({} is missing: /etc/localtime left)",
+            file.display()
+        ));
     }
-    Ok((outcome(change), zone, ()))
+    ledger.set("timezone", zone.as_bytes());
+    ledger.save(t)?;
+    Ok(Done::of(change, detail))
 }
 
 const SSHD_SETTINGS: &[&str] = &[
@@ -328,157 +387,158 @@ const SSHD_SETTINGS: &[&str] = &[
     "ListenAddress 0.0.0.0",
 ];
 
-/// SSH host keys when missing; our settings as a drop-in when sshd reads
-/// `sshd_config.d`, else as a marked block in `sshd_config`.
-fn sshd(root: &Path) -> Result<(Outcome, String, ())> {
-    let config = under(root, "/etc/ssh/sshd_config");
-    if !config.exists() {
-        return Ok((
-            Outcome::Skipped,
-            "no sshd_config (openssh-server not installed)".into(),
-            (),
+/// SSH host keys when missing (not with `--root`: they must differ per
+/// VM); our settings as a drop-in when sshd reads `sshd_config.d`, else as
+/// a marked block at the top of `sshd_config`.
+fn sshd(t: &Tree, live: bool) -> Result<Done> {
+    let config = "/etc/ssh/sshd_config";
+    if t.lstat(config).is_err() {
+        return Ok(Done::skipped(
+            "no sshd_config (openssh-server not installed)",
         ));
     }
-    let etc_ssh = under(root, "/etc/ssh");
-    let had: usize = count_host_keys(&etc_ssh);
+    let mut change = Change::Unchanged;
+    let mut notes = Vec::new();
     // ssh-keygen -A makes the rsa, ecdsa and ed25519 keys: started only when
     // one is missing (it costs a process at every boot otherwise).
     let complete = ["rsa", "ecdsa", "ed25519"]
         .iter()
-        .all(|t| etc_ssh.join(format!("ssh_host_{t}_key")).exists());
+        .all(|k| t.exists(format!("/etc/ssh/ssh_host_{k}_key")));
     if !complete {
-        let mut keygen = Command::new("ssh-keygen");
-        keygen.arg("-A");
-        if root != Path::new("/") {
-            keygen.arg("-f").arg(root);
+        if live {
+            Run::new("ssh-keygen")
+                .arg("-A")
+                .limit(Duration::from_secs(120))
+                .output()?;
+            change = Change::Changed;
+            notes.push("host keys made".to_string());
+        } else {
+            notes.push("host keys deferred to the first boot".to_string());
         }
-        util::run(&mut keygen)?;
     }
-    let mut change = if count_host_keys(&etc_ssh) > had {
-        Change::Changed
-    } else {
-        Change::Unchanged
-    };
-    let text = fs::read_to_string(&config)?;
+    let text = t.read_string(config)?;
     let includes = text.lines().any(|l| {
         let l = l.trim_start();
         l.to_ascii_lowercase().starts_with("include") && l.contains("sshd_config.d")
     });
     let body: Vec<String> = SSHD_SETTINGS.iter().map(|s| s.to_string()).collect();
     if includes {
-        let dropin = under(root, "/etc/ssh/sshd_config.d/50-gandi.conf");
+        let dropin = "/etc/ssh/sshd_config.d/50-gandi.conf";
         let text = format!("{OWNED}{}\n", body.join("\n"));
-        change = change.or(write_if_changed(&dropin, text.as_bytes(), 0o644)?);
-        Ok((outcome(change), dropin.display().to_string(), ()))
+        change = change.or(t.write_if_changed(dropin, text.as_bytes(), WriteOpts::mode(0o644))?);
+        notes.push(dropin.to_string());
     } else {
         // sshd takes the first value it reads: our block goes first.
-        let new = apply::with_block(&text, &body, true);
-        change = change.or(write_if_changed(&config, new.as_bytes(), 0o644)?);
-        Ok((outcome(change), "managed block in sshd_config".into(), ()))
+        change = change.or(apply::edit_block(
+            t,
+            config,
+            &marked::SSHD,
+            &body,
+            Place::Top,
+        )?);
+        notes.push("our block of sshd_config".to_string());
     }
-}
-
-fn count_host_keys(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    n.starts_with("ssh_host_") && n.ends_with("_key")
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    Ok(Done::of(change, notes.join(", ")))
 }
 
 /// A message of the day pointing to the docs and to our settings.
-fn motd(root: &Path) -> Result<(Outcome, String, ())> {
+fn motd(t: &Tree) -> Result<Done> {
     let text = format!(
-        "{}\nThis VM is set up by gandi-vm. Data disks appear on demand under\n\
+        "{OWNED}\nThis VM is set up by gandi-vm. Data disks appear on demand under\n\
          /srv/LABEL (`gandi-vm disks` lists them; `gandi-vm disk release KEY`\n\
          before detaching one). Settings: /etc/default/gandi. Help: man gandi-vm,\n\
-         https://docs.gandi.net/\n",
-        OWNED
-            .lines()
-            .map(|l| l.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
+         https://docs.gandi.net/\n"
     );
-    let c = write_if_changed(&under(root, "/etc/motd.d/gandi"), text.as_bytes(), 0o644)?;
-    Ok((outcome(c), String::new(), ()))
+    let c = t.write_if_changed("/etc/motd.d/gandi", text.as_bytes(), WriteOpts::mode(0o644))?;
+    Ok(Done::of(c, ""))
 }
 
 /// An ext3/4 root with an unlimited mount count gets a check every 42
-/// mounts or 2 months, as the original set.
-fn mount_count(settings: &Settings, root: &Path) -> Result<(Outcome, String, ())> {
-    let dev = if root == Path::new("/") {
-        let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
-        let mounts = disks::parse_mountinfo(&mi);
-        disks::root_mount(&mounts)
-            .filter(|m| m.fstype == "ext3" || m.fstype == "ext4")
-            .map(|m| PathBuf::from(&m.source))
-    } else {
-        // The tree's root, as its fstab names it.
-        let text = fs::read_to_string(under(root, "/etc/fstab")).unwrap_or_default();
-        root_line(&text).and_then(|(_, f)| {
-            let spec = &f[0];
-            let fstype = f.get(2).map(String::as_str).unwrap_or("");
-            if fstype != "ext3" && fstype != "ext4" {
-                return None;
-            }
-            if let Some(uuid) = spec.strip_prefix("UUID=") {
-                Some(settings.dev_dir.join("disk/by-uuid").join(uuid))
-                    .filter(|p| p.exists())
-                    .or_else(|| {
-                        util::run(Command::new("blkid").args(["-U", uuid]))
-                            .ok()
-                            .map(|s| PathBuf::from(s.trim()))
-                    })
-            } else {
-                Some(PathBuf::from(spec))
-            }
-        })
-    };
+/// mounts or 2 months, as the original set (live system only).
+pub fn mount_count(settings: &Settings) -> Result<Done> {
+    let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
+    let mounts = disks::parse_mountinfo(&mi);
+    let dev = disks::root_mount(&mounts)
+        .filter(|m| m.fstype == "ext3" || m.fstype == "ext4")
+        .map(|m| PathBuf::from(&m.source));
     let Some(dev) = dev.filter(|d| d.exists()) else {
-        return Ok((
-            Outcome::Skipped,
-            "root is not ext3/ext4 on a known device".into(),
-            (),
-        ));
+        return Ok(Done::skipped("root is not ext3/ext4 on a known device"));
     };
     // The superblock read directly: no tool started at each boot.
     let max = crate::grow::ExtSuper::read(&dev)?.max_mount_count;
     if max > 0 {
-        return Ok((
-            Outcome::Unchanged,
-            format!("{} checked every {max} mounts", dev.display()),
-            (),
-        ));
+        return Ok(Done::unchanged(format!(
+            "{} checked every {max} mounts",
+            dev.display()
+        )));
     }
-    util::run(
-        Command::new("tune2fs")
-            .args(["-c", "42", "-i", "2m"])
-            .arg(&dev),
-    )?;
-    Ok((
-        Outcome::Changed,
-        format!("{}: 42 mounts / 2 months", dev.display()),
-        (),
-    ))
+    Run::new("tune2fs")
+        .args(["-c", "42", "-i", "2m"])
+        .arg(&dev)
+        .limit(Duration::from_secs(60))
+        .output()?;
+    Ok(Done::changed(format!(
+        "{}: 42 mounts / 2 months",
+        dev.display()
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The original's answers and ours, for the kernel command lines the
+    /// platform sends (docs/timezone.md holds the same table).
     #[test]
-    fn timezone_parameter() {
-        assert_eq!(
-            cmdline_timezone("root=/dev/vda1 gandi=America/New_York quiet").as_deref(),
-            Some("America/New_York")
-        );
-        assert_eq!(cmdline_timezone("root=/dev/vda1"), None);
-        assert!(valid_zone("Europe/Paris"));
+    fn zones_as_the_original_with_our_extension() {
+        let have = |z: &str| ["America/New_York", "Europe/Paris", "Etc/UTC"].contains(&z);
+        let none = |_: &str| false;
+        let cases: &[(&str, Zone, Zone)] = &[
+            // cmdline, ours with zoneinfo, ours without
+            (
+                "gandi=cet",
+                Zone::Set("Europe/Paris".into()),
+                Zone::Set("Europe/Paris".into()),
+            ),
+            (
+                "gandi=utc",
+                Zone::Set("Etc/UTC".into()),
+                Zone::Set("Etc/UTC".into()),
+            ),
+            (
+                "gandi=CET",
+                Zone::Set("Etc/UTC".into()),
+                Zone::Set("Etc/UTC".into()),
+            ),
+            (
+                "gandi=gmt",
+                Zone::Set("Etc/UTC".into()),
+                Zone::Set("Etc/UTC".into()),
+            ),
+            ("gandi=ab", Zone::Default, Zone::Default),
+            ("gandi=", Zone::Default, Zone::Default),
+            ("root=/dev/vda1", Zone::Default, Zone::Default),
+            (
+                "gandi=America/New_York",
+                Zone::Set("America/New_York".into()),
+                Zone::Set("Etc/UTC".into()),
+            ),
+            (
+                "gandi=cet-x",
+                Zone::Set("Etc/UTC".into()),
+                Zone::Set("Etc/UTC".into()),
+            ),
+            ("gandi=../../etc/shadow", Zone::Default, Zone::Default),
+        ];
+        for (line, with, without) in cases {
+            let v = cmdline_value(line);
+            assert_eq!(&zone_for(v.as_deref(), have), with, "{line} with zoneinfo");
+            assert_eq!(
+                &zone_for(v.as_deref(), none),
+                without,
+                "{line} without zoneinfo"
+            );
+        }
         assert!(!valid_zone("../../etc/shadow"));
         assert!(!valid_zone("/etc/x"));
     }

@@ -17,7 +17,6 @@ use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// A process that uses a path below a mount point.
@@ -149,7 +148,10 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     let dev_path = scan.dev_path(&dev.name);
     let mark = records::released_dir(settings).join(&dev.name);
     if dev.excluded == Some(Exclusion::Released) && dev.mounts.is_empty() {
-        println!("{} is already released: it can be detached", dev.name);
+        crate::out::line(&format!(
+            "{} is already released: it can be detached",
+            dev.name
+        ));
         return Ok(0);
     }
     let mount_point: PathBuf = dev
@@ -170,14 +172,16 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
         hooks::HOOK_LIMIT,
     );
     if hook != hooks::HookResult::Absent {
-        println!("ran the pre-disk-detach hook: {hook:?}");
+        crate::out::line(&format!("ran the pre-disk-detach hook: {hook:?}"));
     }
     for mp in &dev.mounts {
         for service in services(mp) {
-            let mut cmd = Command::new("systemctl");
-            cmd.args(["stop", &service]);
-            match util::run_bounded(&mut cmd, Duration::from_secs(90)) {
-                Ok(o) if o.success() => println!("stopped {service}"),
+            match crate::runner::Run::new("systemctl")
+                .args(["stop", &service])
+                .limit(Duration::from_secs(90))
+                .outcome()
+            {
+                Ok(o) if o.success() => crate::out::line(&format!("stopped {service}")),
                 Ok(o) => log::warn!("could not stop {service}: {}", o.stderr_text()),
                 Err(e) => log::warn!("could not stop {service}: {e:#}"),
             }
@@ -196,17 +200,17 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     for mp in &mounts {
         match umount(mp, 0) {
-            Ok(()) => println!("unmounted {}", mp.display()),
+            Ok(()) => crate::out::line(&format!("unmounted {}", mp.display())),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 let held = holders(&settings.proc_dir, mp);
                 if force {
                     umount(mp, libc::MNT_DETACH)
                         .with_context(|| format!("unmounting {} lazily", mp.display()))?;
-                    println!(
+                    crate::out::line(&format!(
                         "unmounted {} lazily (--force); still in use by: {}",
                         mp.display(),
                         list(&held)
-                    );
+                    ));
                 } else {
                     let _ = fs::remove_file(&mark);
                     records::restore_key_links(&dropped, &dev_path);
@@ -225,11 +229,11 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
             }
         }
     }
-    println!(
+    crate::out::line(&format!(
         "released {} ({}): it can be detached; the map refuses it until then",
         dev.name,
         dev.fs.label.as_deref().unwrap_or("no label")
-    );
+    ));
     Ok(0)
 }
 

@@ -7,13 +7,16 @@
 
 use crate::disks::{DevNum, parse_mountinfo, read_small, root_mount};
 use crate::grow;
+use crate::runner::Run;
 use crate::settings::Settings;
-use crate::util;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// How long a partitioning tool may run.
+const PART_LIMIT: Duration = Duration::from_secs(60);
 
 /// What the growth did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,9 +79,13 @@ pub fn grow_partition(settings: &Settings, name: &str) -> Result<Growth> {
         .context("finding the disk of the partition")?;
     let disk_dev = settings.dev_dir.join(&disk);
     let part_dev = settings.dev_dir.join(name);
-    let table: serde_json::Value = serde_json::from_str(&util::run(
-        Command::new("sfdisk").arg("--json").arg(&disk_dev),
-    )?)
+    let table: serde_json::Value = serde_json::from_str(
+        &Run::new("sfdisk")
+            .arg("--json")
+            .arg(&disk_dev)
+            .limit(PART_LIMIT)
+            .output()?,
+    )
     .context("reading sfdisk's output")?;
     let t = &table["partitiontable"];
     let label = t["label"].as_str().unwrap_or_default().to_string();
@@ -133,68 +140,52 @@ pub fn grow_partition(settings: &Settings, name: &str) -> Result<Growth> {
             .as_str()
             .is_some_and(|id| id.chars().all(|c| c == '0' || c == '-'))
         {
-            util::run(
-                Command::new("sfdisk")
-                    .arg("--disk-id")
-                    .arg(&disk_dev)
-                    .arg(random_uuid()?),
-            )?;
+            Run::new("sfdisk")
+                .arg("--disk-id")
+                .arg(&disk_dev)
+                .arg(random_uuid()?)
+                .limit(PART_LIMIT)
+                .output()?;
             for p in &parts {
                 if let Some(n) = partition_number(p, &disk_dev) {
-                    util::run(
-                        Command::new("sfdisk")
-                            .arg("--part-uuid")
-                            .arg(&disk_dev)
-                            .arg(n.to_string())
-                            .arg(random_uuid()?),
-                    )?;
+                    Run::new("sfdisk")
+                        .arg("--part-uuid")
+                        .arg(&disk_dev)
+                        .arg(n.to_string())
+                        .arg(random_uuid()?)
+                        .limit(PART_LIMIT)
+                        .output()?;
                 }
             }
             notes.push("GUIDs randomised (first boot)".to_string());
         }
-        util::run(
-            Command::new("sfdisk")
-                .args(["--relocate", "gpt-bak-std"])
-                .arg(&disk_dev),
-        )?;
+        Run::new("sfdisk")
+            .args(["--relocate", "gpt-bak-std"])
+            .arg(&disk_dev)
+            .limit(PART_LIMIT)
+            .output()?;
     }
-    let mut cmd = Command::new("sfdisk");
-    cmd.args([
-        "--quiet",
-        "--no-reread",
-        "--no-tell-kernel",
-        "-N",
-        &number.to_string(),
-    ])
-    .arg(&disk_dev)
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", util::describe(&cmd)))?;
-    child
-        .stdin
-        .take()
-        .context("no input pipe")?
-        .write_all(b", +\n")?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            util::describe(&cmd),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    util::run(
-        Command::new("partx")
-            .args(["--update", "--nr", &number.to_string()])
-            .arg(&disk_dev),
-    )?;
-    let _ = util::run_bounded(
-        Command::new("udevadm").args(["settle", "-t", "10"]),
-        std::time::Duration::from_secs(15),
-    );
+    Run::new("sfdisk")
+        .args([
+            "--quiet",
+            "--no-reread",
+            "--no-tell-kernel",
+            "-N",
+            &number.to_string(),
+        ])
+        .arg(&disk_dev)
+        .input(&b", +\n"[..])
+        .limit(PART_LIMIT)
+        .output()?;
+    Run::new("partx")
+        .args(["--update", "--nr", &number.to_string()])
+        .arg(&disk_dev)
+        .limit(PART_LIMIT)
+        .output()?;
+    let _ = Run::new("udevadm")
+        .args(["settle", "-t", "10"])
+        .limit(Duration::from_secs(15))
+        .outcome();
     notes.push(format!(
         "{} grown by {} MiB",
         part_dev.display(),

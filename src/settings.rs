@@ -204,6 +204,14 @@ pub struct Settings {
     pub disk_devices: Vec<String>,
 
     pub plugin_dir: PathBuf,
+    /// The admin's early boot steps, run by `bootstrap`
+    /// (`GANDI_BOOTSTRAP_DIR`).
+    pub bootstrap_dir: PathBuf,
+    /// Where the platform's archive is extracted (`GANDI_DIR`).
+    pub gandi_dir: PathBuf,
+    /// State kept across boots (`GANDI_STATE_DIR`): what was applied, the
+    /// marks of what runs once.
+    pub state_dir: PathBuf,
     pub temp_dir_conf: PathBuf,
     pub syslog_target: String,
     pub hook_dir: PathBuf,
@@ -260,6 +268,39 @@ impl Settings {
         }
     }
 
+    /// The settings for a system tree at `root` (`--root DIR`): the file
+    /// named by `GANDI_CONFIG`, else the tree's own `/etc/default/gandi` or
+    /// `/etc/sysconfig/gandi` (read beneath the tree), else the defaults.
+    /// The host's settings file is not read.
+    pub fn load_for_root(root: &Path) -> anyhow::Result<Settings> {
+        if root == Path::new("/") {
+            return Settings::load();
+        }
+        if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+            return Settings::load_from(Path::new(&path));
+        }
+        let tree = crate::tree::Tree::open(root)?;
+        for loc in DEFAULT_LOCATIONS {
+            match tree.read(loc) {
+                Ok(data) => {
+                    let text = String::from_utf8_lossy(&data);
+                    return Ok(Settings::from_raw(
+                        &RawConfig::parse(&text),
+                        Some(tree.shown(loc)),
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "reading settings {}: {e}",
+                        tree.shown(loc).display()
+                    ));
+                }
+            }
+        }
+        Ok(Settings::default())
+    }
+
     /// Reads the settings from one file.
     pub fn load_from(path: &Path) -> anyhow::Result<Settings> {
         use anyhow::Context;
@@ -293,9 +334,14 @@ impl Settings {
             network: v.flag("CONFIG_NETWORK", true),
             mount_params: v.mount_params("CONFIG_MOUNT_PARAMS", "rw,nosuid,nodev,noatime"),
             disk_root: v.abs_path("CONFIG_DISK_ROOT", "/srv"),
-            nodhcp: v.words("CONFIG_NODHCP", "eth0"),
+            // As the original's shell reads it: an empty value is the empty
+            // list (no interface excluded), not the default.
+            nodhcp: v.words_or_none("CONFIG_NODHCP", "eth0"),
             disk_devices: v.words("CONFIG_DISK_DEVICES", DEFAULT_DISK_DEVICES),
             plugin_dir: v.abs_path("GANDI_PLUGIN_DIR", "/etc/gandi/plugins.d"),
+            bootstrap_dir: v.abs_path("GANDI_BOOTSTRAP_DIR", "/etc/gandi/bootstrap.d"),
+            gandi_dir: v.abs_path("GANDI_DIR", "/gandi"),
+            state_dir: v.abs_path("GANDI_STATE_DIR", "/var/lib/gandi"),
             temp_dir_conf: v.abs_path("TEMP_DIR_CONF", "/var/gandi"),
             syslog_target: v.string("SYSLOG_TARGET", "gandi"),
             hook_dir: v.abs_path("GANDI_HOOK_DIR", "/etc/gandi/hooks"),
@@ -364,6 +410,15 @@ impl Values<'_> {
             .split_whitespace()
             .map(str::to_string)
             .collect()
+    }
+
+    /// Like [`Values::words`], but a key given with an empty value is the
+    /// empty list.
+    fn words_or_none(&mut self, key: &str, default: &str) -> Vec<String> {
+        match self.raw.values.get(key) {
+            Some(v) => v.split_whitespace().map(str::to_string).collect(),
+            None => self.words(key, default),
+        }
     }
 
     fn abs_path(&mut self, key: &str, default: &str) -> PathBuf {
@@ -510,6 +565,9 @@ mod tests {
         assert_eq!(s.run_dir, PathBuf::from("/run/gandi"));
         assert_eq!(s.nodhcp, vec!["eth0".to_string()]);
         assert_eq!(s.disk_devices.len(), 4);
+        // An empty CONFIG_NODHCP excludes no interface, as in the original.
+        let s = Settings::from_raw(&RawConfig::parse("CONFIG_NODHCP=\"\"\n"), None);
+        assert!(s.nodhcp.is_empty());
     }
 
     #[test]
@@ -560,6 +618,9 @@ mod tests {
             "GANDI_HOOK_DIR",
             "CONFIG_DISK_DEVICES",
             "GANDI_RUN_DIR",
+            "GANDI_DIR",
+            "GANDI_STATE_DIR",
+            "GANDI_BOOTSTRAP_DIR",
         ] {
             assert!(
                 raw.values.contains_key(key),

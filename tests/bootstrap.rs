@@ -1,6 +1,7 @@
 //! `gandi-vm bootstrap --root` on temp trees with fixture swap images (a
-//! file with a tar archive at 512 KiB), and the root disk growth on loop
-//! devices.
+//! file with a tar archive at 512 KiB): what is applied, what is kept as
+//! the admin left it, what one bad field does, hostile archives; and the
+//! root disk growth on loop devices.
 
 mod common;
 
@@ -19,31 +20,51 @@ fn bootstrap(env: &Env, root: &Path, device: &Path) -> std::process::Output {
         .arg("--device")
         .arg(device)
         .env("GANDI_CONFIG", env.config())
+        .env_remove("JOURNAL_STREAM")
         .output()
         .unwrap()
 }
 
-fn status(env: &Env) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap()
+fn result(root: &Path, name: &str) -> String {
+    step(&root_status(root), "bootstrap", name)["result"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
-fn step<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    s["bootstrap"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["step"] == name)
-        .unwrap_or_else(|| panic!("no step {name}: {s}"))
+fn detail(root: &Path, name: &str) -> String {
+    step(&root_status(root), "bootstrap", name)["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn read(root: &Path, p: &str) -> String {
+    fs::read_to_string(root.join(p)).unwrap_or_default()
+}
+
+/// A fresh tree and the settings for it.
+fn setup(lines: &[&str]) -> (Env, PathBuf) {
+    let env = Env::new();
+    root_settings(&env.config(), lines);
+    let root = root_tree(env.path(), false);
+    (env, root)
+}
+
+/// Every file of the tree but the per-run status.
+fn tree_state(root: &Path) -> Vec<(PathBuf, (Vec<u8>, u32))> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(root.join("run")))
+        .collect()
 }
 
 #[test]
-fn applies_the_config_to_a_tree_and_a_second_run_changes_nothing() {
+fn applies_the_config_to_a_tree_and_a_second_run_keeps_it() {
     if !system_test(&["mkswap", "depmod", "useradd", "gzip", "blkid"]) {
         return;
     }
-    let env = Env::new();
-    env.settings(&[]);
-    let root = root_tree(env.path(), false);
+    let (env, root) = setup(&[]);
     let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
     let out = bootstrap(&env, &root, &img);
     assert!(
@@ -51,50 +72,40 @@ fn applies_the_config_to_a_tree_and_a_second_run_changes_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gandi-vm bootstrap: ok"));
 
-    // /gandi: root-only.
     let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("gandi"), 0o700);
     assert_eq!(mode("gandi/config"), 0o600);
-    // Password, under the shadow lock, other lines kept, mode kept.
-    let shadow = fs::read_to_string(root.join("etc/shadow")).unwrap();
+    let shadow = read(&root, "etc/shadow");
     assert!(
         shadow.starts_with(&format!("root:{HASH}:19000:")),
         "{shadow}"
     );
     assert!(shadow.contains("daemon:*:19000"));
     assert_eq!(mode("etc/shadow"), 0o640);
-    // The user and its key.
-    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
-    assert!(passwd.contains("alice:x:"), "{passwd}");
-    let user_keys = fs::read_to_string(root.join("home/alice/.ssh/authorized_keys")).unwrap();
-    assert!(user_keys.contains(USER_KEY));
-    // Root's keys: the admin's kept, the platform's in our block.
-    let keys = fs::read_to_string(root.join("root/.ssh/authorized_keys")).unwrap();
+    assert!(read(&root, "etc/passwd").contains("alice:x:"));
+    assert!(read(&root, "home/alice/.ssh/authorized_keys").contains(USER_KEY));
+    let keys = read(&root, "root/.ssh/authorized_keys");
     assert!(keys.starts_with(ADMIN_KEY), "{keys}");
     assert!(keys.contains(PLATFORM_KEY) && keys.contains(USER_KEY));
+    assert!(keys.contains("# BEGIN gandi-vm: SSH keys from the platform"));
     assert_eq!(mode("root/.ssh/authorized_keys"), 0o600);
-    // Hostname and hosts (the admin's lines kept).
-    assert_eq!(
-        fs::read_to_string(root.join("etc/hostname")).unwrap(),
-        "web1.example.net\n"
-    );
-    let hosts = fs::read_to_string(root.join("etc/hosts")).unwrap();
+    assert_eq!(read(&root, "etc/hostname"), "web1.example.net\n");
+    let hosts = read(&root, "etc/hosts");
     assert!(
         hosts.contains("127.0.1.1\tweb1.example.net web1"),
         "{hosts}"
     );
     assert!(hosts.contains("10.1.1.1\tbackup"));
-    // Resolvers first, the admin's search line kept.
-    let resolv = fs::read_to_string(root.join("etc/resolv.conf")).unwrap();
+    let resolv = read(&root, "etc/resolv.conf");
     let first_ns = resolv
         .lines()
         .find(|l| l.starts_with("nameserver"))
         .unwrap();
     assert_eq!(first_ns, "nameserver 192.0.2.53");
     assert!(resolv.contains("search example.net"));
-    // systemd-networkd: static on eth0, DHCP on eth1.
-    let eth0 = fs::read_to_string(root.join("etc/systemd/network/50-gandi-eth0.network")).unwrap();
+    let eth0 = read(&root, "etc/systemd/network/50-gandi-eth0.network");
     for l in [
         "Name=eth0",
         "DHCP=no",
@@ -105,9 +116,7 @@ fn applies_the_config_to_a_tree_and_a_second_run_changes_nothing() {
     ] {
         assert!(eth0.contains(l), "{l} missing in {eth0}");
     }
-    let eth1 = fs::read_to_string(root.join("etc/systemd/network/50-gandi-eth1.network")).unwrap();
-    assert!(eth1.contains("DHCP=ipv4"), "{eth1}");
-    // Modules, with depmod's index.
+    assert!(read(&root, "etc/systemd/network/50-gandi-eth1.network").contains("DHCP=ipv4"));
     assert!(
         root.join(format!("lib/modules/{RELEASE}/kernel/drivers/README"))
             .exists()
@@ -116,14 +125,16 @@ fn applies_the_config_to_a_tree_and_a_second_run_changes_nothing() {
         root.join(format!("lib/modules/{RELEASE}/modules.dep"))
             .exists()
     );
-    // Swap on the image, labelled swap; the archive still after it.
+    assert_eq!(read(&root, &format!("boot/System.map-{RELEASE}")), "map\n");
     let probe = sh(Command::new("blkid").args(["-p", "-o", "export"]).arg(&img));
     assert!(
         probe.contains("TYPE=swap") && probe.contains("LABEL=swap"),
         "{probe}"
     );
-    // Status: every step, none failed.
-    let s = status(&env);
+    // The state of what was applied: root-only, no value in it.
+    assert_eq!(mode("var/lib/gandi"), 0o700);
+    assert_eq!(mode("var/lib/gandi/applied.json"), 0o600);
+    assert!(!read(&root, "var/lib/gandi/applied.json").contains(HASH));
     for name in [
         "archive",
         "config",
@@ -136,20 +147,18 @@ fn applies_the_config_to_a_tree_and_a_second_run_changes_nothing() {
         "modules",
         "swap",
     ] {
-        assert_ne!(
-            step(&s, name)["result"],
-            "failed",
+        assert!(
+            ["changed", "unchanged"].contains(&result(&root, name).as_str()),
             "{name}: {}",
-            step(&s, name)
+            detail(&root, name)
         );
     }
-    assert_eq!(step(&s, "sysctl")["result"], "skipped");
-    let shown = env.gandi(&["status"]);
-    assert!(shown.status.success());
-    assert!(String::from_utf8_lossy(&shown.stdout).contains("bootstrap: ok"));
+    for name in ["root-disk", "plugins"] {
+        assert_eq!(result(&root, name), "deferred", "{name}");
+    }
 
-    // Twice: byte-identical files, and the steps say unchanged.
-    let before = snapshot(&root);
+    // Twice, same platform config: nothing changes, values are "kept".
+    let before = tree_state(&root);
     let image_before = fs::read(&img).unwrap();
     let out = bootstrap(&env, &root, &img);
     assert!(
@@ -157,35 +166,258 @@ fn applies_the_config_to_a_tree_and_a_second_run_changes_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let after = snapshot(&root);
-    assert_eq!(
-        before.keys().collect::<Vec<_>>(),
-        after.keys().collect::<Vec<_>>()
-    );
-    for (p, v) in &before {
-        assert_eq!(
-            Some(v),
-            after.get(p),
-            "{} changed on the second run",
-            p.display()
-        );
-    }
+    assert_eq!(before, tree_state(&root));
     assert!(
         fs::read(&img).unwrap() == image_before,
-        "the swap image changed on the second run"
+        "the swap image changed"
     );
-    let s = status(&env);
-    for name in [
-        "password",
-        "user",
-        "root-keys",
-        "hostname",
-        "resolvers",
-        "network",
-        "swap",
-    ] {
-        assert_eq!(step(&s, name)["result"], "unchanged", "{name}");
+    for name in ["password", "hostname", "resolvers", "modules"] {
+        assert_eq!(result(&root, name), "kept", "{name}");
     }
+    assert_eq!(result(&root, "network"), "unchanged");
+    assert!(detail(&root, "network").contains("eth0 kept"));
+}
+
+#[test]
+fn the_admin_has_the_last_word_until_the_platform_changes_a_value() {
+    if !system_test(&["mkswap", "depmod", "useradd", "gzip"]) {
+        return;
+    }
+    let (env, root) = setup(&[]);
+    let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
+    assert!(bootstrap(&env, &root, &img).status.success());
+    // The admin: a new password, the platform's key removed (a leaked one),
+    // another hostname, an edited network file.
+    let admin_hash = "$6$adminsalt$AdminHashAdminHashAdminHashAdminHashAdminHashAdminHash0";
+    let shadow = read(&root, "etc/shadow").replace(HASH, admin_hash);
+    fs::write(root.join("etc/shadow"), shadow).unwrap();
+    let keys = read(&root, "root/.ssh/authorized_keys").replace(&format!("{PLATFORM_KEY}\n"), "");
+    fs::write(root.join("root/.ssh/authorized_keys"), &keys).unwrap();
+    fs::write(root.join("etc/hostname"), "mine\n").unwrap();
+    let net = root.join("etc/systemd/network/50-gandi-eth1.network");
+    fs::write(&net, "# the admin's\n").unwrap();
+    // A second boot, the same platform config: every change of the admin
+    // stays.
+    let out = bootstrap(&env, &root, &img);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(read(&root, "etc/shadow").contains(admin_hash));
+    let now = read(&root, "root/.ssh/authorized_keys");
+    assert!(
+        !now.contains(PLATFORM_KEY),
+        "the removed key came back: {now}"
+    );
+    assert!(now.contains(ADMIN_KEY) && now.contains(USER_KEY));
+    assert!(
+        detail(&root, "root-keys").contains("1 kept out"),
+        "{}",
+        detail(&root, "root-keys")
+    );
+    assert_eq!(read(&root, "etc/hostname"), "mine\n");
+    assert_eq!(fs::read_to_string(&net).unwrap(), "# the admin's\n");
+    assert_eq!(result(&root, "password"), "kept");
+    // The platform changes the hostname and adds a key: those are applied;
+    // the removed key stays removed; the password stays the admin's.
+    let new_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINewPlatformKeyNewKey ops2@gandi";
+    let mut cfg: serde_json::Value = serde_json::from_str(&config_json()).unwrap();
+    cfg["vm_hostname"] = "web2.example.net".into();
+    cfg["keys"] = serde_json::json!([USER_KEY, new_key]);
+    let archive = tar(&[("gandi/config", cfg.to_string().as_bytes(), 0o600)]);
+    let img2 = image(env.path(), "swap2.img", &archive, None);
+    let out = bootstrap(&env, &root, &img2);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&root, "etc/hostname"), "web2.example.net\n");
+    let now = read(&root, "root/.ssh/authorized_keys");
+    assert!(
+        now.contains(new_key) && !now.contains(PLATFORM_KEY),
+        "{now}"
+    );
+    assert!(read(&root, "etc/shadow").contains(admin_hash));
+}
+
+/// The good config with one value changed (`path` in JSON pointer form).
+fn with(pointer: &str, value: serde_json::Value) -> String {
+    let mut cfg: serde_json::Value = serde_json::from_str(&config_json()).unwrap();
+    *cfg.pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("{pointer}")) = value;
+    cfg.to_string()
+}
+
+#[test]
+fn one_bad_element_fails_only_itself_and_the_vm_stays_reachable() {
+    if !system_test(&["mkswap", "useradd"]) {
+        return;
+    }
+    use serde_json::json;
+    // (what, config, the step that fails, the path it names)
+    let cases = [
+        (
+            "hostname",
+            with("/vm_hostname", json!("bad_host!")),
+            "hostname",
+            "vm_hostname",
+        ),
+        (
+            "password",
+            with("/vm_conf/password", json!("hunter2")),
+            "password",
+            "vm_conf.password",
+        ),
+        (
+            "ssh_key type",
+            with("/vm_conf/ssh_key", json!(5)),
+            "root-keys",
+            "vm_conf.ssh_key",
+        ),
+        (
+            "one key",
+            with("/keys", json!([USER_KEY, "not a key"])),
+            "root-keys",
+            "keys[1]",
+        ),
+        (
+            "one resolver",
+            with("/nameservers", json!(["x", "192.0.2.53"])),
+            "resolvers",
+            "nameservers[0]",
+        ),
+        ("login", with("/login", json!("Root")), "user", "login"),
+        (
+            "address",
+            with("/vif/0/pna/0/pna_address", json!("192.0.2.300")),
+            "network",
+            "vif[0].pna[0].pna_address",
+        ),
+        (
+            "vif number",
+            with("/vif/0/vif_number", json!("zero")),
+            "network",
+            "vif[0].vif_number",
+        ),
+    ];
+    for (what, config, failing, path) in cases {
+        let (env, root) = setup(&[]);
+        let img = image(
+            env.path(),
+            "swap.img",
+            &tar(&[("gandi/config", config.as_bytes(), 0o600)]),
+            None,
+        );
+        let out = bootstrap(&env, &root, &img);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: the exit code says nothing"
+        );
+        let s = root_status(&root);
+        let config_step = step(&s, "bootstrap", "config");
+        assert_eq!(config_step["result"], "failed", "{what}");
+        assert!(
+            config_step["detail"].as_str().unwrap().contains(path),
+            "{what}: {config_step}"
+        );
+        assert_eq!(
+            result(&root, failing),
+            "failed",
+            "{what}: {}",
+            detail(&root, failing)
+        );
+        assert!(
+            detail(&root, failing).contains(path),
+            "{what}: {}",
+            detail(&root, failing)
+        );
+        // Everything else was applied.
+        if failing != "password" {
+            assert!(read(&root, "etc/shadow").contains(HASH), "{what}: password");
+        }
+        let keys = read(&root, "root/.ssh/authorized_keys");
+        assert!(keys.contains(USER_KEY), "{what}: keys {keys}");
+        if failing != "root-keys" {
+            assert!(keys.contains(PLATFORM_KEY), "{what}: keys {keys}");
+        }
+        if failing != "hostname" {
+            assert_eq!(read(&root, "etc/hostname"), "web1.example.net\n", "{what}");
+        }
+        assert!(
+            read(&root, "etc/resolv.conf").contains("nameserver 192.0.2.53"),
+            "{what}"
+        );
+        // eth0 is reachable: its static address, or DHCP with the reason.
+        let eth0 = read(&root, "etc/systemd/network/50-gandi-eth0.network");
+        if failing == "network" {
+            assert!(
+                eth0.contains("DHCP=ipv4") && eth0.contains("# DHCP because"),
+                "{what}: {eth0}"
+            );
+        } else {
+            assert!(eth0.contains("Address=192.0.2.10/24"), "{what}: {eth0}");
+        }
+        if failing != "user" {
+            assert!(read(&root, "etc/passwd").contains("alice:x:"), "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_system_account_as_login_is_refused_and_the_rest_applies() {
+    if !system_test(&["mkswap"]) {
+        return;
+    }
+    let (env, root) = setup(&[]);
+    let config = with("/login", serde_json::json!("daemon"));
+    let img = image(
+        env.path(),
+        "swap.img",
+        &tar(&[("gandi/config", config.as_bytes(), 0o600)]),
+        None,
+    );
+    let out = bootstrap(&env, &root, &img);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(result(&root, "user"), "failed");
+    assert!(
+        detail(&root, "user").contains("system account"),
+        "{}",
+        detail(&root, "user")
+    );
+    assert!(!root.join("usr/sbin/.ssh").exists());
+    assert!(read(&root, "root/.ssh/authorized_keys").contains(PLATFORM_KEY));
+    assert_eq!(read(&root, "etc/hostname"), "web1.example.net\n");
+}
+
+#[test]
+fn damaged_blocks_are_left_byte_for_byte() {
+    if !system_test(&["mkswap", "useradd"]) {
+        return;
+    }
+    let (env, root) = setup(&[]);
+    let keys = format!(
+        "# BEGIN gandi-vm: SSH keys from the platform (lines outside this block are yours)\n\
+         ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOldPlatformKeyOld old\n\
+         # END gandi-vm: SSH keys from the platform -- do not touch\n{ADMIN_KEY}\n"
+    );
+    fs::write(root.join("root/.ssh/authorized_keys"), &keys).unwrap();
+    let resolv = "# END gandi-vm\nnameserver 10.0.0.1\noptions edns0\n";
+    fs::write(root.join("etc/resolv.conf"), resolv).unwrap();
+    let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
+    let out = bootstrap(&env, &root, &img);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(read(&root, "root/.ssh/authorized_keys"), keys);
+    assert_eq!(read(&root, "etc/resolv.conf"), resolv);
+    assert!(
+        detail(&root, "root-keys").contains("damaged"),
+        "{}",
+        detail(&root, "root-keys")
+    );
+    assert!(detail(&root, "resolvers").contains("damaged"));
+    assert_eq!(read(&root, "etc/hostname"), "web1.example.net\n");
 }
 
 #[test]
@@ -194,7 +426,7 @@ fn ifupdown_systems_get_interfaces_d_stanzas() {
         return;
     }
     let env = Env::new();
-    env.settings(&[]);
+    root_settings(&env.config(), &[]);
     let root = root_tree(env.path(), true);
     let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
     let out = bootstrap(&env, &root, &img);
@@ -203,7 +435,7 @@ fn ifupdown_systems_get_interfaces_d_stanzas() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let eth0 = fs::read_to_string(root.join("etc/network/interfaces.d/gandi-eth0")).unwrap();
+    let eth0 = read(&root, "etc/network/interfaces.d/gandi-eth0");
     assert!(
         eth0.contains("iface eth0 inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1"),
         "{eth0}"
@@ -212,8 +444,7 @@ fn ifupdown_systems_get_interfaces_d_stanzas() {
         eth0.contains("iface eth0 inet6 static\n\taddress 2001:db8::10/64"),
         "{eth0}"
     );
-    let eth1 = fs::read_to_string(root.join("etc/network/interfaces.d/gandi-eth1")).unwrap();
-    assert!(eth1.contains("iface eth1 inet dhcp"));
+    assert!(read(&root, "etc/network/interfaces.d/gandi-eth1").contains("iface eth1 inet dhcp"));
     assert!(!root.join("etc/systemd/network").exists());
 }
 
@@ -222,65 +453,57 @@ fn flags_turn_steps_off() {
     if !system_test(&["mkswap", "useradd", "gzip", "depmod"]) {
         return;
     }
-    let env = Env::new();
-    env.settings(&[
-        "CONFIG_HOSTNAME=0".into(),
-        "CONFIG_NAMESERVER=0".into(),
-        "CONFIG_NETWORK=0".into(),
+    let (env, root) = setup(&[
+        "CONFIG_HOSTNAME=0",
+        "CONFIG_NAMESERVER=0",
+        "CONFIG_NETWORK=0",
     ]);
-    let root = root_tree(env.path(), false);
     let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
     assert!(bootstrap(&env, &root, &img).status.success());
     assert!(!root.join("etc/hostname").exists());
     assert_eq!(
-        fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
+        read(&root, "etc/resolv.conf"),
         "search example.net\nnameserver 10.0.0.1\n"
     );
     assert!(!root.join("etc/systemd/network").exists());
-    let s = status(&env);
     for name in ["hostname", "resolvers", "network"] {
-        assert_eq!(step(&s, name)["result"], "skipped");
+        assert_eq!(result(&root, name), "skipped");
     }
-}
-
-/// A raw tar header block for hostile entries the tar crate refuses to
-/// write: name, type flag, link name.
-fn raw_entry(name: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[100..107].copy_from_slice(b"0000644");
-    h[108..115].copy_from_slice(b"0000000");
-    h[116..123].copy_from_slice(b"0000000");
-    let size = format!("{:011o}", data.len());
-    h[124..135].copy_from_slice(size.as_bytes());
-    h[136..147].copy_from_slice(b"00000000000");
-    h[156] = kind;
-    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    for b in &mut h[148..156] {
-        *b = b' ';
-    }
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-    let mut out = h.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out
-}
-
-fn with_end(mut blocks: Vec<u8>) -> Vec<u8> {
-    blocks.extend_from_slice(&[0u8; 1024]);
-    blocks
 }
 
 #[test]
-fn hostile_archives_write_nothing() {
+fn the_trees_own_settings_file_is_read() {
+    if !system_test(&["mkswap", "useradd", "gzip", "depmod"]) {
+        return;
+    }
+    let env = Env::new();
+    let root = root_tree(env.path(), false);
+    fs::create_dir_all(root.join("etc/default")).unwrap();
+    fs::write(root.join("etc/default/gandi"), "CONFIG_HOSTNAME=0\n").unwrap();
+    let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
+    let out = Command::new(BIN)
+        .args(["bootstrap", "--kernel-release", RELEASE, "--root"])
+        .arg(&root)
+        .arg("--device")
+        .arg(&img)
+        .env_remove("GANDI_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(result(&root, "hostname"), "skipped");
+}
+
+#[test]
+fn hostile_archives_are_refused_whole_and_links_are_never_followed() {
     if !system_test(&["mkswap"]) {
         return;
     }
     let good = raw_entry("gandi/config", b'0', "", b"{}");
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    let refused: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "traversal",
             raw_entry("gandi/../../etc/evil", b'0', "", b"x"),
@@ -290,16 +513,6 @@ fn hostile_archives_write_nothing() {
             "absolute",
             raw_entry("/etc/evil", b'0', "", b"x"),
             "absolute",
-        ),
-        (
-            "symlink out",
-            raw_entry("gandi/shadow", b'2', "/etc/shadow", b""),
-            "leads outside",
-        ),
-        (
-            "relative link out",
-            raw_entry("gandi/up", b'2', "../../etc", b""),
-            "leads outside",
         ),
         (
             "hard link out",
@@ -312,47 +525,108 @@ fn hostile_archives_write_nothing() {
             "device node",
         ),
         ("fifo", raw_entry("gandi/pipe", b'6', "", b""), "FIFO"),
+        (
+            "twice",
+            raw_entry("gandi/config", b'0', "", b"{\"a\":1}"),
+            "given twice",
+        ),
+        (
+            "through a link",
+            [
+                raw_entry("gandi/up", b'2', "../../canary", b""),
+                raw_entry("gandi/up/planted", b'0', "", b"x"),
+            ]
+            .concat(),
+            "not followed",
+        ),
+        (
+            "hard link to a link",
+            [
+                raw_entry("gandi/l", b'2', "../../canary/secret", b""),
+                raw_entry("gandi/hl", b'1', "gandi/l", b""),
+            ]
+            .concat(),
+            "not a file",
+        ),
     ];
-    for (what, bad, expect) in cases {
-        let env = Env::new();
-        env.settings(&[]);
-        let root = root_tree(env.path(), false);
-        let before = snapshot(&root);
-        let mut blocks = good.clone();
-        blocks.extend(bad);
-        let img = image(env.path(), "swap.img", &with_end(blocks), None);
+    for (what, bad, expect) in refused {
+        let (env, root) = setup(&[]);
+        let canary = env.path().join("canary");
+        fs::create_dir_all(&canary).unwrap();
+        fs::write(canary.join("secret"), "s").unwrap();
+        // What bootstrap may write whatever the archive: status, state.
+        let ours = |p: &Path| p.starts_with(root.join("run")) || p.starts_with(root.join("var"));
+        let tree = |r: &Path| {
+            full_snapshot(r)
+                .into_iter()
+                .filter(|(p, _)| !ours(p))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let (canary_before, root_before) = (full_snapshot(&canary), tree(&root));
+        let img = image(
+            env.path(),
+            "swap.img",
+            &with_end([good.clone(), bad].concat()),
+            None,
+        );
         let out = bootstrap(&env, &root, &img);
         assert!(!out.status.success(), "{what}: accepted");
-        let s = status(&env);
-        let archive = step(&s, "archive");
+        let archive = step(&root_status(&root), "bootstrap", "archive").clone();
         assert_eq!(archive["result"], "failed", "{what}");
         assert!(
             archive["detail"].as_str().unwrap().contains(expect),
             "{what}: {archive}"
         );
-        assert!(!root.join("gandi").exists(), "{what}: /gandi written");
-        let after = snapshot(&root);
-        assert_eq!(before, after, "{what}: the tree changed");
-        assert!(!env.path().join("etc").exists());
-        let leftovers: Vec<_> = fs::read_dir(&root)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".gandi"))
-            .collect();
-        assert!(leftovers.is_empty(), "{what}: staging left behind");
+        assert_eq!(
+            full_snapshot(&canary),
+            canary_before,
+            "{what}: the canary changed"
+        );
+        assert_eq!(tree(&root), root_before, "{what}: the tree changed");
     }
+    // Kept as entries but never followed: a config that is a chain of
+    // links out of the tree is not read.
+    let (env, root) = setup(&[]);
+    let canary = env.path().join("canary");
+    fs::create_dir_all(&canary).unwrap();
+    let outside = r#"{"vm_hostname": "hijacked", "run": "touch /tmp/hijacked"}"#;
+    fs::write(canary.join("config"), outside).unwrap();
+    fs::set_permissions(canary.join("config"), fs::Permissions::from_mode(0o644)).unwrap();
+    let before = full_snapshot(&canary);
+    let archive = with_end(
+        [
+            raw_entry("gandi/a/b/c/d", b'2', "../../..", b""),
+            raw_entry(
+                "gandi/config",
+                b'2',
+                "a/b/c/d/../../../../canary/config",
+                b"",
+            ),
+        ]
+        .concat(),
+    );
+    let img = image(env.path(), "swap.img", &archive, None);
+    let out = bootstrap(&env, &root, &img);
+    assert!(!out.status.success());
+    assert_eq!(result(&root, "archive"), "changed");
+    assert_eq!(result(&root, "config"), "failed");
+    assert!(
+        detail(&root, "config").contains("not followed"),
+        "{}",
+        detail(&root, "config")
+    );
+    assert_eq!(full_snapshot(&canary), before);
+    assert!(!root.join("etc/hostname").exists());
 }
 
 #[test]
-fn malformed_config_is_reported_with_its_place_and_nothing_is_applied() {
+fn malformed_config_is_reported_with_its_place_and_validate_lists_every_problem() {
     if !system_test(&["mkswap"]) {
         return;
     }
-    let env = Env::new();
-    env.settings(&[]);
-    let root = root_tree(env.path(), false);
+    let (env, root) = setup(&[]);
     let before_etc = snapshot(&root.join("etc"));
-    let bad = br#"{"vm_hostname": "ok", "vif": [{"vif_number": "zero"}]}"#;
+    let bad = b"{\"vm_hostname\": \"ok\",\n \"vif\": [{\"vif_number\": 0}\n";
     let img = image(
         env.path(),
         "swap.img",
@@ -361,20 +635,30 @@ fn malformed_config_is_reported_with_its_place_and_nothing_is_applied() {
     );
     let out = bootstrap(&env, &root, &img);
     assert!(!out.status.success());
-    let s = status(&env);
-    let detail = step(&s, "config")["detail"].as_str().unwrap().to_string();
-    assert!(detail.contains("vif[0].vif_number"), "{detail}");
+    assert!(
+        detail(&root, "config").contains("nothing applied"),
+        "{}",
+        detail(&root, "config")
+    );
     assert_eq!(snapshot(&root.join("etc")), before_etc);
-    // validate says the same, with the line and column.
+    // validate: every problem, type errors included, each with its place.
     let cfg = env.path().join("bad.json");
-    fs::write(&cfg, bad).unwrap();
+    fs::write(
+        &cfg,
+        "{\"vm_hostname\": [1],\n \"nameservers\": [\"x\", 7],\n \"vif\": [{\"vif_number\": \"zero\"}]}",
+    )
+    .unwrap();
     let v = env.gandi(&["validate", cfg.to_str().unwrap()]);
     assert_eq!(v.status.code(), Some(1));
     let text = String::from_utf8_lossy(&v.stdout);
-    assert!(
-        text.contains(":1:") && text.contains("vif[0].vif_number"),
-        "{text}"
-    );
+    for expect in [
+        ":1:17: vm_hostname: expected a string",
+        ":2:18: nameservers[0]:",
+        ":2:23: nameservers[1]:",
+        ":3:25: vif[0].vif_number: expected a number",
+    ] {
+        assert!(text.contains(expect), "{expect} not in {text}");
+    }
     let good = env.path().join("good.json");
     fs::write(&good, config_json()).unwrap();
     assert_eq!(
@@ -386,13 +670,34 @@ fn malformed_config_is_reported_with_its_place_and_nothing_is_applied() {
 }
 
 #[test]
+fn modules_are_added_and_installed_once_per_tarball() {
+    if !system_test(&["mkswap", "depmod", "gzip", "useradd"]) {
+        return;
+    }
+    let (env, root) = setup(&[]);
+    let admin = root.join(format!("lib/modules/{RELEASE}/extra/dkms.ko"));
+    fs::create_dir_all(admin.parent().unwrap()).unwrap();
+    fs::write(&admin, "the admin's module").unwrap();
+    let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
+    assert!(bootstrap(&env, &root, &img).status.success());
+    assert!(admin.exists(), "the admin's module was removed");
+    assert!(
+        root.join(format!("lib/modules/{RELEASE}/kernel/drivers/README"))
+            .exists()
+    );
+    assert_eq!(result(&root, "modules"), "changed");
+    // The second boot: /gandi is extracted again, no modules work.
+    assert!(bootstrap(&env, &root, &img).status.success());
+    assert_eq!(result(&root, "modules"), "kept");
+    assert!(admin.exists());
+}
+
+#[test]
 fn a_non_empty_device_without_swap_is_never_formatted() {
     if !system_test(&["mkswap"]) {
         return;
     }
-    let env = Env::new();
-    env.settings(&[]);
-    let root = root_tree(env.path(), false);
+    let (env, root) = setup(&[]);
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
     let img = image(
         env.path(),
@@ -408,23 +713,126 @@ fn a_non_empty_device_without_swap_is_never_formatted() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(fs::read(&img).unwrap(), before, "the image was changed");
-    let s = status(&env);
-    assert_eq!(step(&s, "swap")["result"], "skipped");
-    assert!(
-        step(&s, "swap")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("does not seem empty")
-    );
+    assert_eq!(result(&root, "swap"), "skipped");
+    assert!(detail(&root, "swap").contains("does not seem empty"));
     // No archive at all: nothing to apply, the zeroed disk becomes swap.
-    let env = Env::new();
-    env.settings(&[]);
+    let (env, root) = setup(&[]);
     let blank = image(env.path(), "blank.img", &[], None);
-    let out = bootstrap(&env, &root, &blank);
-    assert!(out.status.success());
-    let s = status(&env);
-    assert_eq!(step(&s, "archive")["result"], "skipped");
-    assert_eq!(step(&s, "swap")["result"], "changed");
+    assert!(bootstrap(&env, &root, &blank).status.success());
+    assert_eq!(result(&root, "archive"), "skipped");
+    assert_eq!(result(&root, "swap"), "changed");
+}
+
+#[test]
+fn the_archive_is_read_from_the_whole_disk_of_a_swap_partition() {
+    // A fixture /dev and /sys: vdz1 is a partition of vdz; the platform
+    // wrote its archive at 512 KiB of the whole disk.
+    let env = Env::new();
+    let dev = env.path().join("dev");
+    let sys = env.path().join("sys");
+    fs::create_dir_all(dev.join("disk/by-partlabel")).unwrap();
+    fs::create_dir_all(sys.join("devices/virtio1/block/vdz/vdz1")).unwrap();
+    fs::create_dir_all(sys.join("class/block")).unwrap();
+    fs::write(sys.join("devices/virtio1/block/vdz/vdz1/partition"), "1\n").unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/virtio1/block/vdz/vdz1",
+        sys.join("class/block/vdz1"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/virtio1/block/vdz",
+        sys.join("class/block/vdz"),
+    )
+    .unwrap();
+    let archive = tar(&[("gandi/config", b"{\"vm_hostname\": \"found\"}", 0o600)]);
+    image(&dev, "vdz", &archive, None);
+    image(&dev, "vdz1", &[], None);
+    std::os::unix::fs::symlink("../../vdz1", dev.join("disk/by-partlabel/gandiswap")).unwrap();
+    let settings = gandi_vm::settings::Settings {
+        dev_dir: dev.clone(),
+        sys_dir: sys,
+        proc_dir: env.path().join("proc"),
+        ..Default::default()
+    };
+    let (found, named) = gandi_vm::bootstrap::find_swap_device(&settings).unwrap();
+    assert_eq!(found, dev.join("vdz1"));
+    assert!(named);
+    let places = gandi_vm::bootstrap::archive_places(&settings, &found);
+    assert_eq!(places, vec![dev.join("vdz"), dev.join("vdz1")]);
+    let (place, _) = gandi_vm::bootstrap::find_archive(&places).unwrap().unwrap();
+    assert_eq!(place, dev.join("vdz"));
+    // The original's last candidates: sdb without Xen, xvda2 with it.
+    fs::remove_file(dev.join("disk/by-partlabel/gandiswap")).unwrap();
+    fs::remove_file(dev.join("vdz1")).unwrap();
+    image(&dev, "sdb", &[], None);
+    image(&dev, "xvda2", &[], None);
+    assert_eq!(
+        gandi_vm::bootstrap::find_swap_device(&settings).unwrap().0,
+        dev.join("sdb")
+    );
+    fs::create_dir_all(env.path().join("proc/xen")).unwrap();
+    assert_eq!(
+        gandi_vm::bootstrap::find_swap_device(&settings).unwrap().0,
+        dev.join("xvda2")
+    );
+}
+
+#[test]
+fn resolvers_go_through_whatever_owns_resolv_conf() {
+    if !system_test(&["mkswap", "useradd", "gzip", "depmod"]) {
+        return;
+    }
+    // systemd-resolved's stub: a drop-in, the link stays.
+    let (env, root) = setup(&[]);
+    fs::remove_file(root.join("etc/resolv.conf")).unwrap();
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        root.join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
+    assert!(bootstrap(&env, &root, &img).status.success());
+    let dropin = read(&root, "etc/systemd/resolved.conf.d/gandi.conf");
+    assert!(dropin.contains("DNS=192.0.2.53 2001:db8::53"), "{dropin}");
+    assert!(
+        fs::symlink_metadata(root.join("etc/resolv.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // resolvconf: our block in its head file, the link stays.
+    let (env, root) = setup(&[]);
+    fs::remove_file(root.join("etc/resolv.conf")).unwrap();
+    std::os::unix::fs::symlink(
+        "../run/resolvconf/resolv.conf",
+        root.join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
+    assert!(bootstrap(&env, &root, &img).status.success());
+    assert!(read(&root, "etc/resolvconf/resolv.conf.d/head").contains("nameserver 192.0.2.53"));
+    assert!(
+        fs::symlink_metadata(root.join("etc/resolv.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // Another program's link: left as it is, and said so.
+    let (env, root) = setup(&[]);
+    fs::remove_file(root.join("etc/resolv.conf")).unwrap();
+    std::os::unix::fs::symlink(
+        "/run/NetworkManager/resolv.conf",
+        root.join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
+    assert_eq!(bootstrap(&env, &root, &img).status.code(), Some(1));
+    assert_eq!(result(&root, "resolvers"), "failed");
+    assert!(detail(&root, "resolvers").contains("another program"));
+    assert_eq!(
+        fs::read_link(root.join("etc/resolv.conf")).unwrap(),
+        Path::new("/run/NetworkManager/resolv.conf")
+    );
 }
 
 /// Grows the last partition of a loop disk after its image is enlarged.
@@ -477,7 +885,6 @@ fn grow_case(table: &str, fstype: &str) {
     let _u = Unmount(mnt.path().to_path_buf());
     let mp = (fstype == "xfs").then(|| mnt.path());
     let before = gandi_vm::grow::fs_size_at(Path::new(&part), fstype, mp).unwrap();
-    // The platform enlarges the disk.
     fs::OpenOptions::new()
         .write(true)
         .open(&disk.image)
@@ -516,7 +923,6 @@ fn grow_case(table: &str, fstype: &str) {
         );
         assert!(stdout.contains("GUIDs randomised"), "{stdout}");
     }
-    // Twice: nothing to do.
     let out = env.gandi(&["root-disk", "--device", &part]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("unchanged"));
 }
@@ -530,30 +936,4 @@ fn root_partition_grows_gpt_and_mbr_ext4_and_xfs() {
     grow_case("dos", "xfs");
     grow_case("gpt", "xfs");
     grow_case("dos", "ext4");
-}
-
-#[test]
-fn resolved_stub_gets_a_drop_in_and_the_link_stays() {
-    if !system_test(&["mkswap", "useradd", "gzip", "depmod"]) {
-        return;
-    }
-    let env = Env::new();
-    env.settings(&[]);
-    let root = root_tree(env.path(), false);
-    fs::remove_file(root.join("etc/resolv.conf")).unwrap();
-    std::os::unix::fs::symlink(
-        "../run/systemd/resolve/stub-resolv.conf",
-        root.join("etc/resolv.conf"),
-    )
-    .unwrap();
-    let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
-    assert!(bootstrap(&env, &root, &img).status.success());
-    let dropin = fs::read_to_string(root.join("etc/systemd/resolved.conf.d/gandi.conf")).unwrap();
-    assert!(dropin.contains("DNS=192.0.2.53 2001:db8::53"), "{dropin}");
-    assert!(
-        fs::symlink_metadata(root.join("etc/resolv.conf"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
 }

@@ -357,10 +357,20 @@ fn networkd_reloads_only_when_the_file_changed() {
         fs::read_to_string(&calls).unwrap(),
         "reload\nreconfigure eth2\n"
     );
-    // An admin's edit is replaced, and networkd reloads it.
+    // An admin's edit stays while the platform's value is the one applied.
     fs::write(&file, "[Match]\nName=eth2\n").unwrap();
     attach();
-    assert_eq!(fs::read_to_string(&file).unwrap(), text);
+    assert_eq!(fs::read_to_string(&file).unwrap(), "[Match]\nName=eth2\n");
+    assert_eq!(fs::read_to_string(&calls).unwrap().lines().count(), 2);
+    // A new platform value is written, and networkd reloads it.
+    let config = fs::read_to_string(root.join("gandi/config")).unwrap();
+    fs::write(
+        root.join("gandi/config"),
+        config.replace("10.88.0.5", "10.88.0.6"),
+    )
+    .unwrap();
+    attach();
+    assert!(fs::read_to_string(&file).unwrap().contains("10.88.0.6"));
     assert_eq!(
         fs::read_to_string(&calls).unwrap().lines().count(),
         4,

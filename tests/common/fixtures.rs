@@ -110,6 +110,7 @@ pub fn modules_tarball(dir: &Path) -> Vec<u8> {
             0o644,
         ),
         (&format!("lib/modules/{RELEASE}/modules.order"), b"", 0o644),
+        (&format!("boot/System.map-{RELEASE}"), b"map\n", 0o644),
     ]);
     let p = dir.join("modules.tar");
     fs::write(&p, raw).unwrap();
@@ -199,4 +200,107 @@ pub fn config_tree(dir: &Path) -> PathBuf {
     )
     .unwrap();
     root
+}
+
+/// The status of a stage run with `--root`: it lives in the tree.
+pub fn root_status(root: &Path) -> serde_json::Value {
+    let p = root.join("run/gandi/status.json");
+    serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// Step `name` of `stage` in a status document.
+pub fn step<'a>(s: &'a serde_json::Value, stage: &str, name: &str) -> &'a serde_json::Value {
+    s[stage]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stage {stage}: {s}"))
+        .iter()
+        .find(|x| x["step"] == name)
+        .unwrap_or_else(|| panic!("no step {name}: {s}"))
+}
+
+/// One tar entry of any shape, hostile ones included (the tar crate
+/// refuses to write some): `kind` is the tar type flag.
+pub fn raw_entry(name: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
+    assert!(name.len() < 100 && link.len() < 100, "{name} -> {link}");
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..107].copy_from_slice(b"0000644");
+    h[108..115].copy_from_slice(b"0000000");
+    h[116..123].copy_from_slice(b"0000000");
+    let size = format!("{:011o}", data.len());
+    h[124..135].copy_from_slice(size.as_bytes());
+    h[136..147].copy_from_slice(b"00000000000");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    for b in &mut h[148..156] {
+        *b = b' ';
+    }
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+/// Entries and the two zero blocks that end an archive.
+pub fn with_end(mut blocks: Vec<u8>) -> Vec<u8> {
+    blocks.extend_from_slice(&[0u8; 1024]);
+    blocks
+}
+
+/// Settings for runs with `--root`: the tree's own paths (status in
+/// `ROOT/run/gandi`), plus `lines`.
+pub fn root_settings(config: &Path, lines: &[&str]) {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    fs::write(config, text).unwrap();
+}
+
+/// Every entry under `dir` (files, links, folders) with what can change:
+/// content or link target, mode, owner, size, times.
+pub fn full_snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    fn walk(d: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        let Ok(rd) = fs::read_dir(d) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                "dir".to_string()
+            } else {
+                format!("file {:?}", fs::read(&p).unwrap())
+            };
+            out.insert(
+                p.clone(),
+                format!(
+                    "{what} mode={:o} uid={} gid={} nlink={} mtime={}.{} ctime={}.{}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    m.nlink(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec()
+                ),
+            );
+            if m.is_dir() {
+                walk(&p, out);
+            }
+        }
+    }
+    walk(dir, &mut out);
+    out
 }

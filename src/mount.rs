@@ -1,0 +1,80 @@
+//! `gandi-vm mount`: the replay of block events at boot.
+
+use crate::disks::Scan;
+use crate::records;
+use crate::runner::Run;
+use crate::settings::Settings;
+use crate::status::{Done, Recorder};
+use crate::tree::Tree;
+use anyhow::{Result, bail};
+use std::time::Duration;
+
+/// Makes sure that every data disk attached during boot was handed to the
+/// attach helper before services start. Waits for udev's queue (the events
+/// of the boot's coldplug), at most `limit`; then replays `add` for the
+/// candidate disks the helper has not recorded yet (attached before our
+/// rules were loaded, or whose event was lost), and waits for those events.
+/// Disks that udev already handed over are not processed twice. With
+/// `all`, replays `add` for every block device, as the original did.
+pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<i32> {
+    let mut rec = Recorder::default();
+    if !settings.allow_mount {
+        rec.skip("replay", "CONFIG_ALLOW_MOUNT=0");
+    } else if all {
+        rec.step("replay", || {
+            Run::new("udevadm")
+                .args(["trigger", "--action=add", "--subsystem-match=block"])
+                .limit(Duration::from_secs(60))
+                .output()?;
+            settle(limit)?;
+            Ok(Done::changed("add replayed for every block device"))
+        });
+    } else {
+        rec.step("replay", || {
+            settle(limit)?;
+            let scan = Scan::new(settings)?;
+            let devices = scan.devices();
+            // A current record means udev ran our rule for the disk; its
+            // growth, if any, was handed to gandi-disk@ then.
+            let missing: Vec<&str> = devices
+                .iter()
+                .filter(|d| records::lookup(settings, d).is_none())
+                .map(|d| d.name.as_str())
+                .collect();
+            if missing.is_empty() {
+                return Ok(Done::unchanged(format!(
+                    "all {} candidate disks already recorded",
+                    devices.len()
+                )));
+            }
+            Run::new("udevadm")
+                .args(["trigger", "--action=add"])
+                .args(
+                    missing
+                        .iter()
+                        .map(|name| settings.sys_dir.join("class/block").join(name)),
+                )
+                .limit(Duration::from_secs(60))
+                .output()?;
+            settle(limit)?;
+            Ok(Done::changed(format!(
+                "add replayed for {}",
+                missing.join(" ")
+            )))
+        });
+    }
+    rec.finish(&Tree::open(std::path::Path::new("/"))?, settings, "mount")
+}
+
+/// `udevadm settle`, at most `limit`.
+fn settle(limit: Duration) -> Result<()> {
+    let secs = limit.as_secs().max(1).to_string();
+    let out = Run::new("udevadm")
+        .args(["settle", "--timeout", &secs])
+        .limit(limit + Duration::from_secs(5))
+        .outcome()?;
+    if !out.success() {
+        bail!("udev's queue did not empty within {secs} s");
+    }
+    Ok(())
+}

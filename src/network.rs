@@ -1,0 +1,319 @@
+//! The network of the platform's config: the interface model, the files of
+//! each network stack, route metrics, and applying them (shared by
+//! `bootstrap` and the hot-plug path `gandi-vm iface`).
+//!
+//! DHCP (IPv4), as the original decides it: an interface of the config
+//! with no static IPv4 address gets DHCP, unless the config is IPv6-only
+//! (no IPv4 address on any interface); an interface the config does not
+//! name gets DHCP when it is hot-plugged. `CONFIG_NODHCP` is read by the
+//! hot-plug path only, as in the original (its default, `eth0`, leaves the
+//! boot's eth0 to bootstrap). Reachability floor: an interface whose own
+//! config could not be used (a bad address, an entry that could not be
+//! read) gets DHCP whatever the rest says, and the status says why.
+
+use crate::ledger::Ledger;
+use crate::platform::Config;
+use crate::tree::{Change, Tree, WriteOpts};
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// One interface's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iface {
+    pub name: String,
+    pub mac: Option<String>,
+    /// `ADDR/LEN` with the family's gateway.
+    pub v4: Vec<(String, Option<String>)>,
+    pub v6: Vec<(String, Option<String>)>,
+    pub dhcp4: bool,
+    /// Why DHCP was given against the usual rule, when it was.
+    pub note: Option<String>,
+}
+
+/// The route metric of `ethN`: 1024 + N (eth0 first).
+pub fn metric(iface: &str) -> u32 {
+    1024 + iface
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse::<u32>()
+        .unwrap_or(100)
+        .min(1000)
+}
+
+/// A network interface name we accept.
+pub fn valid_iface(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// The interfaces the config names, with the DHCP decision.
+pub fn interfaces(config: &Config) -> Vec<Iface> {
+    let v6_only = !config.has_ipv4();
+    let mut out: Vec<Iface> = config
+        .vifs
+        .iter()
+        .map(|vif| {
+            let mut v4 = Vec::new();
+            let mut v6 = Vec::new();
+            for a in &vif.addrs {
+                let entry = (
+                    format!("{}/{}", a.addr, a.prefix),
+                    a.gateway.map(|g| g.to_string()),
+                );
+                if a.addr.is_ipv4() {
+                    v4.push(entry);
+                } else {
+                    v6.push(entry);
+                }
+            }
+            let unusable = config.unusable.get(&vif.number);
+            Iface {
+                name: vif.name(),
+                mac: vif.mac.clone(),
+                dhcp4: v4.is_empty() && (!v6_only || unusable.is_some()),
+                note: unusable
+                    .filter(|_| v4.is_empty())
+                    .map(|why| format!("DHCP because {why}")),
+                v4,
+                v6,
+            }
+        })
+        .collect();
+    // An interface the config meant but whose entry could not be read.
+    for (n, why) in &config.unusable {
+        let name = format!("eth{n}");
+        if !out.iter().any(|i| i.name == name) {
+            out.push(Iface {
+                name,
+                mac: None,
+                v4: Vec::new(),
+                v6: Vec::new(),
+                dhcp4: true,
+                note: Some(format!("DHCP because {why}")),
+            });
+        }
+    }
+    out.sort_by_key(|i| metric(&i.name));
+    out
+}
+
+/// The settings of a hot-plugged interface: from the config when it names
+/// it, else DHCP (unless the config is IPv6-only).
+pub fn hotplug(name: &str, config: Option<&Config>) -> Iface {
+    let named = config.and_then(|c| interfaces(c).into_iter().find(|i| i.name == name));
+    named.unwrap_or_else(|| Iface {
+        name: name.to_string(),
+        mac: None,
+        v4: Vec::new(),
+        v6: Vec::new(),
+        dhcp4: config.is_none_or(|c| c.has_ipv4() || !c.has_vif),
+        note: None,
+    })
+}
+
+/// Which network stack a tree runs (its files are what we write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    Networkd,
+    Ifupdown,
+}
+
+/// ifupdown when `/etc/network/interfaces` exists and `ifup` is installed;
+/// systemd-networkd otherwise.
+pub fn detect_stack(tree: &Tree) -> Stack {
+    let ifup = ["/sbin/ifup", "/usr/sbin/ifup"]
+        .iter()
+        .any(|p| tree.exists(p));
+    if ifup && tree.exists("/etc/network/interfaces") {
+        Stack::Ifupdown
+    } else {
+        Stack::Networkd
+    }
+}
+
+/// The file of `name` for `stack`.
+pub fn file_of(stack: Stack, name: &str) -> PathBuf {
+    match stack {
+        Stack::Networkd => PathBuf::from(format!("/etc/systemd/network/50-gandi-{name}.network")),
+        Stack::Ifupdown => PathBuf::from(format!("/etc/network/interfaces.d/gandi-{name}")),
+    }
+}
+
+const NET_HEADER: &str = "# Written by gandi-vm from the platform's config (/gandi/config).\n\
+# Written again only when the platform's value for this interface changes:\n\
+# your edits are kept until then.\n";
+
+/// A systemd-networkd `.network` file. Default routes get the interface's
+/// metric (eth0 first), so routes of several interfaces coexist.
+pub fn networkd_file(iface: &Iface) -> String {
+    let metric = metric(&iface.name);
+    let mut s = String::from(NET_HEADER);
+    if let Some(note) = &iface.note {
+        s.push_str(&format!("# {note}\n"));
+    }
+    s.push_str("[Match]\n");
+    match &iface.mac {
+        Some(mac) => s.push_str(&format!("MACAddress={}\n", mac.to_ascii_lowercase())),
+        None => s.push_str(&format!("Name={}\n", iface.name)),
+    }
+    s.push_str("\n[Network]\n");
+    s.push_str(if iface.dhcp4 {
+        "DHCP=ipv4\n"
+    } else {
+        "DHCP=no\n"
+    });
+    let mut gateways = Vec::new();
+    for (addr, gw) in iface.v4.iter().chain(&iface.v6) {
+        s.push_str(&format!("Address={addr}\n"));
+        if let Some(g) = gw
+            && !gateways.contains(g)
+        {
+            gateways.push(g.clone());
+        }
+    }
+    for g in gateways {
+        s.push_str(&format!("\n[Route]\nGateway={g}\nMetric={metric}\n"));
+    }
+    if iface.dhcp4 {
+        s.push_str(&format!("\n[DHCPv4]\nRouteMetric={metric}\n"));
+    }
+    s
+}
+
+/// An ifupdown stanza file for `interfaces.d`.
+pub fn ifupdown_file(iface: &Iface) -> String {
+    let mut s = String::from(NET_HEADER);
+    if let Some(note) = &iface.note {
+        s.push_str(&format!("# {note}\n"));
+    }
+    let n = &iface.name;
+    s.push_str(&format!("auto {n}\n"));
+    if iface.dhcp4 {
+        s.push_str(&format!("iface {n} inet dhcp\n\tmetric {}\n", metric(n)));
+    }
+    for (family, list) in [("inet", &iface.v4), ("inet6", &iface.v6)] {
+        for (i, (addr, gw)) in list.iter().enumerate() {
+            s.push_str(&format!("iface {n} {family} static\n\taddress {addr}\n"));
+            if i == 0
+                && let Some(g) = gw
+            {
+                s.push_str(&format!("\tgateway {g}\n\tmetric {}\n", metric(n)));
+            }
+        }
+    }
+    s
+}
+
+/// The file text of `iface` for `stack`.
+pub fn render(stack: Stack, iface: &Iface) -> String {
+    match stack {
+        Stack::Networkd => networkd_file(iface),
+        Stack::Ifupdown => ifupdown_file(iface),
+    }
+}
+
+/// What applying one interface did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Written (new or changed platform value).
+    Written(Change),
+    /// The platform's value is the one applied before: the file is left as
+    /// the admin has it.
+    Kept,
+}
+
+/// Writes the file of `iface` when its platform value is new, and records
+/// it in the ledger.
+pub fn apply_one(tree: &Tree, ledger: &mut Ledger, stack: Stack, iface: &Iface) -> Result<Applied> {
+    let text = render(stack, iface);
+    let field = format!("iface:{}", iface.name);
+    if !ledger.is_new(&field, text.as_bytes()) {
+        return Ok(Applied::Kept);
+    }
+    let c = tree.write_if_changed(
+        file_of(stack, &iface.name),
+        text.as_bytes(),
+        WriteOpts::mode(0o644),
+    )?;
+    ledger.set(&field, text.as_bytes());
+    Ok(Applied::Written(c))
+}
+
+/// Removes our file of an interface the platform no longer names, and its
+/// ledger entry. Returns whether a file was removed.
+pub fn forget(tree: &Tree, ledger: &mut Ledger, name: &str) -> Result<bool> {
+    let mut removed = false;
+    for stack in [Stack::Networkd, Stack::Ifupdown] {
+        removed |= tree.remove_file(file_of(stack, name))?;
+    }
+    ledger.remove(&format!("iface:{name}"));
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform;
+
+    fn cfg(text: &str) -> Config {
+        platform::read(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn dhcp_as_the_original_decides() {
+        // eth0 static, eth1 without address: DHCP on eth1 only.
+        let c = cfg(
+            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24"}}]}, {"vif_number": 1, "pna": []}]}"#,
+        );
+        let i = interfaces(&c);
+        assert!(!i[0].dhcp4 && i[1].dhcp4);
+        // eth0 without a static IPv4 in a config that has IPv4: DHCP.
+        let c = cfg(
+            r#"{"vif": [{"vif_number": 0}, {"vif_number": 1, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24"}}]}]}"#,
+        );
+        assert!(interfaces(&c)[0].dhcp4);
+        // IPv6-only: DHCP for none.
+        let c = cfg(
+            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64"}}]}, {"vif_number": 1}]}"#,
+        );
+        assert!(interfaces(&c).iter().all(|i| !i.dhcp4));
+        // eth0's only address is broken: DHCP, and the file says why.
+        let c = cfg(
+            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.300", "pbn": {"pbn_network": "192.0.2.0/24"}}]}]}"#,
+        );
+        let i = interfaces(&c);
+        assert!(i[0].dhcp4);
+        assert!(networkd_file(&i[0]).contains("# DHCP because vif[0].pna[0]"));
+        // The vif field unreadable: eth0 gets DHCP.
+        let c = cfg(r#"{"vif": "eth0"}"#);
+        let i = interfaces(&c);
+        assert_eq!((i[0].name.as_str(), i[0].dhcp4), ("eth0", true));
+    }
+
+    #[test]
+    fn hotplugged_interfaces() {
+        let c = cfg(
+            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24"}}]}]}"#,
+        );
+        assert!(hotplug("eth3", Some(&c)).dhcp4);
+        assert!(!hotplug("eth0", Some(&c)).dhcp4);
+        assert!(hotplug("eth1", None).dhcp4);
+        let v6 = cfg(
+            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64"}}]}]}"#,
+        );
+        assert!(!hotplug("eth1", Some(&v6)).dhcp4);
+    }
+
+    #[test]
+    fn metrics_and_names() {
+        assert_eq!(metric("eth0"), 1024);
+        assert_eq!(metric("eth3"), 1027);
+        assert!(valid_iface("eth1"));
+        assert!(!valid_iface("../x"));
+        assert!(!valid_iface("a very long interface"));
+    }
+}
