@@ -42,7 +42,7 @@ install: build docs
 	ln -sfn $(PREFIX)/bin/gandi-vm $(DESTDIR)/etc/auto.gandi
 	install -D -m 0644 auto.master.d/gandi.autofs $(DESTDIR)/etc/auto.master.d/gandi.autofs
 	install -D -m 0644 etc/default/gandi $(DESTDIR)$(SETTINGS_FILE)
-	install -D -m 0644 etc/sysctl.d/60-gandi.conf $(DESTDIR)/etc/sysctl.d/60-gandi.conf
+	install -D -m 0644 etc/gandi/sysctl.conf $(DESTDIR)/etc/gandi/sysctl.conf
 	install -d $(DESTDIR)$(UDEVDIR)/rules.d
 	for r in udev/rules.d/*.rules; do \
 		sed 's#/usr/bin/gandi-vm#$(PREFIX)/bin/gandi-vm#g' $$r > $(DESTDIR)$(UDEVDIR)/rules.d/$$(basename $$r); \
@@ -67,7 +67,7 @@ deb: deps build docs
 		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DIST)/deb-root | cut -f1)/" \
 		packaging/deb/control.in > $(DIST)/deb-root/DEBIAN/control
 	install -m 0644 packaging/deb/conffiles $(DIST)/deb-root/DEBIAN/conffiles
-	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DIST)/deb-root/DEBIAN/
+	install -m 0755 packaging/deb/preinst packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DIST)/deb-root/DEBIAN/
 	dpkg-deb --root-owner-group -Zxz --build $(DIST)/deb-root $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 rpm: deps build docs

@@ -206,16 +206,23 @@ impl Tree {
     // ---- the no-follow walk
 
     /// Opens folder `rel` following no link, making the missing folders
-    /// with `create` as their mode when given.
+    /// when `create` is given: the last one with that mode, the ones above
+    /// it 0755.
     fn dir_nofollow(&self, rel: &Path, create: Option<u32>) -> io::Result<Dir> {
         let mut dir = self.dir.try_clone()?;
-        for c in rel.components() {
+        let count = rel.components().count();
+        for (i, c) in rel.components().enumerate() {
             let name = c.as_os_str();
             dir = match dir.open_dir_nofollow(name) {
                 Ok(d) => d,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create.is_some() => {
                     let mut b = DirBuilder::new();
-                    b.mode(create.unwrap_or(0o755));
+                    let mode = if i + 1 == count {
+                        create.unwrap_or(0o755)
+                    } else {
+                        0o755
+                    };
+                    b.mode(mode);
                     match dir.create_dir_with(name, &b) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -248,8 +255,8 @@ impl Tree {
         })
     }
 
-    /// Makes folder `path` and its missing parents (no link followed);
-    /// the ones made get `mode`.
+    /// Makes folder `path` and its missing parents (no link followed):
+    /// `path` gets `mode` when made, the parents 0755.
     pub fn create_dirs(&self, path: impl AsRef<Path>, mode: u32) -> Result<()> {
         let rel = relative(path.as_ref())?;
         self.dir_nofollow(&rel, Some(mode))
@@ -701,6 +708,17 @@ mod tests {
         fs::write(root.join("etc/.new.gandi-tmp.999999999.0"), "torn").unwrap();
         t.write_atomic("etc/new", b"2\n", w).unwrap();
         assert_eq!(fs::read_dir(root.join("etc")).unwrap().count(), 1);
+        // Made folders: the last gets its mode, the ones above 0755.
+        t.create_dirs("var/lib/gandi", 0o700).unwrap();
+        let m = |p: &str| {
+            std::os::unix::fs::PermissionsExt::mode(
+                &fs::metadata(root.join(p)).unwrap().permissions(),
+            ) & 0o777
+        };
+        assert_eq!(
+            (m("var"), m("var/lib"), m("var/lib/gandi")),
+            (0o755, 0o755, 0o700)
+        );
         // Links are replaced, not followed.
         t.set_link("etc/l", Path::new("/nowhere")).unwrap();
         assert_eq!(

@@ -466,6 +466,26 @@ pub fn lookup(path: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A udevd this test started, stopped when dropped (also on failure).
+pub struct Udevd(pub Option<i32>);
+
+impl Udevd {
+    pub fn start() -> Udevd {
+        Udevd(start_udevd())
+    }
+}
+
+impl Drop for Udevd {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("udevadm")
+                .args(["settle", "-t", "30"])
+                .output();
+            stop_pid(pid);
+        }
+    }
+}
+
 /// Starts systemd-udevd unless one runs; returns the PID it started.
 pub fn start_udevd() -> Option<i32> {
     if udevd_running() {
