@@ -33,14 +33,19 @@ fn ms(d: Duration) -> f64 {
 /// Runs `gandi-vm ARGS` on fresh fixtures 15 times; prints the median wall
 /// time, the median time of the steps without external tools, and each
 /// step's median.
-fn stage(label: &str, stage: &str, setup: &dyn Fn(&common::Env) -> Vec<String>) {
+/// `setup` makes the fixtures and settings of one run: it returns the
+/// arguments and where the stage's status will be.
+fn stage(
+    label: &str,
+    stage: &str,
+    setup: &dyn Fn(&common::Env) -> (Vec<String>, std::path::PathBuf),
+) {
     let mut walls = Vec::new();
     let mut owns = Vec::new();
     let mut by_step: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
     for _ in 0..15 {
         let env = common::Env::new();
-        env.settings(&[]);
-        let args = setup(&env);
+        let (args, status_file) = setup(&env);
         let t = Instant::now();
         let out = Command::new(BIN)
             .args(&args)
@@ -55,7 +60,7 @@ fn stage(label: &str, stage: &str, setup: &dyn Fn(&common::Env) -> Vec<String>) 
             String::from_utf8_lossy(&out.stderr)
         );
         let status: serde_json::Value =
-            serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
+            serde_json::from_slice(&fs::read(&status_file).unwrap()).unwrap();
         let mut own = 0u64;
         for s in status[stage]["steps"].as_array().unwrap() {
             let name = s["step"].as_str().unwrap().to_string();
@@ -102,51 +107,61 @@ fn main() {
         "bootstrap --root on a fixture swap image (goal: under 50 ms without external tools)",
         "bootstrap",
         &|env| {
+            root_settings(&env.config(), &[]);
             let root = root_tree(env.path(), false);
             let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
-            vec![
-                "bootstrap".into(),
-                "--kernel-release".into(),
-                RELEASE.into(),
-                "--root".into(),
-                root.display().to_string(),
-                "--device".into(),
-                img.display().to_string(),
-            ]
+            let status = root.join("run/gandi/status.json");
+            (
+                vec![
+                    "bootstrap".into(),
+                    "--kernel-release".into(),
+                    RELEASE.into(),
+                    "--root".into(),
+                    root.display().to_string(),
+                    "--device".into(),
+                    img.display().to_string(),
+                ],
+                status,
+            )
         },
     );
     stage(
         "config --root on a fixture tree (goal: under 20 ms without external tools)",
         "config",
         &|env| {
+            root_settings(&env.config(), &[]);
             let root = config_tree(env.path());
             let cmdline = env.path().join("cmdline");
             fs::write(&cmdline, "gandi=Europe/Paris").unwrap();
-            vec![
-                "config".into(),
-                "--root".into(),
-                root.display().to_string(),
-                "--cmdline".into(),
-                cmdline.display().to_string(),
-            ]
+            let status = root.join("run/gandi/status.json");
+            (
+                vec![
+                    "config".into(),
+                    "--root".into(),
+                    root.display().to_string(),
+                    "--cmdline".into(),
+                    cmdline.display().to_string(),
+                ],
+                status,
+            )
         },
     );
     stage(
-        "postboot --root with one command (goal: under 20 ms without external tools)",
+        "postboot with one command, its paths in a temp folder (goal: under 20 ms without external tools)",
         "postboot",
         &|env| {
-            let root = env.path().join("root");
-            fs::create_dir_all(root.join("gandi")).unwrap();
+            let gandi = env.path().join("gandi");
+            env.settings(&[
+                format!("GANDI_DIR={}", gandi.display()),
+                format!("GANDI_STATE_DIR={}", env.path().join("state").display()),
+            ]);
+            fs::create_dir_all(&gandi).unwrap();
             fs::write(
-                root.join("gandi/config"),
+                gandi.join("config"),
                 format!(r#"{{"vm_conf": {{"password": "{HASH}"}}, "run": ["true"]}}"#),
             )
             .unwrap();
-            vec![
-                "postboot".into(),
-                "--root".into(),
-                root.display().to_string(),
-            ]
+            (vec!["postboot".into()], env.path().join("run/status.json"))
         },
     );
 }

@@ -419,15 +419,45 @@ fn apply_config(
     } else if !config.has_vif && config.unusable.is_empty() {
         rec.skip("network", "no vif given");
     } else {
-        rec.step("network", || network_step(tree, ledger, config));
+        rec.step("network", || {
+            network_step(settings, tree, ledger, config, opts.live())
+        });
     }
 }
 
 /// Writes the network file of each interface whose platform value is new,
 /// removes ours of interfaces no longer given, and says what it did for each.
-fn network_step(tree: &Tree, ledger: &mut Ledger, config: &Config) -> Result<Done> {
+fn network_step(
+    settings: &Settings,
+    tree: &Tree,
+    ledger: &mut Ledger,
+    config: &Config,
+    live: bool,
+) -> Result<Done> {
     let stack = network::detect_stack(tree);
-    let ifaces = network::interfaces(config);
+    let mut ifaces = network::interfaces(config);
+    if stack == network::Stack::Ifupdown {
+        // ifupdown cannot match by MAC: the stanza names the interface that
+        // has the MAC now.
+        for iface in &mut ifaces {
+            let Some(mac) = iface.mac.clone() else {
+                continue;
+            };
+            match live
+                .then(|| network::interface_with_mac(&settings.sys_dir, &mac))
+                .flatten()
+            {
+                Some(name) if name != iface.name => {
+                    iface.note = Some(format!("{} has {mac}", name));
+                    iface.name = name;
+                }
+                Some(_) => {}
+                None => {
+                    iface.note = Some(format!("no interface has {mac} now: named {}", iface.name))
+                }
+            }
+        }
+    }
     let mut change = Change::Unchanged;
     let mut notes = Vec::new();
     for iface in &ifaces {
@@ -688,6 +718,11 @@ pub fn load_sysctl(proc_sys: &Path, text: &str) -> usize {
             log::warn!("sysctl: not a setting: {line:?}");
             continue;
         };
+        // A comment after the value (the original's file has one).
+        let value = value
+            .find(" #")
+            .or_else(|| value.find("\t#"))
+            .map_or(value, |i| &value[..i]);
         let key = key.trim().trim_start_matches('-');
         if key.is_empty() || key.split(['.', '/']).any(|p| p.is_empty() || p == "..") {
             log::warn!("sysctl: not a key: {key:?}");

@@ -43,6 +43,7 @@ fn run_dir_file(settings: &Settings, name: &str) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Way {
     Networkd,
+    NetworkManager,
     Ifupdown,
     Direct,
 }
@@ -50,6 +51,8 @@ pub enum Way {
 fn way(tree: &Tree) -> Way {
     if tree.exists("/run/systemd/netif/state") {
         Way::Networkd
+    } else if tree.is_dir("/run/NetworkManager") {
+        Way::NetworkManager
     } else if network::detect_stack(tree) == Stack::Ifupdown {
         Way::Ifupdown
     } else {
@@ -80,11 +83,11 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
     let iface = network::hotplug(name, config.as_ref());
     let m = network::metric(name);
     match way(&tree) {
-        w @ (Way::Networkd | Way::Ifupdown) => {
-            let stack = if w == Way::Networkd {
-                Stack::Networkd
-            } else {
-                Stack::Ifupdown
+        w @ (Way::Networkd | Way::NetworkManager | Way::Ifupdown) => {
+            let stack = match w {
+                Way::Networkd => Stack::Networkd,
+                Way::NetworkManager => Stack::NetworkManager,
+                _ => Stack::Ifupdown,
             };
             let applied = {
                 let mut ledger = Ledger::load(&tree, &settings.state_dir);
@@ -102,6 +105,20 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
                 }
                 (Stack::Networkd, _) => {
                     log::info!("{name}: its file is unchanged or the admin's: already loaded")
+                }
+                (Stack::NetworkManager, Applied::Written(crate::tree::Change::Changed)) => {
+                    let limit = Duration::from_secs(60);
+                    Run::new("nmcli")
+                        .args(["connection", "reload"])
+                        .limit(limit)
+                        .output()?;
+                    Run::new("nmcli")
+                        .args(["connection", "up", "id", &format!("gandi-{name}")])
+                        .limit(limit)
+                        .output()?;
+                }
+                (Stack::NetworkManager, _) => {
+                    log::info!("{name}: its connection is unchanged or the admin's")
                 }
                 (Stack::Ifupdown, _) => {
                     Run::new("ifup")

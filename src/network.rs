@@ -120,16 +120,26 @@ pub fn hotplug(name: &str, config: Option<&Config>) -> Iface {
 pub enum Stack {
     Networkd,
     Ifupdown,
+    /// NetworkManager (RHEL-family guests): keyfiles.
+    NetworkManager,
 }
 
+/// Every stack, for clean-ups.
+pub const STACKS: [Stack; 3] = [Stack::Networkd, Stack::Ifupdown, Stack::NetworkManager];
+
 /// ifupdown when `/etc/network/interfaces` exists and `ifup` is installed;
-/// systemd-networkd otherwise.
+/// else NetworkManager when it is installed; else systemd-networkd.
 pub fn detect_stack(tree: &Tree) -> Stack {
     let ifup = ["/sbin/ifup", "/usr/sbin/ifup"]
         .iter()
         .any(|p| tree.exists(p));
+    let nm = ["/usr/sbin/NetworkManager", "/sbin/NetworkManager"]
+        .iter()
+        .any(|p| tree.exists(p));
     if ifup && tree.exists("/etc/network/interfaces") {
         Stack::Ifupdown
+    } else if nm && tree.is_dir("/etc/NetworkManager") {
+        Stack::NetworkManager
     } else {
         Stack::Networkd
     }
@@ -140,7 +150,30 @@ pub fn file_of(stack: Stack, name: &str) -> PathBuf {
     match stack {
         Stack::Networkd => PathBuf::from(format!("/etc/systemd/network/50-gandi-{name}.network")),
         Stack::Ifupdown => PathBuf::from(format!("/etc/network/interfaces.d/gandi-{name}")),
+        Stack::NetworkManager => PathBuf::from(format!(
+            "/etc/NetworkManager/system-connections/gandi-{name}.nmconnection"
+        )),
     }
+}
+
+/// The mode of our file for `stack` (NetworkManager ignores keyfiles that
+/// others can read).
+pub fn mode_of(stack: Stack) -> u32 {
+    match stack {
+        Stack::NetworkManager => 0o600,
+        _ => 0o644,
+    }
+}
+
+/// The interface that has `mac` now (`SYS/class/net/*/address`).
+pub fn interface_with_mac(sys_dir: &std::path::Path, mac: &str) -> Option<String> {
+    let dir = sys_dir.join("class/net");
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let addr = std::fs::read_to_string(e.path().join("address")).ok()?;
+        addr.trim()
+            .eq_ignore_ascii_case(mac)
+            .then(|| e.file_name().to_string_lossy().into_owned())
+    })
 }
 
 const NET_HEADER: &str = "# Written by gandi-vm from the platform's config (/gandi/config).\n\
@@ -208,11 +241,66 @@ pub fn ifupdown_file(iface: &Iface) -> String {
     s
 }
 
+/// A stable UUID for our connection of `name` (NetworkManager wants one).
+fn connection_uuid(name: &str) -> String {
+    let fp = crate::ledger::fingerprint("nm-connection", name.as_bytes());
+    let h = fp.as_bytes();
+    let s = |r: std::ops::Range<usize>| String::from_utf8_lossy(&h[r]).into_owned();
+    // Version 4 and variant bits, as a random UUID has them.
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        s(0..8),
+        s(8..12),
+        s(13..16),
+        s(17..20),
+        s(20..32)
+    )
+}
+
+/// A NetworkManager keyfile, in the form NetworkManager writes them.
+pub fn keyfile(iface: &Iface) -> String {
+    let metric = metric(&iface.name);
+    let mut s = String::from(NET_HEADER);
+    if let Some(note) = &iface.note {
+        s.push_str(&format!("# {note}\n"));
+    }
+    s.push_str(&format!(
+        "[connection]\nid=gandi-{n}\nuuid={}\ntype=ethernet\n",
+        connection_uuid(&iface.name),
+        n = iface.name
+    ));
+    match &iface.mac {
+        Some(_) => {}
+        None => s.push_str(&format!("interface-name={}\n", iface.name)),
+    }
+    s.push_str("autoconnect=true\n\n[ethernet]\n");
+    if let Some(mac) = &iface.mac {
+        s.push_str(&format!("mac-address={}\n", mac.to_ascii_uppercase()));
+    }
+    let family =
+        |s: &mut String, section: &str, list: &[(String, Option<String>)], dynamic: &str| {
+            s.push_str(&format!("\n[{section}]\n"));
+            for (i, (addr, gw)) in list.iter().enumerate() {
+                match gw {
+                    Some(g) if i == 0 => s.push_str(&format!("address{}={addr},{g}\n", i + 1)),
+                    _ => s.push_str(&format!("address{}={addr}\n", i + 1)),
+                }
+            }
+            let method = if !list.is_empty() { "manual" } else { dynamic };
+            s.push_str(&format!("method={method}\nroute-metric={metric}\n"));
+        };
+    let v4_dynamic = if iface.dhcp4 { "auto" } else { "disabled" };
+    family(&mut s, "ipv4", &iface.v4, v4_dynamic);
+    family(&mut s, "ipv6", &iface.v6, "auto");
+    s
+}
+
 /// The file text of `iface` for `stack`.
 pub fn render(stack: Stack, iface: &Iface) -> String {
     match stack {
         Stack::Networkd => networkd_file(iface),
         Stack::Ifupdown => ifupdown_file(iface),
+        Stack::NetworkManager => keyfile(iface),
     }
 }
 
@@ -237,7 +325,7 @@ pub fn apply_one(tree: &Tree, ledger: &mut Ledger, stack: Stack, iface: &Iface) 
     let c = tree.write_if_changed(
         file_of(stack, &iface.name),
         text.as_bytes(),
-        WriteOpts::mode(0o644),
+        WriteOpts::mode(mode_of(stack)),
     )?;
     ledger.set(&field, text.as_bytes());
     Ok(Applied::Written(c))
@@ -247,7 +335,7 @@ pub fn apply_one(tree: &Tree, ledger: &mut Ledger, stack: Stack, iface: &Iface) 
 /// ledger entry. Returns whether a file was removed.
 pub fn forget(tree: &Tree, ledger: &mut Ledger, name: &str) -> Result<bool> {
     let mut removed = false;
-    for stack in [Stack::Networkd, Stack::Ifupdown] {
+    for stack in STACKS {
         removed |= tree.remove_file(file_of(stack, name))?;
     }
     ledger.remove(&format!("iface:{name}"));
@@ -306,6 +394,32 @@ mod tests {
             r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64"}}]}]}"#,
         );
         assert!(!hotplug("eth1", Some(&v6)).dhcp4);
+    }
+
+    #[test]
+    fn keyfiles() {
+        let i = Iface {
+            name: "eth1".into(),
+            mac: None,
+            v4: vec![("192.0.2.5/24".into(), Some("192.0.2.1".into()))],
+            v6: vec![],
+            dhcp4: false,
+            note: None,
+        };
+        let k = keyfile(&i);
+        assert!(k.contains("interface-name=eth1\n"));
+        assert!(
+            k.contains(
+                "[ipv4]\naddress1=192.0.2.5/24,192.0.2.1\nmethod=manual\nroute-metric=1025\n"
+            ),
+            "{k}"
+        );
+        assert!(k.contains("[ipv6]\nmethod=auto\n"));
+        let uuid = connection_uuid("eth1");
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(&uuid[14..15], "4");
+        assert_eq!(uuid, connection_uuid("eth1"));
+        assert_ne!(uuid, connection_uuid("eth2"));
     }
 
     #[test]

@@ -617,6 +617,32 @@ fn split_options(line: &str) -> Result<(&str, &str), String> {
     })
 }
 
+/// The options sshd knows in `authorized_keys` (sshd(8)).
+const KEY_OPTIONS: &[&str] = &[
+    "agent-forwarding",
+    "cert-authority",
+    "command",
+    "environment",
+    "expiry-time",
+    "from",
+    "no-agent-forwarding",
+    "no-port-forwarding",
+    "no-pty",
+    "no-touch-required",
+    "no-user-rc",
+    "no-x11-forwarding",
+    "permitlisten",
+    "permitopen",
+    "port-forwarding",
+    "principals",
+    "pty",
+    "restrict",
+    "tunnel",
+    "user-rc",
+    "verify-required",
+    "x11-forwarding",
+];
+
 fn valid_options(opts: &str) -> bool {
     // name[="value"](,name[="value"])*
     let mut rest = opts;
@@ -624,7 +650,7 @@ fn valid_options(opts: &str) -> bool {
         let name_end = rest
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
             .unwrap_or(rest.len());
-        if name_end == 0 {
+        if name_end == 0 || !KEY_OPTIONS.contains(&rest[..name_end].to_ascii_lowercase().as_str()) {
             return false;
         }
         rest = &rest[name_end..];
@@ -671,9 +697,15 @@ pub fn check_key_line(k: &str) -> Result<String, String> {
     let rest = if key_type(first) {
         k
     } else {
-        let (opts, rest) = split_options(k)?;
+        let Ok((opts, rest)) = split_options(k) else {
+            return Err("not an SSH public key line (type, then the key in base64)".into());
+        };
         if !valid_options(opts) {
-            return Err(format!("{opts:?} are not authorized_keys options"));
+            return Err(if opts.contains('=') || opts.contains(',') {
+                format!("{opts:?} are not authorized_keys options")
+            } else {
+                "not an SSH public key line (type, then the key in base64)".into()
+            });
         }
         rest
     };
@@ -808,6 +840,10 @@ mod tests {
         ] {
             assert!(check_key_line(good).is_ok(), "{good}");
         }
+        assert_eq!(
+            check_key_line("not a key").unwrap_err(),
+            "not an SSH public key line (type, then the key in base64)"
+        );
         for bad in [
             "",
             "hunter2",
