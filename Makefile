@@ -67,7 +67,9 @@ deb: deps build docs
 		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DIST)/deb-root | cut -f1)/" \
 		packaging/deb/control.in > $(DIST)/deb-root/DEBIAN/control
 	install -m 0644 packaging/deb/conffiles $(DIST)/deb-root/DEBIAN/conffiles
-	install -m 0755 packaging/deb/preinst packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DIST)/deb-root/DEBIAN/
+	./scripts/deb-preinst packaging/deb/preinst $(DIST)/deb-root > $(DIST)/deb-root/DEBIAN/preinst
+	chmod 0755 $(DIST)/deb-root/DEBIAN/preinst
+	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DIST)/deb-root/DEBIAN/
 	dpkg-deb --root-owner-group -Zxz --build $(DIST)/deb-root $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 rpm: deps build docs

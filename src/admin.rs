@@ -266,6 +266,39 @@ fn write_map(
     Ok(Change::Changed)
 }
 
+/// Carries `theirs` (the original's master map line: its root, and
+/// whether it is commented out) into our entry, with `CONFIG_DISK_ROOT`.
+/// Returns what changed.
+pub fn carry_entry(settings: &Settings, theirs: &Entry) -> Result<Vec<String>> {
+    let (text, entry) = read_map(settings)?;
+    let mut changes = Vec::new();
+    if write_map(settings, &text, &entry, &theirs.root, theirs.disabled)? == Change::Changed {
+        changes.push(format!(
+            "{}: the original's line carried (root {}{})",
+            settings.master_map.display(),
+            theirs.root.display(),
+            if theirs.disabled {
+                ", commented out"
+            } else {
+                ""
+            }
+        ));
+    }
+    let (file, c) = set_setting(
+        settings,
+        "CONFIG_DISK_ROOT",
+        &theirs.root.display().to_string(),
+    )?;
+    if c == Change::Changed {
+        changes.push(format!(
+            "{}: CONFIG_DISK_ROOT={}",
+            file.display(),
+            theirs.root.display()
+        ));
+    }
+    Ok(changes)
+}
+
 /// `gandi-vm mount-root PATH [--force]`.
 pub fn mount_root(settings: &Settings, path: &Path, force: bool) -> Result<i32> {
     let new_root = check_root(settings, path)?;

@@ -163,6 +163,11 @@ pub enum Cmd {
     /// Online a hot-added memory block (memoryN) that is offline, as
     /// CONFIG_MEMORY_ONLINE says (online or online_movable).
     MemoryOnline { block: String },
+    /// Internal (the packages run it): carry an admin's choices over from
+    /// the original suite (gandi-hosting-vm2) and move aside what of it
+    /// would mask or duplicate gandi-vm.
+    #[command(hide = true)]
+    MigrateOriginal,
     /// Internal: set an interface's queues through the ethtool ioctl.
     #[command(hide = true)]
     Queues { name: String, count: u32 },

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod logging;
 pub mod map;
 pub mod marked;
+pub mod migrate;
 pub mod mount;
 pub mod network;
 pub mod out;

@@ -5,8 +5,8 @@ use clap::Parser;
 use gandi_vm::cli::{Cli, Cmd, DiskCmd};
 use gandi_vm::settings::Settings;
 use gandi_vm::{
-    admin, bootstrap, commands, diskevent, docs, grow, iface, logging, map, mount, out, perboot,
-    platform, postboot, release, rootgrow, status,
+    admin, bootstrap, commands, diskevent, docs, grow, iface, logging, map, migrate, mount, out,
+    perboot, platform, postboot, release, rootgrow, status,
 };
 use std::ffi::OsString;
 use std::path::Path;
@@ -137,6 +137,7 @@ fn main() -> ExitCode {
                 iface::attach(&settings, &root, &name)
             }
         }
+        Cmd::MigrateOriginal => migrate::run(&settings),
         Cmd::MemoryOnline { block } => iface::memory_online(&settings, &block),
         Cmd::Queues { name, count } => iface::set_queues(&name, count).map(|ch| {
             out::line(&format!(
