@@ -122,6 +122,7 @@ pub fn create_user(t: &Tree, login: &str) -> Result<Change> {
         }
         return Ok(Change::Unchanged);
     }
+    clear_stale_shadow_locks(t);
     let mut run = Run::new("useradd").limit(Duration::from_secs(60));
     if t.base() != Path::new("/") {
         run = run.arg("--prefix").arg(t.base());
@@ -135,6 +136,29 @@ pub fn create_user(t: &Tree, login: &str) -> Result<Change> {
     ])
     .output()?;
     Ok(Change::Changed)
+}
+
+/// The files shadow's tools lock by linking `FILE.lock` to `FILE.PID`
+/// (and write through `FILE+`): a tool killed half-way leaves them, and
+/// every later `useradd` fails until they go. Those of a process that is
+/// gone are removed.
+fn clear_stale_shadow_locks(t: &Tree) {
+    for file in ["passwd", "group", "shadow", "gshadow", "subuid", "subgid"] {
+        let lock = format!("/etc/{file}.lock");
+        let Ok(text) = t.read_string(&lock) else {
+            continue;
+        };
+        let pid = text.trim().parse::<u32>().ok();
+        if pid.is_some_and(crate::records::alive) {
+            continue;
+        }
+        log::warn!("/etc/{file}.lock of a process that is gone: removed");
+        let _ = t.remove_file(&lock);
+        let _ = t.remove_file(format!("/etc/{file}+"));
+        if let Some(pid) = pid {
+            let _ = t.remove_file(format!("/etc/{file}.{pid}"));
+        }
+    }
 }
 
 /// What became of the platform's keys for one user.

@@ -195,7 +195,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     match &found {
         None => rec.skip("swap", "no swap disk"),
         Some((device, named)) => {
-            rec.step("swap", || swap(settings, device, *named, live));
+            rec.step("swap", || swap(settings, &tree, device, *named, live));
         }
     }
 
@@ -761,7 +761,7 @@ fn swap_signature(head: &[u8]) -> bool {
 /// original's safety rule: a device that is not swap already is formatted
 /// only when its first 512 KiB are zero, or when it is the GPT partition
 /// named `gandiswap`.
-fn swap(settings: &Settings, device: &Path, named: bool, live: bool) -> Result<Done> {
+fn swap(settings: &Settings, tree: &Tree, device: &Path, named: bool, live: bool) -> Result<Done> {
     if live {
         let active = fs::read_to_string(settings.proc_dir.join("swaps"))
             .unwrap_or_default()
@@ -790,15 +790,28 @@ fn swap(settings: &Settings, device: &Path, named: bool, live: bool) -> Result<D
     head.truncate(read);
     let is_swap = swap_signature(&head);
     let labelled = is_swap && swap_label(&head).as_deref() == Some("swap");
+    // A format of ours cut short leaves a head that is neither zero nor
+    // swap: the mark, written before mkswap, says it is ours to finish.
+    let mark = settings.state_dir.join("mkswap-started");
+    let ours = tree
+        .read_string(&mark)
+        .is_ok_and(|d| d.trim() == device.display().to_string());
     let mut change = Change::Unchanged;
     if labelled {
         // Already what we want: formatting again would only change its UUID.
-    } else if is_swap || named || head.iter().all(|&b| b == 0) {
+    } else if is_swap || named || ours || head.iter().all(|&b| b == 0) {
+        tree.create_dirs(&settings.state_dir, 0o700)?;
+        tree.write_atomic(
+            &mark,
+            format!("{}\n", device.display()).as_bytes(),
+            WriteOpts::mode(0o600),
+        )?;
         Run::new("mkswap")
             .args(["-L", "swap"])
             .arg(device)
             .limit(Duration::from_secs(120))
             .output()?;
+        tree.remove_file(&mark)?;
         change = Change::Changed;
     } else {
         return Ok(Done::skipped(format!(

@@ -182,6 +182,13 @@ pub enum Cmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DiskCmd {
+    /// Check and repair a data disk's filesystem (it must not be mounted):
+    /// e2fsck -fy, xfs_repair, or btrfs check (read-only). A disk whose
+    /// last check found errors is refused by the map until this passes.
+    Check {
+        /// The disk's label, kernel name or UUID.
+        key: String,
+    },
     /// Prepare a disk for detach: run the pre-disk-detach hook, stop the
     /// services listed in MOUNTPOINT/.gandi/services, unmount it and mark
     /// it released so the map refuses it until it is detached or attached

@@ -12,9 +12,10 @@
 
 use crate::commands::served_key;
 use crate::disks::{DevNum, Exclusion, FsInfo, Scan, glob_match, unescape_hex};
+use crate::fsstate::Marks;
 use crate::grow;
 use crate::hooks;
-use crate::records::{self, Grow, Record};
+use crate::records::{self, Grow, Record, RecordState};
 use crate::settings::Settings;
 use crate::util;
 use anyhow::{Context, Result, anyhow, bail};
@@ -209,20 +210,23 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         == Some(event.devnum);
     let serviceable = event.fs.usage.as_deref() == Some("filesystem") && !holds_root;
     let (state, note) = if holds_root {
-        ("excluded", Exclusion::RootDisk.to_string())
+        (RecordState::Excluded, Exclusion::RootDisk.to_string())
     } else if serviceable {
         (
-            "pending",
+            RecordState::Pending,
             "recorded by udev; growth handed to gandi-disk@ service".to_string(),
         )
     } else if partitioned && event.fs.fstype.is_none() {
         (
-            "not-grown",
+            RecordState::NotGrown,
             "partitioned: only whole-disk filesystems are grown".to_string(),
         )
     } else {
         let what = event.fs.fstype.as_deref().unwrap_or("no filesystem");
-        ("excluded", format!("{what}: not a mountable filesystem"))
+        (
+            RecordState::Excluded,
+            format!("{what}: not a mountable filesystem"),
+        )
     };
     let record = Record {
         name: event.name.clone(),
@@ -231,7 +235,8 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         size,
         fs: event.fs.clone(),
         partitioned,
-        state: state.into(),
+        state,
+        grower: None,
         note: Some(note),
         last_grow: records::read(settings, &event.name).and_then(|r| r.last_grow),
         updated: now(),
@@ -347,23 +352,32 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
             size: dev.size,
             fs: dev.fs.clone(),
             partitioned: !dev.partitions.is_empty() || dev.fs.part_table.is_some(),
-            state: "ready".into(),
+            state: RecordState::Ready,
+            grower: None,
             note: None,
             last_grow: previous.as_ref().and_then(|r| r.last_grow.clone()),
             updated: now(),
         };
         let fstype = dev.fs.fstype.clone().unwrap_or_default();
-        if dev.excluded == Some(Exclusion::Growing) {
+        if matches!(
+            dev.excluded,
+            Some(Exclusion::Growing | Exclusion::Interrupted(_))
+        ) {
             // Left by a growth that was interrupted: ours to finish.
             dev.excluded = None;
         }
         match &dev.excluded {
             Some(Exclusion::Partitioned) => {
-                record.state = "not-grown".into();
+                record.state = RecordState::NotGrown;
                 record.note = Some("partitioned: only whole-disk filesystems are grown".into());
             }
+            Some(Exclusion::Damaged(why)) => {
+                record.state = RecordState::Damaged;
+                record.note = Some(why.clone());
+                code = 1;
+            }
             Some(why) => {
-                record.state = "excluded".into();
+                record.state = RecordState::Excluded;
                 record.note = Some(why.to_string());
             }
             None if dev.parent.is_some() => {
@@ -374,19 +388,46 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                 record.note = Some(format!("growing {fstype} is not supported"));
             }
             None => {
+                let marks = Marks::new(settings, dev.fs.uuid.as_deref(), name);
+                let mounted_now = dev.mounts.first().map(PathBuf::as_path);
+                if !grow::needs_work(&dev_path, &fstype, dev.size, mounted_now, &marks)
+                    .unwrap_or(true)
+                {
+                    // Fits already (an event that changed nothing): the
+                    // disk is never marked, so never refused, for it.
+                    record.updated = now();
+                    write_record(settings, &record)?;
+                    return finish(settings, &scan, &dev, &record, previous.as_ref(), code);
+                }
                 // Marked first: from now on the map refuses the disk, so no
                 // mount starts during an offline resize. Then the mounts are
                 // read again, after the mark.
-                record.state = "growing".into();
+                record.state = RecordState::Growing;
+                record.grower = Some(std::process::id());
                 write_record(settings, &record)?;
+                record.grower = None;
                 let mounts = Scan::new(settings)?
                     .describe(&[name.to_string()])
                     .pop()
                     .map(|d| d.mounts)
                     .unwrap_or_default();
                 let mounted = mounts.first().map(PathBuf::as_path);
-                match grow::grow(&dev_path, &fstype, dev.size, mounted, &settings.run_dir) {
-                    Ok(grow::Outcome::Fits { .. }) => record.state = "ready".into(),
+                let grown = grow::grow(
+                    &dev_path,
+                    &fstype,
+                    dev.size,
+                    mounted,
+                    &settings.run_dir,
+                    &marks,
+                );
+                match grown {
+                    Ok(grow::Outcome::Fits { .. }) => record.state = RecordState::Ready,
+                    Ok(grow::Outcome::Damaged { why }) => {
+                        log::error!("{name}: {fstype} is damaged: {why}");
+                        record.state = RecordState::Damaged;
+                        record.note = Some(why);
+                        code = 1;
+                    }
                     Ok(grow::Outcome::Grown {
                         before,
                         after,
@@ -395,7 +436,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                         log::info!(
                             "{name}: {fstype} grown from {before} to {after} bytes ({tool})"
                         );
-                        record.state = "ready".into();
+                        record.state = RecordState::Ready;
                         record.last_grow = Some(Grow {
                             before,
                             after,
@@ -405,7 +446,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                     }
                     Err(e) => {
                         log::error!("{name}: growing {fstype}: {e:#}");
-                        record.state = "grow-failed".into();
+                        record.state = RecordState::GrowFailed;
                         record.note = Some(format!("{e:#}"));
                         code = 1;
                     }
@@ -425,27 +466,39 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
             continue;
         }
 
-        let newly_ready = record.state == "ready"
-            && previous.as_ref().is_none_or(|p| {
-                p.diskseq != record.diskseq || !matches!(p.state.as_str(), "ready")
-            });
-        if newly_ready && dev.excluded.is_none() {
-            let devices = scan.devices();
-            let mount_point = served_key(&devices, &dev, &settings.disk_root)
-                .map(|k| settings.disk_root.join(k))
-                .unwrap_or_else(|| settings.disk_root.join(name));
-            hooks::run(
-                settings,
-                "post-disk-attach",
-                &[
-                    &dev_path.display().to_string(),
-                    &fstype,
-                    &mount_point.display().to_string(),
-                ],
-                hooks::HOOK_LIMIT,
-            );
-        }
-        return Ok(code);
+        return finish(settings, &scan, &dev, &record, previous.as_ref(), code);
+    }
+    Ok(code)
+}
+
+/// Runs `post-disk-attach` when the disk became ready for a new attach;
+/// returns `code`.
+fn finish(
+    settings: &Settings,
+    scan: &Scan,
+    dev: &crate::disks::Device,
+    record: &Record,
+    previous: Option<&Record>,
+    code: i32,
+) -> Result<i32> {
+    let newly_ready = record.state == RecordState::Ready
+        && previous.is_none_or(|p| p.diskseq != record.diskseq || p.state != RecordState::Ready);
+    if newly_ready && dev.excluded.is_none() {
+        let devices = scan.devices();
+        let mount_point = served_key(&devices, dev, &settings.disk_root)
+            .map(|k| settings.disk_root.join(k))
+            .unwrap_or_else(|| settings.disk_root.join(&dev.name));
+        let fstype = dev.fs.fstype.clone().unwrap_or_default();
+        hooks::run(
+            settings,
+            "post-disk-attach",
+            &[
+                &scan.dev_path(&dev.name).display().to_string(),
+                &fstype,
+                &mount_point.display().to_string(),
+            ],
+            hooks::HOOK_LIMIT,
+        );
     }
     Ok(code)
 }

@@ -102,6 +102,10 @@ pub enum Exclusion {
     /// Its filesystem is being grown (an offline resize must not race a
     /// mount).
     Growing,
+    /// A check found errors it could not repair (see `fsstate`).
+    Damaged(String),
+    /// An offline resize was cut short and is not repaired yet.
+    Interrupted(String),
     /// No medium (size 0), like a loop device with no file.
     Empty,
 }
@@ -120,6 +124,8 @@ impl std::fmt::Display for Exclusion {
             Exclusion::Released => write!(f, "released, waiting to be detached"),
             Exclusion::Empty => write!(f, "empty (no medium)"),
             Exclusion::Growing => write!(f, "its filesystem is being grown; try again shortly"),
+            Exclusion::Damaged(why) => write!(f, "{why}"),
+            Exclusion::Interrupted(why) => write!(f, "{why}"),
         }
     }
 }
@@ -470,11 +476,12 @@ impl<'a> Scan<'a> {
             {
                 dev.fs = kept.fs.clone();
                 dev.source = MetaSource::Record;
-                dev.growing = kept.state == "growing";
+                dev.growing = kept.growing;
             } else if let Some(record) = records::lookup(self.settings, dev) {
                 dev.fs = record.fs;
                 dev.source = MetaSource::Record;
-                dev.growing = record.state == "growing";
+                dev.growing = record.state == records::RecordState::Growing
+                    && record.grower.is_none_or(records::alive);
             } else if let Some(fs) = self.udev_fs(dev) {
                 dev.fs = fs;
                 dev.source = MetaSource::Udev;
@@ -707,6 +714,20 @@ impl<'a> Scan<'a> {
         }
         if dev.growing {
             return Some(Exclusion::Growing);
+        }
+        if dev.fs.fstype.is_some() {
+            let marks =
+                crate::fsstate::Marks::new(self.settings, dev.fs.uuid.as_deref(), &dev.name);
+            if let Some(why) = marks.damaged() {
+                return Some(Exclusion::Damaged(format!(
+                    "damaged: {why}; `gandi-vm disk check` repairs it"
+                )));
+            }
+            if let Some(what) = marks.interrupted() {
+                return Some(Exclusion::Interrupted(format!(
+                    "an offline resize was cut short ({what}); its next growth repairs it"
+                )));
+            }
         }
         if let Some(holder) = dev.holders.first() {
             return Some(Exclusion::InUse(holder.clone()));

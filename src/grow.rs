@@ -1,11 +1,14 @@
 //! Growing a data disk's filesystem to the size of its device.
 //!
-//! ext2/3/4: checked with `e2fsck -p` then `resize2fs` when unmounted,
-//! `resize2fs` online when mounted. XFS and btrfs grow only while mounted:
-//! when they are not, they are mounted in a private mount namespace that no
-//! user and no autofs lookup can see, grown, and unmounted. Never shrinks;
-//! never touches a filesystem with errors `e2fsck -p` cannot fix.
+//! Every filesystem grows online where the kernel allows it: where it is
+//! mounted, else mounted in a private mount namespace that no user and no
+//! autofs lookup can see, grown, and unmounted. ext2/3/4 fall back to an
+//! offline `resize2fs` (after `e2fsck -p -f`) only when the kernel refuses
+//! online resizing, under a mark that survives a reboot (see [`grow`]).
+//! Never shrinks; never touches a filesystem with errors a check cannot
+//! fix: such a filesystem is marked damaged.
 
+use crate::fsstate::Marks;
 use crate::runner::Run;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -177,73 +180,161 @@ pub enum Outcome {
         after: u64,
         tool: String,
     },
+    /// A check found errors it could not repair: left as it is, marked, and
+    /// refused by the map until `gandi-vm disk check` repairs it.
+    Damaged { why: String },
+}
+
+/// Whether the filesystem on `dev` needs work: smaller than its device, or
+/// an offline resize of it was cut short. Cheap (a superblock read for
+/// ext), so that an event for a disk that fits changes nothing.
+pub fn needs_work(
+    dev: &Path,
+    fstype: &str,
+    dev_size: u64,
+    mounted: Option<&Path>,
+    marks: &Marks,
+) -> Result<bool> {
+    if is_ext(fstype) && mounted.is_none() && marks.interrupted().is_some() {
+        return Ok(true);
+    }
+    Ok(fs_size_at(dev, fstype, mounted)?.saturating_add(MIN_GROWTH) <= dev_size)
+}
+
+fn is_ext(fstype: &str) -> bool {
+    matches!(fstype, "ext2" | "ext3" | "ext4")
 }
 
 /// Grows the filesystem on `dev` (`fstype`) to `dev_size` bytes. `mounted`
 /// is where it is mounted now, if anywhere. `scratch` is a folder where a
-/// private mount point may be made.
+/// private mount point may be made. `marks` are the filesystem's marks
+/// that survive a reboot.
+///
+/// ext2/3/4 grow online (journaled, in the kernel): where they are mounted,
+/// else mounted in a private mount namespace. Only when the kernel refuses
+/// online resizing is the filesystem grown offline, and then under a mark
+/// written (and synced) first: a resize cut short is detected at the next
+/// growth, also after a reboot, and repaired before anything else
+/// (`e2fsck -fy`, then the resize again, as e2fsprogs advises). XFS and
+/// btrfs only grow online.
 pub fn grow(
     dev: &Path,
     fstype: &str,
     dev_size: u64,
     mounted: Option<&Path>,
     scratch: &Path,
+    marks: &Marks,
 ) -> Result<Outcome> {
+    let mut notes = Vec::new();
+    if is_ext(fstype)
+        && mounted.is_none()
+        && let Some(what) = marks.interrupted()
+    {
+        log::warn!(
+            "{}: an offline resize was cut short ({what}): repairing",
+            dev.display()
+        );
+        if let Err(why) = e2fsck(dev, true)? {
+            marks.set_damaged(&why)?;
+            return Ok(Outcome::Damaged { why });
+        }
+        notes.push("a resize cut short repaired (e2fsck -fy)".to_string());
+    }
     let before = fs_size_at(dev, fstype, mounted)?;
     if before.saturating_add(MIN_GROWTH) > dev_size {
+        if is_ext(fstype) && mounted.is_none() {
+            marks.end_resize()?;
+        }
         return Ok(Outcome::Fits { size: before });
     }
     let tool = match (fstype, mounted) {
-        ("ext2" | "ext3" | "ext4", Some(_)) => {
+        (t, Some(_)) if is_ext(t) => {
             Run::new("resize2fs").arg(dev).limit(GROW_LIMIT).output()?;
-            "resize2fs (online)"
+            "resize2fs (online)".to_string()
         }
-        ("ext2" | "ext3" | "ext4", None) => {
-            e2fsck(dev)?;
-            Run::new("resize2fs").arg(dev).limit(GROW_LIMIT).output()?;
-            "resize2fs"
-        }
+        (t, None) if is_ext(t) => match grow_in_private_namespace(dev, fstype, scratch) {
+            Ok(()) => "resize2fs (online, private mount)".to_string(),
+            Err(online) => {
+                log::info!(
+                    "{}: online resizing refused ({online:#}); resizing offline",
+                    dev.display()
+                );
+                if let Err(why) = e2fsck(dev, false)? {
+                    marks.set_damaged(&why)?;
+                    return Ok(Outcome::Damaged { why });
+                }
+                marks.start_resize(&format!("{before} bytes to {dev_size}"))?;
+                Run::new("resize2fs").arg(dev).limit(GROW_LIMIT).output()?;
+                marks.end_resize()?;
+                "resize2fs (offline)".to_string()
+            }
+        },
         ("xfs" | "btrfs", Some(mp)) => {
             grow_mounted(fstype, mp)?;
             if fstype == "xfs" {
-                "xfs_growfs"
+                "xfs_growfs".to_string()
             } else {
-                "btrfs filesystem resize"
+                "btrfs filesystem resize".to_string()
             }
         }
         ("xfs" | "btrfs", None) => {
             grow_in_private_namespace(dev, fstype, scratch)?;
             if fstype == "xfs" {
-                "xfs_growfs (private mount)"
+                "xfs_growfs (private mount)".to_string()
             } else {
-                "btrfs filesystem resize (private mount)"
+                "btrfs filesystem resize (private mount)".to_string()
             }
         }
         (other, _) => bail!("growing {other} filesystems is not supported"),
     };
     let after = fs_size_at(dev, fstype, mounted)?;
+    notes.insert(0, tool);
     Ok(Outcome::Grown {
         before,
         after,
-        tool: tool.to_string(),
+        tool: notes.join("; "),
     })
 }
 
-/// `e2fsck -p -f`: 0 (clean) and 1 (errors fixed) let the resize go on;
-/// anything else (errors left, or fsck failed) stops it.
-fn e2fsck(dev: &Path) -> Result<()> {
+/// Checks an unmounted ext2/3/4: `e2fsck -p -f` (fixes what is safe), or
+/// `e2fsck -f -y` (`repair`: fixes everything it can). `Ok(Ok(()))` when
+/// the filesystem is clean or was repaired; `Ok(Err(why))` when errors
+/// remain; `Err` when e2fsck could not run.
+pub fn e2fsck(dev: &Path, repair: bool) -> Result<Result<(), String>> {
+    let flags: &[&str] = if repair { &["-f", "-y"] } else { &["-p", "-f"] };
     let out = Run::new("e2fsck")
-        .args(["-p", "-f"])
+        .args(flags)
         .arg(dev)
         .limit(GROW_LIMIT)
         .outcome()?;
     match out.code() {
-        Some(0 | 1) => Ok(()),
+        // 0: clean; 1: errors fixed; 2: fixed, reboot advised (a root).
+        Some(0..=2) => Ok(Ok(())),
+        Some(c) if c & 4 != 0 => {
+            let said = out.stdout_text();
+            let last = said
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            Ok(Err(format!(
+                "{} left errors uncorrected ({}){}",
+                out.command,
+                out.ended(),
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
+                }
+            )))
+        }
         _ => bail!(
-            "{} found errors it cannot fix ({}); the filesystem is left as it is: {}",
+            "{} could not check the filesystem ({}): {}",
             out.command,
             out.ended(),
-            String::from_utf8_lossy(&out.stdout).trim()
+            out.stderr_text()
         ),
     }
 }
@@ -280,6 +371,7 @@ fn grow_in_private_namespace(dev: &Path, fstype: &str, scratch: &Path) -> Result
     let exe = std::env::current_exe().context("finding our own executable")?;
     // The child makes its own private mount namespace before it mounts.
     let result = Run::new(exe)
+        .env("GANDI_GROWER_PID", std::process::id().to_string())
         .arg("grow-private")
         .arg(dev)
         .arg(fstype)
@@ -298,6 +390,16 @@ fn grow_in_private_namespace(dev: &Path, fstype: &str, scratch: &Path) -> Result
 /// unmounts.
 pub fn grow_private(dev: &Path, fstype: &str, mount_point: &Path) -> Result<()> {
     use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    // Dies with the grower that started it (killed, or its unit stopped):
+    // no orphan keeps the filesystem mounted and busy.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .context("tying this process to its grower")?;
+    let parent = std::env::var("GANDI_GROWER_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    if parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
+        bail!("the grower that started this is gone");
+    }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .context("entering a private mount namespace")?;
     mount(
@@ -311,7 +413,16 @@ pub fn grow_private(dev: &Path, fstype: &str, mount_point: &Path) -> Result<()> 
     let opts = (fstype == "xfs").then_some("nouuid");
     mount(Some(dev), mount_point, Some(fstype), MsFlags::empty(), opts)
         .with_context(|| format!("mounting {} on {}", dev.display(), mount_point.display()))?;
-    let grown = grow_mounted(fstype, mount_point);
+    let grown = if is_ext(fstype) {
+        // Online: resize2fs on the device while it is mounted.
+        Run::new("resize2fs")
+            .arg(dev)
+            .limit(GROW_LIMIT)
+            .output()
+            .map(drop)
+    } else {
+        grow_mounted(fstype, mount_point)
+    };
     let unmounted = umount2(mount_point, MntFlags::empty())
         .with_context(|| format!("unmounting {}", mount_point.display()));
     grown?;

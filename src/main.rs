@@ -5,8 +5,8 @@ use clap::Parser;
 use gandi_vm::cli::{Cli, Cmd, DiskCmd};
 use gandi_vm::settings::Settings;
 use gandi_vm::{
-    admin, bootstrap, commands, diskevent, docs, grow, iface, logging, map, migrate, mount, out,
-    perboot, platform, postboot, release, rootgrow, status,
+    admin, bootstrap, check, commands, diskevent, docs, grow, iface, logging, map, migrate, mount,
+    out, perboot, platform, postboot, release, rootgrow, status,
 };
 use std::ffi::OsString;
 use std::path::Path;
@@ -100,6 +100,9 @@ fn main() -> ExitCode {
         Cmd::Disk {
             command: DiskCmd::Release { key, force },
         } => release::release(&settings, &key, force),
+        Cmd::Disk {
+            command: DiskCmd::Check { key },
+        } => check::run(&settings, &key),
         Cmd::DiskEvent { action, device } => match (action, device) {
             (Some(action), Some(device)) => diskevent::Action::parse(&action)
                 .and_then(|a| diskevent::by_hand(&settings, a, &device)),

@@ -401,9 +401,20 @@ fn sshd(t: &Tree, live: bool) -> Result<Done> {
     let mut notes = Vec::new();
     // ssh-keygen -A makes the rsa, ecdsa and ed25519 keys: started only when
     // one is missing (it costs a process at every boot otherwise).
-    let complete = ["rsa", "ecdsa", "ed25519"]
-        .iter()
-        .all(|k| t.exists(format!("/etc/ssh/ssh_host_{k}_key")));
+    // A pair cut short (ssh-keygen killed half-way) is made again.
+    let mut complete = true;
+    for k in ["rsa", "ecdsa", "ed25519"] {
+        let key = format!("/etc/ssh/ssh_host_{k}_key");
+        let whole = |p: &str| t.lstat(p).is_ok_and(|m| m.is_file() && m.len() > 0);
+        if whole(&key) && whole(&format!("{key}.pub")) {
+            continue;
+        }
+        complete = false;
+        if live {
+            t.remove_file(&key)?;
+            t.remove_file(format!("{key}.pub"))?;
+        }
+    }
     if !complete {
         if live {
             Run::new("ssh-keygen")

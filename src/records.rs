@@ -15,6 +15,57 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 
+/// Where a device stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordState {
+    /// Recorded by udev; its growth handed to the grower.
+    Pending,
+    Ready,
+    /// Its filesystem is being grown (by `grower`).
+    Growing,
+    GrowFailed,
+    /// Partitioned: its partitions are the candidates.
+    NotGrown,
+    Excluded,
+    /// A check found errors it could not repair.
+    Damaged,
+}
+
+impl RecordState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Pending => "pending",
+            RecordState::Ready => "ready",
+            RecordState::Growing => "growing",
+            RecordState::GrowFailed => "grow-failed",
+            RecordState::NotGrown => "not-grown",
+            RecordState::Excluded => "excluded",
+            RecordState::Damaged => "damaged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RecordState> {
+        [
+            RecordState::Pending,
+            RecordState::Ready,
+            RecordState::Growing,
+            RecordState::GrowFailed,
+            RecordState::NotGrown,
+            RecordState::Excluded,
+            RecordState::Damaged,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// Whether the process `pid` still runs (a grower that was killed leaves
+/// its `growing` behind; it must not refuse the disk forever).
+pub fn alive(pid: u32) -> bool {
+    std::path::Path::new("/proc").join(pid.to_string()).exists()
+}
+
 /// What the attach helper knows of one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -26,8 +77,10 @@ pub struct Record {
     #[serde(flatten)]
     pub fs: FsInfo,
     pub partitioned: bool,
-    /// `ready`, `growing`, `grow-failed`, `not-grown` ...
-    pub state: String,
+    pub state: RecordState,
+    /// The process growing it, while `Growing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grower: Option<u32>,
     /// Why the device was left as it is, when it was.
     #[serde(default)]
     pub note: Option<String>,
@@ -62,8 +115,8 @@ pub fn read(settings: &Settings, name: &str) -> Option<Record> {
 }
 
 /// The index's first line: names the format and its columns.
-const INDEX_HEADER: &str = "# gandi-vm disk index 1: name devnum size diskseq state fstype \
-                            usage label uuid part_name part_table";
+const INDEX_HEADER: &str = "# gandi-vm disk index 2: name devnum size diskseq state grower \
+                            fstype usage label uuid part_name part_table";
 
 /// What the index keeps of a record: what a lookup matches on, what tells
 /// whether the record still describes the device, and what `describe`
@@ -75,7 +128,8 @@ pub struct IndexEntry<'a> {
     pub devnum: Cow<'a, str>,
     pub size: u64,
     pub diskseq: Option<u64>,
-    pub state: Cow<'a, str>,
+    pub state: RecordState,
+    pub grower: Option<u32>,
     pub fstype: Option<Cow<'a, str>>,
     pub usage: Option<Cow<'a, str>>,
     pub label: Option<Cow<'a, str>>,
@@ -125,7 +179,8 @@ impl IndexEntry<'_> {
             index_field(Some(&r.devnum)),
             r.size.to_string(),
             num(r.diskseq),
-            index_field(Some(&r.state)),
+            r.state.as_str().to_string(),
+            num(r.grower.map(u64::from)),
             index_field(r.fs.fstype.as_deref()),
             index_field(r.fs.usage.as_deref()),
             index_field(r.fs.label.as_deref()),
@@ -148,7 +203,11 @@ impl IndexEntry<'_> {
                 "-" => None,
                 n => Some(n.parse().ok()?),
             },
-            state: parse_field(next()?)?,
+            state: RecordState::parse(next()?)?,
+            grower: match next()? {
+                "-" => None,
+                n => Some(n.parse().ok()?),
+            },
             fstype: parse_field(next()?),
             usage: parse_field(next()?),
             label: parse_field(next()?),
@@ -178,7 +237,7 @@ impl IndexEntry<'_> {
             devnum: DevNum::parse(&self.devnum),
             size: self.size,
             diskseq: self.diskseq,
-            state: self.state.to_string(),
+            growing: self.state == RecordState::Growing && self.grower.is_none_or(alive),
             fs: self.fs(),
         }
     }
@@ -191,7 +250,8 @@ pub struct Indexed {
     pub devnum: Option<DevNum>,
     pub size: u64,
     pub diskseq: Option<u64>,
-    pub state: String,
+    /// Being grown by a process that still runs.
+    pub growing: bool,
     pub fs: FsInfo,
 }
 
@@ -368,7 +428,8 @@ mod tests {
                 part_table: None,
             },
             partitioned: false,
-            state: "ready".into(),
+            state: RecordState::Ready,
+            grower: None,
             note: None,
             last_grow: None,
             updated: 1,
@@ -407,8 +468,8 @@ mod tests {
             assert_eq!(e.name, "cciss!c0d0");
             assert_eq!(e.fs(), r.fs, "{label:?}");
             assert_eq!(
-                (e.devnum.as_ref(), e.size, e.diskseq, e.state.as_ref()),
-                ("252:16", 1 << 30, Some(7), "ready")
+                (e.devnum.as_ref(), e.size, e.diskseq, e.state),
+                ("252:16", 1 << 30, Some(7), RecordState::Ready)
             );
         }
     }

@@ -236,7 +236,14 @@ fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Resu
         * 512;
     let mount_point = mounted.as_ref().map(|m| m.mount_point.as_path());
     Ok(
-        match grow::grow(&dev, &fstype, size, mount_point, &settings.run_dir)? {
+        match grow::grow(
+            &dev,
+            &fstype,
+            size,
+            mount_point,
+            &settings.run_dir,
+            &crate::fsstate::Marks::new(settings, None, name),
+        )? {
             grow::Outcome::Fits { .. } => Growth {
                 changed,
                 detail: format!("{note}; filesystem fits"),
@@ -249,6 +256,9 @@ fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Resu
                 changed: true,
                 detail: format!("{note}; {fstype} grown from {before} to {after} bytes ({tool})"),
             },
+            grow::Outcome::Damaged { why } => {
+                anyhow::bail!("{note}; {fstype} left as it is: {why}")
+            }
         },
     )
 }
