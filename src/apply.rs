@@ -112,8 +112,29 @@ pub const FIRST_USER_UID: u32 = 1000;
 /// Creates `login` (with a home and a group of its own) unless it exists.
 /// An existing system account (UID below 1000) is refused: its home is not
 /// a place for keys.
-pub fn create_user(t: &Tree, login: &str) -> Result<Change> {
-    if let Some(a) = account(t, login) {
+///
+/// `useradd` writes four files and a home, and is not crash-safe across
+/// them: a mark in `state_dir` (synced) says a creation of ours started,
+/// and whether the home was there before it. When a creation was cut short,
+/// what it made is removed and it starts again, which ends as an
+/// uninterrupted run does. The home's skeleton is the tree's `/etc/skel`
+/// (`useradd --prefix` would copy the host's).
+pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<Change> {
+    let mark = state_dir.join("useradd-started");
+    let cut_short = t.read_string(&mark).ok().and_then(|m| {
+        let (who, home_existed) = m.trim().split_once('\t')?;
+        (who == login).then_some(home_existed == "1")
+    });
+    if let Some(home_existed) = cut_short {
+        log::warn!("{login}: a creation cut short: made again");
+        if let Some(a) = account(t, login)
+            && !home_existed
+            && a.uid >= FIRST_USER_UID
+        {
+            t.remove_tree(&a.home)?;
+        }
+        remove_account_lines(t, login)?;
+    } else if let Some(a) = account(t, login) {
         if a.uid < FIRST_USER_UID {
             bail!(
                 "{login} is a system account (UID {}): no keys are given to it",
@@ -122,20 +143,51 @@ pub fn create_user(t: &Tree, login: &str) -> Result<Change> {
         }
         return Ok(Change::Unchanged);
     }
+    let home = Path::new("/home").join(login);
+    let home_existed = t.lstat(&home).is_ok();
+    t.create_dirs(state_dir, 0o700)?;
+    t.write_atomic(
+        &mark,
+        format!("{login}\t{}\n", u8::from(home_existed)).as_bytes(),
+        WriteOpts::mode(0o600),
+    )?;
     clear_stale_shadow_locks(t);
     let mut run = Run::new("useradd").limit(Duration::from_secs(60));
     if t.base() != Path::new("/") {
         run = run.arg("--prefix").arg(t.base());
     }
-    run.args([
-        "--create-home",
-        "--user-group",
-        "--shell",
-        "/bin/bash",
-        login,
-    ])
-    .output()?;
+    run.arg("--skel")
+        .arg(t.shown("/etc/skel"))
+        .args([
+            "--create-home",
+            "--user-group",
+            "--shell",
+            "/bin/bash",
+            login,
+        ])
+        .output()?;
+    t.remove_file(&mark)?;
     Ok(Change::Changed)
+}
+
+/// Removes the lines of `login` (and of the group named after it) from the
+/// account files, under the shadow lock.
+fn remove_account_lines(t: &Tree, login: &str) -> Result<()> {
+    let _lock = pwd_lock(t)?;
+    for file in ["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow"] {
+        let Ok((data, meta)) = t.read_owned(file) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&data);
+        let kept: String = text
+            .split_inclusive('\n')
+            .filter(|l| l.split(':').next() != Some(login))
+            .collect();
+        if kept != text {
+            t.write_atomic(file, kept.as_bytes(), WriteOpts::mode(meta.mode() & 0o7777))?;
+        }
+    }
+    Ok(())
 }
 
 /// The files shadow's tools lock by linking `FILE.lock` to `FILE.PID`
@@ -143,20 +195,37 @@ pub fn create_user(t: &Tree, login: &str) -> Result<Change> {
 /// every later `useradd` fails until they go. Those of a process that is
 /// gone are removed.
 fn clear_stale_shadow_locks(t: &Tree) {
+    let names: Vec<String> = t
+        .list("/etc")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .collect();
     for file in ["passwd", "group", "shadow", "gshadow", "subuid", "subgid"] {
         let lock = format!("/etc/{file}.lock");
-        let Ok(text) = t.read_string(&lock) else {
-            continue;
-        };
-        let pid = text.trim().parse::<u32>().ok();
-        if pid.is_some_and(crate::records::alive) {
+        let holder = t
+            .read_string(&lock)
+            .ok()
+            .map(|text| text.trim().parse::<u32>().ok());
+        let held = holder.is_some_and(|pid| pid.is_some_and(crate::records::alive));
+        if held {
             continue;
         }
-        log::warn!("/etc/{file}.lock of a process that is gone: removed");
-        let _ = t.remove_file(&lock);
+        if holder.is_some() {
+            log::warn!("/etc/{file}.lock of a process that is gone: removed");
+            let _ = t.remove_file(&lock);
+        }
         let _ = t.remove_file(format!("/etc/{file}+"));
-        if let Some(pid) = pid {
-            let _ = t.remove_file(format!("/etc/{file}.{pid}"));
+        // FILE.PID: the link a tool makes to take the lock.
+        let prefix = format!("{file}.");
+        for n in &names {
+            let dead_pid = n
+                .strip_prefix(&prefix)
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| !crate::records::alive(pid));
+            if dead_pid {
+                let _ = t.remove_file(format!("/etc/{n}"));
+            }
         }
     }
 }

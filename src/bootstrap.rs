@@ -351,7 +351,10 @@ fn apply_config(
         None => refused(rec, "user", "login"),
         Some(login) => rec.step("user", || {
             let created = when_new(ledger, "login", login.as_bytes(), || {
-                Ok(Done::of(apply::create_user(tree, login)?, login.clone()))
+                Ok(Done::of(
+                    apply::create_user(tree, login, &settings.state_dir)?,
+                    login.clone(),
+                ))
             })?;
             if apply::account(tree, login).is_none() {
                 return Ok(Done::kept(format!(
@@ -578,6 +581,7 @@ fn modules(
         0
     };
     drop(staging);
+    clear_depmod_leftovers(tree, &base.join(release));
     let mut depmod = Run::new("depmod").limit(Duration::from_secs(300));
     if !live {
         depmod = depmod.arg("-b").arg(tree.base());
@@ -588,6 +592,27 @@ fn modules(
         "{n} entries: {added} files into {}, {boot} into /boot; depmod",
         tree.shown(base.join(release)).display()
     )))
+}
+
+/// depmod writes each index as `modules.X.PID.N.TIME` then renames it: a
+/// depmod killed half-way leaves those. Removed when their process is gone.
+fn clear_depmod_leftovers(tree: &Tree, dir: &Path) {
+    for name in tree.list(dir).unwrap_or_default() {
+        let Some(n) = name.to_str() else {
+            continue;
+        };
+        let parts: Vec<&str> = n.rsplitn(4, '.').collect();
+        let numeric = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if n.starts_with("modules.")
+            && parts.len() == 4
+            && parts[..3].iter().all(|p| numeric(p))
+            && parts[2]
+                .parse::<u32>()
+                .is_ok_and(|pid| !crate::records::alive(pid))
+        {
+            let _ = tree.remove_file(dir.join(n));
+        }
+    }
 }
 
 /// Moves the files of `from` into `to` (both beneath `tree`), replacing
@@ -799,6 +824,9 @@ fn swap(settings: &Settings, tree: &Tree, device: &Path, named: bool, live: bool
     let mut change = Change::Unchanged;
     if labelled {
         // Already what we want: formatting again would only change its UUID.
+        if ours {
+            tree.remove_file(&mark)?;
+        }
     } else if is_swap || named || ours || head.iter().all(|&b| b == 0) {
         tree.create_dirs(&settings.state_dir, 0o700)?;
         tree.write_atomic(

@@ -168,11 +168,34 @@ pub fn forget(settings: &Settings, name: &str) -> Result<()> {
 pub struct DiskLock(#[allow(dead_code)] util::FileLock);
 
 impl DiskLock {
+    fn path(settings: &Settings, name: &str) -> PathBuf {
+        settings.run_dir.join("locks").join(format!("{name}.lock"))
+    }
+
     /// Waits for the lock when `wait`, else fails at once when it is held.
     pub fn take(settings: &Settings, name: &str, wait: bool) -> Result<Option<DiskLock>> {
-        let path = settings.run_dir.join("locks").join(format!("{name}.lock"));
-        Ok(util::FileLock::take(&path, wait)?.map(DiskLock))
+        Ok(util::FileLock::take(&Self::path(settings, name), wait)?.map(DiskLock))
     }
+
+    /// Waits for the lock at most `limit`.
+    pub fn take_for(
+        settings: &Settings,
+        name: &str,
+        limit: std::time::Duration,
+    ) -> Result<Option<DiskLock>> {
+        Ok(util::FileLock::take_for(&Self::path(settings, name), limit)?.map(DiskLock))
+    }
+}
+
+/// Forgets a device on an event that says it is gone: after its grower
+/// (if one works on it) has written its last record, waiting at most 10 s
+/// (udev does not wait long), so that the record does not come back.
+fn forget_on_event(settings: &Settings, name: &str) -> Result<()> {
+    let lock = DiskLock::take_for(settings, name, std::time::Duration::from_secs(10))?;
+    if lock.is_none() {
+        log::warn!("{name}: its grower still works on it: forgotten anyway");
+    }
+    forget(settings, name)
 }
 
 /// Whether the candidate globs cover `name`.
@@ -188,7 +211,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         return Ok(0);
     }
     if event.action == Action::Remove {
-        return forget(settings, &event.name).map(|()| 0);
+        return forget_on_event(settings, &event.name).map(|()| 0);
     }
     let sys = settings.sys_dir.join("class/block").join(&event.name);
     let size = crate::disks::read_small(&sys.join("size"))
@@ -197,7 +220,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         .saturating_mul(512);
     if size == 0 {
         // No medium any more (a loop device whose file was detached).
-        return forget(settings, &event.name).map(|()| 0);
+        return forget_on_event(settings, &event.name).map(|()| 0);
     }
     let partitioned = event.fs.part_table.is_some();
     // The device of the filesystem mounted on /: never served nor grown, so
@@ -324,7 +347,7 @@ pub fn by_hand(settings: &Settings, action: Action, device: &str) -> Result<i32>
         );
     }
     match action {
-        Action::Remove => forget(settings, &name).map(|()| 0),
+        Action::Remove => forget_on_event(settings, &name).map(|()| 0),
         Action::Add | Action::Change => grow_disk(settings, &name),
     }
 }

@@ -136,12 +136,15 @@ fn run_once(
                 continue;
             }
             if !ledger.is_new(&started, config) {
+                // Reported once: later boots see it ended.
                 rec.note(
                     name,
                     Done::failed(
                         "cut short at an earlier boot (power lost or killed): not run again",
                     ),
                 );
+                ledger.set(&ended, config);
+                ledger.save(tree)?;
                 continue;
             }
             ledger.set(&started, config);

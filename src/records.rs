@@ -63,7 +63,11 @@ impl RecordState {
 /// Whether the process `pid` still runs (a grower that was killed leaves
 /// its `growing` behind; it must not refuse the disk forever).
 pub fn alive(pid: u32) -> bool {
-    std::path::Path::new("/proc").join(pid.to_string()).exists()
+    // A zombie (dead, not reaped yet) is not alive.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
 }
 
 /// What the attach helper knows of one device.

@@ -36,11 +36,37 @@ impl FileLock {
                 .with_context(|| format!("locking {}", path.display()))?;
             return Ok(Some(FileLock(file)));
         }
-        match file.try_lock() {
-            Ok(()) => Ok(Some(FileLock(file))),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("locking {}", path.display()))
+        Self::try_until(file, path, std::time::Instant::now())
+    }
+
+    /// Like [`FileLock::take`], waiting at most `limit`.
+    pub fn take_for(path: &Path, limit: std::time::Duration) -> Result<Option<FileLock>> {
+        let Some(held) = Self::take(path, false)? else {
+            let file = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            return Self::try_until(file, path, std::time::Instant::now() + limit);
+        };
+        Ok(Some(held))
+    }
+
+    fn try_until(
+        file: File,
+        path: &Path,
+        deadline: std::time::Instant,
+    ) -> Result<Option<FileLock>> {
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(FileLock(file))),
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                }
             }
         }
     }

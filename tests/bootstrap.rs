@@ -820,18 +820,14 @@ fn resolvers_go_through_whatever_owns_resolv_conf() {
     // Another program's link: left as it is, and said so.
     let (env, root) = setup(&[]);
     fs::remove_file(root.join("etc/resolv.conf")).unwrap();
-    std::os::unix::fs::symlink(
-        "/run/NetworkManager/resolv.conf",
-        root.join("etc/resolv.conf"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("/run/connman/resolv.conf", root.join("etc/resolv.conf")).unwrap();
     let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
     assert_eq!(bootstrap(&env, &root, &img).status.code(), Some(1));
     assert_eq!(result(&root, "resolvers"), "failed");
     assert!(detail(&root, "resolvers").contains("another program"));
     assert_eq!(
         fs::read_link(root.join("etc/resolv.conf")).unwrap(),
-        Path::new("/run/NetworkManager/resolv.conf")
+        Path::new("/run/connman/resolv.conf")
     );
 }
 

@@ -5,11 +5,14 @@
 
 mod common;
 
+use common::fixtures::*;
 use common::*;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+const HASH: &str = "$6$saltsalt$Zx1dQ0z7nX0V9pXqHhG7vY1rN3tW8sL2kJ5mP4oA6bC9dE1fG3hI5jK7lM9nO1pQ3rS5tU7vW9xY1zA3bC5dE7";
 
 /// A small fixed-seed random source (xorshift).
 struct Rng(u64);
@@ -337,4 +340,197 @@ fn a_damaged_filesystem_is_refused_until_disk_check_repairs_it() {
     assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
     let fs_size = gandi_vm::grow::fs_size(Path::new(&d.disk.dev), "ext4").unwrap();
     assert!(fs_size > 500 << 20, "{fs_size}");
+}
+
+/// Every entry of a tree but the per-run status: type, mode, and content
+/// or link target (no times).
+fn tree_files(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    fn walk(root: &Path, d: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        for e in fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if rel == "run" {
+                continue;
+            }
+            let m = fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                walk(root, &p, out);
+                "dir".into()
+            } else {
+                format!("file {}", String::from_utf8_lossy(&fs::read(&p).unwrap()))
+            };
+            out.insert(rel, format!("{mode:o} {what}"));
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// A stage on fresh trees: once uninterrupted, then 20 times killed at a
+/// random moment and run again; each time the tree must equal the
+/// uninterrupted run's.
+fn kill_stage(what: &str, rng: &mut Rng, prepare: &dyn Fn(&Path) -> (Command, PathBuf)) {
+    let reference_dir = tempfile::tempdir().unwrap();
+    let (mut cmd, root) = prepare(reference_dir.path());
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    let full = t.elapsed().as_millis() as u64;
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = tree_files(&root);
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut cmd, root) = prepare(dir.path());
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let at = rng.below(full + 1);
+        std::thread::sleep(Duration::from_millis(at));
+        kill_tree(&mut child);
+        let (mut again, _) = prepare_again(&cmd);
+        let out = again.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what} round {round} (killed at {at} ms of {full}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let now = tree_files(&root);
+        for (p, v) in &reference {
+            assert_eq!(
+                now.get(p),
+                Some(v),
+                "{what} round {round} (killed at {at} ms): {p}"
+            );
+        }
+        for p in now.keys() {
+            assert!(
+                reference.contains_key(p),
+                "{what} round {round} (killed at {at} ms): {p} left behind"
+            );
+        }
+    }
+}
+
+/// The same command line again, with the same environment.
+fn prepare_again(cmd: &Command) -> (Command, ()) {
+    let mut c = Command::new(cmd.get_program());
+    c.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    (c, ())
+}
+
+#[test]
+#[ignore = "make fault-test"]
+fn boot_stages_killed_at_random_moments_end_as_an_uninterrupted_run() {
+    if !system_test(&["mkswap", "useradd", "depmod", "gzip"]) {
+        return;
+    }
+    let mut rng = Rng(0xb007_1511);
+    kill_stage("bootstrap", &mut rng, &|dir| {
+        let root = root_tree(dir, false);
+        let img = image(dir, "swap.img", &good_archive(dir), None);
+        root_settings(&dir.join("gandi.conf"), &[]);
+        let mut c = Command::new(BIN);
+        c.args(["bootstrap", "--kernel-release", RELEASE, "--root"])
+            .arg(&root)
+            .arg("--device")
+            .arg(&img)
+            .env("GANDI_CONFIG", dir.join("gandi.conf"))
+            .env_remove("JOURNAL_STREAM");
+        (c, root)
+    });
+    kill_stage("config", &mut rng, &|dir| {
+        let root = config_tree(dir);
+        fs::write(
+            root.join("etc/crontab"),
+            "17 *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly\n",
+        )
+        .unwrap();
+        root_settings(&dir.join("gandi.conf"), &[]);
+        let cmdline = dir.join("cmdline");
+        fs::write(&cmdline, "gandi=cet").unwrap();
+        let mut c = Command::new(BIN);
+        c.args(["config", "--root"])
+            .arg(&root)
+            .arg("--cmdline")
+            .arg(&cmdline)
+            .env("GANDI_CONFIG", dir.join("gandi.conf"))
+            .env_remove("JOURNAL_STREAM");
+        (c, root)
+    });
+    // postboot runs commands: each at most once, however often it is cut.
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let gandi = dir.path().join("gandi");
+        fs::create_dir_all(&gandi).unwrap();
+        let log = dir.path().join("ran.log");
+        fs::write(
+            gandi.join("config"),
+            format!(
+                r#"{{"vm_conf": {{"password": "{HASH}"}}, "run": ["echo one >> {l}", "sleep 0.05; echo two >> {l}"]}}"#,
+                l = log.display()
+            ),
+        )
+        .unwrap();
+        let conf = dir.path().join("gandi.conf");
+        fs::write(
+            &conf,
+            format!(
+                "GANDI_DIR={}\nGANDI_STATE_DIR={}\nGANDI_RUN_DIR={}\n",
+                gandi.display(),
+                dir.path().join("state").display(),
+                dir.path().join("run").display()
+            ),
+        )
+        .unwrap();
+        let post = || {
+            let mut c = Command::new(BIN);
+            c.arg("postboot")
+                .env("GANDI_CONFIG", &conf)
+                .env_remove("JOURNAL_STREAM")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c
+        };
+        let mut child = post().spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(150)));
+        kill_tree(&mut child);
+        let _ = post().status().unwrap();
+        let _ = post().status().unwrap();
+        let lines = fs::read_to_string(&log).unwrap_or_default();
+        for cmd in ["one", "two"] {
+            let n = lines.lines().filter(|l| *l == cmd).count();
+            assert!(n <= 1, "postboot round {round}: {cmd} ran {n} times");
+        }
+        let config = fs::read_to_string(gandi.join("config")).unwrap();
+        assert!(
+            !config.contains(HASH),
+            "postboot round {round}: the hash stayed"
+        );
+        let left: Vec<_> = fs::read_dir(&gandi)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "config")
+            .collect();
+        assert!(
+            left.is_empty(),
+            "postboot round {round}: {left:?} left behind"
+        );
+    }
 }

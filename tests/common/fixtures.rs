@@ -114,7 +114,7 @@ pub fn modules_tarball(dir: &Path) -> Vec<u8> {
     ]);
     let p = dir.join("modules.tar");
     fs::write(&p, raw).unwrap();
-    sh(Command::new("gzip").arg("-kf").arg(&p));
+    sh(Command::new("gzip").arg("-nkf").arg(&p));
     fs::read(dir.join("modules.tar.gz")).unwrap()
 }
 
