@@ -21,7 +21,7 @@ ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DIST := dist
 
 .PHONY: all build deps docs install deb rpm packages check-packages test lint unit \
-	verify-units vm-test vm-bench bench demo clean
+	verify-units fault-test vm-test vm-bench bench demo clean
 
 all: build
 
@@ -104,6 +104,12 @@ verify-units:
 	./scripts/verify-units target/debug/gandi-vm
 
 test: deps lint unit verify-units check-packages
+
+# Processes killed at random moments, broken state, a pulled disk, load
+# (fixed seeds; about ten minutes here). One test at a time: each one
+# drives loop devices, udevd or automount of its own.
+fault-test: deps
+	$(CARGO) test --locked --test faults -- --ignored --test-threads=1
 
 # Boots a Debian 12 VM with the package (TCG) and checks every promise.
 vm-test: deb

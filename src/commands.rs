@@ -42,8 +42,10 @@ pub fn served_key(devices: &[Device], dev: &Device, root: &Path) -> Option<Strin
 pub fn disks(settings: &Settings, json: bool) -> Result<i32> {
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
+    let gone = scan.gone();
     let listed: Vec<Listed> = devices
         .iter()
+        .chain(&gone)
         .map(|d| Listed {
             device: d,
             path: served_key(&devices, d, &settings.disk_root).map(|k| settings.disk_root.join(k)),

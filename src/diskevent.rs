@@ -261,7 +261,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         state,
         grower: None,
         note: Some(note),
-        last_grow: records::read(settings, &event.name).and_then(|r| r.last_grow),
+        last_grow: records::read_or_report(settings, &event.name).and_then(|r| r.last_grow),
         updated: now(),
     };
     // The grower holds the lock while it works: it writes the record itself
@@ -360,7 +360,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
     let _lock = DiskLock::take(settings, name, true)?;
     let mut code = 0;
     for _ in 0..3 {
-        let previous = records::read(settings, name);
+        let previous = records::read_or_report(settings, name);
         let scan = Scan::new(settings)?;
         let Some(mut dev) = scan.describe(&[name.to_string()]).pop() else {
             log::info!("{name}: gone");

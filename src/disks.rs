@@ -108,6 +108,8 @@ pub enum Exclusion {
     Interrupted(String),
     /// No medium (size 0), like a loop device with no file.
     Empty,
+    /// Detached (or emptied) while still mounted under the mount root.
+    Gone,
 }
 
 impl std::fmt::Display for Exclusion {
@@ -123,6 +125,10 @@ impl std::fmt::Display for Exclusion {
             Exclusion::Unreadable => write!(f, "metadata unreadable (probe timed out)"),
             Exclusion::Released => write!(f, "released, waiting to be detached"),
             Exclusion::Empty => write!(f, "empty (no medium)"),
+            Exclusion::Gone => write!(
+                f,
+                "gone: detached while mounted (run `gandi-vm disk release` on its key)"
+            ),
             Exclusion::Growing => write!(f, "its filesystem is being grown; try again shortly"),
             Exclusion::Damaged(why) => write!(f, "{why}"),
             Exclusion::Interrupted(why) => write!(f, "{why}"),
@@ -520,6 +526,57 @@ impl<'a> Scan<'a> {
             dev.excluded = self.exclusion(dev, &platform_disks, &released);
         }
         devices
+    }
+
+    /// The mounts under the mount root whose block device is gone (detached
+    /// or emptied while mounted), as devices excluded as [`Exclusion::Gone`]
+    /// and named after the mount's source (`loop3`).
+    pub fn gone(&self) -> Vec<Device> {
+        let dev_dir = self.settings.dev_dir.display().to_string();
+        let mut gone: Vec<Device> = self
+            .mounts()
+            .iter()
+            .filter(|m| {
+                m.fstype != "autofs"
+                    && m.mount_point.starts_with(&self.settings.disk_root)
+                    && m.mount_point != self.settings.disk_root
+                    && (m.devnum.major != 0 || m.source.starts_with(&dev_dir))
+            })
+            .filter(|m| {
+                let devnum = m.block_devnum();
+                let by_name = m
+                    .source
+                    .strip_prefix(&dev_dir)
+                    .map(|n| n.trim_start_matches('/').replace('/', "!"));
+                !self
+                    .entries
+                    .iter()
+                    .any(|e| e.devnum == devnum || by_name.as_deref() == Some(e.name.as_str()))
+            })
+            .map(|m| Device {
+                name: m
+                    .source
+                    .strip_prefix(&dev_dir)
+                    .map(|n| n.trim_start_matches('/').replace('/', "!"))
+                    .unwrap_or_else(|| m.devnum.to_string()),
+                devnum: m.block_devnum(),
+                size: 0,
+                diskseq: None,
+                parent: None,
+                partitions: Vec::new(),
+                holders: Vec::new(),
+                fs: FsInfo {
+                    fstype: Some(m.fstype.clone()),
+                    ..FsInfo::default()
+                },
+                source: MetaSource::Unknown,
+                mounts: vec![m.mount_point.clone()],
+                growing: false,
+                excluded: Some(Exclusion::Gone),
+            })
+            .collect();
+        gone.sort_by(|a, b| a.mounts.cmp(&b.mounts));
+        gone
     }
 
     /// `/dev/NAME` (kernel names use `!` where the device path has `/`).

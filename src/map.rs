@@ -105,7 +105,13 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
         name == key || label == Some(key) || uuid.is_some_and(|u| u.eq_ignore_ascii_case(key))
     });
     let devices = scan.describe(&wanted);
-    let (device, warning) = choose(&devices, key, &settings.disk_root.display().to_string())?;
+    let (device, warning) = match choose(&devices, key, &settings.disk_root.display().to_string()) {
+        Ok(found) => found,
+        Err(MapError::NoMatch(_)) if let Some(gone) = gone_at(&scan, settings, key) => {
+            return Err(gone);
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(at) = device.mounts.first() {
         return Err(MapError::Mounted {
             name: device.name.clone(),
@@ -131,6 +137,19 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
         entry,
         warning,
     })
+}
+
+/// The refusal for a key whose disk was detached while mounted at
+/// `ROOT/KEY` (only looked for when nothing matched).
+fn gone_at(scan: &Scan, settings: &Settings, key: &str) -> Option<MapError> {
+    let at = settings.disk_root.join(key);
+    scan.gone()
+        .into_iter()
+        .find(|d| d.mounts.contains(&at))
+        .map(|d| MapError::Excluded {
+            name: d.name,
+            reason: crate::disks::Exclusion::Gone.to_string(),
+        })
 }
 
 /// Picks the device for `key`: labels, then kernel names, then UUIDs. Within

@@ -112,10 +112,34 @@ pub fn released_dir(settings: &Settings) -> PathBuf {
 }
 
 /// Reads the record of `name`, if any (not checked against the device).
+/// A record that cannot be read is no record: nothing is trusted that was
+/// torn or damaged.
 pub fn read(settings: &Settings, name: &str) -> Option<Record> {
+    read_checked(settings, name).ok().flatten()
+}
+
+/// Reads the record of `name`: `Ok(None)` when there is none, `Err` with
+/// the reason when there is one that cannot be used (empty, truncated,
+/// garbage, another format).
+pub fn read_checked(settings: &Settings, name: &str) -> Result<Option<Record>, String> {
     let path = disks_dir(settings).join(format!("{name}.json"));
-    let text = fs::read(path).ok()?;
-    serde_json::from_slice(&text).ok()
+    let text = match fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| format!("{}: not a record ({e})", path.display()))
+}
+
+/// Reads the record of `name` as a writer does: one that cannot be used is
+/// reported and treated as missing (the writer then replaces it).
+pub fn read_or_report(settings: &Settings, name: &str) -> Option<Record> {
+    read_checked(settings, name).unwrap_or_else(|why| {
+        log::warn!("{name}: ignoring its record: {why}; it is written anew");
+        None
+    })
 }
 
 /// The index's first line: names the format and its columns.
@@ -283,7 +307,13 @@ pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
     let _lock = crate::util::FileLock::take(&settings.run_dir.join("locks/index.lock"), true)?;
     let mut all: Vec<Record> = recorded_names(settings)
         .iter()
-        .filter_map(|name| read(settings, name))
+        .filter_map(|name| match read_checked(settings, name) {
+            Ok(record) => record,
+            Err(why) => {
+                log::warn!("{name}: left out of the index: {why}");
+                None
+            }
+        })
         .collect();
     all.sort_by(|a, b| crate::disks::kernel_order(&a.name, &b.name));
     let mut text = String::from(INDEX_HEADER);
@@ -305,9 +335,14 @@ pub fn read_index(settings: &Settings) -> Option<String> {
 
 /// The lines of an index's text by device name, unparsed: a lookup parses
 /// only the lines of its candidates, one at a time ([`IndexEntry::parse`]).
-/// `None` when it is not an index of this format.
+/// `None` when it is not an index of this format. A last line without its
+/// newline was cut short and is left out.
 pub fn index_lines(text: &str) -> Option<crate::util::FastMap<&str, &str>> {
-    let mut lines = text.lines();
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => return None,
+    };
+    let mut lines = whole.lines();
     if lines.next()? != INDEX_HEADER {
         return None;
     }
@@ -488,5 +523,67 @@ mod tests {
         let entries = parse_index(&text).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].label.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_cut_index_yields_only_whole_entries() {
+        let a = IndexEntry::from_record(&record("vdb", Some("data")));
+        let b = IndexEntry::from_record(&record("vdc", Some("gpt")));
+        let text = format!("{INDEX_HEADER}\n{a}\n{b}\n");
+        // Cut inside the last field: the shortened value is never read.
+        let cut = &text[..text.len() - 2];
+        let entries = parse_index(cut).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].name, "vdb");
+        // Cut inside the header: not an index.
+        assert!(parse_index(&INDEX_HEADER[..10]).is_none());
+    }
+
+    proptest::proptest! {
+        /// Any prefix of an index, or an index with any byte changed,
+        /// gives entries that are each one of the written ones, whole.
+        #[test]
+        fn prefixes_and_flips_never_give_an_altered_entry(
+            labels in proptest::collection::vec(proptest::option::of(r"[ -~\t\n\\é]{0,12}"), 1..6),
+            cut in 0usize..2000,
+            flip in 0usize..2000,
+            byte in 0u8..128,
+        ) {
+            let records: Vec<Record> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| record(&format!("vd{i}"), l.as_deref()))
+                .collect();
+            let mut text = format!("{INDEX_HEADER}\n");
+            for r in &records {
+                text.push_str(&IndexEntry::from_record(r));
+                text.push('\n');
+            }
+            // (An empty label is written as none.)
+            let whole: Vec<FsInfo> = parse_index(&text)
+                .unwrap_or_default()
+                .iter()
+                .map(IndexEntry::fs)
+                .collect();
+            proptest::prop_assert_eq!(whole.len(), records.len());
+            let mut cut_at = cut.min(text.len());
+            while !text.is_char_boundary(cut_at) {
+                cut_at -= 1;
+            }
+            if let Some(entries) = parse_index(&text[..cut_at]) {
+                for e in entries {
+                    proptest::prop_assert!(whole.contains(&e.fs()), "{:?}", e);
+                }
+            }
+            // One byte changed: an entry may change only where that byte
+            // sits (the index is ours, written whole; this checks that the
+            // parser never panics nor reads past a line).
+            let mut bytes = text.clone().into_bytes();
+            let at = flip % bytes.len();
+            bytes[at] = byte;
+            if let Ok(changed) = String::from_utf8(bytes) {
+                let _ = parse_index(&changed);
+            }
+        }
     }
 }

@@ -138,13 +138,70 @@ fn find<'d>(devices: &'d [Device], key: &str, root: &str) -> Result<&'d Device> 
     }
 }
 
+/// Stops the services named by each mount point; returns those stopped.
+fn stop_services(mounts: &[PathBuf]) -> Vec<String> {
+    let mut stopped = Vec::new();
+    for mp in mounts {
+        for service in services(mp) {
+            match crate::runner::Run::new("systemctl")
+                .args(["stop", &service])
+                .limit(Duration::from_secs(90))
+                .outcome()
+            {
+                Ok(o) if o.success() => {
+                    crate::out::line(&format!("stopped {service}"));
+                    stopped.push(service);
+                }
+                Ok(o) => log::warn!("could not stop {service}: {}", o.stderr_text()),
+                Err(e) => log::warn!("could not stop {service}: {e:#}"),
+            }
+        }
+    }
+    stopped
+}
+
+/// Starts again the services a refused release stopped; says what became
+/// of each.
+fn start_again(stopped: &[String]) -> Vec<String> {
+    stopped
+        .iter()
+        .map(|service| {
+            match crate::runner::Run::new("systemctl")
+                .args(["start", service])
+                .limit(Duration::from_secs(90))
+                .outcome()
+            {
+                Ok(o) if o.success() => format!("started {service} again"),
+                Ok(o) => format!(
+                    "could not start {service} again: {}",
+                    o.stderr_text().trim()
+                ),
+                Err(e) => format!("could not start {service} again: {e:#}"),
+            }
+        })
+        .collect()
+}
+
 /// `gandi-vm disk release KEY [--force]`. Prints what it did.
 pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     map::check_key(OsStr::new(key))?;
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
     let root = settings.disk_root.display().to_string();
-    let dev = find(&devices, key, &root)?;
+    let dev = match find(&devices, key, &root) {
+        Ok(dev) => dev,
+        Err(err) => {
+            let at = settings.disk_root.join(key);
+            return match scan
+                .gone()
+                .into_iter()
+                .find(|d| d.mounts.contains(&at) || d.name == key)
+            {
+                Some(gone) => release_gone(settings, &scan, &gone),
+                None => Err(err),
+            };
+        }
+    };
     let dev_path = scan.dev_path(&dev.name);
     let mark = records::released_dir(settings).join(&dev.name);
     if dev.excluded == Some(Exclusion::Released) && dev.mounts.is_empty() {
@@ -172,21 +229,9 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
         hooks::HOOK_LIMIT,
     );
     if hook != hooks::HookResult::Absent {
-        crate::out::line(&format!("ran the pre-disk-detach hook: {hook:?}"));
+        crate::out::line(&format!("pre-disk-detach hook: {hook}"));
     }
-    for mp in &dev.mounts {
-        for service in services(mp) {
-            match crate::runner::Run::new("systemctl")
-                .args(["stop", &service])
-                .limit(Duration::from_secs(90))
-                .outcome()
-            {
-                Ok(o) if o.success() => crate::out::line(&format!("stopped {service}")),
-                Ok(o) => log::warn!("could not stop {service}: {}", o.stderr_text()),
-                Err(e) => log::warn!("could not stop {service}: {e:#}"),
-            }
-        }
-    }
+    let stopped = stop_services(&dev.mounts);
 
     // Mark first, so no lookup mounts it again between unmount and detach;
     // and drop the key links autofs may have kept answers for.
@@ -195,6 +240,21 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     let seq = dev.diskseq.map(|s| s.to_string()).unwrap_or_default();
     util::write_atomic(&mark, format!("{seq}\n").as_bytes(), 0o644)?;
     let dropped = records::drop_key_links(settings, &dev_path);
+    // What a refusal takes back, and says it did.
+    let undo = |why: String| -> anyhow::Error {
+        let _ = fs::remove_file(&mark);
+        records::restore_key_links(&dropped, &dev_path);
+        let mut undone = vec!["took back the release mark".to_string()];
+        undone.extend(start_again(&stopped));
+        let hook_note = match &hook {
+            hooks::HookResult::Absent => String::new(),
+            h => format!("; the pre-disk-detach hook {h} and is not undone"),
+        };
+        anyhow::anyhow!(
+            "{why}; the disk stays mounted and served: {}{hook_note}",
+            undone.join(", ")
+        )
+    };
 
     let mut mounts = dev.mounts.clone();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
@@ -212,21 +272,14 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
                         list(&held)
                     ));
                 } else {
-                    let _ = fs::remove_file(&mark);
-                    records::restore_key_links(&dropped, &dev_path);
-                    bail!(
-                        "{} is busy: in use by {}; stop them and try again, or use --force \
-                         (nothing was changed)",
+                    return Err(undo(format!(
+                        "{} is busy: in use by {}; stop them and try again, or use --force",
                         mp.display(),
                         list(&held)
-                    );
+                    )));
                 }
             }
-            Err(e) => {
-                let _ = fs::remove_file(&mark);
-                records::restore_key_links(&dropped, &dev_path);
-                return Err(e).with_context(|| format!("unmounting {}", mp.display()));
-            }
+            Err(e) => return Err(undo(format!("unmounting {}: {e}", mp.display()))),
         }
     }
     crate::out::line(&format!(
@@ -234,6 +287,56 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
         dev.name,
         dev.fs.label.as_deref().unwrap_or("no label")
     ));
+    Ok(0)
+}
+
+/// Releases what is left of a disk detached while mounted: runs the hook,
+/// unmounts (lazily: its device no longer answers), drops its key links and
+/// its record.
+fn release_gone(settings: &Settings, scan: &Scan, gone: &Device) -> Result<i32> {
+    let dev_path = scan.dev_path(&gone.name);
+    let Some(mount_point) = gone.mounts.first() else {
+        bail!("{}: nothing to release", gone.name);
+    };
+    crate::out::line(&format!(
+        "{}: its disk is gone (detached while mounted at {})",
+        gone.name,
+        mount_point.display()
+    ));
+    let hook = hooks::run(
+        settings,
+        "pre-disk-detach",
+        &[
+            &dev_path.display().to_string(),
+            &mount_point.display().to_string(),
+        ],
+        hooks::HOOK_LIMIT,
+    );
+    if hook != hooks::HookResult::Absent {
+        crate::out::line(&format!("pre-disk-detach hook: {hook}"));
+    }
+    match umount(mount_point, 0) {
+        Ok(()) => crate::out::line(&format!("unmounted {}", mount_point.display())),
+        Err(_) => {
+            let held = holders(&settings.proc_dir, mount_point);
+            umount(mount_point, libc::MNT_DETACH)
+                .with_context(|| format!("unmounting {} lazily", mount_point.display()))?;
+            crate::out::line(&format!(
+                "unmounted {} lazily; still in use by: {}",
+                mount_point.display(),
+                list(&held)
+            ));
+        }
+    }
+    // Its key links, and its record when it describes the disk that is no
+    // more (udev's remove event may have dropped it already).
+    records::drop_key_links(settings, &dev_path);
+    if records::read(settings, &gone.name)
+        .is_some_and(|r| crate::disks::DevNum::parse(&r.devnum) == Some(gone.devnum))
+    {
+        crate::diskevent::forget(settings, &gone.name)?;
+    }
+    crate::out::line(&format!("released {}: nothing of it is left", gone.name));
     Ok(0)
 }
 

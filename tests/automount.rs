@@ -260,7 +260,8 @@ fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
         cmd.output().unwrap()
     };
 
-    // Busy: a process works inside it. Named, nothing changed.
+    // Busy: a process works inside it. Named; the services it stopped
+    // are started again and the message says what was done and undone.
     let mut busy = std::process::Command::new("sleep")
         .arg("60")
         .current_dir(&mp)
@@ -273,6 +274,28 @@ fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
         err.contains(&format!("pid {} (sleep) by its cwd", busy.id())),
         "{err}"
     );
+    assert!(
+        err.contains("started postgresql.service again")
+            && err.contains("started nginx again")
+            && err.contains("pre-disk-detach hook ran and is not undone"),
+        "{err}"
+    );
+    let calls = fs::read_to_string(&log).unwrap();
+    let order: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("systemctl"))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "systemctl stop postgresql.service",
+            "systemctl stop nginx",
+            "systemctl start postgresql.service",
+            "systemctl start nginx"
+        ],
+        "{calls}"
+    );
+    fs::remove_file(&log).unwrap();
     assert!(
         am.mounted().iter().any(|m| m.1 == mp),
         "unmounted although busy"

@@ -534,3 +534,261 @@ fn boot_stages_killed_at_random_moments_end_as_an_uninterrupted_run() {
         );
     }
 }
+
+/// A tmpfs mounted at a path for the length of a test.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0755"),
+                    "tmpfs",
+                ])
+                .arg(at),
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    fn remount(&self, opts: &str) {
+        run_ok(
+            Command::new("mount")
+                .args(["-o", &format!("remount,{opts}")])
+                .arg(&self.0),
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The map serves `key` from `dev`; an unknown key is refused.
+fn served_from(env: &Env, key: &str, dev: &str, case: &str) {
+    let out = env.map(key);
+    assert!(out.status.success(), "{case}: not served: {}", said(&out));
+    assert_eq!(entry_device(&out.stdout), dev, "{case}");
+    let none = env.map("no-such-disk");
+    assert_eq!(none.status.code(), Some(1), "{case}: {}", said(&none));
+    assert!(none.stdout.is_empty(), "{case}");
+}
+
+#[test]
+#[ignore = "make fault-test"]
+fn broken_state_is_ignored_never_trusted() {
+    if !system_test(&["mkfs.ext4"]) {
+        return;
+    }
+    let _serial = serial("loop-faults");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = LoopDisk::new(dir.path(), "broken.img", 64);
+    disk.mkfs("ext4", Some("brk"));
+    let name = disk.name();
+    let env = fault_env(&name);
+    let run = env.path().join("run");
+    // The run dir on a small tmpfs of its own, to fill it later.
+    let tmpfs = Tmpfs::mount(&run, "256k");
+    let event = |action: &str| env.gandi(&["disk-event", action, &name]);
+    let out = event("add");
+    assert!(out.status.success(), "{}", said(&out));
+    let record_path = run.join(format!("disks/{name}.json"));
+    let index_path = run.join("disks.index");
+    let good_record = fs::read(&record_path).unwrap();
+    let good_index = fs::read(&index_path).unwrap();
+    served_from(&env, "brk", &disk.dev, "whole state");
+
+    // Damaged records: the map answers from the kernel (a probe, as no
+    // udevd runs for this disk); the helper says so and writes it anew.
+    let half = &good_record[..good_record.len() / 2];
+    let damaged_records: [(&str, &[u8]); 5] = [
+        ("empty record", b""),
+        ("truncated record", half),
+        ("garbage record", b"\x00\xff\x13garbage\n"),
+        (
+            "record of another format",
+            b"{\"version\": 99, \"disks\": []}\n",
+        ),
+        ("record of another disk", b"[1, 2, 3]"),
+    ];
+    for (case, bytes) in damaged_records {
+        fs::write(&record_path, bytes).unwrap();
+        fs::remove_file(&index_path).unwrap();
+        served_from(&env, "brk", &disk.dev, case);
+        let out = event("change");
+        assert!(out.status.success(), "{case}: {}", said(&out));
+        assert!(
+            said(&out).contains("ignoring its record"),
+            "{case}: the helper did not say: {}",
+            said(&out)
+        );
+        let record: serde_json::Value =
+            serde_json::from_slice(&fs::read(&record_path).unwrap()).unwrap();
+        assert_eq!(record["label"], "brk", "{case}");
+        served_from(&env, "brk", &disk.dev, case);
+    }
+
+    // Damaged indexes: ignored or read for their whole lines only.
+    let cut_line = &good_index[..good_index.len() - 3];
+    let other_label = String::from_utf8_lossy(&good_index).replace("\tbrk\t", "\tother\t");
+    let damaged_indexes: [(&str, Vec<u8>); 6] = [
+        ("empty index", Vec::new()),
+        ("index cut inside its last line", cut_line.to_vec()),
+        ("index cut inside its header", good_index[..12].to_vec()),
+        ("garbage index", b"\x00\x01\x02\xff\xfe".to_vec()),
+        (
+            "index of another format",
+            other_label
+                .replace("disk index 2", "disk index 1")
+                .into_bytes(),
+        ),
+        (
+            "JSON index",
+            b"[{\"name\": \"x\", \"label\": \"brk\"}]\n".to_vec(),
+        ),
+    ];
+    for (case, bytes) in damaged_indexes {
+        fs::write(&index_path, &bytes).unwrap();
+        served_from(&env, "brk", &disk.dev, case);
+        let out = env.map("other");
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", said(&out));
+        let out = event("change");
+        assert!(out.status.success(), "{case}: {}", said(&out));
+        assert_eq!(fs::read(&index_path).unwrap(), good_index, "{case}");
+    }
+
+    // A full run dir: the map still answers; the helper fails with the
+    // reason, and the record it could not replace is whole.
+    let filler = run.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    served_from(&env, "brk", &disk.dev, "full run dir");
+    let out = event("change");
+    assert!(!out.status.success(), "full run dir: {}", said(&out));
+    assert!(
+        said(&out).contains("No space left on device"),
+        "full run dir: {}",
+        said(&out)
+    );
+    assert_eq!(fs::read(&record_path).unwrap(), good_record);
+    assert_eq!(fs::read(&index_path).unwrap(), good_index);
+    let leftovers: Vec<_> = fs::read_dir(run.join("disks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "temp files left: {leftovers:?}");
+    fs::remove_file(&filler).unwrap();
+
+    // A read-only run dir: the same.
+    tmpfs.remount("ro");
+    served_from(&env, "brk", &disk.dev, "read-only run dir");
+    let out = event("change");
+    assert!(!out.status.success(), "read-only run dir: {}", said(&out));
+    assert!(
+        said(&out).contains("Read-only file system"),
+        "read-only run dir: {}",
+        said(&out)
+    );
+    assert_eq!(fs::read(&record_path).unwrap(), good_record);
+    tmpfs.remount("rw");
+    let out = event("change");
+    assert!(out.status.success(), "{}", said(&out));
+}
+
+#[test]
+#[ignore = "make fault-test"]
+fn without_udevd_and_with_a_disk_pulled_while_mounted() {
+    if !system_test(&["automount", "mkfs.ext4", "losetup"]) {
+        return;
+    }
+    assert!(
+        !udevd_running(),
+        "a systemd-udevd this test did not start runs: stop it first"
+    );
+    let _serial = serial("loop-faults");
+    let env = Env::new();
+    let root = env.path().join("srv");
+    let disk = LoopDisk::new(env.path(), "pulled.img", 64);
+    disk.mkfs("ext4", Some("first"));
+    env.settings(&[
+        format!("CONFIG_DISK_DEVICES={}", disk.name()),
+        format!("CONFIG_DISK_ROOT={}", root.display()),
+        format!("GANDI_STATE_DIR={}", env.path().join("state").display()),
+    ]);
+    // udevd sees the disk as "first", then stops; the disk's label changes
+    // while nothing watches. udev's entry is stale: not trusted.
+    {
+        let _udevd = Udevd::start();
+        sh(Command::new("udevadm").args(["trigger", "--settle", &disk.dev]));
+    }
+    assert!(!udevd_running());
+    let db = fs::read_to_string(format!("/run/udev/data/b7:{}", disk_minor(&disk.dev)))
+        .unwrap_or_default();
+    assert!(
+        db.contains("ID_FS_LABEL=first"),
+        "udev did not see the disk: {db}"
+    );
+    disk.mkfs("ext4", Some("second"));
+    let out = env.map("first");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stale udev entry served: {}",
+        said(&out)
+    );
+    assert!(out.stdout.is_empty());
+    served_from(&env, "second", &disk.dev, "no udevd");
+
+    // Mounted through the real automount, then pulled (its file emptied,
+    // as a detach leaves a device with no medium).
+    let am = Automount::start(&env, &root, 600);
+    let mp = root.join("second");
+    assert!(lookup(&mp), "not mounted");
+    fs::write(disk.image.as_path(), b"").unwrap();
+    sh(Command::new("losetup").args(["-c", &disk.dev]));
+    let listed = String::from_utf8_lossy(&env.gandi(&["disks"]).stdout).into_owned();
+    assert!(
+        listed.contains("gone: detached while mounted")
+            && listed.contains(&mp.display().to_string()),
+        "{listed}"
+    );
+    let out = env.map("second");
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains("gone"), "{}", said(&out));
+    let out = env.gandi(&["disk", "release", "second"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("its disk is gone"), "{}", said(&out));
+    assert!(
+        !am.mounted().iter().any(|m| m.1 == mp),
+        "still mounted: {:?}",
+        am.mounted()
+    );
+    let listed = String::from_utf8_lossy(&env.gandi(&["disks"]).stdout).into_owned();
+    assert!(!listed.contains("gone"), "{listed}");
+    // Once more: nothing to release, said so.
+    let out = env.gandi(&["disk", "release", "second"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+}
+
+fn disk_minor(dev: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = fs::metadata(dev).unwrap().rdev();
+    (rdev & 0xff) | ((rdev >> 12) & !0xff)
+}
