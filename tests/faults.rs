@@ -792,3 +792,235 @@ fn disk_minor(dev: &str) -> u64 {
     let rdev = fs::metadata(dev).unwrap().rdev();
     (rdev & 0xff) | ((rdev >> 12) & !0xff)
 }
+
+/// Loop devices attached and detached by the load test, detached on drop.
+struct Attached(Vec<Option<String>>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        for dev in self.0.iter().flatten() {
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
+    }
+}
+
+/// Every record and the index parse (what a reader may see at any moment).
+fn records_whole(run: &Path) -> Result<usize, String> {
+    let mut read = 0;
+    if let Ok(rd) = fs::read_dir(run.join("disks")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            match fs::read(e.path()) {
+                Ok(text) => {
+                    serde_json::from_slice::<serde_json::Value>(&text)
+                        .map_err(|err| format!("torn record {name}: {err}"))?;
+                    read += 1;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(format!("{name}: {err}")),
+            }
+        }
+    }
+    match fs::read_to_string(run.join("disks.index")) {
+        Ok(text) if !text.starts_with("# gandi-vm disk index") || !text.ends_with('\n') => {
+            Err(format!("torn index: {text:?}"))
+        }
+        _ => Ok(read),
+    }
+}
+
+#[test]
+#[ignore = "make fault-test"]
+fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
+    if !system_test(&[
+        "automount",
+        "udevadm",
+        "mkfs.ext4",
+        "debugfs",
+        "resize2fs",
+        "bash",
+    ]) {
+        return;
+    }
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let _serial = serial("loop-faults");
+    let _udev_serial = serial("udev");
+    let env = Env::new();
+    let root = env.path().join("srv");
+    let run = env.path().join("run");
+    env.settings(&[
+        "CONFIG_DISK_DEVICES=loop*".into(),
+        format!("CONFIG_DISK_ROOT={}", root.display()),
+        format!("GANDI_STATE_DIR={}", env.path().join("state").display()),
+    ]);
+    // 16 images, each an ext4 smaller than its file, with its own label
+    // and a file `id` that holds the label.
+    let images: Vec<PathBuf> = (0..16)
+        .map(|i| {
+            let image = env.path().join(format!("ld{i}.img"));
+            fs::File::create(&image).unwrap().set_len(32 << 20).unwrap();
+            run_ok(
+                Command::new("mkfs.ext4")
+                    .args(["-q", "-F", "-L", &format!("ld{i}")])
+                    .arg(&image)
+                    .arg("16M"),
+            );
+            let id = env.path().join(format!("id{i}"));
+            fs::write(&id, format!("ld{i}")).unwrap();
+            run_ok(
+                Command::new("debugfs")
+                    .args(["-w", "-R", &format!("write {} id", id.display())])
+                    .arg(&image),
+            );
+            image
+        })
+        .collect();
+    let _rules = RunRules::install("load", &loop_rules(&env.config()));
+    let _udevd = Udevd::start();
+    let attached = Arc::new(std::sync::Mutex::new(Attached(vec![None; 16])));
+    let attach = |i: usize| -> String {
+        let dev = run_ok(
+            Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&images[i]),
+        )
+        .trim()
+        .to_string();
+        attached.lock().unwrap().0[i] = Some(dev.clone());
+        dev
+    };
+    for i in 0..16 {
+        attach(i);
+    }
+    sh(Command::new("udevadm").args(["settle", "-t", "60"]));
+    let am = Automount::start(&env, &root, 2);
+
+    // Records and index whole at every moment.
+    let stop = Arc::new(AtomicBool::new(false));
+    let checker = {
+        let (stop, run) = (stop.clone(), run.clone());
+        std::thread::spawn(move || -> Result<usize, String> {
+            let mut reads = 0;
+            while !stop.load(Ordering::Relaxed) {
+                reads += records_whole(&run)?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(reads)
+        })
+    };
+    // 8 processes, 500 lookups each, of random keys; a read that takes
+    // more than a minute is a hang.
+    let readers: Vec<Child> = (0..8)
+        .map(|n| {
+            Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    r#"RANDOM={n}; ok=0
+                    for i in $(seq 500); do
+                        k=ld$((RANDOM % 16))
+                        v=$(timeout 60 cat {root}/$k/id 2>/dev/null); rc=$?
+                        if [ $rc = 124 ]; then echo "HANG $k"
+                        elif [ $rc = 0 ] && [ "$v" != "$k" ]; then echo "WRONG $k gave $v"
+                        elif [ $rc = 0 ]; then ok=$((ok + 1)); fi
+                    done
+                    echo "OK $ok""#,
+                    root = root.display()
+                ))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Meanwhile: released, detached, the image grown, attached again.
+    let cycles = Arc::new(AtomicUsize::new(0));
+    let churn = {
+        let (stop, cycles) = (stop.clone(), cycles.clone());
+        let config = env.config();
+        let attached = attached.clone();
+        let images = images.clone();
+        std::thread::spawn(move || {
+            let mut rng = Rng(0x10ad);
+            while !stop.load(Ordering::Relaxed) {
+                let i = rng.below(16) as usize;
+                let Some(dev) = attached.lock().unwrap().0[i].take() else {
+                    continue;
+                };
+                let _ = Command::new(BIN)
+                    .args(["disk", "release", &format!("ld{i}")])
+                    .env("GANDI_CONFIG", &config)
+                    .output();
+                let _ = Command::new("losetup").args(["-d", &dev]).output();
+                let f = fs::OpenOptions::new().write(true).open(&images[i]).unwrap();
+                let len = f.metadata().unwrap().len();
+                f.set_len(len + (4 << 20)).unwrap();
+                drop(f);
+                let out = Command::new("losetup")
+                    .args(["--find", "--show"])
+                    .arg(&images[i])
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    attached.lock().unwrap().0[i] =
+                        Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+                }
+                cycles.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut served = 0;
+    for mut r in readers {
+        while r.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = r.kill();
+                stop.store(true, Ordering::Relaxed);
+                panic!("the lookups did not end in 10 minutes: hung");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut text = String::new();
+        use std::io::Read;
+        r.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+        assert!(!text.contains("WRONG") && !text.contains("HANG"), "{text}");
+        served += text
+            .lines()
+            .find_map(|l| l.strip_prefix("OK "))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .expect("a reader's count");
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    let reads = checker.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let cycles = cycles.load(Ordering::Relaxed);
+    eprintln!(
+        "4000 lookups: {served} served; {cycles} release/detach/attach cycles; {reads} record reads"
+    );
+    assert!(
+        served > 400,
+        "too few lookups served ({served}) to mean anything"
+    );
+    assert!(cycles >= 16, "too few attach cycles ({cycles})");
+    // Once the growths end: every disk served again under its own label,
+    // grown to its device.
+    sh(Command::new("udevadm").args(["settle", "-t", "60"]));
+    drop(am);
+    for i in 0..16 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = env.map(&format!("ld{i}"));
+            if out.status.success() {
+                let dev = attached.lock().unwrap().0[i].clone().unwrap();
+                assert_eq!(entry_device(&out.stdout), dev, "ld{i}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "ld{i}: {}", said(&out));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    records_whole(&run).unwrap();
+}
