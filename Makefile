@@ -21,7 +21,7 @@ ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DIST := dist
 
 .PHONY: all build deps docs install deb rpm packages check-packages test lint unit \
-	verify-units fault-test vm-test vm-bench bench demo clean
+	verify-units fault-test vm-test vm-fault-test vm-bench bench demo clean
 
 all: build
 
@@ -114,6 +114,11 @@ fault-test: deps
 # Boots a Debian 12 VM with the package (TCG) and checks every promise.
 vm-test: deb
 	./scripts/vm-test $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
+
+# Power cuts (QEMU killed) during bootstrap, root growth and data growth,
+# three times each; the VM must come back whole (about 20 minutes).
+vm-fault-test: deb
+	./scripts/vm-test --faults $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 # The same image booted bare, with our package, and with cloud-init.
 vm-bench: deb

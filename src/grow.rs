@@ -247,6 +247,10 @@ pub fn grow(
         }
         return Ok(Outcome::Fits { size: before });
     }
+    log::info!(
+        "{}: growing {fstype} from {before} to {dev_size} bytes",
+        dev.display()
+    );
     let tool = match (fstype, mounted) {
         (t, Some(_)) if is_ext(t) => {
             Run::new("resize2fs").arg(dev).limit(GROW_LIMIT).output()?;

@@ -136,47 +136,52 @@ pub fn grow_partition(settings: &Settings, name: &str) -> Result<Growth> {
     }
     let mut notes = Vec::new();
     if label == "gpt" {
-        if t["id"]
-            .as_str()
-            .is_some_and(|id| id.chars().all(|c| c == '0' || c == '-'))
-        {
-            Run::new("sfdisk")
-                .arg("--disk-id")
-                .arg(&disk_dev)
-                .arg(random_uuid()?)
-                .limit(PART_LIMIT)
-                .output()?;
-            for p in &parts {
-                if let Some(n) = partition_number(p, &disk_dev) {
-                    Run::new("sfdisk")
-                        .arg("--part-uuid")
-                        .arg(&disk_dev)
-                        .arg(n.to_string())
-                        .arg(random_uuid()?)
-                        .limit(PART_LIMIT)
-                        .output()?;
-                }
-            }
-            notes.push("GUIDs randomised (first boot)".to_string());
-        }
-        Run::new("sfdisk")
-            .args(["--relocate", "gpt-bak-std"])
+        // One write of the whole table (new GUIDs on first boot, the backup
+        // header at the new end, the partition to the end): GPT keeps two
+        // copies, each with its checksum, so a cut during the write leaves
+        // the old table or the new one, never a mix.
+        let dump = Run::new("sfdisk")
+            .arg("--dump")
             .arg(&disk_dev)
             .limit(PART_LIMIT)
             .output()?;
+        let node = ours["node"].as_str().unwrap_or_default();
+        let zero_id = t["id"]
+            .as_str()
+            .is_some_and(|id| id.chars().all(|c| c == '0' || c == '-'));
+        let mut fresh = Vec::new();
+        if zero_id {
+            for _ in 0..=parts.len() {
+                fresh.push(random_uuid()?);
+            }
+            notes.push("GUIDs randomised (first boot)".to_string());
+        }
+        let script = grown_table(&dump, node, &fresh)?;
+        log::info!(
+            "{}: writing its table with {} grown to the end of the disk",
+            disk_dev.display(),
+            part_dev.display()
+        );
+        Run::new("sfdisk")
+            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+            .arg(&disk_dev)
+            .input(script.into_bytes())
+            .limit(PART_LIMIT)
+            .output()?;
+    } else {
+        Run::new("sfdisk")
+            .args([
+                "--quiet",
+                "--no-reread",
+                "--no-tell-kernel",
+                "-N",
+                &number.to_string(),
+            ])
+            .arg(&disk_dev)
+            .input(&b", +\n"[..])
+            .limit(PART_LIMIT)
+            .output()?;
     }
-    Run::new("sfdisk")
-        .args([
-            "--quiet",
-            "--no-reread",
-            "--no-tell-kernel",
-            "-N",
-            &number.to_string(),
-        ])
-        .arg(&disk_dev)
-        .input(&b", +\n"[..])
-        .limit(PART_LIMIT)
-        .output()?;
     Run::new("partx")
         .args(["--update", "--nr", &number.to_string()])
         .arg(&disk_dev)
@@ -192,6 +197,94 @@ pub fn grow_partition(settings: &Settings, name: &str) -> Result<Growth> {
         free >> 20
     ));
     grow_fs(settings, name, notes.join(", "), true)
+}
+
+/// Splits a partition line's fields at the commas outside quotes.
+fn fields(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut quoted, mut from) = (false, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(text[from..i].trim());
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(text[from..].trim());
+    out.retain(|f| !f.is_empty());
+    out
+}
+
+/// The `sfdisk` script that writes the table of `dump` (`sfdisk --dump`)
+/// again with partition `node` grown to the end of the disk and the
+/// backup header at the end; with `fresh` GUIDs (one for the disk, then
+/// one per partition line) when given. Fails, changing nothing, on a
+/// dump it does not understand.
+pub fn grown_table(dump: &str, node: &str, fresh: &[String]) -> Result<String> {
+    let mut out = String::new();
+    let randomise = !fresh.is_empty();
+    let mut fresh = fresh.iter();
+    let mut found = false;
+    let mut labelled = false;
+    for line in dump.lines() {
+        if let Some((left, right)) = line.split_once(" : ") {
+            let mut kept = Vec::new();
+            let is_ours = left.trim() == node;
+            found |= is_ours;
+            let mut new_uuid = randomise;
+            for field in fields(right) {
+                let key = field.split('=').next().unwrap_or_default().trim();
+                match key {
+                    "size" if is_ours => {}
+                    "uuid" if new_uuid => {
+                        let Some(uuid) = fresh.next() else {
+                            anyhow::bail!("more partitions than GUIDs");
+                        };
+                        kept.push(format!("uuid={uuid}"));
+                        new_uuid = false;
+                    }
+                    "start" | "size" | "type" | "uuid" | "name" | "attrs" => {
+                        kept.push(field.to_string())
+                    }
+                    other => anyhow::bail!("unknown field {other:?} in sfdisk's dump: {line:?}"),
+                }
+            }
+            out.push_str(&format!("{} : {}\n", left.trim(), kept.join(", ")));
+            continue;
+        }
+        match line.split_once(':') {
+            Some(("label", v)) => {
+                labelled = v.trim() == "gpt";
+                out.push_str(line);
+                out.push('\n');
+            }
+            Some(("label-id", _)) if randomise => {
+                let Some(id) = fresh.next() else {
+                    anyhow::bail!("no GUID for the disk");
+                };
+                out.push_str(&format!("label-id: {id}\n"));
+            }
+            // Computed again from the disk's size: the backup header goes
+            // to the new end.
+            Some(("device", _)) | Some(("last-lba", _)) => {}
+            Some(("label-id" | "unit" | "first-lba" | "sector-size" | "table-length", _)) => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            None if line.trim().is_empty() => out.push('\n'),
+            _ => anyhow::bail!("unknown line in sfdisk's dump: {line:?}"),
+        }
+    }
+    if !labelled {
+        anyhow::bail!("sfdisk's dump is not of a GPT");
+    }
+    if !found {
+        anyhow::bail!("{node} is not in sfdisk's dump");
+    }
+    Ok(out)
 }
 
 fn partition_number(p: &serde_json::Value, disk_dev: &Path) -> Option<u32> {
@@ -261,4 +354,123 @@ fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Resu
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = "label: gpt
+label-id: 00000000-0000-0000-0000-000000000000
+device: /dev/vda
+unit: sectors
+first-lba: 2048
+last-lba: 204766
+sector-size: 512
+
+/dev/vda1 : start=        2048, size=      100000, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=E3394D72-C9C0-5B43-BBA0-939E8CD0CCC3, name=\"gandiroot\"
+";
+
+    #[test]
+    fn the_table_is_written_again_grown_with_fresh_guids() {
+        let fresh = ["D1SK".to_string(), "PART".to_string()];
+        let script = grown_table(DUMP, "/dev/vda1", &fresh).unwrap();
+        assert!(script.contains("label-id: D1SK\n"), "{script}");
+        assert!(!script.contains("last-lba") && !script.contains("device:"));
+        assert!(script.contains(
+            "/dev/vda1 : start=        2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=PART, name=\"gandiroot\"\n"
+        ), "{script}");
+        // Without fresh GUIDs the old ones stay.
+        let script = grown_table(DUMP, "/dev/vda1", &[]).unwrap();
+        assert!(script.contains("label-id: 00000000-0000-0000-0000-000000000000"));
+        assert!(script.contains("uuid=E3394D72-C9C0-5B43-BBA0-939E8CD0CCC3"));
+    }
+
+    #[test]
+    fn a_dump_it_does_not_understand_changes_nothing() {
+        assert!(grown_table(DUMP, "/dev/vda2", &[]).is_err());
+        assert!(grown_table(&DUMP.replace("label: gpt", "label: dos"), "/dev/vda1", &[]).is_err());
+        assert!(grown_table(&format!("{DUMP}grain: 1M\n"), "/dev/vda1", &[]).is_err());
+        assert!(grown_table(&DUMP.replace("name=", "bootable, name="), "/dev/vda1", &[]).is_err());
+        assert!(grown_table("", "/dev/vda1", &[]).is_err());
+    }
+
+    proptest::proptest! {
+        /// Names with commas, quotes and blanks, several partitions: every
+        /// field but our partition's size is kept, in order.
+        #[test]
+        fn every_other_field_is_kept(
+            names in proptest::collection::vec("[a-z ,]{0,10}", 1..5),
+            ours in 0usize..5,
+        ) {
+            let mut dump = DUMP.lines().take(8).collect::<Vec<_>>().join("\n");
+            dump.push('\n');
+            for (i, name) in names.iter().enumerate() {
+                dump.push_str(&format!(
+                    "/dev/vda{n} : start= {s}, size= 100, type=T, uuid=U{n}, name=\"{name}\"\n",
+                    n = i + 1,
+                    s = 2048 + i * 100
+                ));
+            }
+            let ours = ours % names.len() + 1;
+            let script = grown_table(&dump, &format!("/dev/vda{ours}"), &[]).unwrap();
+            for (i, name) in names.iter().enumerate() {
+                let n = i + 1;
+                let line = script
+                    .lines()
+                    .find(|l| l.starts_with(&format!("/dev/vda{n} :")))
+                    .unwrap();
+                let size = if n == ours { "" } else { ", size= 100" };
+                proptest::prop_assert_eq!(
+                    line,
+                    format!(
+                        "/dev/vda{n} : start= {}{size}, type=T, uuid=U{n}, name=\"{name}\"",
+                        2048 + i * 100
+                    )
+                );
+            }
+        }
+    }
+
+    /// The script through the real sfdisk on an image file: the partition
+    /// ends at the (aligned) end of the enlarged disk, the backup header at
+    /// the end, name, type and GUIDs as asked.
+    #[test]
+    fn sfdisk_writes_the_grown_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.img");
+        let file = fs::File::create(&img).unwrap();
+        file.set_len(100 << 20).unwrap();
+        let sh = |args: &[&str], input: &str| {
+            Run::new("sfdisk")
+                .args(args)
+                .arg(&img)
+                .input(input.as_bytes().to_vec())
+                .output()
+                .unwrap()
+        };
+        sh(
+            &["--quiet"],
+            "label: gpt\nstart=2048, size=100000, name=gandiroot\n",
+        );
+        file.set_len(200 << 20).unwrap();
+        let dump = sh(&["--dump"], "");
+        let node = format!("{}1", img.display());
+        let fresh = [
+            "11111111-2222-4333-8444-555555555555".to_string(),
+            "AAAAAAAA-2222-4333-8444-555555555555".to_string(),
+        ];
+        let script = grown_table(&dump, &node, &fresh).unwrap();
+        sh(&["--quiet", "--no-reread", "--no-tell-kernel"], &script);
+        sh(&["--verify"], "");
+        let table: serde_json::Value = serde_json::from_str(&sh(&["--json"], "")).unwrap();
+        let t = &table["partitiontable"];
+        assert_eq!(t["id"], "11111111-2222-4333-8444-555555555555");
+        assert_eq!(t["lastlba"], 409566, "{t}");
+        let p = &t["partitions"][0];
+        assert_eq!(p["name"], "gandiroot");
+        assert_eq!(p["uuid"], "AAAAAAAA-2222-4333-8444-555555555555");
+        let end = p["start"].as_u64().unwrap() + p["size"].as_u64().unwrap();
+        assert!(end > 409566 - 2048, "{p}");
+    }
 }
