@@ -300,12 +300,30 @@ pub fn grow(
     })
 }
 
-/// Checks an unmounted ext2/3/4: `e2fsck -p -f` (fixes what is safe), or
-/// `e2fsck -f -y` (`repair`: fixes everything it can). `Ok(Ok(()))` when
-/// the filesystem is clean or was repaired; `Ok(Err(why))` when errors
-/// remain; `Err` when e2fsck could not run.
+/// Checks an unmounted ext2/3/4. Before a growth (`repair` false): a
+/// read-only check first (`e2fsck -f -n`), and only on a clean filesystem
+/// `e2fsck -f -p` (which records the check `resize2fs` asks for):
+/// `e2fsck -p` on a badly damaged filesystem (its primary group
+/// descriptors gone, say) "fixes" what it misreads, clearing the journal
+/// or the root folder, before it gives up, where `e2fsck -f -y` would have
+/// repaired everything from the backup copy. With `repair`:
+/// `e2fsck -f -y` (fixes everything it can). `Ok(Ok(()))` when the
+/// filesystem is clean or was repaired; `Ok(Err(why))` when errors remain
+/// (nothing was written without `repair`); `Err` when e2fsck could not
+/// run.
 pub fn e2fsck(dev: &Path, repair: bool) -> Result<Result<(), String>> {
-    let flags: &[&str] = if repair { &["-f", "-y"] } else { &["-p", "-f"] };
+    if repair {
+        return e2fsck_with(dev, &["-f", "-y"]);
+    }
+    match e2fsck_with(dev, &["-f", "-n"])? {
+        Ok(()) => e2fsck_with(dev, &["-f", "-p"]),
+        Err(why) => Ok(Err(format!(
+            "{why}; nothing was changed: run `gandi-vm disk check` to repair it"
+        ))),
+    }
+}
+
+fn e2fsck_with(dev: &Path, flags: &[&str]) -> Result<Result<(), String>> {
     let out = Run::new("e2fsck")
         .args(flags)
         .arg(dev)
@@ -313,8 +331,9 @@ pub fn e2fsck(dev: &Path, repair: bool) -> Result<Result<(), String>> {
         .outcome()?;
     match out.code() {
         // 0: clean; 1: errors fixed; 2: fixed, reboot advised (a root).
-        Some(0..=2) => Ok(Ok(())),
-        Some(c) if c & 4 != 0 => {
+        Some(0) => Ok(Ok(())),
+        Some(1..=2) if !flags.contains(&"-n") => Ok(Ok(())),
+        Some(c) if c & 4 != 0 || (flags.contains(&"-n") && c & 3 != 0) => {
             let said = out.stdout_text();
             let last = said
                 .lines()
@@ -324,7 +343,7 @@ pub fn e2fsck(dev: &Path, repair: bool) -> Result<Result<(), String>> {
                 .trim()
                 .to_string();
             Ok(Err(format!(
-                "{} left errors uncorrected ({}){}",
+                "{} found errors ({}){}",
                 out.command,
                 out.ended(),
                 if last.is_empty() {
