@@ -58,6 +58,7 @@ install: build docs
 	install -D -m 0644 $(DOCS)/completions/gandi-vm.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/gandi-vm
 	install -D -m 0644 $(DOCS)/completions/_gandi-vm $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_gandi-vm
 	install -D -m 0644 $(DOCS)/completions/gandi-vm.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/gandi-vm.fish
+	install -D -m 0644 LICENSE $(DESTDIR)$(PREFIX)/share/doc/gandi-vm/copyright
 
 deb: deps build docs
 	rm -rf $(DIST)/deb-root

@@ -406,14 +406,6 @@ mod tests {
         assert!(parse(&[b"[".repeat(128), b"]".repeat(128)].concat()).is_ok());
     }
 
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 2000,
-            rng_seed: proptest::test_runner::RngSeed::Fixed(11),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
@@ -435,7 +427,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::testing::proptest_config(2000))]
 
         /// Documents serde_json writes read back to the same value.
         #[test]

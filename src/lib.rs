@@ -36,3 +36,18 @@ pub mod settings;
 pub mod status;
 pub mod tree;
 pub mod util;
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Property tests: `cases` cases from a fixed seed, so a run is
+    /// repeatable, and no regression files written into the tree.
+    pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+        proptest::test_runner::Config {
+            cases,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(11),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        }
+    }
+}

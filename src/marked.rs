@@ -293,17 +293,9 @@ mod tests {
         ]
     }
 
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 512,
-            rng_seed: proptest::test_runner::RngSeed::Fixed(11),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::testing::proptest_config(512))]
 
         /// Every line that is not strictly inside an intact block (or one
         /// of its two markers) survives, in order, whatever the file holds;

@@ -540,6 +540,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::testing::proptest_config(256))]
+
         /// Any prefix of an index, or an index with any byte changed,
         /// gives entries that are each one of the written ones, whole.
         #[test]

@@ -396,6 +396,8 @@ sector-size: 512
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::testing::proptest_config(256))]
+
         /// Names with commas, quotes and blanks, several partitions: every
         /// field but our partition's size is kept, in order.
         #[test]

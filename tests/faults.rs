@@ -299,7 +299,8 @@ fn a_damaged_filesystem_is_refused_until_disk_check_repairs_it() {
     // Damage that `e2fsck -p` will not repair on its own: the root
     // folder's inode cleared; the primary copy of the group descriptors
     // zeroed (only the backup copy can repair it).
-    let damages: [(&str, fn(&str)); 2] = [
+    type Damage = (&'static str, fn(&str));
+    let damages: [Damage; 2] = [
         ("root folder's inode cleared", |dev| {
             run_ok(Command::new("debugfs").args(["-w", "-R", "clri <2>", dev]));
         }),
