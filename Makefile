@@ -20,7 +20,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DIST := dist
 
-.PHONY: all build deps docs install deb rpm packages check-packages test lint unit \
+.PHONY: all build deps docs install deb rpm packages check-packages test lint unit unprivileged \
 	verify-units fault-test vm-test vm-fault-test vm-bench bench demo clean
 
 all: build
@@ -99,12 +99,16 @@ lint:
 unit:
 	$(CARGO) test --locked
 
+# The same tests as a normal user: system tests skipped, and said so.
+unprivileged:
+	./scripts/test-unprivileged
+
 # systemd-analyze verify on the shipped units (with the test build's binary).
 verify-units:
 	$(CARGO) build --locked
 	./scripts/verify-units target/debug/gandi-vm
 
-test: deps lint unit verify-units check-packages
+test: deps lint unit unprivileged verify-units check-packages
 
 # Processes killed at random moments, broken state, a pulled disk, load
 # (fixed seeds; about ten minutes here). One test at a time: each one

@@ -406,7 +406,6 @@ mod tests {
         assert!(parse(&[b"[".repeat(128), b"]".repeat(128)].concat()).is_ok());
     }
 
-
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),

@@ -293,7 +293,6 @@ mod tests {
         ]
     }
 
-
     proptest! {
         #![proptest_config(crate::testing::proptest_config(512))]
 

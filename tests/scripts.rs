@@ -8,6 +8,7 @@ use std::fs;
 fn no_early_exiting_reader_after_a_pipe_under_pipefail() {
     let mut offenders = Vec::new();
     for dir in ["scripts", ".ci"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         for e in fs::read_dir(dir).unwrap().flatten() {
             let text = fs::read_to_string(e.path()).unwrap_or_default();
             if !text.contains("pipefail") {

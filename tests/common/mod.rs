@@ -13,20 +13,29 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gandi-vm");
 
-/// Fails the test unless it runs as root with the tools it needs; these
-/// tests use loop devices and real daemons. `GANDI_SKIP_SYSTEM_TESTS=1`
-/// turns them into no-ops for a quick run without root.
+/// Whether this system test can run: as root, with the tools it needs.
+/// Otherwise it is skipped, and says so on the terminal even when the
+/// harness captures output (a line `SKIPPED name: why`): as a normal user,
+/// or with `GANDI_SKIP_SYSTEM_TESTS=1`. A missing tool as root is a
+/// failure: `scripts/install-deps` installs them.
 pub fn system_test(tools: &[&str]) -> bool {
+    let skip = |why: &str| {
+        use std::io::Write;
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("a system test")
+            .to_string();
+        // Written to the file descriptor, past the harness's capture.
+        let _ = writeln!(std::io::stderr().lock(), "SKIPPED {name}: {why}");
+        false
+    };
     if std::env::var_os("GANDI_SKIP_SYSTEM_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("skipped: GANDI_SKIP_SYSTEM_TESTS=1");
-        return false;
+        return skip("GANDI_SKIP_SYSTEM_TESTS=1");
     }
-    // SAFETY: plain syscall.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "system tests need root (or GANDI_SKIP_SYSTEM_TESTS=1)"
-    );
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("needs root (loop devices, mounts, real daemons)");
+    }
     for tool in tools {
         let found = std::env::var("PATH")
             .unwrap_or_default()
