@@ -203,9 +203,10 @@ pub fn set_setting(settings: &Settings, key: &str, value: &str) -> Result<(PathB
 }
 
 /// Asks autofs to read its master map again: `systemctl reload` under
-/// systemd, else SIGHUP to the automount daemon.
+/// systemd, else SIGHUP to the automount daemon named by its PID file
+/// (and no other).
 pub fn reload_autofs(settings: &Settings) -> Result<String> {
-    if Path::new("/run/systemd/system").is_dir() {
+    if settings.systemd_dir.is_dir() {
         // Started when it is not running: autofs stops once its last map
         // is gone, as after `automount disable`.
         crate::runner::Run::new("systemctl")
@@ -214,27 +215,34 @@ pub fn reload_autofs(settings: &Settings) -> Result<String> {
             .output()?;
         return Ok("reloaded autofs.service".into());
     }
-    let mut pids = Vec::new();
-    for e in fs::read_dir(&settings.proc_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "automount") {
-            pids.push(pid);
-        }
+    let pid_file = &settings.autofs_pid_file;
+    let pid = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|&pid| pid > 1);
+    let Some(pid) = pid else {
+        return Ok(format!(
+            "autofs is not running (no PID in {}): the change applies when it starts",
+            pid_file.display()
+        ));
+    };
+    // The PID file may be left from a daemon that is gone, its number
+    // taken since: only an automount process is signalled.
+    let comm = fs::read_to_string(settings.proc_dir.join(pid.to_string()).join("comm"))
+        .unwrap_or_default();
+    if comm.trim() != "automount" {
+        return Ok(format!(
+            "autofs is not running ({} names PID {pid}, not automount): the change applies \
+             when it starts",
+            pid_file.display()
+        ));
     }
-    if pids.is_empty() {
-        return Ok("autofs is not running: the change applies when it starts".into());
-    }
-    for pid in &pids {
-        // SAFETY: plain syscall.
-        unsafe { libc::kill(*pid, libc::SIGHUP) };
-    }
-    Ok(format!("sent SIGHUP to automount ({pids:?})"))
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .with_context(|| format!("signalling automount ({pid})"))?;
+    Ok(format!("sent SIGHUP to automount ({pid})"))
 }
 
 fn read_map(settings: &Settings) -> Result<(String, Entry)> {

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -299,7 +299,7 @@ pub fn grow_log(settings: &Settings) -> PathBuf {
 
 /// Starts the growth outside udev's sandbox.
 fn hand_off(settings: &Settings, name: &str) -> Result<()> {
-    if Path::new("/run/systemd/system").is_dir() {
+    if settings.systemd_dir.is_dir() {
         let unit = format!("gandi-disk@{}.service", unit_escape(name));
         crate::runner::Run::new("systemctl")
             .args(["--no-block", "start", &unit])

@@ -222,6 +222,13 @@ pub struct Settings {
     /// The system's master map, for the other maps' roots (`GANDI_AUTO_MASTER`).
     pub auto_master: PathBuf,
 
+    /// Present when systemd is the init (`GANDI_SYSTEMD_DIR`): growths go
+    /// to `gandi-disk@` units and autofs is reloaded through systemctl.
+    pub systemd_dir: PathBuf,
+    /// The automount daemon's PID file, signalled to reload its master map
+    /// where systemd is not the init (`GANDI_AUTOFS_PIDFILE`).
+    pub autofs_pid_file: PathBuf,
+
     /// Where the kernel's views are read; changed only by tests.
     pub sys_dir: PathBuf,
     pub proc_dir: PathBuf,
@@ -348,6 +355,8 @@ impl Settings {
             run_dir: v.abs_path("GANDI_RUN_DIR", "/run/gandi"),
             master_map: v.abs_path("GANDI_MASTER_MAP", "/etc/auto.master.d/gandi.autofs"),
             auto_master: v.abs_path("GANDI_AUTO_MASTER", "/etc/auto.master"),
+            systemd_dir: v.abs_path("GANDI_SYSTEMD_DIR", "/run/systemd/system"),
+            autofs_pid_file: v.abs_path("GANDI_AUTOFS_PIDFILE", "/run/autofs.pid"),
             sys_dir: v.abs_path("GANDI_SYS_DIR", "/sys"),
             proc_dir: v.abs_path("GANDI_PROC_DIR", "/proc"),
             dev_dir: v.abs_path("GANDI_DEV_DIR", "/dev"),

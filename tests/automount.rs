@@ -478,7 +478,14 @@ fn mount_root_moves_the_root_refuses_when_busy_and_is_idempotent() {
             .success()
     );
 
-    // The move.
+    // The move. Another process named automount (a copy of sleep, which
+    // SIGHUP ends) is not ours to signal: only the daemon of the PID file.
+    let decoy_bin = env.path().join("automount");
+    fs::copy("/bin/sleep", &decoy_bin).unwrap();
+    let mut decoy = std::process::Command::new(&decoy_bin)
+        .arg("60")
+        .spawn()
+        .unwrap();
     let_autofs_age();
     let out = env.gandi(&["mount-root", new.to_str().unwrap()]);
     assert!(
@@ -491,6 +498,12 @@ fn mount_root_moves_the_root_refuses_when_busy_and_is_idempotent() {
         said.contains("CONFIG_DISK_ROOT") && said.contains("SIGHUP"),
         "{said}"
     );
+    assert!(
+        decoy.try_wait().unwrap().is_none(),
+        "another automount process was signalled"
+    );
+    let _ = decoy.kill();
+    let _ = decoy.wait();
     assert!(wait_autofs(&new, true), "autofs did not take the new root");
     assert!(
         wait_autofs(&old, false),

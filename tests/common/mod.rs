@@ -261,7 +261,14 @@ impl Env {
 
     /// Writes the settings file: the given lines plus a private run dir.
     pub fn settings(&self, lines: &[String]) {
-        let mut text = format!("GANDI_RUN_DIR={}\n", self.path().join("run").display());
+        // Growths are handed to this build (not to the machine's units),
+        // and only the automount this test started is ever signalled.
+        let mut text = format!(
+            "GANDI_RUN_DIR={}\nGANDI_SYSTEMD_DIR={}\nGANDI_AUTOFS_PIDFILE={}\n",
+            self.path().join("run").display(),
+            self.path().join("no-systemd").display(),
+            self.path().join("automount.pid").display()
+        );
         for l in lines {
             text.push_str(l);
             text.push('\n');
