@@ -808,40 +808,28 @@ impl<'a> Scan<'a> {
 /// A non-blocking connect: refused or missing means not running; a full
 /// backlog still means running. Nothing is sent.
 pub fn udev_alive(udev_data_dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
     let Some(run) = udev_data_dir.parent() else {
         return false;
     };
-    let path = run.join("control");
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() {
+    let Ok(addr) = UnixAddr::new(&run.join("control")) else {
         return false;
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: plain syscalls on a socket we own and close.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        if fd < 0 {
-            return false;
-        }
-        let rc = libc::connect(
-            fd,
-            (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        );
-        let err = std::io::Error::last_os_error().raw_os_error();
-        libc::close(fd);
-        rc == 0 || err == Some(libc::EAGAIN) || err == Some(libc::EINPROGRESS)
-    }
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    // A listener that answers (or whose queue is full) is alive; a socket
+    // file with no listener refuses the connection.
+    use std::os::fd::AsRawFd;
+    matches!(
+        connect(fd.as_raw_fd(), &addr),
+        Ok(()) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINPROGRESS)
+    )
 }
 
 /// A filesystem type we can hand to autofs as `-fstype=`.
@@ -887,34 +875,24 @@ fn read_u64(path: &Path) -> Option<u64> {
 /// `fs::read_to_string` makes, no zeroing of the buffer, at most 1 MiB.
 /// Not for procfs, which may return less than asked before the end.
 pub fn read_small(path: &Path) -> Option<String> {
-    use std::os::fd::AsRawFd;
-    let file = fs::File::open(path).ok()?;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
     loop {
-        let spare = buf.capacity() - buf.len();
-        // SAFETY: the pointer and length describe the vector's spare
-        // capacity; `read` writes at most `spare` bytes there, and only the
-        // bytes it reports are counted into the length.
-        let n = unsafe {
-            libc::read(
-                file.as_raw_fd(),
-                buf.as_mut_ptr().add(buf.len()).cast(),
-                spare,
-            )
-        };
-        let n = usize::try_from(n).ok()?;
-        // SAFETY: `read` initialised these `n` bytes.
-        unsafe { buf.set_len(buf.len() + n) };
+        let n = file.read(&mut buf[len..]).ok()?;
+        len += n;
         // sysfs and tmpfs fill the buffer unless at the end: a short read
         // saves the extra call that would return 0.
-        if n == 0 || n < spare {
+        if n == 0 || len < buf.len() {
             break;
         }
         if buf.len() >= 1 << 20 {
             return None;
         }
-        buf.reserve(buf.len());
+        buf.resize(buf.len() * 2, 0);
     }
+    buf.truncate(len);
     String::from_utf8(buf).ok()
 }
 
@@ -1238,7 +1216,9 @@ mod tests {
         for pat in patterns {
             for name in names {
                 let (cp, cn) = (CString::new(pat).unwrap(), CString::new(name).unwrap());
-                // SAFETY: valid NUL-terminated strings.
+                // SAFETY: the test compares with the C library's own
+                // fnmatch(3), which no safe crate wraps; both arguments are
+                // valid NUL-terminated strings that outlive the call.
                 let libc = unsafe { libc::fnmatch(cp.as_ptr(), cn.as_ptr(), 0) == 0 };
                 assert_eq!(glob_match(pat, name), libc, "{pat:?} against {name:?}");
             }

@@ -357,29 +357,31 @@ struct IfReq {
 }
 
 fn ethtool(name: &str, ch: &mut Channels) -> std::io::Result<()> {
-    // SAFETY: a datagram socket we close; the request points at `ch`, which
-    // outlives the call; the name is NUL-terminated within IFNAMSIZ.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let sock = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
-        let mut req = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            data: (ch as *mut Channels).cast(),
-            _pad: [0; 16],
-        };
-        for (d, s) in req
-            .name
-            .iter_mut()
-            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
-        {
-            *d = s as libc::c_char;
-        }
-        if libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: (ch as *mut Channels).cast(),
+        _pad: [0; 16],
+    };
+    for (d, s) in req
+        .name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: nix and std have no SIOCETHTOOL wrapper (nix's ioctl macros
+    // would still need `unsafe` to call). The socket is ours; `req` is an
+    // `ifreq` whose name is NUL-terminated within IFNAMSIZ and whose data
+    // points at `ch`, an `ethtool_channels` that outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -4,17 +4,20 @@
 //! already the journal (`JOURNAL_STREAM` names it, as systemd sets for units)
 //! syslog is skipped so each line is stored once.
 
-use std::ffi::CString;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
 struct Logger {
-    syslog: bool,
+    /// The syslog tag, when lines go to syslog as well.
+    syslog_tag: Option<String>,
+    /// Connected at the first line logged, not before: most runs of the
+    /// map log one line, some none.
+    syslog: OnceLock<Option<Mutex<Syslog>>>,
     level: log::LevelFilter,
 }
-
-static IDENT: OnceLock<CString> = OnceLock::new();
 
 /// Installs the logger. `tag` is the syslog identifier (`SYSLOG_TARGET`).
 /// `GANDI_LOG=debug` shows debug lines.
@@ -24,16 +27,11 @@ pub fn init(tag: &str) {
         Ok("warn") => log::LevelFilter::Warn,
         _ => log::LevelFilter::Info,
     };
-    let syslog = !stderr_is_journal();
-    if syslog {
-        let ident = IDENT.get_or_init(|| {
-            CString::new(tag.replace('\0', "")).unwrap_or_else(|_| c"gandi".to_owned())
-        });
-        // SAFETY: `ident` lives in a static for the rest of the program, as
-        // openlog requires.
-        unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
-    }
-    let logger = Box::new(Logger { syslog, level });
+    let logger = Box::new(Logger {
+        syslog_tag: (!stderr_is_journal()).then(|| tag.to_string()),
+        syslog: OnceLock::new(),
+        level,
+    });
     if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(level);
     }
@@ -52,6 +50,24 @@ fn stderr_is_journal() -> bool {
     dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
+impl Logger {
+    fn syslog(&self) -> Option<&Mutex<Syslog>> {
+        let tag = self.syslog_tag.as_ref()?;
+        self.syslog
+            .get_or_init(|| {
+                syslog::unix(syslog::Formatter3164 {
+                    facility: syslog::Facility::LOG_DAEMON,
+                    hostname: None,
+                    process: tag.clone(),
+                    pid: std::process::id(),
+                })
+                .ok()
+                .map(Mutex::new)
+            })
+            .as_ref()
+    }
+}
+
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
         metadata.level() <= self.level
@@ -68,18 +84,15 @@ impl log::Log for Logger {
         };
         let line = format!("{prefix}{}", record.args());
         let _ = writeln!(std::io::stderr().lock(), "{line}");
-        if self.syslog {
-            let priority = match record.level() {
-                log::Level::Error => libc::LOG_ERR,
-                log::Level::Warn => libc::LOG_WARNING,
-                log::Level::Info => libc::LOG_INFO,
-                _ => libc::LOG_DEBUG,
+        if let Some(syslog) = self.syslog()
+            && let Ok(mut syslog) = syslog.lock()
+        {
+            let _ = match record.level() {
+                log::Level::Error => syslog.err(&line),
+                log::Level::Warn => syslog.warning(&line),
+                log::Level::Info => syslog.info(&line),
+                _ => syslog.debug(&line),
             };
-            if let Ok(msg) = CString::new(line.replace('\0', " ")) {
-                // SAFETY: both pointers are valid NUL-terminated strings; the
-                // format string takes exactly one %s argument.
-                unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
-            }
         }
     }
 

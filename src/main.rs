@@ -12,15 +12,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// udev runs programs with the device's properties as their whole
-/// environment: no PATH. The tools we call live in the sbin folders.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 fn main() -> ExitCode {
-    if std::env::var_os("PATH").is_none_or(|p| p.is_empty()) {
-        // SAFETY: no other thread runs yet.
-        unsafe { std::env::set_var("PATH", DEFAULT_PATH) };
-    }
     let mut args: Vec<OsString> = std::env::args_os().collect();
     let argv0 = args.first().cloned().unwrap_or_default();
     let program = Path::new(&argv0)

@@ -13,9 +13,8 @@ use crate::records;
 use crate::settings::Settings;
 use crate::util;
 use anyhow::{Context, Result, bail};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -91,15 +90,8 @@ pub fn holders(proc_dir: &Path, mount_point: &Path) -> Vec<Holder> {
     found
 }
 
-fn umount(path: &Path, flags: i32) -> std::io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+fn umount(path: &Path, flags: nix::mount::MntFlags) -> std::io::Result<()> {
+    nix::mount::umount2(path, flags).map_err(std::io::Error::from)
 }
 
 /// The services named in `MOUNTPOINT/.gandi/services`, one per line.
@@ -259,12 +251,12 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     let mut mounts = dev.mounts.clone();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     for mp in &mounts {
-        match umount(mp, 0) {
+        match umount(mp, nix::mount::MntFlags::empty()) {
             Ok(()) => crate::out::line(&format!("unmounted {}", mp.display())),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 let held = holders(&settings.proc_dir, mp);
                 if force {
-                    umount(mp, libc::MNT_DETACH)
+                    umount(mp, nix::mount::MntFlags::MNT_DETACH)
                         .with_context(|| format!("unmounting {} lazily", mp.display()))?;
                     crate::out::line(&format!(
                         "unmounted {} lazily (--force); still in use by: {}",
@@ -315,11 +307,11 @@ fn release_gone(settings: &Settings, scan: &Scan, gone: &Device) -> Result<i32> 
     if hook != hooks::HookResult::Absent {
         crate::out::line(&format!("pre-disk-detach hook: {hook}"));
     }
-    match umount(mount_point, 0) {
+    match umount(mount_point, nix::mount::MntFlags::empty()) {
         Ok(()) => crate::out::line(&format!("unmounted {}", mount_point.display())),
         Err(_) => {
             let held = holders(&settings.proc_dir, mount_point);
-            umount(mount_point, libc::MNT_DETACH)
+            umount(mount_point, nix::mount::MntFlags::MNT_DETACH)
                 .with_context(|| format!("unmounting {} lazily", mount_point.display()))?;
             crate::out::line(&format!(
                 "unmounted {} lazily; still in use by: {}",

@@ -121,11 +121,22 @@ pub struct Run {
     input: Option<Vec<u8>>,
 }
 
+/// udev runs programs with the device's properties as their whole
+/// environment: no PATH. The tools we call live in the sbin folders.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 impl Run {
-    /// `program` with the default limit ([`TOOL_LIMIT`]).
+    /// `program` with the default limit ([`TOOL_LIMIT`]); found in
+    /// [`DEFAULT_PATH`] when we were given no `PATH`.
     pub fn new(program: impl AsRef<OsStr>) -> Run {
+        let mut cmd = Command::new(program);
+        if std::env::var_os("PATH").is_none_or(|p| p.is_empty()) {
+            // Set on the command, the child's PATH is also where the
+            // program is looked up.
+            cmd.env("PATH", DEFAULT_PATH);
+        }
         Run {
-            cmd: Command::new(program),
+            cmd,
             limit: TOOL_LIMIT,
             log_as: None,
             input: None,
