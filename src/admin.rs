@@ -4,7 +4,7 @@
 //! in step (only the line of the key changes), reload autofs, and print
 //! what they changed; run twice, they change nothing.
 
-use crate::disks::parse_mountinfo;
+use crate::kernel::parse_mountinfo;
 use crate::settings::{RawConfig, Settings};
 use crate::tree::Change;
 use crate::util;

@@ -3,12 +3,13 @@
 //! check passes, so that the map serves it again. A resize cut short is
 //! completed afterwards by a growth.
 
+use crate::device::{Device, Exclusion};
 use crate::diskevent::{self, DiskLock};
-use crate::disks::{Device, Exclusion, Scan};
 use crate::fsstate::Marks;
 use crate::map;
 use crate::out;
 use crate::runner::Run;
+use crate::scan::Scan;
 use crate::settings::Settings;
 use anyhow::{Result, bail};
 use std::ffi::OsStr;

@@ -1,12 +1,12 @@
 //! Small commands that only read: `disks`, `settings`.
 
-use crate::disks::{Device, Scan, human_size};
+use crate::device::{Device, human_size};
 use crate::map;
+use crate::scan::Scan;
 use crate::settings::Settings;
 use anyhow::Result;
 use serde::Serialize;
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A device and where it appears under the mount root.
 #[derive(Serialize)]
@@ -15,27 +15,6 @@ struct Listed<'a> {
     device: &'a Device,
     /// `ROOT/KEY` for served devices.
     path: Option<PathBuf>,
-}
-
-/// The key under which `dev` is reached: its label when the label leads to
-/// it, else its kernel name, else its UUID.
-pub fn served_key(devices: &[Device], dev: &Device, root: &Path) -> Option<String> {
-    if dev.excluded.is_some() {
-        return None;
-    }
-    let root = root.display().to_string();
-    [
-        dev.fs.label.as_deref(),
-        Some(dev.name.as_str()),
-        dev.fs.uuid.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|key| {
-        map::check_key(OsStr::new(key)).is_ok()
-            && map::choose(devices, key, &root).is_ok_and(|(d, _)| d.name == dev.name)
-    })
-    .map(str::to_string)
 }
 
 /// `gandi-vm disks [--json]`.
@@ -48,7 +27,8 @@ pub fn disks(settings: &Settings, json: bool) -> Result<i32> {
         .chain(&gone)
         .map(|d| Listed {
             device: d,
-            path: served_key(&devices, d, &settings.disk_root).map(|k| settings.disk_root.join(k)),
+            path: map::served_key(&devices, d, &settings.disk_root)
+                .map(|k| settings.disk_root.join(k)),
         })
         .collect();
     if json {

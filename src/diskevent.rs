@@ -10,12 +10,15 @@
 //! By hand, `gandi-vm disk-event add|change|remove DEVICE` does both halves
 //! synchronously.
 
-use crate::commands::served_key;
-use crate::disks::{DevNum, Exclusion, FsInfo, Scan, glob_match, unescape_hex};
+use crate::device::{DevNum, Exclusion, FsInfo};
 use crate::fsstate::Marks;
+use crate::glob::glob_match;
 use crate::grow;
 use crate::hooks;
+use crate::kernel::unescape_hex;
+use crate::map::served_key;
 use crate::records::{self, Grow, Record, RecordState};
+use crate::scan::Scan;
 use crate::settings::Settings;
 use crate::util;
 use anyhow::{Context, Result, anyhow, bail};
@@ -129,41 +132,6 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn record_path(settings: &Settings, name: &str) -> PathBuf {
-    records::disks_dir(settings).join(format!("{name}.json"))
-}
-
-fn write_record(settings: &Settings, record: &Record) -> Result<()> {
-    let dir = records::disks_dir(settings);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut json = serde_json::to_vec_pretty(record)?;
-    json.push(b'\n');
-    util::write_atomic(&record_path(settings, &record.name), &json, 0o644)?;
-    records::write_index(settings)
-}
-
-/// Forgets a device: its record, its release mark and the key links that
-/// point at it.
-pub fn forget(settings: &Settings, name: &str) -> Result<()> {
-    records::drop_key_links(settings, &settings.dev_dir.join(name.replace('!', "/")));
-    let record = record_path(settings, name);
-    let mut removed_record = false;
-    for path in [&record, &records::released_dir(settings).join(name)] {
-        match fs::remove_file(path) {
-            Ok(()) => {
-                log::info!("{name}: removed {}", path.display());
-                removed_record |= path == &record;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
-    }
-    if removed_record {
-        records::write_index(settings)?;
-    }
-    Ok(())
-}
-
 /// An exclusive lock on one device, held while it is recorded and grown.
 pub struct DiskLock(#[allow(dead_code)] util::FileLock);
 
@@ -195,7 +163,7 @@ fn forget_on_event(settings: &Settings, name: &str) -> Result<()> {
     if lock.is_none() {
         log::warn!("{name}: its grower still works on it: forgotten anyway");
     }
-    forget(settings, name)
+    records::forget(settings, name)
 }
 
 /// Whether the candidate globs cover `name`.
@@ -214,7 +182,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         return forget_on_event(settings, &event.name).map(|()| 0);
     }
     let sys = settings.sys_dir.join("class/block").join(&event.name);
-    let size = crate::disks::read_small(&sys.join("size"))
+    let size = crate::kernel::read_small(&sys.join("size"))
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0)
         .saturating_mul(512);
@@ -225,10 +193,11 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
     let partitioned = event.fs.part_table.is_some();
     // The device of the filesystem mounted on /: never served nor grown, so
     // no growth service is started for it at every boot.
-    let holds_root = crate::disks::read_proc(&settings.proc_dir.join("self/mountinfo"))
+    let holds_root = crate::kernel::read_proc(&settings.proc_dir.join("self/mountinfo"))
         .ok()
         .and_then(|mi| {
-            crate::disks::root_mount(&crate::disks::parse_mountinfo(&mi)).map(|m| m.block_devnum())
+            crate::kernel::root_mount(&crate::kernel::parse_mountinfo(&mi))
+                .map(|m| m.block_devnum())
         })
         == Some(event.devnum);
     let serviceable = event.fs.usage.as_deref() == Some("filesystem") && !holds_root;
@@ -267,7 +236,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
     // The grower holds the lock while it works: it writes the record itself
     // and checks the device again when done, so skipping here loses nothing.
     match DiskLock::take(settings, &event.name, false)? {
-        Some(_lock) => write_record(settings, &record)?,
+        Some(_lock) => records::write(settings, &record)?,
         None => log::info!("{}: being grown; the grower records it", event.name),
     }
     if serviceable {
@@ -364,7 +333,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
         let scan = Scan::new(settings)?;
         let Some(mut dev) = scan.describe(&[name.to_string()]).pop() else {
             log::info!("{name}: gone");
-            forget(settings, name)?;
+            records::forget(settings, name)?;
             return Ok(0);
         };
         let dev_path = scan.dev_path(name);
@@ -419,7 +388,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                     // Fits already (an event that changed nothing): the
                     // disk is never marked, so never refused, for it.
                     record.updated = now();
-                    write_record(settings, &record)?;
+                    records::write(settings, &record)?;
                     return finish(settings, &scan, &dev, &record, previous.as_ref(), code);
                 }
                 // Marked first: from now on the map refuses the disk, so no
@@ -427,7 +396,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                 // read again, after the mark.
                 record.state = RecordState::Growing;
                 record.grower = Some(std::process::id());
-                write_record(settings, &record)?;
+                records::write(settings, &record)?;
                 record.grower = None;
                 let mounts = Scan::new(settings)?
                     .describe(&[name.to_string()])
@@ -477,7 +446,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
             }
         }
         record.updated = now();
-        write_record(settings, &record)?;
+        records::write(settings, &record)?;
 
         // Changed while we worked (resized again, reattached)? Once more.
         let again = Scan::new(settings)?.describe(&[name.to_string()]).pop();
@@ -499,7 +468,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
 fn finish(
     settings: &Settings,
     scan: &Scan,
-    dev: &crate::disks::Device,
+    dev: &crate::device::Device,
     record: &Record,
     previous: Option<&Record>,
     code: i32,

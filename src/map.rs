@@ -9,11 +9,13 @@
 //! to stdout and the exit status is 0; otherwise stdout stays empty, the
 //! reason goes to stderr (autofs logs it) and the status is non-zero.
 
-use crate::disks::{Device, Scan};
+use crate::device::Device;
 use crate::records;
+use crate::scan::Scan;
 use crate::settings::Settings;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use thiserror::Error;
 
 /// Why a lookup serves nothing.
@@ -148,7 +150,7 @@ fn gone_at(scan: &Scan, settings: &Settings, key: &str) -> Option<MapError> {
         .find(|d| d.mounts.contains(&at))
         .map(|d| MapError::Excluded {
             name: d.name,
-            reason: crate::disks::Exclusion::Gone.to_string(),
+            reason: crate::device::Exclusion::Gone.to_string(),
         })
 }
 
@@ -208,6 +210,27 @@ pub fn choose<'d>(
         }),
         None => Err(MapError::NoMatch(key.to_string())),
     }
+}
+
+/// The key under which `dev` is reached: its label when the label leads to
+/// it, else its kernel name, else its UUID.
+pub fn served_key(devices: &[Device], dev: &Device, root: &Path) -> Option<String> {
+    if dev.excluded.is_some() {
+        return None;
+    }
+    let root = root.display().to_string();
+    [
+        dev.fs.label.as_deref(),
+        Some(dev.name.as_str()),
+        dev.fs.uuid.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|key| {
+        check_key(OsStr::new(key)).is_ok()
+            && choose(devices, key, &root).is_ok_and(|(d, _)| d.name == dev.name)
+    })
+    .map(str::to_string)
 }
 
 /// The program map's entry point: prints the entry and returns the exit code.

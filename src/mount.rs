@@ -1,8 +1,8 @@
 //! `gandi-vm mount`: the replay of block events at boot.
 
-use crate::disks::Scan;
 use crate::records;
 use crate::runner::Run;
+use crate::scan::Scan;
 use crate::settings::Settings;
 use crate::status::{Done, Recorder};
 use crate::tree::Tree;

@@ -8,7 +8,6 @@
 //! and hooks) is deferred to the tree's first boot.
 
 use crate::apply;
-use crate::disks;
 use crate::hooks;
 use crate::ledger::Ledger;
 use crate::marked::{self, Place};
@@ -17,6 +16,7 @@ use crate::runner::Run;
 use crate::settings::Settings;
 use crate::status::{Done, Recorder};
 use crate::tree::{Change, Tree, WriteOpts};
+use crate::{blkid, kernel};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -192,7 +192,7 @@ pub fn fstab(settings: &Settings, t: &Tree) -> Result<Done> {
     // probed, bounded.
     let uuid = match crate::grow::ExtSuper::read(&dev) {
         Ok(sb) => sb.uuid,
-        Err(_) => disks::probe(
+        Err(_) => blkid::probe(
             std::slice::from_ref(&dev),
             Duration::from_millis(settings.probe_timeout_ms),
         )
@@ -468,8 +468,8 @@ fn motd(t: &Tree) -> Result<Done> {
 /// mounts or 2 months, as the original set (live system only).
 pub fn mount_count(settings: &Settings) -> Result<Done> {
     let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
-    let mounts = disks::parse_mountinfo(&mi);
-    let dev = disks::root_mount(&mounts)
+    let mounts = kernel::parse_mountinfo(&mi);
+    let dev = kernel::root_mount(&mounts)
         .filter(|m| m.fstype == "ext3" || m.fstype == "ext4")
         .map(|m| PathBuf::from(&m.source));
     let Some(dev) = dev.filter(|d| d.exists()) else {

@@ -6,9 +6,11 @@
 //! it still describes the device: same device number, size and (when the
 //! kernel has one) attach sequence number.
 
-use crate::disks::{DevNum, Device, FsInfo};
+use crate::device::{DevNum, Device, FsInfo};
 
 use crate::settings::Settings;
+use crate::util;
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -142,6 +144,43 @@ pub fn read_or_report(settings: &Settings, name: &str) -> Option<Record> {
     })
 }
 
+/// Where the record of `name` is.
+pub fn path(settings: &Settings, name: &str) -> PathBuf {
+    disks_dir(settings).join(format!("{name}.json"))
+}
+
+/// Writes `record` atomically, then the index.
+pub fn write(settings: &Settings, record: &Record) -> anyhow::Result<()> {
+    let dir = disks_dir(settings);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut json = serde_json::to_vec_pretty(record)?;
+    json.push(b'\n');
+    util::write_atomic(&path(settings, &record.name), &json, 0o644)?;
+    write_index(settings)
+}
+
+/// Forgets a device: its record, its release mark and the key links that
+/// point at it.
+pub fn forget(settings: &Settings, name: &str) -> anyhow::Result<()> {
+    drop_key_links(settings, &settings.dev_dir.join(name.replace('!', "/")));
+    let record = path(settings, name);
+    let mut removed_record = false;
+    for path in [&record, &released_dir(settings).join(name)] {
+        match fs::remove_file(path) {
+            Ok(()) => {
+                log::info!("{name}: removed {}", path.display());
+                removed_record |= path == &record;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    if removed_record {
+        write_index(settings)?;
+    }
+    Ok(())
+}
+
 /// The index's first line: names the format and its columns.
 const INDEX_HEADER: &str = "# gandi-vm disk index 2: name devnum size diskseq state grower \
                             fstype usage label uuid part_name part_table";
@@ -196,7 +235,7 @@ fn parse_field(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.as_bytes().contains(&b'\\') {
         return Some(Cow::Borrowed(raw));
     }
-    Some(Cow::Owned(crate::disks::unescape_hex(raw)))
+    Some(Cow::Owned(crate::kernel::unescape_hex(raw)))
 }
 
 impl IndexEntry<'_> {
@@ -315,7 +354,7 @@ pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
             }
         })
         .collect();
-    all.sort_by(|a, b| crate::disks::kernel_order(&a.name, &b.name));
+    all.sort_by(|a, b| crate::device::kernel_order(&a.name, &b.name));
     let mut text = String::from(INDEX_HEADER);
     text.push('\n');
     for r in &all {

@@ -6,10 +6,11 @@
 //! When something still holds the disk, the processes are named, the mark
 //! is taken back and nothing else changes; `--force` unmounts lazily instead.
 
-use crate::disks::{Device, Exclusion, Scan};
+use crate::device::{Device, Exclusion};
 use crate::hooks;
 use crate::map;
 use crate::records;
+use crate::scan::Scan;
 use crate::settings::Settings;
 use crate::util;
 use anyhow::{Context, Result, bail};
@@ -324,9 +325,9 @@ fn release_gone(settings: &Settings, scan: &Scan, gone: &Device) -> Result<i32> 
     // more (udev's remove event may have dropped it already).
     records::drop_key_links(settings, &dev_path);
     if records::read(settings, &gone.name)
-        .is_some_and(|r| crate::disks::DevNum::parse(&r.devnum) == Some(gone.devnum))
+        .is_some_and(|r| crate::device::DevNum::parse(&r.devnum) == Some(gone.devnum))
     {
-        crate::diskevent::forget(settings, &gone.name)?;
+        records::forget(settings, &gone.name)?;
     }
     crate::out::line(&format!("released {}: nothing of it is left", gone.name));
     Ok(0)

@@ -5,8 +5,9 @@
 //! GUID is zero; MBR too), the kernel is told (`partx --update`), then the
 //! filesystem is grown online.
 
-use crate::disks::{DevNum, parse_mountinfo, read_small, root_mount};
+use crate::device::DevNum;
 use crate::grow;
+use crate::kernel::{parse_mountinfo, read_small, root_mount};
 use crate::runner::Run;
 use crate::settings::Settings;
 use anyhow::{Context, Result};
@@ -310,7 +311,7 @@ fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Resu
         .find(|m| m.devnum == devnum || m.source == source);
     let fstype = match &mounted {
         Some(m) => m.fstype.clone(),
-        None => crate::disks::probe(
+        None => crate::blkid::probe(
             std::slice::from_ref(&dev),
             std::time::Duration::from_secs(10),
         )

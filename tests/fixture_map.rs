@@ -1,9 +1,10 @@
 //! The matcher and discovery on fixture trees: a fake sysfs, mount table
 //! and udev database under a temp dir.
 
-use gandi_vm::disks::{Exclusion, MetaSource, Scan};
+use gandi_vm::device::{Exclusion, MetaSource};
 use gandi_vm::map::{MapError, lookup};
 use gandi_vm::records;
+use gandi_vm::scan::Scan;
 use gandi_vm::settings::{RawConfig, Settings};
 use std::ffi::OsStr;
 use std::fs;

@@ -1,0 +1,353 @@
+//! The kernel's views, read without waiting on a disk: the list of block
+//! devices (`/proc/partitions`), the mount table (one reader for every
+//! caller), the swaps, sysfs attributes and links, udev's database and
+//! whether udevd runs.
+
+use crate::device::{DevNum, FsInfo};
+use crate::settings::Settings;
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone)]
+pub struct MountEntry {
+    pub devnum: DevNum,
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub source: String,
+    pub options: String,
+}
+
+/// `(device number, KiB, kernel name)` of each line of `/proc/partitions`.
+/// Names are given as sysfs spells them (`cciss!c0d0`).
+pub fn parse_partitions(text: &str) -> Vec<(DevNum, u64, String)> {
+    text.lines()
+        .filter_map(|line| {
+            // Four columns, separated by runs of spaces.
+            let mut f = line
+                .as_bytes()
+                .split(|&b| b == b' ')
+                .filter(|w| !w.is_empty());
+            let mut num = || -> Option<u64> {
+                let w = f.next()?;
+                if w.is_empty() || w.len() > 19 || !w.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                Some(w.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+            };
+            let major = u32::try_from(num()?).ok()?;
+            let minor = u32::try_from(num()?).ok()?;
+            let kib = num()?;
+            let name = std::str::from_utf8(f.next()?).ok()?;
+            let name = if name.contains('/') {
+                name.replace('/', "!")
+            } else {
+                name.to_string()
+            };
+            Some((DevNum { major, minor }, kib, name))
+        })
+        .collect()
+}
+
+/// Whether udevd answers on its control socket (`DATA_DIR/../control`).
+/// A non-blocking connect: refused or missing means not running; a full
+/// backlog still means running. Nothing is sent.
+pub fn udev_alive(udev_data_dir: &Path) -> bool {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let Some(run) = udev_data_dir.parent() else {
+        return false;
+    };
+    let Ok(addr) = UnixAddr::new(&run.join("control")) else {
+        return false;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    // A listener that answers (or whose queue is full) is alive; a socket
+    // file with no listener refuses the connection.
+    use std::os::fd::AsRawFd;
+    matches!(
+        connect(fd.as_raw_fd(), &addr),
+        Ok(()) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINPROGRESS)
+    )
+}
+
+/// For a sysfs link `../../devices/.../block/vda/vda1`, the whole disk
+/// (`vda`) when the link names a partition.
+pub fn partition_parent(target: &Path, name: &str) -> Option<String> {
+    let mut comps = target.components().rev();
+    let last = comps.next()?.as_os_str().to_str()?;
+    if last != name {
+        return None;
+    }
+    let up = comps.next()?.as_os_str().to_str()?;
+    (up != "block").then(|| up.to_string())
+}
+
+pub fn read_u64(path: &Path) -> Option<u64> {
+    read_small(path)?.trim().parse().ok()
+}
+
+/// Reads a small file (sysfs attribute, udev entry, tmpfs file) with one
+/// open and, for most files, one read: no size query as
+/// `fs::read_to_string` makes, no zeroing of the buffer, at most 1 MiB.
+/// Not for procfs, which may return less than asked before the end.
+pub fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = file.read(&mut buf[len..]).ok()?;
+        len += n;
+        // sysfs and tmpfs fill the buffer unless at the end: a short read
+        // saves the extra call that would return 0.
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        if buf.len() >= 1 << 20 {
+            return None;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
+}
+
+/// Reads a procfs file to its end, in large reads: procfs files have no
+/// size to ask for (as `fs::read_to_string` does, starting small), and may
+/// return less than asked before their end.
+pub fn read_proc(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    // read_to_end reads into the spare capacity (no zeroing) until a read
+    // returns 0.
+    fs::File::open(path)?.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+pub fn list_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+pub fn read_swaps(settings: &Settings) -> HashSet<DevNum> {
+    let text = read_proc(&settings.proc_dir.join("swaps")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|p| fs::metadata(unescape_octal(p)).ok())
+        .filter(|m| m.rdev() != 0)
+        .map(|m| DevNum::from_rdev(m.rdev()))
+        .collect()
+}
+
+impl MountEntry {
+    /// The block device's number: btrfs and others show an anonymous one
+    /// in the mount table, so the source's is taken then.
+    pub fn block_devnum(&self) -> DevNum {
+        if self.devnum.major == 0
+            && self.source.starts_with('/')
+            && let Ok(meta) = fs::metadata(&self.source)
+            && meta.rdev() != 0
+        {
+            return DevNum::from_rdev(meta.rdev());
+        }
+        self.devnum
+    }
+}
+
+/// The mount of `/` (the last one, when several are stacked).
+pub fn root_mount(mounts: &[MountEntry]) -> Option<&MountEntry> {
+    mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == Path::new("/"))
+}
+
+/// Parses `/proc/self/mountinfo`.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            // id parent maj:min root mount-point options [optional...] -
+            // fstype source super-options
+            let mut f = line.split(' ');
+            let devnum = DevNum::parse(f.nth(2)?)?;
+            let mount_point = PathBuf::from(unescape_octal(f.nth(1)?));
+            let options = f.next()?;
+            f.by_ref().find(|w| *w == "-")?;
+            let fstype = f.next()?.to_string();
+            let source = unescape_octal(f.next().unwrap_or_default());
+            let super_opts = f.next().unwrap_or_default();
+            Some(MountEntry {
+                devnum,
+                mount_point,
+                fstype,
+                source,
+                options: [options, super_opts].join(","),
+            })
+        })
+        .collect()
+}
+
+/// Undoes the kernel's `\040`-style escapes of mount tables.
+pub fn unescape_octal(s: &str) -> String {
+    let bytes = s.as_bytes();
+    if !bytes.contains(&b'\\') {
+        return s.to_string();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Undoes udev's `\xNN` escapes (`ID_FS_LABEL_ENC`).
+pub fn unescape_hex(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && bytes.get(i + 1) == Some(&b'x')
+            && let Some(hex) = s.get(i + 2..i + 4)
+            && let Ok(v) = u8::from_str_radix(hex, 16)
+        {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a udev database entry: the filesystem properties and the attach
+/// sequence number udev saw (its `disk/by-diskseq` link).
+pub fn parse_udev_entry(text: &str) -> (FsInfo, Option<u64>) {
+    let mut fs = FsInfo::default();
+    let (mut label, mut label_enc, mut uuid, mut uuid_enc) = (None, None, None, None);
+    let mut seq = None;
+    let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    for line in text.lines() {
+        if let Some(kv) = line.strip_prefix("E:") {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            match k {
+                "ID_FS_TYPE" => fs.fstype = some(v),
+                "ID_FS_USAGE" => fs.usage = some(v),
+                "ID_FS_LABEL" => label = some(v),
+                "ID_FS_LABEL_ENC" => label_enc = some(v).map(|v| unescape_hex(&v)),
+                "ID_FS_UUID" => uuid = some(v),
+                "ID_FS_UUID_ENC" => uuid_enc = some(v).map(|v| unescape_hex(&v)),
+                "ID_PART_ENTRY_NAME" => fs.part_name = some(v).map(|v| unescape_hex(&v)),
+                "ID_PART_TABLE_TYPE" => fs.part_table = some(v),
+                "DISKSEQ" => seq = seq.or_else(|| v.parse().ok()),
+                _ => {}
+            }
+        } else if let Some(n) = line.strip_prefix("S:disk/by-diskseq/") {
+            seq = n.parse().ok();
+        }
+    }
+    fs.label = label_enc.or(label);
+    fs.uuid = uuid_enc.or(uuid);
+    (fs, seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_parent_from_sysfs_links() {
+        let p = |t: &str, n: &str| partition_parent(Path::new(t), n);
+        assert_eq!(
+            p("../../devices/virtual/block/loop0/loop0p1", "loop0p1"),
+            Some("loop0".into())
+        );
+        assert_eq!(p("../../devices/virtual/block/loop0", "loop0"), None);
+        assert_eq!(
+            p(
+                "../../devices/pci0000:00/0000:00:04.0/virtio2/block/vdb",
+                "vdb"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn partitions_parsing() {
+        let text = "major minor  #blocks  name\n\n 254        0  268435456 vda\n \
+                    254        1     1024 vda1\n 104 0 2048 cciss/c0d0\n junk line\n";
+        let parsed = parse_partitions(text);
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(
+            parsed[1],
+            (
+                DevNum {
+                    major: 254,
+                    minor: 1
+                },
+                1024,
+                "vda1".to_string()
+            )
+        );
+        // Named as sysfs does.
+        assert_eq!(parsed[2].2, "cciss!c0d0");
+    }
+
+    #[test]
+    fn mountinfo_parsing() {
+        let text = "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard\n\
+                    40 22 0:45 / /mnt/with\\040space rw,nosuid - btrfs /dev/loop3 rw,space_cache\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m[0].devnum,
+            DevNum {
+                major: 254,
+                minor: 0
+            }
+        );
+        assert_eq!(m[1].mount_point, PathBuf::from("/mnt/with space"));
+        assert_eq!(m[1].source, "/dev/loop3");
+        assert_eq!(m[1].fstype, "btrfs");
+        assert!(m[1].options.contains("nosuid"));
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(unescape_hex("my\\x20disk\\x2fx"), "my disk/x");
+        assert_eq!(unescape_hex("bad\\xZZ"), "bad\\xZZ");
+        assert_eq!(unescape_octal("a\\040b\\134c"), "a b\\c");
+    }
+}
