@@ -31,9 +31,9 @@ deps:
 build:
 	$(CARGO) build --release --locked $(STATIC)
 
-docs: build
+docs:
 	rm -rf $(DOCS)
-	$(BIN) generate-docs $(DOCS)
+	$(CARGO) run --locked --quiet -p xtask -- docs $(DOCS)
 
 # Installs under DESTDIR, with the shipped folders at their system places.
 install: build docs
@@ -93,8 +93,8 @@ check-packages: packages
 	BIN=$(BIN) ./scripts/check-packages $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb $(DIST)/gandi-vm-$(VERSION)-1.x86_64.rpm $(DOCS)
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 unit:
 	$(CARGO) test --locked

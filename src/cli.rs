@@ -142,10 +142,6 @@ pub enum Cmd {
         #[arg(value_parser = ["enable", "disable", "auto"])]
         action: String,
     },
-    /// Write the man pages (gandi-vm.8 and one per subcommand) and the
-    /// shell completions (bash, zsh, fish) into DIR.
-    #[command(hide = true)]
-    GenerateDocs { dir: std::path::PathBuf },
     /// Configure a hot-plugged network interface (what
     /// gandi-iface@IFACE.service runs): link up; unless in CONFIG_NODHCP,
     /// addresses from the platform config (or DHCP) through networkd,

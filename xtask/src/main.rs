@@ -1,14 +1,16 @@
-//! Man pages and shell completions, generated from the CLI definition.
+//! The project's build tasks, kept out of the shipped binaries:
+//! `xtask docs DIR` writes the man pages and shell completions, generated
+//! from the command-line definition.
 
-use crate::cli::Cli;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
+use gandi_vm::cli::Cli;
 use std::fs;
 use std::path::Path;
 
 /// Writes `man8/gandi-vm.8`, `man8/gandi-vm-SUB.8` (and for `disk`'s own
 /// subcommands) and `completions/{gandi-vm.bash,_gandi-vm,gandi-vm.fish}`.
-pub fn generate(dir: &Path) -> Result<()> {
+fn generate(dir: &Path) -> Result<()> {
     let man = dir.join("man8");
     fs::create_dir_all(&man).with_context(|| format!("creating {}", man.display()))?;
     let cmd = Cli::command().name("gandi-vm");
@@ -47,4 +49,12 @@ fn page(cmd: &clap::Command, name: &str, bin: &str, dir: &Path) -> Result<()> {
     man.render(&mut buf)?;
     let path = dir.join(format!("{name}.8"));
     fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [task, dir] if task == "docs" => generate(Path::new(dir)),
+        _ => anyhow::bail!("usage: xtask docs DIR"),
+    }
 }

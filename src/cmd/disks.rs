@@ -1,4 +1,4 @@
-//! Small commands that only read: `disks`, `settings`.
+//! `gandi-vm disks [--json]`: the candidate disks and what becomes of each.
 
 use crate::device::{Device, human_size};
 use crate::map;
@@ -18,7 +18,7 @@ struct Listed<'a> {
 }
 
 /// `gandi-vm disks [--json]`.
-pub fn disks(settings: &Settings, json: bool) -> Result<i32> {
+pub fn run(settings: &Settings, json: bool) -> Result<i32> {
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
     let gone = scan.gone();
@@ -89,43 +89,4 @@ pub fn disks(settings: &Settings, json: bool) -> Result<i32> {
         crate::out::line(line.join("  ").trim_end());
     }
     Ok(0)
-}
-
-/// `gandi-vm settings`.
-pub fn show_settings(settings: &Settings) -> Result<i32> {
-    match &settings.source {
-        Some(p) => crate::out::line(&format!("# read from {}", p.display())),
-        None => crate::out::line("# no settings file: defaults"),
-    }
-    let s = settings;
-    let flag = |b: bool| if b { "1" } else { "0" };
-    let lines = [
-        ("CONFIG_MOTD", flag(s.motd).to_string()),
-        ("CONFIG_TIMEZONE", flag(s.timezone).to_string()),
-        ("CONFIG_SYSCTL", flag(s.sysctl).to_string()),
-        ("CONFIG_SSHD", flag(s.sshd).to_string()),
-        ("CONFIG_CONSOLE", flag(s.console).to_string()),
-        ("CONFIG_HOSTNAME", flag(s.hostname).to_string()),
-        ("CONFIG_NAMESERVER", flag(s.nameserver).to_string()),
-        ("CONFIG_CRON", flag(s.cron).to_string()),
-        ("CONFIG_ALLOW_MOUNT", flag(s.allow_mount).to_string()),
-        ("CONFIG_MOUNT_PARAMS", s.mount_params.clone()),
-        ("CONFIG_DISK_ROOT", s.disk_root.display().to_string()),
-        ("CONFIG_DISK_DEVICES", s.disk_devices.join(" ")),
-        ("CONFIG_NODHCP", s.nodhcp.join(" ")),
-        ("CONFIG_MULTIQUEUE", flag(s.multiqueue).to_string()),
-        ("CONFIG_NETWORK", flag(s.network).to_string()),
-        ("GANDI_PLUGIN_DIR", s.plugin_dir.display().to_string()),
-        ("TEMP_DIR_CONF", s.temp_dir_conf.display().to_string()),
-        ("SYSLOG_TARGET", s.syslog_target.clone()),
-        ("GANDI_HOOK_DIR", s.hook_dir.display().to_string()),
-        ("GANDI_RUN_DIR", s.run_dir.display().to_string()),
-    ];
-    for (k, v) in lines {
-        crate::out::line(&format!("{k}=\"{v}\""));
-    }
-    for p in &s.problems {
-        crate::out::line(&format!("# problem: {p}"));
-    }
-    Ok(if s.problems.is_empty() { 0 } else { 1 })
 }

@@ -1,0 +1,14 @@
+//! `gandi-vm iface NAME [--remove]`: what `gandi-iface@NAME.service` runs.
+
+use crate::iface;
+use crate::settings::Settings;
+use anyhow::Result;
+use std::path::Path;
+
+pub fn run(settings: &Settings, name: &str, remove: bool, root: &Path) -> Result<i32> {
+    if remove {
+        iface::detach(settings, root, name)
+    } else {
+        iface::attach(settings, root, name)
+    }
+}

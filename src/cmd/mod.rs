@@ -1,0 +1,139 @@
+//! The commands: one module per verb, each reading its arguments and
+//! calling the library; `main` finds the verb (or the name the program was
+//! run under: `auto.gandi`, `gandi-udhcpc`), loads the settings, starts
+//! logging and maps the outcome to an exit code.
+
+mod automount;
+mod bootstrap;
+mod config;
+mod disk;
+mod disk_event;
+mod disk_grow;
+mod disks;
+mod grow_private;
+mod iface;
+pub mod map;
+mod memory_online;
+mod migrate_original;
+mod mount;
+mod mount_root;
+mod postboot;
+mod queues;
+mod root_disk;
+mod settings;
+mod status;
+mod udhcpc;
+mod validate;
+
+use crate::cli::{Cli, Cmd};
+use crate::logging;
+use crate::settings::Settings;
+use anyhow::Result;
+use clap::Parser;
+use std::ffi::OsString;
+use std::path::Path;
+
+/// The program: `args` as given (`argv[0]` first). Returns the exit code.
+pub fn main(args: Vec<OsString>) -> u8 {
+    let argv0 = args.first().cloned().unwrap_or_default();
+    let program = Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The map and the DHCP script are run by name, with no subcommand.
+    if program.starts_with("auto.") {
+        return map::main(args);
+    }
+    if program == "gandi-udhcpc" {
+        let Some(settings) = load(None) else {
+            return 1;
+        };
+        return exit(udhcpc::run(&settings, &args));
+    }
+    let cli = Cli::parse_from(args);
+    // A system tree (`--root DIR`) has its own settings file; the host's is
+    // not read.
+    let root = match &cli.command {
+        Cmd::Bootstrap { root, .. } | Cmd::Config { root, .. } | Cmd::Postboot { root } => {
+            Some(root.as_path())
+        }
+        _ => None,
+    };
+    let Some(settings) = load(root) else {
+        return 1;
+    };
+    exit(run(&settings, cli.command))
+}
+
+/// Loads the settings (of the tree at `root`, else the system's) and
+/// starts logging; logs the settings file's problems. `None` when the
+/// settings cannot be read at all.
+pub fn load(root: Option<&Path>) -> Option<Settings> {
+    let loaded = match root {
+        Some(r) => Settings::load_for_root(r),
+        None => Settings::load(),
+    };
+    let settings = match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            logging::init("gandi");
+            log::error!("{e:#}");
+            return None;
+        }
+    };
+    logging::init(&settings.syslog_target);
+    for problem in &settings.problems {
+        let file = settings
+            .source
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        log::warn!("{file}: {problem}");
+    }
+    Some(settings)
+}
+
+/// One verb.
+fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Map { key } => Ok(crate::map::run(settings, &key)),
+        Cmd::Disks { json } => disks::run(settings, json),
+        Cmd::Settings => settings::run(settings),
+        Cmd::Disk { command } => disk::run(settings, command),
+        Cmd::DiskEvent { action, device } => disk_event::run(settings, action, device),
+        Cmd::DiskGrow { name } => disk_grow::run(settings, &name),
+        Cmd::Bootstrap {
+            root,
+            device,
+            kernel_release,
+        } => bootstrap::run(settings, root, device, kernel_release),
+        Cmd::Validate { file } => validate::run(&file),
+        Cmd::MountRoot { path, force } => mount_root::run(settings, &path, force),
+        Cmd::Automount { action } => automount::run(settings, &action),
+        Cmd::Iface { name, remove, root } => iface::run(settings, &name, remove, &root),
+        Cmd::MigrateOriginal => migrate_original::run(settings),
+        Cmd::MemoryOnline { block } => memory_online::run(settings, &block),
+        Cmd::Queues { name, count } => queues::run(&name, count),
+        Cmd::Config { root, cmdline } => config::run(settings, root, cmdline),
+        Cmd::Mount { timeout, all } => mount::run(settings, timeout, all),
+        Cmd::Postboot { root } => postboot::run(settings, root),
+        Cmd::Status { json } => status::run(settings, json),
+        Cmd::RootDisk { device } => root_disk::run(settings, device.as_deref()),
+        Cmd::GrowPrivate {
+            device,
+            fstype,
+            mount_point,
+        } => grow_private::run(&device, &fstype, &mount_point),
+    }
+}
+
+/// The exit code of an outcome; an error is logged with its chain.
+fn exit(result: Result<i32>) -> u8 {
+    match result {
+        Ok(code) => u8::try_from(code).unwrap_or(1),
+        Err(e) => {
+            log::error!("{e:#}");
+            1
+        }
+    }
+}

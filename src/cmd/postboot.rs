@@ -1,0 +1,10 @@
+//! `gandi-vm postboot [--root DIR]`: the platform's post-boot commands.
+
+use crate::postboot;
+use crate::settings::Settings;
+use anyhow::Result;
+use std::path::PathBuf;
+
+pub fn run(settings: &Settings, root: PathBuf) -> Result<i32> {
+    postboot::run(settings, &postboot::Options { root })
+}

@@ -1,0 +1,23 @@
+//! `gandi-vm root-disk [--device DEV]`: the root partition and its
+//! filesystem grown.
+
+use crate::rootgrow;
+use crate::settings::Settings;
+use anyhow::Result;
+
+pub fn run(settings: &Settings, device: Option<&str>) -> Result<i32> {
+    let grown = match device {
+        Some(d) => rootgrow::grow_partition(settings, d.strip_prefix("/dev/").unwrap_or(d)),
+        None => rootgrow::grow_root(settings),
+    }?;
+    crate::out::line(&format!(
+        "{}{}",
+        if grown.changed {
+            "grown: "
+        } else {
+            "unchanged: "
+        },
+        grown.detail
+    ));
+    Ok(0)
+}

@@ -1,0 +1,14 @@
+//! `gandi-udhcpc EVENT`: the script udhcpc runs.
+
+use crate::settings::Settings;
+use anyhow::Result;
+use std::ffi::OsString;
+
+pub fn run(_settings: &Settings, args: &[OsString]) -> Result<i32> {
+    // udhcpc runs its script as `SCRIPT EVENT`.
+    let event = args
+        .get(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    crate::iface::udhcpc_event(&event)
+}
