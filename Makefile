@@ -15,6 +15,7 @@ UDEVDIR ?= $(PREFIX)/lib/udev
 HOST := $(or $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p'),x86_64-unknown-linux-gnu)
 STATIC := --target $(HOST) --config 'target.$(HOST).rustflags=["-C","target-feature=+crt-static"]'
 BIN := target/$(HOST)/release/gandi-vm
+MAP := target/$(HOST)/release/gandi-map
 DOCS := target/docs
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
@@ -39,7 +40,7 @@ docs:
 install: build docs
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/gandi-vm
 	install -d $(DESTDIR)/etc $(DESTDIR)/etc/gandi/hooks
-	ln -sfn $(PREFIX)/bin/gandi-vm $(DESTDIR)/etc/auto.gandi
+	install -m 0755 $(MAP) $(DESTDIR)/etc/auto.gandi
 	install -D -m 0644 auto.master.d/gandi.autofs $(DESTDIR)/etc/auto.master.d/gandi.autofs
 	install -D -m 0644 etc/default/gandi $(DESTDIR)$(SETTINGS_FILE)
 	install -D -m 0644 etc/gandi/sysctl.conf $(DESTDIR)/etc/gandi/sysctl.conf

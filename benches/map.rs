@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::{BIN, MAP};
 
 struct Loops(Vec<String>);
 
@@ -128,7 +128,7 @@ fn main() {
     )
     .unwrap();
     let map_link: PathBuf = dir.path().join("auto.gandi");
-    std::os::unix::fs::symlink(BIN, &map_link).unwrap();
+    std::os::unix::fs::symlink(MAP, &map_link).unwrap();
     let reference =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/reference-auto.gandi");
     let env = [

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gandi-vm");
+/// The program map, as installed at `/etc/auto.gandi`.
+pub const MAP: &str = env!("CARGO_BIN_EXE_gandi-map");
 
 /// Whether this system test can run: as root, with the tools it needs.
 /// Otherwise it is skipped, and says so on the terminal even when the
@@ -286,7 +288,8 @@ impl Env {
             .unwrap()
     }
 
-    /// Runs the map through a link named `auto.gandi`, as autofs does.
+    /// Runs the map program (`/etc/auto.gandi` once installed) as autofs
+    /// does.
     pub fn map(&self, key: &str) -> std::process::Output {
         let link = self.map_link();
         Command::new(link)
@@ -299,7 +302,7 @@ impl Env {
     pub fn map_link(&self) -> PathBuf {
         let link = self.path().join("auto.gandi");
         if !link.exists() {
-            symlink(BIN, &link).unwrap();
+            symlink(MAP, &link).unwrap();
         }
         link
     }
