@@ -64,36 +64,18 @@ pub fn run(settings: &Settings, key: &str) -> Result<i32> {
         let _lock = DiskLock::take(settings, &dev.name, true)?;
         match fstype.as_str() {
             "ext2" | "ext3" | "ext4" => crate::grow::e2fsck(&dev_path, true)?,
-            "xfs" => {
-                let out = Run::new("xfs_repair")
-                    .arg(&dev_path)
-                    .limit(REPAIR_LIMIT)
-                    .log_as("xfs_repair")
-                    .outcome()?;
-                if out.success() {
-                    Ok(())
-                } else {
-                    Err(format!("{} failed ({})", out.command, out.ended()))
-                }
-            }
-            "btrfs" => {
-                // btrfs check --repair can make things worse: only checked.
-                let out = Run::new("btrfs")
+            "xfs" => repair(
+                Run::new("xfs_repair").arg(&dev_path).log_as("xfs_repair"),
+                "",
+            )?,
+            // btrfs check --repair can make things worse: only checked.
+            "btrfs" => repair(
+                Run::new("btrfs")
                     .args(["check", "--readonly"])
                     .arg(&dev_path)
-                    .limit(REPAIR_LIMIT)
-                    .log_as("btrfs check")
-                    .outcome()?;
-                if out.success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} found errors ({}); repairing btrfs is left to you",
-                        out.command,
-                        out.ended()
-                    ))
-                }
-            }
+                    .log_as("btrfs check"),
+                "; repairing btrfs is left to you",
+            )?,
             other => bail!("checking {other:?} filesystems is not supported"),
         }
     };
@@ -114,4 +96,15 @@ pub fn run(settings: &Settings, key: &str) -> Result<i32> {
             Ok(1)
         }
     }
+}
+
+/// Runs a repair tool (within [`REPAIR_LIMIT`]): `Ok(Err(why))` when it
+/// failed, `why` ending with `then`.
+fn repair(run: Run, then: &str) -> Result<Result<(), String>> {
+    let out = run.limit(REPAIR_LIMIT).outcome()?;
+    Ok(if out.success() {
+        Ok(())
+    } else {
+        Err(format!("{} failed ({}){then}", out.command, out.ended()))
+    })
 }

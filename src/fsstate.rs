@@ -87,11 +87,16 @@ impl<'a> Marks<'a> {
         remove(&self.path("resizing"))
     }
 
-    /// What the interrupted resize was, when one was.
-    pub fn interrupted(&self) -> Option<String> {
-        fs::read_to_string(self.path("resizing"))
+    /// What a mark says, when it is there.
+    fn read(&self, mark: &str) -> Option<String> {
+        fs::read_to_string(self.path(mark))
             .ok()
             .map(|s| s.trim().to_string())
+    }
+
+    /// What the interrupted resize was, when one was.
+    pub fn interrupted(&self) -> Option<String> {
+        self.read("resizing")
     }
 
     pub fn set_damaged(&self, why: &str) -> Result<()> {
@@ -104,9 +109,7 @@ impl<'a> Marks<'a> {
 
     /// Why the filesystem is damaged, when its last check said so.
     pub fn damaged(&self) -> Option<String> {
-        fs::read_to_string(self.path("damaged"))
-            .ok()
-            .map(|s| s.trim().to_string())
+        self.read("damaged")
     }
 
     /// Why the filesystem must not be served, if it must not: damaged, or

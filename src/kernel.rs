@@ -203,8 +203,10 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         .collect()
 }
 
-/// Undoes the kernel's `\040`-style escapes of mount tables.
-pub fn unescape_octal(s: &str) -> String {
+/// Undoes the four-byte escapes `\ABC` of `s`: `decode` gives the byte for
+/// the three bytes after a backslash, or `None` when they are no escape
+/// (then the backslash is kept as it is).
+fn unescape4(s: &str, decode: impl Fn(&[u8]) -> Option<u8>) -> String {
     let bytes = s.as_bytes();
     if !bytes.contains(&b'\\') {
         return s.to_string();
@@ -213,12 +215,8 @@ pub fn unescape_octal(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
+            && let Some(v) = bytes.get(i + 1..i + 4).and_then(&decode)
         {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
         } else {
@@ -229,25 +227,25 @@ pub fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Undoes udev's `\xNN` escapes (`ID_FS_LABEL_ENC`).
-pub fn unescape_hex(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && bytes.get(i + 1) == Some(&b'x')
-            && let Some(hex) = s.get(i + 2..i + 4)
-            && let Ok(v) = u8::from_str_radix(hex, 16)
-        {
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+/// Undoes the kernel's `\040`-style escapes of mount tables.
+pub fn unescape_octal(s: &str) -> String {
+    unescape4(s, |d| {
+        if !d.iter().all(|b| (b'0'..=b'7').contains(b)) {
+            return None;
         }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+        u8::try_from(d.iter().fold(0u32, |v, b| v * 8 + u32::from(b - b'0'))).ok()
+    })
+}
+
+/// Undoes udev's `\xNN` escapes (`ID_FS_LABEL_ENC`), also those of our
+/// records index.
+pub fn unescape_hex(s: &str) -> String {
+    unescape4(s, |d| {
+        let hex = std::str::from_utf8(d.get(1..3)?).ok()?;
+        (d[0] == b'x')
+            .then(|| u8::from_str_radix(hex, 16).ok())
+            .flatten()
+    })
 }
 
 /// Parses a udev database entry: the filesystem properties and the attach
@@ -349,5 +347,22 @@ mod tests {
         assert_eq!(unescape_hex("my\\x20disk\\x2fx"), "my disk/x");
         assert_eq!(unescape_hex("bad\\xZZ"), "bad\\xZZ");
         assert_eq!(unescape_octal("a\\040b\\134c"), "a b\\c");
+        // Not escapes: over 255, not octal, cut short.
+        assert_eq!(unescape_octal("\\777\\9\\04"), "\\777\\9\\04");
+        assert_eq!(unescape_hex("\\x4"), "\\x4");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::proptest_config(512))]
+
+        /// Any text: no panic; without a backslash, unchanged.
+        #[test]
+        fn unescaping_any_text(s in "[a-z\\\\x0-9 ]{0,24}") {
+            let (o, h) = (unescape_octal(&s), unescape_hex(&s));
+            if !s.contains('\\') {
+                proptest::prop_assert_eq!(&o, &s);
+                proptest::prop_assert_eq!(&h, &s);
+            }
+        }
     }
 }

@@ -131,23 +131,46 @@ fn find<'d>(devices: &'d [Device], key: &str, root: &str) -> Result<&'d Device> 
     }
 }
 
+/// Runs `pre-disk-detach DEV MOUNTPOINT` and says how it went.
+fn pre_detach_hook(settings: &Settings, dev: &Path, mount_point: &Path) -> hooks::HookResult {
+    let hook = hooks::run(
+        settings,
+        "pre-disk-detach",
+        &[
+            &dev.display().to_string(),
+            &mount_point.display().to_string(),
+        ],
+        hooks::HOOK_LIMIT,
+    );
+    if hook != hooks::HookResult::Absent {
+        crate::out::line(&format!("pre-disk-detach hook: {hook}"));
+    }
+    hook
+}
+
+/// `systemctl VERB SERVICE`; the reason when it failed.
+fn systemctl(verb: &str, service: &str) -> Result<(), String> {
+    match crate::runner::Run::new("systemctl")
+        .args([verb, service])
+        .limit(Duration::from_secs(90))
+        .outcome()
+    {
+        Ok(o) if o.success() => Ok(()),
+        Ok(o) => Err(o.stderr_text().trim().to_string()),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
 /// Stops the services named by each mount point; returns those stopped.
 fn stop_services(mounts: &[PathBuf]) -> Vec<String> {
     let mut stopped = Vec::new();
-    for mp in mounts {
-        for service in services(mp) {
-            match crate::runner::Run::new("systemctl")
-                .args(["stop", &service])
-                .limit(Duration::from_secs(90))
-                .outcome()
-            {
-                Ok(o) if o.success() => {
-                    crate::out::line(&format!("stopped {service}"));
-                    stopped.push(service);
-                }
-                Ok(o) => log::warn!("could not stop {service}: {}", o.stderr_text()),
-                Err(e) => log::warn!("could not stop {service}: {e:#}"),
+    for service in mounts.iter().flat_map(|mp| services(mp)) {
+        match systemctl("stop", &service) {
+            Ok(()) => {
+                crate::out::line(&format!("stopped {service}"));
+                stopped.push(service);
             }
+            Err(why) => log::warn!("could not stop {service}: {why}"),
         }
     }
     stopped
@@ -158,19 +181,9 @@ fn stop_services(mounts: &[PathBuf]) -> Vec<String> {
 fn start_again(stopped: &[String]) -> Vec<String> {
     stopped
         .iter()
-        .map(|service| {
-            match crate::runner::Run::new("systemctl")
-                .args(["start", service])
-                .limit(Duration::from_secs(90))
-                .outcome()
-            {
-                Ok(o) if o.success() => format!("started {service} again"),
-                Ok(o) => format!(
-                    "could not start {service} again: {}",
-                    o.stderr_text().trim()
-                ),
-                Err(e) => format!("could not start {service} again: {e:#}"),
-            }
+        .map(|service| match systemctl("start", service) {
+            Ok(()) => format!("started {service} again"),
+            Err(why) => format!("could not start {service} again: {why}"),
         })
         .collect()
 }
@@ -212,18 +225,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
         .cloned()
         .unwrap_or_else(|| settings.disk_root.join(key));
 
-    let hook = hooks::run(
-        settings,
-        "pre-disk-detach",
-        &[
-            &dev_path.display().to_string(),
-            &mount_point.display().to_string(),
-        ],
-        hooks::HOOK_LIMIT,
-    );
-    if hook != hooks::HookResult::Absent {
-        crate::out::line(&format!("pre-disk-detach hook: {hook}"));
-    }
+    let hook = pre_detach_hook(settings, &dev_path, &mount_point);
     let stopped = stop_services(&dev.mounts);
 
     // Mark first, so no lookup mounts it again between unmount and detach;
@@ -296,18 +298,7 @@ fn release_gone(settings: &Settings, scan: &Scan, gone: &Device) -> Result<i32> 
         gone.name,
         mount_point.display()
     ));
-    let hook = hooks::run(
-        settings,
-        "pre-disk-detach",
-        &[
-            &dev_path.display().to_string(),
-            &mount_point.display().to_string(),
-        ],
-        hooks::HOOK_LIMIT,
-    );
-    if hook != hooks::HookResult::Absent {
-        crate::out::line(&format!("pre-disk-detach hook: {hook}"));
-    }
+    pre_detach_hook(settings, &dev_path, mount_point);
     match umount(mount_point, nix::mount::MntFlags::empty()) {
         Ok(()) => crate::out::line(&format!("unmounted {}", mount_point.display())),
         Err(_) => {

@@ -190,8 +190,9 @@ impl Run {
         describe(&self.cmd)
     }
 
-    /// Runs it to its end or its limit. Fails only when it cannot start.
-    pub fn outcome(mut self) -> Result<Outcome> {
+    /// Starts it in a process group of its own, its output piped (its input
+    /// too when it has one); returns its command line and the child.
+    fn spawn(&mut self) -> Result<(String, std::process::Child)> {
         let command = describe(&self.cmd);
         self.cmd
             .stdin(if self.input.is_some() {
@@ -202,10 +203,16 @@ impl Run {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = self
+        let child = self
             .cmd
             .spawn()
             .with_context(|| format!("starting {command}"))?;
+        Ok((command, child))
+    }
+
+    /// Runs it to its end or its limit. Fails only when it cannot start.
+    pub fn outcome(mut self) -> Result<Outcome> {
+        let (command, mut child) = self.spawn()?;
         if let (Some(data), Some(mut stdin)) = (self.input.take(), child.stdin.take()) {
             // Small inputs (a partition script): the pipe holds them.
             let _ = stdin.write_all(&data);
@@ -247,16 +254,7 @@ impl Run {
     /// start, when `consume` fails, or when the program fails or passes its
     /// limit.
     pub fn stream<T>(mut self, consume: impl FnOnce(&mut dyn Read) -> Result<T>) -> Result<T> {
-        let command = describe(&self.cmd);
-        self.cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = self
-            .cmd
-            .spawn()
-            .with_context(|| format!("starting {command}"))?;
+        let (command, mut child) = self.spawn()?;
         let pgid = i32::try_from(child.id()).unwrap_or(0);
         let mut stdout = child.stdout.take().context("no output pipe")?;
         let mut stderr = child.stderr.take().context("no error pipe")?;
@@ -462,6 +460,15 @@ mod tests {
         assert!(format!("{err:#}").contains("/nonexistent/tool"));
     }
 
+    /// `sh -c SCRIPT` within `limit`.
+    fn sh(script: &str, limit: Duration) -> Outcome {
+        Run::new("sh")
+            .args(["-c", script])
+            .limit(limit)
+            .outcome()
+            .unwrap()
+    }
+
     fn gone(pid: i32) -> bool {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         stat.is_empty()
@@ -473,11 +480,7 @@ mod tests {
     #[test]
     fn the_limit_kills_the_whole_group_grandchildren_included() {
         let start = Instant::now();
-        let out = Run::new("sh")
-            .args(["-c", "sleep 600 & echo $!; wait"])
-            .limit(Duration::from_millis(500))
-            .outcome()
-            .unwrap();
+        let out = sh("sleep 600 & echo $!; wait", Duration::from_millis(500));
         assert!(out.status.is_none(), "{:?}", out.status);
         assert!(out.ended().contains("killed after"));
         assert!(start.elapsed() < Duration::from_secs(30));
@@ -520,11 +523,7 @@ mod tests {
     #[test]
     fn a_background_child_holding_the_output_does_not_hold_us() {
         let start = Instant::now();
-        let out = Run::new("sh")
-            .args(["-c", "sleep 3 & echo done"])
-            .limit(Duration::from_secs(60))
-            .outcome()
-            .unwrap();
+        let out = sh("sleep 3 & echo done", Duration::from_secs(60));
         assert!(out.success());
         assert_eq!(out.stdout_text(), "done\n");
         assert!(start.elapsed() < Duration::from_secs(2));
