@@ -452,19 +452,31 @@ pub fn resolv_owner(t: &Tree) -> ResolvOwner {
 
 /// Resolvers, through whatever owns `resolv.conf`; a link is never
 /// replaced. Returns the change and where they went.
+/// The addresses joined by `sep`.
+fn join(servers: &[IpAddr], sep: &str) -> String {
+    servers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// A resolver service's drop-in of ours, `body` under our header.
+fn dns_dropin(t: &Tree, service: &str, dropin: &str, body: &str) -> Result<(Change, String)> {
+    let text = format!("# Written by gandi-vm from the platform's config.\n{body}\n");
+    let c = t.write_if_changed(dropin, text.as_bytes(), WriteOpts::mode(0o644))?;
+    Ok((c, format!("{service} drop-in {dropin}")))
+}
+
 pub fn set_resolvers(t: &Tree, servers: &[IpAddr]) -> Result<(Change, String)> {
     let lines: Vec<String> = servers.iter().map(|s| format!("nameserver {s}")).collect();
     match resolv_owner(t) {
-        ResolvOwner::Resolved => {
-            let dropin = "/etc/systemd/resolved.conf.d/gandi.conf";
-            let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
-            let text = format!(
-                "# Written by gandi-vm from the platform's config.\n[Resolve]\nDNS={}\n",
-                list.join(" ")
-            );
-            let c = t.write_if_changed(dropin, text.as_bytes(), WriteOpts::mode(0o644))?;
-            Ok((c, format!("systemd-resolved drop-in {dropin}")))
-        }
+        ResolvOwner::Resolved => dns_dropin(
+            t,
+            "systemd-resolved",
+            "/etc/systemd/resolved.conf.d/gandi.conf",
+            &format!("[Resolve]\nDNS={}", join(servers, " ")),
+        ),
         ResolvOwner::Resolvconf => {
             let head = "/etc/resolvconf/resolv.conf.d/head";
             let c = edit_block(t, head, &marked::RESOLVERS, &lines, Place::Top)?;
@@ -477,16 +489,12 @@ pub fn set_resolvers(t: &Tree, servers: &[IpAddr]) -> Result<(Change, String)> {
             }
             Ok((c, format!("resolvconf's {head}")))
         }
-        ResolvOwner::NetworkManager => {
-            let dropin = "/etc/NetworkManager/conf.d/50-gandi-dns.conf";
-            let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
-            let text = format!(
-                "# Written by gandi-vm from the platform's config.\n[global-dns-domain-*]\nservers={}\n",
-                list.join(",")
-            );
-            let c = t.write_if_changed(dropin, text.as_bytes(), WriteOpts::mode(0o644))?;
-            Ok((c, format!("NetworkManager drop-in {dropin}")))
-        }
+        ResolvOwner::NetworkManager => dns_dropin(
+            t,
+            "NetworkManager",
+            "/etc/NetworkManager/conf.d/50-gandi-dns.conf",
+            &format!("[global-dns-domain-*]\nservers={}", join(servers, ",")),
+        ),
         ResolvOwner::File => {
             let c = edit_block(
                 t,

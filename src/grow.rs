@@ -201,6 +201,12 @@ pub fn needs_work(
     Ok(fs_size_at(dev, fstype, mounted)?.saturating_add(MIN_GROWTH) <= dev_size)
 }
 
+/// Marks the filesystem damaged (refused until `disk check` repairs it).
+fn damaged(marks: &Marks, why: String) -> Result<Outcome> {
+    marks.set_damaged(&why)?;
+    Ok(Outcome::Damaged { why })
+}
+
 fn is_ext(fstype: &str) -> bool {
     matches!(fstype, "ext2" | "ext3" | "ext4")
 }
@@ -235,8 +241,7 @@ pub fn grow(
             dev.display()
         );
         if let Err(why) = e2fsck(dev, true)? {
-            marks.set_damaged(&why)?;
-            return Ok(Outcome::Damaged { why });
+            return damaged(marks, why);
         }
         notes.push("a resize cut short repaired (e2fsck -fy)".to_string());
     }
@@ -264,8 +269,7 @@ pub fn grow(
                     dev.display()
                 );
                 if let Err(why) = e2fsck(dev, false)? {
-                    marks.set_damaged(&why)?;
-                    return Ok(Outcome::Damaged { why });
+                    return damaged(marks, why);
                 }
                 marks.start_resize(&format!("{before} bytes to {dev_size}"))?;
                 Run::new("resize2fs").arg(dev).limit(GROW_LIMIT).output()?;

@@ -95,6 +95,19 @@ fn umount(path: &Path, flags: nix::mount::MntFlags) -> std::io::Result<()> {
     nix::mount::umount2(path, flags).map_err(std::io::Error::from)
 }
 
+/// Unmounts `mp` lazily (it goes when its last user does) and says who
+/// still holds it.
+fn umount_lazily(mp: &Path, held: &[Holder], why: &str) -> Result<()> {
+    umount(mp, nix::mount::MntFlags::MNT_DETACH)
+        .with_context(|| format!("unmounting {} lazily", mp.display()))?;
+    crate::out::line(&format!(
+        "unmounted {} lazily{why}; still in use by: {}",
+        mp.display(),
+        list(held)
+    ));
+    Ok(())
+}
+
 /// The services named in `MOUNTPOINT/.gandi/services`, one per line.
 pub fn services(mount_point: &Path) -> Vec<String> {
     fs::read_to_string(mount_point.join(".gandi/services"))
@@ -259,13 +272,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 let held = holders(&settings.proc_dir, mp);
                 if force {
-                    umount(mp, nix::mount::MntFlags::MNT_DETACH)
-                        .with_context(|| format!("unmounting {} lazily", mp.display()))?;
-                    crate::out::line(&format!(
-                        "unmounted {} lazily (--force); still in use by: {}",
-                        mp.display(),
-                        list(&held)
-                    ));
+                    umount_lazily(mp, &held, " (--force)")?;
                 } else {
                     return Err(undo(format!(
                         "{} is busy: in use by {}; stop them and try again, or use --force",
@@ -301,16 +308,7 @@ fn release_gone(settings: &Settings, scan: &Scan, gone: &Device) -> Result<i32> 
     pre_detach_hook(settings, &dev_path, mount_point);
     match umount(mount_point, nix::mount::MntFlags::empty()) {
         Ok(()) => crate::out::line(&format!("unmounted {}", mount_point.display())),
-        Err(_) => {
-            let held = holders(&settings.proc_dir, mount_point);
-            umount(mount_point, nix::mount::MntFlags::MNT_DETACH)
-                .with_context(|| format!("unmounting {} lazily", mount_point.display()))?;
-            crate::out::line(&format!(
-                "unmounted {} lazily; still in use by: {}",
-                mount_point.display(),
-                list(&held)
-            ));
-        }
+        Err(_) => umount_lazily(mount_point, &holders(&settings.proc_dir, mount_point), "")?,
     }
     // Its key links, and its record when it describes the disk that is no
     // more (udev's remove event may have dropped it already).
