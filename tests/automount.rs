@@ -352,7 +352,7 @@ fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
     settle();
     // A key not used before is served at once; the key autofs kept the
     // released answer for fails once, then autofs asks the map again (after
-    // the master map's negative timeout, 5 s).
+    // the master map's negative timeout: within 2 s).
     let uuid =
         sh(std::process::Command::new("blkid").args(["-s", "UUID", "-o", "value", &disk.dev]));
     let other = root.join(uuid.trim());
