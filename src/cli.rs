@@ -90,9 +90,10 @@ pub enum Cmd {
         cmdline: Option<std::path::PathBuf>,
     },
     /// Make sure every data disk attached during boot was handed to the
-    /// attach helper before services start: wait for udev's queue, then
-    /// replay add events for the candidate disks not recorded yet (nothing
-    /// with CONFIG_ALLOW_MOUNT=0).
+    /// attach helper before services start: done at once when every
+    /// candidate disk is recorded; else wait for udev's queue, then replay
+    /// add events for the candidate disks not recorded yet (nothing with
+    /// CONFIG_ALLOW_MOUNT=0).
     Mount {
         /// Longest wait for udev's queue, in seconds.
         #[arg(long, default_value_t = 120)]

@@ -31,21 +31,19 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<i32> {
         });
     } else {
         rec.step("replay", || {
-            settle(limit)?;
-            let scan = Scan::new(settings)?;
-            let devices = scan.devices();
-            // A current record means udev ran our rule for the disk; its
-            // growth, if any, was handed to gandi-disk@ then.
-            let missing: Vec<&str> = devices
-                .iter()
-                .filter(|d| records::lookup(settings, d).is_none())
-                .map(|d| d.name.as_str())
-                .collect();
+            // Every candidate recorded already (the usual case: udev ran
+            // our rule during the coldplug): nothing to wait for.
+            let missing = unrecorded(settings)?;
             if missing.is_empty() {
-                return Ok(Done::unchanged(format!(
-                    "all {} candidate disks already recorded",
-                    devices.len()
-                )));
+                return Ok(Done::unchanged("every candidate disk already recorded"));
+            }
+            // Else their events may still be in udev's queue.
+            settle(limit)?;
+            let missing = unrecorded(settings)?;
+            if missing.is_empty() {
+                return Ok(Done::unchanged(
+                    "every candidate disk recorded once udev's queue emptied",
+                ));
             }
             Run::new("udevadm")
                 .args(["trigger", "--action=add"])
@@ -64,6 +62,19 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<i32> {
         });
     }
     rec.finish(&Tree::open(std::path::Path::new("/"))?, settings, "mount")
+}
+
+/// The candidate disks with no current record. A current record means
+/// udev ran our rule for the disk; its growth, if any, was handed to
+/// gandi-disk@ then.
+fn unrecorded(settings: &Settings) -> Result<Vec<String>> {
+    let scan = Scan::new(settings)?;
+    Ok(scan
+        .devices()
+        .into_iter()
+        .filter(|d| records::lookup(settings, d).is_none())
+        .map(|d| d.name)
+        .collect())
 }
 
 /// `udevadm settle`, at most `limit`.
