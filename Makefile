@@ -131,7 +131,7 @@ vm-bench: deb
 	./scripts/vm-test --bench $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 demo: deps build
-	BIN=$(BIN) ./scripts/demo
+	BIN=$(BIN) MAP=$(MAP) ./scripts/demo
 
 bench: deps build
 	$(CARGO) bench --locked $(STATIC) --bench map
