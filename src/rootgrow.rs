@@ -80,6 +80,11 @@ pub fn grow_partition(settings: &Settings, name: &str) -> Result<Growth> {
         .context("finding the disk of the partition")?;
     let disk_dev = settings.dev_dir.join(&disk);
     let part_dev = settings.dev_dir.join(name);
+    // At every boot but the first, the partition fills its disk already:
+    // sysfs says so without starting a partitioning tool.
+    if fills_disk(&class, &disk, name) {
+        return grow_fs(settings, name, "the partition fills the disk".into(), false);
+    }
     let table: serde_json::Value = serde_json::from_str(
         &Run::new("sfdisk")
             .arg("--json")
@@ -286,6 +291,23 @@ pub fn grown_table(dump: &str, node: &str, fresh: &[String]) -> Result<String> {
         anyhow::bail!("{node} is not in sfdisk's dump");
     }
     Ok(out)
+}
+
+/// Whether partition `name` of `disk` ends within a growth's worth of the
+/// disk's end (GPT's 33 sectors of backup kept), by sysfs alone (sizes
+/// in 512-byte sectors whatever the disk's sector size). `false` when
+/// sysfs does not tell: the partition table is then read.
+fn fills_disk(class: &Path, disk: &str, name: &str) -> bool {
+    let sectors = |p: std::path::PathBuf| read_small(&p).and_then(|s| s.trim().parse::<u64>().ok());
+    let disk_dir = class.join(disk);
+    let (Some(start), Some(size), Some(disk_size)) = (
+        sectors(disk_dir.join(name).join("start")),
+        sectors(disk_dir.join(name).join("size")),
+        sectors(disk_dir.join("size")),
+    ) else {
+        return false;
+    };
+    (start + size + 34) * 512 + grow::MIN_GROWTH > disk_size * 512
 }
 
 fn partition_number(p: &serde_json::Value, disk_dev: &Path) -> Option<u32> {
