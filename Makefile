@@ -133,8 +133,22 @@ vm-bench: deb
 demo: deps build
 	BIN=$(BIN) MAP=$(MAP) ./scripts/demo
 
+# The map is timed beside another build's (BENCH_BASE, a revision; empty
+# for none): by default the last one whose map was gandi-vm itself.
+BENCH_BASE ?= f2b4a2d
+BASE_DIR := target/bench-base
+
 bench: deps build
+ifneq ($(BENCH_BASE),)
+	rm -rf $(BASE_DIR) && git worktree prune
+	git worktree add --detach --force $(BASE_DIR) $(BENCH_BASE)
+	cd $(BASE_DIR) && $(CARGO) build --release --locked $(STATIC) --bin gandi-vm
+	GANDI_BENCH_BASELINE=$(BASE_DIR)/target/$(HOST)/release/gandi-vm \
+		$(CARGO) bench --locked $(STATIC) --bench map
+	git worktree remove --force $(BASE_DIR)
+else
 	$(CARGO) bench --locked $(STATIC) --bench map
+endif
 	$(CARGO) bench --locked $(STATIC) --bench boot
 
 clean:

@@ -282,6 +282,17 @@ fn main() {
     .unwrap();
     let map_link: PathBuf = dir.path().join("auto.gandi");
     std::os::unix::fs::symlink(MAP, &map_link).unwrap();
+    // Another build's map to compare with (GANDI_BENCH_BASELINE: its
+    // program map, or a gandi-vm binary that acts as the map through a
+    // link named auto.gandi), timed in the same paired loops.
+    let baseline: Option<PathBuf> = std::env::var_os("GANDI_BENCH_BASELINE").map(|b| {
+        let dir = dir.path().join("baseline");
+        fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("auto.gandi");
+        std::os::unix::fs::symlink(fs::canonicalize(&b).unwrap(), &link).unwrap();
+        link
+    });
+    let mut baseline_rows = Vec::new();
     let noop = static_noop(dir.path());
     let reference =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/reference-auto.gandi");
@@ -326,7 +337,7 @@ fn main() {
             args: args.iter().map(|a| a.to_string()).collect(),
             env: env.clone(),
         };
-        let progs = [
+        let mut progs = vec![
             Prog {
                 name: "no-op",
                 path: &noop,
@@ -336,7 +347,25 @@ fn main() {
             prog("hit", &[&hit_key]),
             prog("miss", &["no-such-disk"]),
         ];
+        if let Some(base) = &baseline {
+            progs.push(Prog {
+                name: "baseline hit",
+                path: base,
+                args: vec![hit_key.clone()],
+                env: env.clone(),
+            });
+        }
         let (ratios, floor) = paired(&progs, 7, 300);
+        if baseline.is_some() {
+            // Per round: ours / the baseline's, hits.
+            let mut vs: Vec<f64> = ratios[0]
+                .iter()
+                .zip(&ratios[2])
+                .map(|(ours, base)| ours / base)
+                .collect();
+            vs.sort_by(f64::total_cmp);
+            baseline_rows.push((n, vs));
+        }
         let (calls, faults, bytes) = counts(&progs[1], dir.path());
         let (mcalls, mfaults, mbytes) = counts(&progs[2], dir.path());
         let (ncalls, nfaults, nbytes) = counts(&progs[0], dir.path());
@@ -388,6 +417,13 @@ fn main() {
             ms(*ref_hit).trim(),
             ref_hit.as_secs_f64() / ours.as_secs_f64(),
             ms(*ours).trim()
+        );
+    }
+    for (n, vs) in &baseline_rows {
+        println!(
+            "{n:>3} disks: a hit takes {} the baseline's ({}), same rounds",
+            spread(vs),
+            std::env::var("GANDI_BENCH_BASELINE").unwrap_or_default()
         );
     }
     println!(
