@@ -155,6 +155,44 @@ impl DiskLock {
     }
 }
 
+/// An exclusive lock on one filesystem, by its UUID, held while it is
+/// grown: the same filesystem seen through two devices (a disk attached
+/// again while its old device lives on, as a detached loop device does
+/// while a resize holds it) is grown by one process at a time. `None` for
+/// a filesystem without a usable UUID.
+fn fs_lock(settings: &Settings, uuid: Option<&str>) -> Result<Option<util::FileLock>> {
+    let Some(uuid) = uuid.filter(|u| {
+        !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+    }) else {
+        return Ok(None);
+    };
+    let path = settings
+        .run_dir
+        .join("locks")
+        .join(format!("fs-{}.lock", uuid.to_ascii_lowercase()));
+    util::FileLock::take(&path, true)
+}
+
+/// Where the ext filesystem of `dev` (`fs`) is mounted through another
+/// device, if it is: the superblocks of the mounted ext filesystems are
+/// compared by UUID (a read of each, only in the grower, never in the map).
+fn mounted_elsewhere(settings: &Settings, dev: &std::path::Path, fs: &FsInfo) -> Option<String> {
+    let uuid = fs.uuid.as_deref()?;
+    if !matches!(fs.fstype.as_deref(), Some("ext2" | "ext3" | "ext4")) {
+        return None;
+    }
+    let mi = crate::kernel::read_proc(&settings.proc_dir.join("self/mountinfo")).ok()?;
+    crate::kernel::parse_mountinfo(&mi)
+        .into_iter()
+        .filter(|m| matches!(m.fstype.as_str(), "ext2" | "ext3" | "ext4"))
+        .filter(|m| m.source.starts_with('/') && std::path::Path::new(&m.source) != dev)
+        .find(|m| {
+            grow::ExtSuper::read(std::path::Path::new(&m.source))
+                .is_ok_and(|sb| sb.uuid.eq_ignore_ascii_case(uuid))
+        })
+        .map(|m| format!("{} at {}", m.source, m.mount_point.display()))
+}
+
 /// Forgets a device on an event that says it is gone: after its grower
 /// (if one works on it) has written its last record, waiting at most 10 s
 /// (udev does not wait long), so that the record does not come back.
@@ -380,8 +418,24 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                 record.note = Some(format!("growing {fstype} is not supported"));
             }
             None => {
+                // One grower per filesystem, whatever device shows it: a
+                // mark of a resize under way is then never taken for one
+                // cut short.
+                let _fs_lock = fs_lock(settings, dev.fs.uuid.as_deref())?;
                 let marks = Marks::new(settings, dev.fs.uuid.as_deref(), name);
                 let mounted_now = dev.mounts.first().map(PathBuf::as_path);
+                // Mounted through another device (the same disk attached
+                // twice): growing it here would write under that mount.
+                if mounted_now.is_none()
+                    && let Some(other) = mounted_elsewhere(settings, &dev_path, &dev.fs)
+                {
+                    record.state = RecordState::NotGrown;
+                    record.note = Some(format!(
+                        "its filesystem is mounted through {other}: grown once that is unmounted"
+                    ));
+                    records::write(settings, &record)?;
+                    return finish(settings, &scan, &dev, &record, previous.as_ref(), code);
+                }
                 if !grow::needs_work(&dev_path, &fstype, dev.size, mounted_now, &marks)
                     .unwrap_or(true)
                 {

@@ -1070,3 +1070,54 @@ fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
     }
     records_whole(&run).unwrap();
 }
+
+#[test]
+#[ignore = "make fault-test"]
+fn one_filesystem_through_two_devices_is_never_grown_under_a_mount() {
+    if !system_test(&["mkfs.ext4", "losetup", "e2fsck"]) {
+        return;
+    }
+    let _serial = serial("loop-faults");
+    let dir = tempfile::tempdir().unwrap();
+    let d = fault_disk(dir.path(), "ext4", "twice", 512, 64);
+    // The same image through a second loop device, as when a disk is
+    // attached again while its old device lives on.
+    let second = run_ok(
+        Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&d.disk.image),
+    )
+    .trim()
+    .to_string();
+    let _second = Attached(vec![Some(second.clone())]);
+    let name = second.trim_start_matches("/dev/").to_string();
+    let env = fault_env(&format!("{name} {}", d.disk.name()));
+    // Mounted through the first device: the second is not grown.
+    let mnt = tempfile::tempdir().unwrap();
+    run_ok(Command::new("mount").arg(&d.disk.dev).arg(mnt.path()));
+    let out = grower(&env, &name).output().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(
+        &fs::read(env.path().join(format!("run/disks/{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    run_ok(Command::new("umount").arg(mnt.path()));
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(record["state"], "not-grown", "{record}");
+    assert!(
+        record["note"].as_str().unwrap_or("").contains(&d.disk.dev),
+        "{record}"
+    );
+    checks_clean(&d.disk.dev, "ext4").unwrap();
+    // Unmounted: two growers at once, one per device, end with one clean
+    // growth (one waits for the other, by the filesystem's UUID).
+    let a = grower(&env, &name).spawn().unwrap();
+    let b = grower(&env, &d.disk.name()).spawn().unwrap();
+    for mut child in [a, b] {
+        let status = child.wait().unwrap();
+        assert!(status.success());
+    }
+    checks_clean(&d.disk.dev, "ext4").unwrap();
+    assert_eq!(known_sum(&d.disk.dev), d.sum);
+    let fs_size = gandi_vm::grow::fs_size(Path::new(&d.disk.dev), "ext4").unwrap();
+    assert!(fs_size > 500 << 20, "{fs_size}");
+}
