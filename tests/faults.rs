@@ -719,6 +719,7 @@ fn broken_state_is_ignored_never_trusted() {
 
     // A full run dir: the map still answers; the helper fails with the
     // reason, and the record it could not replace is whole.
+    let good_record = fs::read(&record_path).unwrap();
     let filler = run.join("filler");
     let _ = Command::new("dd")
         .args(["if=/dev/zero", "bs=4k"])
