@@ -95,42 +95,13 @@ pub fn read_u64(path: &Path) -> Option<u64> {
     read_small(path)?.trim().parse().ok()
 }
 
-/// Reads a small file (sysfs attribute, udev entry, tmpfs file) with one
-/// open and, for most files, one read: no size query as
-/// `fs::read_to_string` makes, no zeroing of the buffer, at most 1 MiB.
-/// Not for procfs, which may return less than asked before the end.
-pub fn read_small(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut file = fs::File::open(path).ok()?;
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        let n = file.read(&mut buf[len..]).ok()?;
-        len += n;
-        // sysfs and tmpfs fill the buffer unless at the end: a short read
-        // saves the extra call that would return 0.
-        if n == 0 || len < buf.len() {
-            break;
-        }
-        if buf.len() >= 1 << 20 {
-            return None;
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
-    buf.truncate(len);
-    String::from_utf8(buf).ok()
-}
+pub use crate::util::read_small;
 
 /// Reads a procfs file to its end, in large reads: procfs files have no
 /// size to ask for (as `fs::read_to_string` does, starting small), and may
 /// return less than asked before their end.
 pub fn read_proc(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
-    // read_to_end reads into the spare capacity (no zeroing) until a read
-    // returns 0.
-    fs::File::open(path)?.read_to_end(&mut buf)?;
-    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    crate::util::read_text(path)
 }
 
 pub fn list_names(dir: &Path) -> Vec<String> {

@@ -367,9 +367,7 @@ pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
 /// The index's text; `None` when there is no index (nothing was recorded
 /// yet).
 pub fn read_index(settings: &Settings) -> Option<String> {
-    // Its size first, then one buffer of that size: a large index is not
-    // copied from buffer to buffer as it grows.
-    fs::read_to_string(index_path(settings)).ok()
+    util::read_small(&index_path(settings))
 }
 
 /// The lines of an index's text by device name, unparsed: a lookup parses

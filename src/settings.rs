@@ -311,7 +311,7 @@ impl Settings {
     /// Reads the settings from one file.
     pub fn load_from(path: &Path) -> anyhow::Result<Settings> {
         use anyhow::Context;
-        let text = std::fs::read_to_string(path)
+        let text = crate::util::read_text(path)
             .with_context(|| format!("reading settings {}", path.display()))?;
         Ok(Settings::from_raw(
             &RawConfig::parse(&text),

@@ -6,6 +6,56 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// Reads a small file (sysfs attribute, udev entry, tmpfs file) with one
+/// open and, for most files, one read: no size query as
+/// `fs::read_to_string` makes; at most 1 MiB.
+/// Not for procfs, which may return less than asked before the end.
+pub fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut file = File::open(path).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = file.read(&mut buf[len..]).ok()?;
+        len += n;
+        // sysfs and tmpfs fill the buffer unless at the end: a short read
+        // saves the extra call that would return 0.
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        if buf.len() >= 1 << 20 {
+            return None;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
+}
+
+/// Reads a whole file as text with one read per 16 KiB and nothing else:
+/// no size query first (`fs::read_to_string` asks the size and the
+/// position, two more calls, which procfs cannot answer anyway). For
+/// procfs, whose reads may stop short before the end.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Writes our own state file `path` atomically (see `tree::write_atomic`).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     crate::tree::write_atomic(path, data, mode)
