@@ -479,51 +479,50 @@ impl Reader {
         });
     }
 
-    /// A string field: `None` when absent or null (no problem), or of
-    /// another type (a problem).
-    fn string<'n>(&mut self, node: Option<&'n Node>, path: &str) -> Option<&'n str> {
-        match node.map(|n| &n.value) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(other) => {
-                self.bad(
-                    node,
-                    path,
-                    format!("expected a string, found {}", other.kind()),
-                );
-                None
-            }
+    /// A field of the kind `take` accepts: `None` when absent or null (no
+    /// problem), or of another kind (a problem naming `kind`).
+    fn typed<'n, T>(
+        &mut self,
+        node: Option<&'n Node>,
+        path: &str,
+        kind: &str,
+        take: impl FnOnce(&'n Node) -> Option<T>,
+    ) -> Option<T> {
+        let n = node?;
+        if matches!(n.value, Value::Null) {
+            return None;
         }
+        let taken = take(n);
+        if taken.is_none() {
+            self.bad(
+                node,
+                path,
+                format!("expected {kind}, found {}", n.value.kind()),
+            );
+        }
+        taken
+    }
+
+    /// A string field.
+    fn string<'n>(&mut self, node: Option<&'n Node>, path: &str) -> Option<&'n str> {
+        self.typed(node, path, "a string", |n| match &n.value {
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        })
     }
 
     fn object<'n>(&mut self, node: Option<&'n Node>, path: &str) -> Option<&'n Node> {
-        match node.map(|n| &n.value) {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(_)) => node,
-            Some(other) => {
-                self.bad(
-                    node,
-                    path,
-                    format!("expected an object, found {}", other.kind()),
-                );
-                None
-            }
-        }
+        self.typed(node, path, "an object", |n| {
+            matches!(n.value, Value::Object(_)).then_some(n)
+        })
     }
 
     fn list<'n>(&mut self, node: Option<&'n Node>, path: &str) -> Vec<&'n Node> {
-        match node.map(|n| &n.value) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items.iter().collect(),
-            Some(other) => {
-                self.bad(
-                    node,
-                    path,
-                    format!("expected a list, found {}", other.kind()),
-                );
-                Vec::new()
-            }
-        }
+        self.typed(node, path, "a list", |n| match &n.value {
+            Value::Array(items) => Some(items.iter().collect()),
+            _ => None,
+        })
+        .unwrap_or_default()
     }
 
     /// Reports known keys given twice in an object (the last one is used).
