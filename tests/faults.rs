@@ -201,23 +201,71 @@ fn grower(env: &Env, name: &str) -> Command {
     c
 }
 
+/// Whether `pid` has ended (a zombie not reaped yet, or gone).
+fn ended(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z"))
+        .unwrap_or(true)
+}
+
+/// Whether the grower's offline-resize mark is there now.
+fn resize_mark(env: &Env) -> bool {
+    fs::read_dir(env.path().join("state/resizing"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.path().extension().is_none_or(|x| x != "new"))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits until the grower `child` has marked an offline resize as started
+/// (true), or has ended without (false). Leaves the child unreaped.
+fn resize_started(env: &Env, child: &Child) -> bool {
+    while !ended(child.id()) {
+        if resize_mark(env) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    false
+}
+
+/// How long the grower's offline resize lasts (its mark's life), when it
+/// resizes offline. Leaves the child unreaped.
+fn resize_window(env: &Env, child: &Child) -> Option<Duration> {
+    if !resize_started(env, child) {
+        return None;
+    }
+    let t = Instant::now();
+    while resize_mark(env) && !ended(child.id()) {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    Some(t.elapsed())
+}
+
 fn kill_growth(fstype: &str, rng: &mut Rng) {
     let (mib, fs_mib) = match fstype {
         "ext4" => (2048, 64),
         "xfs" => (4096, 320),
         _ => (2048, 160),
     };
-    // How long an uninterrupted growth takes, to kill within it.
+    // How long an uninterrupted growth takes, to kill within it, and how
+    // long its offline resize (if any) lasts.
     let probe_dir = tempfile::tempdir().unwrap();
     let probe = fault_disk(probe_dir.path(), fstype, "probe", mib, fs_mib);
     let env = fault_env(&probe.disk.name());
     let t = Instant::now();
-    let probe_out = grower(&env, &probe.disk.name()).output().unwrap();
+    let probe_child = grower(&env, &probe.disk.name()).spawn().unwrap();
+    let window = resize_window(&env, &probe_child);
+    let probe_out = probe_child.wait_with_output().unwrap();
     let full = t.elapsed().as_millis() as u64;
     assert!(probe_out.status.success());
     // Where the kernel refuses online resizing (no CAP_SYS_RESOURCE here),
     // ext4 grows offline: the kills must then land in offline resizes and
-    // the recovery must have run.
+    // the recovery must have run. Kills at random moments of the whole
+    // growth may all miss a resize of a few milliseconds on a fast
+    // machine, so every other round waits for the resize's mark and kills
+    // at a random moment of the resize itself (at once in round 1).
     let offline = String::from_utf8_lossy(&probe_out.stderr).contains("resizing offline");
     drop(probe);
     let mut recovered = 0;
@@ -228,8 +276,21 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
         let name = d.disk.name();
         let env = fault_env(&name);
         let mut child = grower(&env, &name).spawn().unwrap();
-        let at = rng.below(full + full / 5 + 1);
-        std::thread::sleep(Duration::from_millis(at));
+        let at = if offline && round % 2 == 1 {
+            let in_resize = if round == 1 {
+                0
+            } else {
+                rng.below(window.unwrap_or_default().as_micros() as u64 + 1)
+            };
+            if resize_started(&env, &child) {
+                std::thread::sleep(Duration::from_micros(in_resize));
+            }
+            format!("{in_resize} µs into the offline resize")
+        } else {
+            let at = rng.below(full + full / 5 + 1);
+            std::thread::sleep(Duration::from_millis(at));
+            format!("at {at} ms of {full}")
+        };
         kill_tree(&mut child);
         // The next growth (a retry, or the next boot's) recovers and ends
         // the work.
@@ -237,15 +298,13 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
-            "{fstype} round {round} (killed at {at} ms of {full}): {said}"
+            "{fstype} round {round} (killed {at}): {said}"
         );
         if said.contains("was cut short") {
             recovered += 1;
         }
         if let Err(e) = checks_clean(&d.disk.dev, fstype) {
-            panic!(
-                "{fstype} round {round} (killed at {at} ms): not clean after recovery: {e}\n{said}"
-            );
+            panic!("{fstype} round {round} (killed {at}): not clean after recovery: {e}\n{said}");
         }
         assert_eq!(
             known_sum(&d.disk.dev),
@@ -265,8 +324,12 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
             String::from_utf8_lossy(&served.stderr)
         );
     }
+    let resize = match window {
+        Some(w) => format!(", its offline resize {} ms", w.as_millis()),
+        None => String::new(),
+    };
     eprintln!(
-        "{fstype}: 20 growths killed ({full} ms each uncut), {recovered} offline resizes cut short and repaired"
+        "{fstype}: 20 growths killed ({full} ms each uncut{resize}), {recovered} offline resizes cut short and repaired"
     );
     if offline {
         assert!(
