@@ -499,7 +499,7 @@ mod tests {
     use super::*;
 
     /// The original's answers and ours, for the kernel command lines the
-    /// platform sends (docs/timezone.md holds the same table).
+    /// platform sends (docs/boot.md holds the same table).
     #[test]
     fn zones_as_the_original_with_our_extension() {
         let have = |z: &str| ["America/New_York", "Europe/Paris", "Etc/UTC"].contains(&z);
