@@ -346,16 +346,7 @@ fn e2fsck_with(dev: &Path, flags: &[&str]) -> Result<Result<(), String>> {
                 .unwrap_or_default()
                 .trim()
                 .to_string();
-            Ok(Err(format!(
-                "{} found errors ({}){}",
-                out.command,
-                out.ended(),
-                if last.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {last}")
-                }
-            )))
+            Ok(Err(out.summary("found errors", &last)))
         }
         _ => bail!(
             "{} could not check the filesystem ({}): {}",

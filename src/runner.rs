@@ -100,16 +100,18 @@ impl Outcome {
         } else {
             said
         };
-        bail!(
-            "{} failed ({}){}",
-            self.command,
-            self.ended(),
-            if said.is_empty() {
-                String::new()
-            } else {
-                format!(": {said}")
-            }
-        )
+        bail!("{}", self.summary("failed", &said))
+    }
+
+    /// "COMMAND VERB (how it ended): SAID", without the colon part when
+    /// `said` is empty.
+    pub fn summary(&self, verb: &str, said: &str) -> String {
+        let mut text = format!("{} {verb} ({})", self.command, self.ended());
+        if !said.is_empty() {
+            text.push_str(": ");
+            text.push_str(said);
+        }
+        text
     }
 }
 
