@@ -126,7 +126,9 @@ vm-test: deb
 vm-fault-test: deb
 	./scripts/vm-test --faults $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
-# The same image booted bare, with our package, and with cloud-init.
+# The same image booted bare, with our package, and with cloud-init, 10
+# interleaved first boots each (GANDI_BENCH_BOOTS) plus second boots of
+# bare and ours (GANDI_BENCH_SECOND): close to two hours here.
 vm-bench: deb
 	./scripts/vm-test --bench $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
