@@ -240,20 +240,12 @@ pub fn extract(reader: impl Read, prefix: &Path, dest: &Tree, limits: Limits) ->
             }
             out.set_permissions(Permissions::from_mode(mode))?;
         } else if kind.is_symlink() {
-            let target = entry
-                .link_name()
-                .context("reading a link target")?
-                .ok_or_else(|| anyhow!("link {} without target", raw.display()))?
-                .into_owned();
+            let target = link_target(&entry, &raw)?;
             // Kept as an entry; nothing we do follows it.
             dir.symlink_contents(&target, name)
                 .with_context(|| format!("entry {}: linking {}", raw.display(), shown()))?;
         } else if kind.is_hard_link() {
-            let target = entry
-                .link_name()
-                .context("reading a link target")?
-                .ok_or_else(|| anyhow!("link {} without target", raw.display()))?
-                .into_owned();
+            let target = link_target(&entry, &raw)?;
             let target = clean(&target)?;
             let Ok(inside) = target.strip_prefix(prefix) else {
                 bail!(
@@ -295,6 +287,15 @@ pub fn extract(reader: impl Read, prefix: &Path, dest: &Tree, limits: Limits) ->
 
 /// Creates file `name` in `dir`: it must not exist (a name given twice is
 /// refused), and it is never opened through a link.
+/// The target of a link entry (`raw` is its name, for the error).
+fn link_target<R: Read>(entry: &tar::Entry<R>, raw: &Path) -> Result<PathBuf> {
+    Ok(entry
+        .link_name()
+        .context("reading a link target")?
+        .ok_or_else(|| anyhow!("link {} without target", raw.display()))?
+        .into_owned())
+}
+
 fn create_new(dir: &Dir, name: &OsStr, mode: u32) -> std::io::Result<cap_std::fs::File> {
     let mut opts = OpenOptions::new();
     opts.write(true)

@@ -195,63 +195,61 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn array(&mut self) -> Result<Value, SyntaxError> {
+    /// A list or an object: its opening byte (at the cursor), items read
+    /// by `item` separated by commas, then `close`.
+    fn items<T>(
+        &mut self,
+        close: u8,
+        unexpected: &'static str,
+        mut item: impl FnMut(&mut Self) -> Result<T, SyntaxError>,
+    ) -> Result<Vec<T>, SyntaxError> {
         self.enter()?;
         self.bump();
         let mut items = Vec::new();
         self.blank();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.bump();
             self.depth -= 1;
-            return Ok(Value::Array(items));
+            return Ok(items);
         }
         loop {
             self.blank();
-            items.push(self.value()?);
+            items.push(item(self)?);
             self.blank();
             match self.bump() {
                 Some(b',') => continue,
-                Some(b']') => break,
-                _ => return Err(self.error("expected ',' or ']' in a list")),
+                Some(c) if c == close => break,
+                _ => return Err(self.error(unexpected)),
             }
         }
         self.depth -= 1;
+        Ok(items)
+    }
+
+    fn array(&mut self) -> Result<Value, SyntaxError> {
+        let items = self.items(b']', "expected ',' or ']' in a list", |p| p.value())?;
         Ok(Value::Array(items))
     }
 
     fn object(&mut self) -> Result<Value, SyntaxError> {
-        self.enter()?;
-        self.bump();
-        let mut members = Vec::new();
-        self.blank();
-        if self.peek() == Some(b'}') {
-            self.bump();
-            self.depth -= 1;
-            return Ok(Value::Object(members));
-        }
-        loop {
-            self.blank();
-            if self.peek() != Some(b'"') {
-                return Err(self.error("expected a key (a string in double quotes)"));
-            }
-            let (line, col) = (self.line, self.col);
-            let name = self.string()?;
-            self.blank();
-            if self.bump() != Some(b':') {
-                return Err(self.error("expected ':' after a key"));
-            }
-            self.blank();
-            let value = self.value()?;
-            members.push((Key { name, line, col }, value));
-            self.blank();
-            match self.bump() {
-                Some(b',') => continue,
-                Some(b'}') => break,
-                _ => return Err(self.error("expected ',' or '}' in an object")),
-            }
-        }
-        self.depth -= 1;
+        let members = self.items(b'}', "expected ',' or '}' in an object", |p| p.member())?;
         Ok(Value::Object(members))
+    }
+
+    /// `"key": value` in an object.
+    fn member(&mut self) -> Result<(Key, Node), SyntaxError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.error("expected a key (a string in double quotes)"));
+        }
+        let (line, col) = (self.line, self.col);
+        let name = self.string()?;
+        self.blank();
+        if self.bump() != Some(b':') {
+            return Err(self.error("expected ':' after a key"));
+        }
+        self.blank();
+        let value = self.value()?;
+        Ok((Key { name, line, col }, value))
     }
 
     fn number(&mut self) -> Result<String, SyntaxError> {

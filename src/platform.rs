@@ -143,17 +143,12 @@ pub fn read(text: &[u8]) -> Result<Config, Problem> {
         ],
     );
 
-    if let Some(h) = r.string(doc.get("vm_hostname"), "vm_hostname") {
-        if valid_hostname(h) {
-            c.hostname = Some(h.to_string());
-        } else {
-            r.bad(
-                doc.get("vm_hostname"),
-                "vm_hostname",
-                format!("{h:?} is not a valid hostname"),
-            );
-        }
-    }
+    c.hostname = r.valid_string(
+        doc.get("vm_hostname"),
+        "vm_hostname",
+        valid_hostname,
+        "hostname",
+    );
     if let Some(conf) = r.object(doc.get("vm_conf"), "vm_conf") {
         r.twice(conf, "vm_conf", &["password", "ssh_key"]);
         let p = conf.get("password");
@@ -194,17 +189,7 @@ pub fn read(text: &[u8]) -> Result<Config, Problem> {
             r.bad(Some(node), &path, "null is not an SSH key".into());
         }
     }
-    if let Some(l) = r.string(doc.get("login"), "login") {
-        if valid_login(l) {
-            c.login = Some(l.to_string());
-        } else {
-            r.bad(
-                doc.get("login"),
-                "login",
-                format!("{l:?} is not a valid user name"),
-            );
-        }
-    }
+    c.login = r.valid_string(doc.get("login"), "login", valid_login, "user name");
     for (i, node) in r
         .list(doc.get("nameservers"), "nameservers")
         .into_iter()
@@ -509,6 +494,23 @@ impl Reader {
             Value::String(s) => Some(s.as_str()),
             _ => None,
         })
+    }
+
+    /// A string field that `valid` accepts; another is a problem saying
+    /// it is not a valid `what`.
+    fn valid_string(
+        &mut self,
+        node: Option<&Node>,
+        path: &str,
+        valid: fn(&str) -> bool,
+        what: &str,
+    ) -> Option<String> {
+        let s = self.string(node, path)?;
+        if valid(s) {
+            return Some(s.to_string());
+        }
+        self.bad(node, path, format!("{s:?} is not a valid {what}"));
+        None
     }
 
     fn object<'n>(&mut self, node: Option<&'n Node>, path: &str) -> Option<&'n Node> {
