@@ -133,3 +133,40 @@ fn shipped_file_parses_cleanly_and_sets_the_defaults() {
         );
     }
 }
+
+/// Every key the reader knows (each is a string literal in settings.rs) is
+/// in the shipped file (set, or commented with its default) and in the
+/// README's table, so that no setting is undocumented.
+#[test]
+fn every_key_is_shipped_and_documented() {
+    let source = include_str!("../settings.rs");
+    let shipped = include_str!("../../etc/default/gandi");
+    let readme = include_str!("../../README.md");
+    let mut keys: Vec<&str> = source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            (s.starts_with("CONFIG_") || s.starts_with("GANDI_"))
+                && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert!(keys.len() > 20, "{keys:?}");
+    for key in keys {
+        if key == "GANDI_CONFIG" {
+            // The environment variable naming the file itself.
+            assert!(readme.contains(key));
+            continue;
+        }
+        assert!(
+            shipped.contains(&format!("{key}=")),
+            "{key} missing from etc/default/gandi"
+        );
+        assert!(
+            readme.contains(&format!("`{key}`")),
+            "{key} missing from the README's settings table"
+        );
+    }
+}
