@@ -79,8 +79,9 @@ pub enum Cmd {
     /// Per-boot housekeeping, each step gated by its flag: serial console
     /// getty, /etc/hosts when missing, the fstab root line by UUID, the
     /// system crontab spread per machine, timezone, SSH host keys and
-    /// settings, motd, ext3/4 root mount count; then the post-vm-config
-    /// hook.
+    /// settings, motd; the admin's plugins and the post-vm-config hook;
+    /// then (after READY=1 to systemd when run by its unit) the ext3/4
+    /// root's mount count.
     Config {
         /// Set up the tree at DIR instead of the live system.
         #[arg(long, value_name = "DIR", default_value = "/")]

@@ -25,6 +25,7 @@ pub mod marked;
 pub mod migrate;
 pub mod mount;
 pub mod network;
+pub mod notify;
 pub mod out;
 pub mod perboot;
 pub mod platform;

@@ -84,6 +84,39 @@ fn files(root: &Path) -> Vec<(PathBuf, (Vec<u8>, u32))> {
         .collect()
 }
 
+/// Under `Type=notify`, config tells systemd it is ready (the units after
+/// it start) before its last step, and only once.
+#[test]
+fn config_says_ready_to_systemd_once() {
+    let t = tree(true, true, &[]);
+    let sock_path = t.env.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "--root"])
+        .arg(&t.root)
+        .env("GANDI_CONFIG", t.env.config())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("no notification from config");
+    let said = String::from_utf8_lossy(&buf[..n]);
+    assert!(said.starts_with("READY=1\n"), "{said}");
+    assert!(said.contains("STATUS="), "{said}");
+    sock.set_nonblocking(true).unwrap();
+    assert!(sock.recv(&mut buf).is_err(), "a second notification");
+    // The steps after it still ran (here: noted for the first boot).
+    assert_eq!(result(&t, "mount-count"), "deferred");
+}
+
 #[test]
 fn every_step_on_a_tree_then_a_second_run_changes_nothing() {
     if !system_test(&["ssh-keygen"]) {
