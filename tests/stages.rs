@@ -53,7 +53,17 @@ fn tree(sshd_include: bool, zoneinfo: bool, extra: &[&str]) -> CfgTree {
 }
 
 fn config(t: &CfgTree, cmdline: Option<&str>) -> std::process::Output {
+    config_env(t, cmdline, &[])
+}
+
+/// `config`, with more variables in its environment.
+fn config_env(
+    t: &CfgTree,
+    cmdline: Option<&str>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Output {
     let mut cmd = Command::new(BIN);
+    cmd.envs(env.iter().copied());
     cmd.args(["config", "--root"]).arg(&t.root);
     if let Some(line) = cmdline {
         let file = t.env.path().join("cmdline");
@@ -93,14 +103,7 @@ fn config_says_ready_to_systemd_once() {
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "--root"])
-        .arg(&t.root)
-        .env("GANDI_CONFIG", t.env.config())
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
+    let out = config_env(&t, None, &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
     assert!(
         out.status.success(),
         "{}",
