@@ -149,7 +149,9 @@ pub enum Cmd {
     /// addresses from the platform config (or DHCP) through networkd,
     /// ifupdown or udhcpc, ARP and rp_filter settings for secondary
     /// interfaces, virtio queues, a route metric per interface, then the
-    /// post-iface-attach hook. With --remove, remove what was generated.
+    /// post-iface-attach hook. With --remove (when the unit stops), stop
+    /// its DHCP client and, if the NIC is gone, remove what was generated
+    /// for it; a NIC still present (a shutdown) keeps its files.
     Iface {
         name: String,
         #[arg(long)]

@@ -305,12 +305,25 @@ pub fn udhcpc_event(event: &str) -> Result<i32> {
     Ok(0)
 }
 
-/// `gandi-vm iface --remove IFACE`: removes what was generated for it.
+/// `gandi-vm iface --remove IFACE`: what `gandi-iface@IFACE` runs when it
+/// stops. Stops the interface's DHCP client of our own; when the NIC is
+/// gone (unplugged), also removes what was generated for it. A NIC still
+/// present keeps its files: the unit also stops at every shutdown, and
+/// removing them then would leave the next boot without the interface's
+/// configuration (and drop the admin's edits of it) until bootstrap
+/// writes it again, if it can.
 pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
     if !valid_iface(name) {
         bail!("{name:?} is not an interface name");
     }
     stop_udhcpc(&run_dir_file(settings, &format!("udhcpc-{name}.pid")));
+    // Asked of the kernel: /sys/class/net lists the interfaces of our
+    // network namespace.
+    let present = fs::symlink_metadata(settings.sys_dir.join("class/net").join(name)).is_ok();
+    if present {
+        log::info!("{name}: still present (a shutdown or a stop): its network files kept");
+        return Ok(0);
+    }
     let tree = Tree::open(root)?;
     let networkd_file = network::file_of(Stack::Networkd, name);
     let had_networkd = tree.lstat(&networkd_file).is_ok();

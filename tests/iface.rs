@@ -306,7 +306,8 @@ fn queues_through_the_ethtool_ioctl() {
 /// With systemd-networkd, the interface's file is written, and networkd is
 /// told to reload only when the file changed: at boot the file is
 /// bootstrap's, already loaded, and a reload would restart the interface's
-/// configuration mid-boot. (networkd does not run here: `networkctl` is a
+/// configuration mid-boot. The file is removed when the NIC goes, not
+/// when the unit stops with the NIC present (a shutdown). (networkd does not run here: `networkctl` is a
 /// stand-in that records its calls; the real one is exercised by the VM
 /// test's NIC hot-plug.)
 #[test]
@@ -326,9 +327,11 @@ fn networkd_reloads_only_when_the_file_changed() {
     );
     let net = Net::new(env.path(), "n");
     net.link("eth2", "p2", "10.88.0.1/24", 1);
-    let attach = || {
+    let iface = |extra: &[&str]| {
         let out = Command::new("ip")
-            .args(["netns", "exec", &net.vm, BIN, "iface", "eth2", "--root"])
+            .args(["netns", "exec", &net.vm, BIN, "iface", "eth2"])
+            .args(extra)
+            .arg("--root")
             .arg(&root)
             .env("GANDI_CONFIG", env.config())
             .env(
@@ -343,6 +346,7 @@ fn networkd_reloads_only_when_the_file_changed() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
+    let attach = || iface(&[]);
     let file = root.join("etc/systemd/network/50-gandi-eth2.network");
     attach();
     let text = fs::read_to_string(&file).unwrap();
@@ -375,5 +379,22 @@ fn networkd_reloads_only_when_the_file_changed() {
         fs::read_to_string(&calls).unwrap().lines().count(),
         4,
         "no reload after the file changed"
+    );
+
+    // The unit stops at every shutdown, the NIC still there: the file
+    // stays (the next boot needs it), and networkd is not told anything.
+    iface(&["--remove"]);
+    assert!(fs::read_to_string(&file).unwrap().contains("10.88.0.6"));
+    assert_eq!(fs::read_to_string(&calls).unwrap().lines().count(), 4);
+    // Nor is the platform's value taken as new at the next start.
+    attach();
+    assert_eq!(fs::read_to_string(&calls).unwrap().lines().count(), 4);
+    // Unplugged: the file goes, and networkd reloads its files.
+    net.vm_cmd(&["ip", "link", "del", "eth2"]);
+    iface(&["--remove"]);
+    assert!(!file.exists());
+    assert_eq!(
+        fs::read_to_string(&calls).unwrap().lines().last(),
+        Some("reload")
     );
 }
