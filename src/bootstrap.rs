@@ -205,8 +205,10 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     }
 
     rec.step("state", || {
+        let writes = ledger.is_changed();
         ledger.save(&tree)?;
-        Ok(Done::unchanged(
+        Ok(Done::of(
+            Change::from_bool(writes),
             tree.shown(settings.state_dir.join("applied.json"))
                 .display()
                 .to_string(),

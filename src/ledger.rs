@@ -29,7 +29,8 @@ pub struct Ledger {
     values: BTreeMap<String, String>,
     /// Why the file could not be read, when it was damaged.
     pub damaged: Option<String>,
-    changed: bool,
+    /// The values the file holds (as read, or as last written).
+    saved: BTreeMap<String, String>,
 }
 
 /// The fingerprint of `value` for `field`.
@@ -59,7 +60,7 @@ impl Ledger {
             path,
             values: BTreeMap::new(),
             damaged: None,
-            changed: false,
+            saved: BTreeMap::new(),
         };
         match lock {
             Ok(Some(l)) => ledger._lock = Some(l),
@@ -82,7 +83,10 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => ledger.damaged = Some(format!("{}: {e}", tree.shown(&ledger.path).display())),
             Ok((data, _)) => match parse(&data) {
-                Some(values) => ledger.values = values,
+                Some(values) => {
+                    ledger.saved = values.clone();
+                    ledger.values = values;
+                }
                 None => {
                     ledger.damaged = Some(format!(
                         "{} is damaged: every value is applied again",
@@ -107,17 +111,12 @@ impl Ledger {
 
     /// Records `value` as applied to `field`.
     pub fn set(&mut self, field: &str, value: &[u8]) {
-        let fp = fingerprint(field, value);
-        if self.values.get(field) != Some(&fp) {
-            self.values.insert(field.to_string(), fp);
-            self.changed = true;
-        }
+        self.values
+            .insert(field.to_string(), fingerprint(field, value));
     }
 
     pub fn remove(&mut self, field: &str) {
-        if self.values.remove(field).is_some() {
-            self.changed = true;
-        }
+        self.values.remove(field);
     }
 
     /// The fields recorded under `prefix` (`iface:`), without the prefix.
@@ -126,6 +125,13 @@ impl Ledger {
             .keys()
             .filter_map(|k| k.strip_prefix(prefix).map(str::to_string))
             .collect()
+    }
+
+    /// Whether `save` has something to write: values that differ from the
+    /// file's (a field removed and set again to the same value does not
+    /// count), or a damaged file to replace.
+    pub fn is_changed(&self) -> bool {
+        self.values != self.saved || self.damaged.is_some()
     }
 
     /// Writes the ledger when it changed (0600, in a 0700 folder).
@@ -137,7 +143,7 @@ impl Ledger {
                 self.damaged.as_deref().unwrap_or("its lock is held")
             );
         }
-        if !self.changed && self.damaged.is_none() {
+        if !self.is_changed() {
             return Ok(());
         }
         if let Some(dir) = self.path.parent() {
@@ -157,7 +163,7 @@ impl Ledger {
                 dir_mode: 0o700,
             },
         )?;
-        self.changed = false;
+        self.saved = self.values.clone();
         self.damaged = None;
         Ok(())
     }
@@ -211,5 +217,34 @@ mod tests {
         let l = Ledger::load(&t, state);
         assert!(l.damaged.is_some());
         assert!(l.is_new("hostname", b"a"));
+        // A damaged file is replaced at the next save.
+        assert!(l.is_changed());
+    }
+
+    /// Written only when the values differ from the file's: a field removed
+    /// and set again (the root keys' refresh) writes nothing.
+    #[test]
+    fn written_only_when_the_values_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tree::open(dir.path()).unwrap();
+        let state = Path::new("/var/lib/gandi");
+        let file = dir.path().join("var/lib/gandi/applied.json");
+        let mut l = Ledger::load(&t, state);
+        assert!(!l.is_changed());
+        l.save(&t).unwrap();
+        assert!(!file.exists(), "an empty ledger was written");
+        l.set("key:root:1", b"1");
+        assert!(l.is_changed());
+        l.save(&t).unwrap();
+        assert!(!l.is_changed());
+        drop(l);
+        let mut l = Ledger::load(&t, state);
+        assert!(!l.is_changed());
+        l.remove("key:root:1");
+        assert!(l.is_changed());
+        l.set("key:root:1", b"1");
+        assert!(!l.is_changed());
+        l.set("key:root:1", b"2");
+        assert!(l.is_changed());
     }
 }

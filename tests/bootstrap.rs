@@ -156,6 +156,8 @@ fn applies_the_config_to_a_tree_and_a_second_run_keeps_it() {
     for name in ["root-disk", "plugins"] {
         assert_eq!(result(&root, name), "deferred", "{name}");
     }
+    // The record of what was applied: written.
+    assert_eq!(result(&root, "state"), "changed");
 
     // Twice, same platform config: nothing changes, values are "kept".
     let before = tree_state(&root);
@@ -176,6 +178,7 @@ fn applies_the_config_to_a_tree_and_a_second_run_keeps_it() {
     }
     assert_eq!(result(&root, "network"), "unchanged");
     assert!(detail(&root, "network").contains("eth0 kept"));
+    assert_eq!(result(&root, "state"), "unchanged");
 }
 
 #[test]
