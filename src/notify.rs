@@ -3,9 +3,12 @@
 //! after ours start while we finish work nothing waits for.
 //!
 //! Without systemd (or run by hand) the variable is unset and nothing is
-//! sent. A failure to send is logged, never an error: under
-//! `Type=notify` systemd then waits for the process to end instead, as it
-//! would for a oneshot unit.
+//! sent. A failure to send is logged and the run goes on (its steps are
+//! done all the same), but systemd then marks the unit failed when the
+//! process ends, with the result `protocol` (seen with systemd 252): a
+//! `Type=notify` unit whose process exits without `READY=1` never became
+//! active. The units ordered after it still start (they are ordered after
+//! it, not bound to it).
 
 use std::ffi::OsStr;
 use std::io;
@@ -22,8 +25,8 @@ pub fn ready(status: &str) -> bool {
     match send(&socket, &format!("READY=1\nSTATUS={status}\n")) {
         Ok(()) => true,
         Err(e) => {
-            log::warn!(
-                "telling systemd we are ready ({}): {e}",
+            log::error!(
+                "telling systemd we are ready ({}): {e}; the unit will end as failed",
                 socket.to_string_lossy()
             );
             false
