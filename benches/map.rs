@@ -5,8 +5,11 @@
 //!   paired loops against a static no-op built here (the exec floor: what
 //!   any static program costs to start): several rounds, each timing a few
 //!   hundred runs of each program in turn, the order rotating; the ratio
-//!   of each round, then their median and spread. Side by side, the
-//!   reference algorithm (the original shell map,
+//!   of each round, then their median and spread. In the same rounds, the
+//!   lookup's reads alone (a static program built here that makes the same
+//!   opens, reads, listings and link reads, taken from an `strace` of the
+//!   lookup, and nothing else): what the map's rules cost before any of its
+//!   own work. Side by side, the reference algorithm (the original shell map,
 //!   `benches/fixtures/reference-auto.gandi`).
 //! - Per lookup, deterministic counts: system calls (`strace -c`), minor
 //!   page faults (`getrusage` of the children), bytes read.
@@ -135,7 +138,8 @@ impl Prog<'_> {
 /// Paired loops: `rounds` rounds, each timing `runs` runs of every program
 /// in turn (the order rotating from round to round). Returns, for each
 /// program after the first, the ratios of its time to the first's, one per
-/// round, sorted; and the first's time per run (median of the rounds).
+/// round, in the rounds' order; and the first's time per run (median of the
+/// rounds).
 fn paired(progs: &[Prog], rounds: usize, runs: usize) -> (Vec<Vec<f64>>, Duration) {
     let mut ratios = vec![Vec::new(); progs.len() - 1];
     let mut floors = Vec::new();
@@ -150,9 +154,6 @@ fn paired(progs: &[Prog], rounds: usize, runs: usize) -> (Vec<Vec<f64>>, Duratio
             ratios[i - 1].push(times[i].as_secs_f64() / times[0].as_secs_f64());
         }
     }
-    for r in &mut ratios {
-        r.sort_by(f64::total_cmp);
-    }
     floors.sort();
     (ratios, floors[floors.len() / 2])
 }
@@ -160,9 +161,37 @@ fn paired(progs: &[Prog], rounds: usize, runs: usize) -> (Vec<Vec<f64>>, Duratio
 /// Builds the exec floor: a static Rust program that does nothing, linked
 /// as the map is.
 fn static_noop(dir: &Path) -> PathBuf {
-    let src = dir.join("noop.rs");
-    fs::write(&src, "fn main() {}\n").unwrap();
-    let out = dir.join("noop");
+    static_program(dir, "noop", "fn main() {}\n")
+}
+
+/// The floor of a lookup's reads: a static program that makes the same
+/// reads as the map (given as `f:FILE`, `d:DIR`, `l:LINK`: read to the end
+/// through one buffer, list, read the link) and nothing else.
+const REPLAY: &str = r#"use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+fn main() {
+    let mut buf = [0u8; 16384];
+    for arg in std::env::args_os().skip(1) {
+        let b = arg.as_bytes();
+        if b.len() < 3 { continue; }
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&b[2..]));
+        match b[0] {
+            b'f' => if let Ok(mut f) = std::fs::File::open(path) {
+                while f.read(&mut buf).is_ok_and(|n| n > 0) {}
+            },
+            b'd' => { let _ = std::fs::read_dir(path).map(|d| d.count()); }
+            b'l' => { let _ = std::fs::read_link(path); }
+            _ => {}
+        }
+    }
+}
+"#;
+
+/// Builds a static Rust program from `source`, linked as the map is.
+fn static_program(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.rs"));
+    fs::write(&src, source).unwrap();
+    let out = dir.join(name);
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let host = String::from_utf8(Command::new(&rustc).arg("-vV").output().unwrap().stdout)
         .unwrap()
@@ -182,8 +211,53 @@ fn static_noop(dir: &Path) -> PathBuf {
         .arg(&src)
         .status()
         .unwrap();
-    assert!(st.success(), "building the static no-op failed");
+    assert!(st.success(), "building the static {name} failed");
     out
+}
+
+/// The files, folders and links one run of `prog` reads (from `strace`),
+/// as arguments of the [`REPLAY`] program; without what the Rust runtime
+/// and the C library read at every start (the replay reads them itself).
+fn reads_of(prog: &Prog, dir: &Path) -> Vec<String> {
+    let trace = dir.join("reads.out");
+    let _ = Command::new("strace")
+        .args([
+            "-f",
+            "-s",
+            "4096",
+            "-e",
+            "trace=openat,open,readlink,readlinkat",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(prog.path)
+        .args(&prog.args)
+        .envs(prog.env.iter().map(|(k, v)| (*k, *v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let text = fs::read_to_string(&trace).unwrap_or_default();
+    let reads: Vec<String> = text
+        .lines()
+        .filter_map(|line| {
+            // `[PID ]call(ARGS) = RESULT`
+            let call = line.split('(').next()?.split_whitespace().last()?;
+            let path = line.split('"').nth(1)?;
+            if matches!(path, "/proc/self/maps" | "/proc/self/exe") {
+                return None;
+            }
+            let kind = if call.starts_with("readlink") {
+                'l'
+            } else if line.contains("O_DIRECTORY") {
+                'd'
+            } else {
+                'f'
+            };
+            Some(format!("{kind}:{path}"))
+        })
+        .collect();
+    assert!(!reads.is_empty(), "no reads traced for {}", prog.name);
+    reads
 }
 
 /// Per run of `prog`: system calls, minor page faults, bytes read.
@@ -249,8 +323,10 @@ fn ms(d: Duration) -> String {
     format!("{:8.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// `median [min .. max]` of sorted ratios.
+/// `median [min .. max]` of ratios.
 fn spread(r: &[f64]) -> String {
+    let mut r = r.to_vec();
+    r.sort_by(f64::total_cmp);
     format!(
         "{:5.2}x [{:.2} .. {:.2}]",
         r[r.len() / 2],
@@ -294,6 +370,7 @@ fn main() {
     });
     let mut baseline_rows = Vec::new();
     let noop = static_noop(dir.path());
+    let replay = static_program(dir.path(), "replay", REPLAY);
     let reference =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/reference-auto.gandi");
     let env = vec![
@@ -313,8 +390,19 @@ fn main() {
     );
     println!("7 rounds of 300 runs each; ratio to the no-op: median [min .. max]");
     println!(
-        "{:>5}  {:>10}  {:<26} {:<26} {:>9} {:>14} {:>12}",
-        "disks", "no-op", "hit", "miss", "syscalls", "minor faults", "bytes read"
+        "(its reads: a static program that makes the same reads as the lookup and nothing else)"
+    );
+    println!(
+        "{:>5}  {:>10}  {:<26} {:<26} {:<26} {:<26} {:>9} {:>14} {:>12}",
+        "disks",
+        "no-op",
+        "hit",
+        "miss",
+        "hit's reads",
+        "miss's reads",
+        "syscalls",
+        "minor faults",
+        "bytes read"
     );
     let mut summary = Vec::new();
     for n in [1usize, 32, 128] {
@@ -347,6 +435,15 @@ fn main() {
             prog("hit", &[&hit_key]),
             prog("miss", &["no-such-disk"]),
         ];
+        for (i, name) in [(1, "hit's reads"), (2, "miss's reads")] {
+            let args = reads_of(&progs[i], dir.path());
+            progs.push(Prog {
+                name,
+                path: &replay,
+                args,
+                env: Vec::new(),
+            });
+        }
         if let Some(base) = &baseline {
             progs.push(Prog {
                 name: "baseline hit",
@@ -357,10 +454,11 @@ fn main() {
         }
         let (ratios, floor) = paired(&progs, 7, 300);
         if baseline.is_some() {
-            // Per round: ours / the baseline's, hits.
+            // Per round: ours / the baseline's, hits (the baseline is the
+            // last program).
             let mut vs: Vec<f64> = ratios[0]
                 .iter()
-                .zip(&ratios[2])
+                .zip(&ratios[ratios.len() - 1])
                 .map(|(ours, base)| ours / base)
                 .collect();
             vs.sort_by(f64::total_cmp);
@@ -370,10 +468,12 @@ fn main() {
         let (mcalls, mfaults, mbytes) = counts(&progs[2], dir.path());
         let (ncalls, nfaults, nbytes) = counts(&progs[0], dir.path());
         println!(
-            "{n:>5}  {}  {:<26} {:<26} {:>9} {:>14} {:>12}",
+            "{n:>5}  {}  {:<26} {:<26} {:<26} {:<26} {:>9} {:>14} {:>12}",
             ms(floor),
             spread(&ratios[0]),
             spread(&ratios[1]),
+            spread(&ratios[2]),
+            spread(&ratios[3]),
             format!("{calls}/{mcalls}"),
             format!("{faults:.0}/{mfaults:.0}"),
             format!("{bytes}/{mbytes}"),
@@ -410,10 +510,12 @@ fn main() {
     println!();
     for (n, ratios, ref_hit, ours, _, _) in &summary {
         println!(
-            "{n:>3} disks: hit {} / miss {} the no-op (goal at 32 and 128: <= 1.2x); \
-             the reference takes {} a hit, {:.0}x ours ({})",
+            "{n:>3} disks: hit {} / miss {} the no-op (goal at 32 and 128: <= 1.2x), \
+             their reads alone {} / {}; the reference takes {} a hit, {:.0}x ours ({})",
             spread(&ratios[0]),
             spread(&ratios[1]),
+            spread(&ratios[2]),
+            spread(&ratios[3]),
             ms(*ref_hit).trim(),
             ref_hit.as_secs_f64() / ours.as_secs_f64(),
             ms(*ours).trim()
