@@ -219,24 +219,17 @@ fn static_program(dir: &Path, name: &str, source: &str) -> PathBuf {
 /// as arguments of the [`REPLAY`] program; without what the Rust runtime
 /// and the C library read at every start (the replay reads them itself).
 fn reads_of(prog: &Prog, dir: &Path) -> Vec<String> {
-    let trace = dir.join("reads.out");
-    let _ = Command::new("strace")
-        .args([
+    let text = traced(
+        prog,
+        dir,
+        &[
             "-f",
             "-s",
             "4096",
             "-e",
             "trace=openat,open,readlink,readlinkat",
-            "-o",
-        ])
-        .arg(&trace)
-        .arg(prog.path)
-        .args(&prog.args)
-        .envs(prog.env.iter().map(|(k, v)| (*k, *v)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let text = fs::read_to_string(&trace).unwrap_or_default();
+        ],
+    );
     let reads: Vec<String> = text
         .lines()
         .filter_map(|line| {
@@ -260,31 +253,12 @@ fn reads_of(prog: &Prog, dir: &Path) -> Vec<String> {
     reads
 }
 
-/// Per run of `prog`: system calls, minor page faults, bytes read.
-fn counts(prog: &Prog, dir: &Path) -> (u64, f64, u64) {
-    // System calls: strace's summary, its `total` line.
+/// Runs `prog` once under `strace` with `options` and returns the trace.
+fn traced(prog: &Prog, dir: &Path, options: &[&str]) -> String {
     let trace = dir.join("strace.out");
-    let mut cmd = prog.command();
-    let mut strace = Command::new("strace");
-    strace.args(["-f", "-c", "-o"]).arg(&trace).arg(prog.path);
-    strace
-        .args(&prog.args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in &prog.env {
-        strace.env(k, v);
-    }
-    let _ = strace.status();
-    let summary = fs::read_to_string(&trace).unwrap_or_default();
-    let calls = summary
-        .lines()
-        .find(|l| l.trim_end().ends_with("total"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    // Bytes read: the results of every read call.
     let _ = Command::new("strace")
-        .args(["-f", "-e", "trace=read,pread64,readv,preadv", "-o"])
+        .args(options)
+        .arg("-o")
         .arg(&trace)
         .arg(prog.path)
         .args(&prog.args)
@@ -292,8 +266,21 @@ fn counts(prog: &Prog, dir: &Path) -> (u64, f64, u64) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    let bytes = fs::read_to_string(&trace)
-        .unwrap_or_default()
+    fs::read_to_string(&trace).unwrap_or_default()
+}
+
+/// Per run of `prog`: system calls, minor page faults, bytes read.
+fn counts(prog: &Prog, dir: &Path) -> (u64, f64, u64) {
+    // System calls: strace's summary, its `total` line.
+    let summary = traced(prog, dir, &["-f", "-c"]);
+    let calls = summary
+        .lines()
+        .find(|l| l.trim_end().ends_with("total"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // Bytes read: the results of every read call.
+    let bytes = traced(prog, dir, &["-f", "-e", "trace=read,pread64,readv,preadv"])
         .lines()
         .filter_map(|l| {
             l.rsplit_once(") = ")?
@@ -307,6 +294,7 @@ fn counts(prog: &Prog, dir: &Path) -> (u64, f64, u64) {
     // Minor page faults: the children's, over a batch.
     use nix::sys::resource::{UsageWho, getrusage};
     let runs = 50;
+    let mut cmd = prog.command();
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)
         .unwrap()
         .minor_page_faults();
@@ -342,7 +330,10 @@ fn main() {
         std::process::exit(1);
     }
     let dir = tempfile::tempdir().unwrap();
-    // No test may attach loop devices meanwhile (our rules would see them).
+    // No test may attach loop devices meanwhile: our rules, given every
+    // loop device, would record and grow theirs.
+    // (In the tests' order: loop-faults, then udev.)
+    let _loops_serial = common::serial("loop-faults");
     let _serial = common::serial("udev");
     let _udevd = ensure_udevd();
     let mut loops = Loops(Vec::new());
@@ -350,9 +341,12 @@ fn main() {
     fs::write(
         &conf,
         format!(
-            "CONFIG_DISK_DEVICES=\"loop*\"\nGANDI_RUN_DIR={}\nGANDI_SYSTEMD_DIR={}\n",
+            "CONFIG_DISK_DEVICES=\"loop*\"\nGANDI_RUN_DIR={}\nGANDI_SYSTEMD_DIR={}\n\
+             GANDI_STATE_DIR={}\nGANDI_HOOK_DIR={}\n",
             dir.path().join("run").display(),
-            dir.path().join("no-systemd").display()
+            dir.path().join("no-systemd").display(),
+            dir.path().join("state").display(),
+            dir.path().join("hooks").display()
         ),
     )
     .unwrap();

@@ -264,12 +264,17 @@ impl Env {
     /// Writes the settings file: the given lines plus a private run dir.
     pub fn settings(&self, lines: &[String]) {
         // Growths are handed to this build (not to the machine's units),
-        // and only the automount this test started is ever signalled.
+        // their marks kept here (not in the machine's /var/lib/gandi), no
+        // hook of the machine runs, and only the automount this test
+        // started is ever signalled. A line given below wins over these.
         let mut text = format!(
-            "GANDI_RUN_DIR={}\nGANDI_SYSTEMD_DIR={}\nGANDI_AUTOFS_PIDFILE={}\n",
+            "GANDI_RUN_DIR={}\nGANDI_SYSTEMD_DIR={}\nGANDI_AUTOFS_PIDFILE={}\n\
+             GANDI_STATE_DIR={}\nGANDI_HOOK_DIR={}\n",
             self.path().join("run").display(),
             self.path().join("no-systemd").display(),
-            self.path().join("automount.pid").display()
+            self.path().join("automount.pid").display(),
+            self.path().join("state").display(),
+            self.path().join("hooks").display()
         );
         for l in lines {
             text.push_str(l);
