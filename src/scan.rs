@@ -148,9 +148,11 @@ impl<'a> Scan<'a> {
     /// the name, label and UUID), and those nothing knows yet, in kernel
     /// order. The metadata is the records' index (one file for all devices)
     /// when its entry's number and size agree with the kernel's list, else
-    /// udev's entry (one read, only while udevd runs). The index entries of
-    /// the devices returned are kept for `describe`, which checks them in
-    /// full.
+    /// udev's entry (one read, only while udevd runs, and only when it is of
+    /// the disk's current attach: a disk attached under a device number that
+    /// udev has not handled yet still has the entry of the earlier one). The
+    /// index entries of the devices returned are kept for `describe`, which
+    /// checks them in full.
     pub fn quick_match(
         &self,
         wanted: impl Fn(&str, Option<&str>, Option<&str>) -> bool,
@@ -180,8 +182,13 @@ impl<'a> Scan<'a> {
                         hit
                     }
                     None if self.udev_alive() => match self.udev_entry(entry.devnum) {
-                        Some((fs, _)) => wanted(name, fs.label.as_deref(), fs.uuid.as_deref()),
-                        None => true,
+                        Some((fs, seq)) if self.udev_current(entry, seq) => {
+                            wanted(name, fs.label.as_deref(), fs.uuid.as_deref())
+                        }
+                        // No entry, or one left from an earlier attach
+                        // (udev has not handled this one yet): as a device
+                        // nothing knows, probed by `describe`.
+                        _ => true,
                     },
                     None => true,
                 }
@@ -394,6 +401,17 @@ impl<'a> Scan<'a> {
         let path = self.settings.udev_data_dir.join(format!("b{devnum}"));
         let text = read_small(&path)?;
         Some(parse_udev_entry(&text))
+    }
+
+    /// Whether udev's entry, made when the disk had the attach sequence
+    /// number `seq`, is of the disk's current attach (as [`Self::udev_fs`]
+    /// judges: unknown numbers do not make it stale).
+    fn udev_current(&self, entry: &Entry, seq: Option<u64>) -> bool {
+        let Some(seq) = seq else {
+            return true;
+        };
+        let whole = self.parent(entry).unwrap_or_else(|| entry.name.clone());
+        self.diskseq(&whole).is_none_or(|now| now == seq)
     }
 
     /// udev's metadata for the device, unless the entry is left from an

@@ -562,3 +562,76 @@ fn the_root_filesystem_is_recorded_as_excluded_without_a_growth() {
         "a growth was handed off for the root filesystem"
     );
 }
+
+/// Restarts udev's event queue when dropped (also when the test fails).
+struct QueueStopped;
+
+impl QueueStopped {
+    fn new() -> QueueStopped {
+        sh(Command::new("udevadm").args(["control", "--stop-exec-queue"]));
+        QueueStopped
+    }
+}
+
+impl Drop for QueueStopped {
+    fn drop(&mut self) {
+        let _ = Command::new("udevadm")
+            .args(["control", "--start-exec-queue"])
+            .status();
+    }
+}
+
+/// A disk attached under a loop device that held another disk before, and
+/// looked up before udev has handled the attach: udev's entry is still the
+/// earlier disk's (another attach sequence number). The map must not
+/// believe it and miss (autofs would then refuse the key for a second or
+/// two): it probes the disk and serves it.
+#[test]
+fn a_lookup_before_udev_handles_an_attach_probes_the_new_disk() {
+    if !system_test(&["udevadm", "mkfs.ext4", "blkid"]) {
+        return;
+    }
+    let env = Env::new();
+    let udev = Udev::start(&env);
+    if udev.started.is_none() {
+        eprintln!(
+            "skipped: a udevd this test did not start runs, and its queue is not ours to stop"
+        );
+        return;
+    }
+    let d = LoopDisk::new(env.path(), "earlier.img", 16);
+    d.mkfs("ext4", Some("earlier"));
+    settings_for(&env, &[d.name()]);
+    udev.trigger(&[&d.dev]);
+    assert!(env.map("earlier").status.success());
+    // Detached, and the detach handled: the record is gone, udev's entry
+    // stays with the earlier attach's sequence number.
+    sh(Command::new("losetup").args(["-d", &d.dev]));
+    settle();
+    let later = env.path().join("later.img");
+    fs::File::create(&later).unwrap().set_len(16 << 20).unwrap();
+    mkfs(later.to_str().unwrap(), "ext4", Some("later"));
+    let queue = QueueStopped::new();
+    sh(Command::new("losetup").arg(&d.dev).arg(&later));
+    let out = env.map("later");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "not served before udev's event: {said}"
+    );
+    let location = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit_once(" :")
+        .map(|(_, l)| l.to_string())
+        .unwrap();
+    assert_eq!(
+        fs::canonicalize(&location).unwrap(),
+        Path::new(&d.dev),
+        "{location}"
+    );
+    // The earlier disk's label is not served from udev's old entry.
+    assert!(!env.map("earlier").status.success());
+    drop(queue);
+    settle();
+    assert!(env.map("later").status.success());
+}
