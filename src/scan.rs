@@ -404,14 +404,13 @@ impl<'a> Scan<'a> {
     }
 
     /// Whether udev's entry, made when the disk had the attach sequence
-    /// number `seq`, is of the disk's current attach (as [`Self::udev_fs`]
-    /// judges: unknown numbers do not make it stale).
+    /// number `seq`, is of the disk's current attach (the disk's number read
+    /// only when the entry has one).
     fn udev_current(&self, entry: &Entry, seq: Option<u64>) -> bool {
-        let Some(seq) = seq else {
-            return true;
-        };
-        let whole = self.parent(entry).unwrap_or_else(|| entry.name.clone());
-        self.diskseq(&whole).is_none_or(|now| now == seq)
+        seq.is_none() || {
+            let whole = self.parent(entry).unwrap_or_else(|| entry.name.clone());
+            same_attach(self.diskseq(&whole), seq)
+        }
     }
 
     /// udev's metadata for the device, unless the entry is left from an
@@ -422,12 +421,7 @@ impl<'a> Scan<'a> {
             return None;
         }
         let (fs, db_seq) = self.udev_entry(dev.devnum)?;
-        if let (Some(seq), Some(db)) = (dev.diskseq, db_seq)
-            && db != seq
-        {
-            return None;
-        }
-        Some(fs)
+        same_attach(dev.diskseq, db_seq).then_some(fs)
     }
 
     fn find_root_disks(&self) -> HashSet<String> {
@@ -567,6 +561,16 @@ impl<'a> Scan<'a> {
             (Some(t), _) if !safe_fstype(t) => Some(Exclusion::NotMountable(t.clone())),
             _ => None,
         }
+    }
+}
+
+/// Whether what was seen at the attach sequence number `then` is of the
+/// attach `now`: an unknown number (an older kernel or udev) does not make
+/// it stale.
+fn same_attach(now: Option<u64>, then: Option<u64>) -> bool {
+    match (now, then) {
+        (Some(now), Some(then)) => now == then,
+        _ => true,
     }
 }
 
