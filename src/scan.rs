@@ -39,8 +39,10 @@ struct Entry {
 
 /// The system's view, read once per command: the kernel's list of block
 /// devices, then, only when a question needs them, the mounts, the swaps,
-/// the root disks and whether udevd runs. A map lookup that matches nothing
-/// reads two files.
+/// the root disks and whether udevd runs. For a map lookup that matches
+/// nothing (every device recorded), it reads the kernel's list and the
+/// records index, lists the released keys, and reads the mount table (a
+/// disk detached while mounted under the key).
 pub struct Scan<'a> {
     settings: &'a Settings,
     entries: Vec<Entry>,
