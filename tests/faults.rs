@@ -1128,7 +1128,20 @@ fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
                 assert_eq!(entry_device(&out.stdout), dev, "ld{i}");
                 break;
             }
-            assert!(Instant::now() < deadline, "ld{i}: {}", said(&out));
+            if Instant::now() >= deadline {
+                // What the helper and the growers did with it, to tell why.
+                let dev = attached.lock().unwrap().0[i].clone().unwrap_or_default();
+                let name = dev.trim_start_matches("/dev/");
+                let record = fs::read_to_string(run.join(format!("disks/{name}.json")))
+                    .unwrap_or_else(|e| format!("no record: {e}"));
+                let log = fs::read_to_string(run.join("disk-grow.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                panic!(
+                    "ld{i} ({dev}): {}\nrecord: {record}\nlast lines of the growers' log:\n{}",
+                    said(&out),
+                    lines[lines.len().saturating_sub(60)..].join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
