@@ -272,7 +272,22 @@ pub fn grow(
                     return damaged(marks, why);
                 }
                 marks.start_resize(&format!("{before} bytes to {dev_size}"))?;
-                Run::new("resize2fs").arg(dev).limit(GROW_LIMIT).output()?;
+                let out = Run::new("resize2fs")
+                    .arg(dev)
+                    .env("LC_ALL", "C")
+                    .limit(GROW_LIMIT)
+                    .outcome()?;
+                if !out.success() && went_online(&out) {
+                    // Mounted between our look and resize2fs's own (a mount
+                    // begun before the mark, finished after it): resize2fs
+                    // then asks the kernel for an online resize, which it
+                    // refused, and writes nothing itself (offline it holds
+                    // the device exclusively, so no mount lands during its
+                    // work). Not cut short: the mark would refuse a disk
+                    // that nothing repairs before its next event.
+                    marks.end_resize()?;
+                }
+                out.check()?;
                 marks.end_resize()?;
                 "resize2fs (offline)".to_string()
             }
@@ -302,6 +317,12 @@ pub fn grow(
         after,
         tool: notes.join("; "),
     })
+}
+
+/// Whether a failed `resize2fs` found the filesystem mounted and tried the
+/// kernel's online resize instead (its message, in the C locale).
+fn went_online(out: &crate::runner::Outcome) -> bool {
+    out.stdout_text().contains("on-line resizing required")
 }
 
 /// Checks an unmounted ext2/3/4. Before a growth (`repair` false): a
