@@ -79,6 +79,11 @@ pub fn run(settings: &Settings, key: &str) -> Result<i32> {
             other => bail!("checking {other:?} filesystems is not supported"),
         }
     };
+    // The check's verdict is only this filesystem's while the device still
+    // holds it.
+    if matches!(fstype.as_str(), "ext2" | "ext3" | "ext4") {
+        crate::grow::still_ours(&dev_path, &marks)?;
+    }
     match outcome {
         Ok(()) => {
             marks.clear_damaged()?;

@@ -77,6 +77,11 @@ impl<'a> Marks<'a> {
         path(self.settings, kind, self.uuid.as_deref(), &self.name)
     }
 
+    /// The UUID of the filesystem these marks are of, when known.
+    pub fn uuid(&self) -> Option<&str> {
+        self.uuid.as_deref()
+    }
+
     /// Records that an offline resize of the filesystem starts (synced
     /// before the resize does).
     pub fn start_resize(&self, detail: &str) -> Result<()> {

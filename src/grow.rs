@@ -201,10 +201,32 @@ pub fn needs_work(
     Ok(fs_size_at(dev, fstype, mounted)?.saturating_add(MIN_GROWTH) <= dev_size)
 }
 
-/// Marks the filesystem damaged (refused until `disk check` repairs it).
-fn damaged(marks: &Marks, why: String) -> Result<Outcome> {
+/// Marks the filesystem damaged (refused until `disk check` repairs it),
+/// unless the device holds another filesystem now: the errors found are
+/// then not this one's.
+fn damaged(dev: &Path, marks: &Marks, why: String) -> Result<Outcome> {
+    still_ours(dev, marks).with_context(|| format!("not marked damaged ({why})"))?;
     marks.set_damaged(&why)?;
     Ok(Outcome::Damaged { why })
+}
+
+/// Fails when the ext filesystem on `dev` is not the one `marks` are of:
+/// the device was detached and another disk attached under its name since
+/// the grower looked (a loop device used again). Checks, repairs, resizes
+/// and marks then concern another filesystem, and must not be done or
+/// written for this one. Passes when either UUID is unknown.
+pub fn still_ours(dev: &Path, marks: &Marks) -> Result<()> {
+    let (Some(ours), Ok(now)) = (marks.uuid(), ExtSuper::read(dev)) else {
+        return Ok(());
+    };
+    if !now.uuid.eq_ignore_ascii_case(ours) {
+        bail!(
+            "{} holds another filesystem now (UUID {}, not {ours})",
+            dev.display(),
+            now.uuid
+        );
+    }
+    Ok(())
 }
 
 fn is_ext(fstype: &str) -> bool {
@@ -232,6 +254,9 @@ pub fn grow(
     marks: &Marks,
 ) -> Result<Outcome> {
     let mut notes = Vec::new();
+    if is_ext(fstype) {
+        still_ours(dev, marks)?;
+    }
     if is_ext(fstype)
         && mounted.is_none()
         && let Some(what) = marks.interrupted()
@@ -241,7 +266,7 @@ pub fn grow(
             dev.display()
         );
         if let Err(why) = e2fsck(dev, true)? {
-            return damaged(marks, why);
+            return damaged(dev, marks, why);
         }
         notes.push("a resize cut short repaired (e2fsck -fy)".to_string());
     }
@@ -269,8 +294,9 @@ pub fn grow(
                     dev.display()
                 );
                 if let Err(why) = e2fsck(dev, false)? {
-                    return damaged(marks, why);
+                    return damaged(dev, marks, why);
                 }
+                still_ours(dev, marks)?;
                 marks.start_resize(&format!("{before} bytes to {dev_size}"))?;
                 let out = Run::new("resize2fs")
                     .arg(dev)

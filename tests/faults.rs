@@ -1211,6 +1211,79 @@ fn a_resize_refused_because_a_mount_landed_leaves_no_cut_short_mark() {
     }
 }
 
+/// The device detached and another disk attached under its name while the
+/// grower checks it (a loop device used again): the errors the check
+/// finds are the other filesystem's, so the grower's filesystem is not
+/// marked damaged. A stand-in `e2fsck` swaps the disks at the moment it is
+/// asked to check, then reports errors.
+#[test]
+#[ignore = "make fault-test"]
+fn a_disk_swapped_during_its_check_is_not_marked_damaged() {
+    if !system_test(&["mkfs.ext4", "e2fsck", "losetup"]) {
+        return;
+    }
+    let _serial = serial("loop-faults");
+    let dir = tempfile::tempdir().unwrap();
+    let d = fault_disk(dir.path(), "ext4", "swapped", 64, 32);
+    let name = d.disk.name();
+    let other = dir.path().join("other.img");
+    fs::File::create(&other).unwrap().set_len(64 << 20).unwrap();
+    run_ok(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "intruder"])
+            .arg(&other),
+    );
+    let env = fault_env(&name);
+    let bin = env.path().join("bin");
+    let real = ["/sbin/e2fsck", "/usr/sbin/e2fsck"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    script(
+        &bin.join("e2fsck"),
+        &format!(
+            "case \"$*\" in *-p*)\n\
+             losetup -d {dev} && losetup {dev} {other}\n\
+             echo 'intruder: Run journal anyway'; exit 4;;\n\
+             esac\nexec {real} \"$@\"",
+            dev = d.disk.dev,
+            other = other.display()
+        ),
+    );
+    let out = grower(&env, &name)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("resizing offline"), "{said}");
+    assert!(
+        said.contains("holds another filesystem now"),
+        "the swap went unnoticed: {said}"
+    );
+    let marked: Vec<_> = fs::read_dir(env.path().join("state/damaged"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(marked.is_empty(), "marked damaged: {marked:?}");
+    // The grower's own disk back, and its next event's growth: served.
+    run_ok(Command::new("losetup").args(["-d", &d.disk.dev]));
+    run_ok(Command::new("losetup").arg(&d.disk.dev).arg(&d.disk.image));
+    let again = grower(&env, &name).output().unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let served = env.gandi(&["map", "swapped"]);
+    assert!(
+        served.status.success(),
+        "refused for the other disk's errors: {}",
+        String::from_utf8_lossy(&served.stderr)
+    );
+}
+
 #[test]
 #[ignore = "make fault-test"]
 fn one_filesystem_through_two_devices_is_never_grown_under_a_mount() {
