@@ -246,11 +246,7 @@ fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
     )
     .unwrap();
 
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with(&bin);
     let release = |extra: &[&str]| {
         let mut cmd = std::process::Command::new(BIN);
         cmd.args(["disk", "release", &label("rel")])

@@ -1184,10 +1184,7 @@ fn a_resize_refused_because_a_mount_landed_leaves_no_cut_short_mark() {
             ),
         );
         let out = grower(&env, &name)
-            .env(
-                "PATH",
-                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-            )
+            .env("PATH", path_with(&bin))
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -1251,10 +1248,7 @@ fn a_disk_swapped_during_its_check_is_not_marked_damaged() {
         ),
     );
     let out = grower(&env, &name)
-        .env(
-            "PATH",
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-        )
+        .env("PATH", path_with(&bin))
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -334,10 +334,7 @@ fn networkd_reloads_only_when_the_file_changed() {
             .arg("--root")
             .arg(&root)
             .env("GANDI_CONFIG", env.config())
-            .env(
-                "PATH",
-                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-            )
+            .env("PATH", path_with(&bin))
             .output()
             .unwrap();
         assert!(

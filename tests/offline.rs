@@ -135,7 +135,7 @@ fn root_trees_are_set_up_offline_and_the_first_boot_runs_what_was_deferred() {
             &format!("echo \"{tool} $*\" >> {}", calls.display()),
         );
     }
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let path = path_with(&bin);
 
     for stage in ["bootstrap", "config", "postboot"] {
         let mut cmd = Command::new(BIN);

@@ -74,6 +74,15 @@ pub fn serial(name: &str) -> Serial {
     Serial(f)
 }
 
+/// `PATH` with the folder `bin` (stand-ins for tools) searched first.
+pub fn path_with(bin: &Path) -> String {
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// Writes an executable shell script (hooks, stand-ins for tools).
 pub fn script(path: &Path, body: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
