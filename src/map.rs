@@ -128,7 +128,21 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     // autofs keeps the answer for the key, and a release or a detach
     // removes the link, so a kept answer can never mount the disk again
     // (nor another disk that takes the same name later).
-    let location = match records::set_key_link(settings, key, &dev_path) {
+    let link = records::set_key_link(settings, key, &dev_path);
+    // Released, or detached and another disk attached under its name,
+    // since it was described? A release writes its mark and then drops the
+    // key links: with the link made, one more look closes the window (an
+    // earlier release shows here, a later one drops this link).
+    if !scan.still_current(device) {
+        if let Ok(link) = &link {
+            let _ = std::fs::remove_file(link);
+        }
+        return Err(MapError::Excluded {
+            name: device.name.clone(),
+            reason: "released or attached again while it was looked up".into(),
+        });
+    }
+    let location = match link {
         Ok(link) if safe_location(&link.display().to_string()) => link.display().to_string(),
         Ok(_) | Err(_) => dev_path.display().to_string(),
     };

@@ -336,6 +336,23 @@ impl<'a> Scan<'a> {
         gone
     }
 
+    /// Whether `dev`, as described, is still what its device holds and not
+    /// released: its attach sequence number read again, and the release
+    /// marks. For the map's last look, after its key link is made.
+    pub fn still_current(&self, dev: &Device) -> bool {
+        let whole = dev.parent.as_deref().unwrap_or(&dev.name);
+        let released = records::released(self.settings)
+            .get(&dev.name)
+            .is_some_and(|seq| seq.is_none() || *seq == dev.diskseq);
+        // Gone (no number to read) counts as changed.
+        let same = match (dev.diskseq, self.diskseq(whole)) {
+            (Some(then), Some(now)) => then == now,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        !released && same
+    }
+
     /// `/dev/NAME` (kernel names use `!` where the device path has `/`).
     pub fn dev_path(&self, name: &str) -> PathBuf {
         self.settings.dev_dir.join(name.replace('!', "/"))

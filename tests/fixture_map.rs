@@ -487,3 +487,36 @@ fn entries_name_a_key_link_that_a_release_removes() {
     gandi_vm::records::restore_key_links(&dropped, &t.p("dev/vdb"));
     assert_eq!(fs::read_link(&location).unwrap(), t.p("dev/vdb"));
 }
+
+/// The map's last look, after its key link is made: a disk released, or
+/// detached and another attached under its name, since it was described,
+/// is not current any more (the lookup then refuses it and drops the link).
+#[test]
+fn a_disk_released_or_attached_again_after_its_description_is_not_current() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(4));
+    t.fs("252:16", "ext4", Some("data"), "u");
+    let s = t.settings("");
+    let scan = Scan::new(&s).unwrap();
+    let dev = scan
+        .devices()
+        .into_iter()
+        .find(|d| d.name == "vdb")
+        .unwrap();
+    assert!(scan.still_current(&dev));
+    // Attached again: another sequence number.
+    fs::write(t.p("sys/devices/virtual/block/vdb/diskseq"), "5\n").unwrap();
+    assert!(!scan.still_current(&dev));
+    fs::write(t.p("sys/devices/virtual/block/vdb/diskseq"), "4\n").unwrap();
+    assert!(scan.still_current(&dev));
+    // Released meanwhile.
+    fs::create_dir_all(t.p("run/released")).unwrap();
+    fs::write(t.p("run/released/vdb"), "4\n").unwrap();
+    assert!(!scan.still_current(&dev));
+    // A release of an earlier attach does not count.
+    fs::write(t.p("run/released/vdb"), "3\n").unwrap();
+    assert!(scan.still_current(&dev));
+    // Gone: no number to read.
+    fs::remove_file(t.p("sys/devices/virtual/block/vdb/diskseq")).unwrap();
+    assert!(!scan.still_current(&dev));
+}
