@@ -341,9 +341,7 @@ impl<'a> Scan<'a> {
     /// marks. For the map's last look, after its key link is made.
     pub fn still_current(&self, dev: &Device) -> bool {
         let whole = dev.parent.as_deref().unwrap_or(&dev.name);
-        let released = records::released(self.settings)
-            .get(&dev.name)
-            .is_some_and(|seq| seq.is_none() || *seq == dev.diskseq);
+        let released = is_released(&records::released(self.settings), dev);
         // Gone (no number to read) counts as changed.
         let same = match (dev.diskseq, self.diskseq(whole)) {
             (Some(then), Some(now)) => then == now,
@@ -540,9 +538,7 @@ impl<'a> Scan<'a> {
         if platform_disks.contains(whole) || dev.fs.part_name.as_deref() == Some("gandiswap") {
             return Some(Exclusion::PlatformDisk);
         }
-        if let Some(seq) = released.get(&dev.name)
-            && (seq.is_none() || *seq == dev.diskseq)
-        {
+        if is_released(released, dev) {
             return Some(Exclusion::Released);
         }
         if dev.size == 0 {
@@ -581,6 +577,14 @@ impl<'a> Scan<'a> {
             _ => None,
         }
     }
+}
+
+/// Whether `dev` is released: a release mark of its name, for this attach
+/// (or of an unknown one). A disk attached again under the name is not.
+fn is_released(released: &HashMap<String, Option<u64>>, dev: &Device) -> bool {
+    released
+        .get(&dev.name)
+        .is_some_and(|seq| seq.is_none() || *seq == dev.diskseq)
 }
 
 /// Whether what was seen at the attach sequence number `then` is of the
