@@ -161,6 +161,7 @@ impl Ledger {
                 // (an image builder's `--root` run, the unit tests).
                 owner: nix::unistd::geteuid().is_root().then_some((0, 0)),
                 dir_mode: 0o700,
+                keep_mode: false,
             },
         )?;
         self.saved = self.values.clone();

@@ -109,16 +109,81 @@ pub struct WriteOpts {
     pub owner: Option<(u32, u32)>,
     /// Folders made on the way get this mode.
     pub dir_mode: u32,
+    /// An existing file keeps its own mode; `mode` is for a new one.
+    pub keep_mode: bool,
 }
 
 impl WriteOpts {
+    /// Exactly `mode`, for files that are ours.
     pub fn mode(mode: u32) -> WriteOpts {
         WriteOpts {
             mode,
             owner: None,
             dir_mode: 0o755,
+            keep_mode: false,
         }
     }
+
+    /// For a file of the admin's (`/etc/crontab`, `/etc/shadow`): an
+    /// existing file keeps its mode, owner and group; a new one gets
+    /// `mode`, root's.
+    pub fn keep(mode: u32) -> WriteOpts {
+        WriteOpts {
+            keep_mode: true,
+            ..WriteOpts::mode(mode)
+        }
+    }
+}
+
+/// The most a read of a system file takes in (a larger file is refused,
+/// never read whole into memory).
+pub const MAX_READ: u64 = 64 << 20;
+
+/// A file that is not what it should be: a FIFO, a device, a folder, or
+/// larger than its bound.
+fn not_regular(name: &OsStr, meta: &Metadata, max: u64) -> Option<io::Error> {
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a folder"
+        } else if meta.file_type().is_symlink() {
+            "a link"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Some(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is {what}: not read", name.display()),
+        ));
+    }
+    if meta.len() > max {
+        return Some(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is {} bytes, over the {max} this file may hold: not read",
+                name.display(),
+                meta.len()
+            ),
+        ));
+    }
+    None
+}
+
+/// Reads an open regular file to its end, at most `max` bytes (a file
+/// that grows past it while read is refused too).
+fn read_bounded(file: &mut cap_std::fs::File, name: &OsStr, max: u64) -> io::Result<Vec<u8>> {
+    let meta = file.metadata()?;
+    if let Some(e) = not_regular(name, &meta, max) {
+        return Err(e);
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} grew over {max} bytes while read", name.display()),
+        ));
+    }
+    Ok(data)
 }
 
 impl Tree {
@@ -150,14 +215,27 @@ impl Tree {
 
     // ---- reads: links beneath the root are followed
 
-    /// The content of a file (links beneath the root followed).
+    /// The content of a file (links beneath the root followed). Only a
+    /// regular file of at most [`MAX_READ`] bytes is read: the open never
+    /// waits (`O_NONBLOCK`: a FIFO put in its place is refused at once).
     pub fn read(&self, path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-        self.dir.read(relative(path.as_ref())?)
+        self.read_limited(path, MAX_READ)
+    }
+
+    /// Like [`Tree::read`], at most `max` bytes.
+    pub fn read_limited(&self, path: impl AsRef<Path>, max: u64) -> io::Result<Vec<u8>> {
+        let rel = relative(path.as_ref())?;
+        let mut opts = OpenOptions::new();
+        opts.read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+        let mut file = self.dir.open_with(&rel, &opts)?;
+        read_bounded(&mut file, rel.as_os_str(), max)
     }
 
     /// The content of a text file; invalid UTF-8 is an error.
     pub fn read_string(&self, path: impl AsRef<Path>) -> io::Result<String> {
-        self.dir.read_to_string(relative(path.as_ref())?)
+        String::from_utf8(self.read(path)?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
     }
 
     /// Whether `path` exists (links beneath the root followed).
@@ -255,6 +333,95 @@ impl Tree {
         })
     }
 
+    /// Folder `path` as a root of its own, its links followed only where
+    /// nobody but root could have made them: a link counts when the folder
+    /// holding it belongs to root (or to the owner of this tree's root, for
+    /// an image builder's tree) and no one else may write there. So
+    /// `/home -> data/home` is followed, while a link a user made in a
+    /// folder of theirs (their home, `~/.ssh`) is refused. Every step is
+    /// taken beneath this root; a link that leads above it fails.
+    pub fn subtree_trusted(&self, path: impl AsRef<Path>) -> Result<Tree> {
+        let rel = relative(path.as_ref())?;
+        let resolved = self
+            .resolve_trusted(&rel)
+            .with_context(|| self.ctx("resolving", &rel))?;
+        self.subtree(&resolved)
+    }
+
+    fn resolve_trusted(&self, rel: &Path) -> io::Result<PathBuf> {
+        let anchor_uid = self.dir.dir_metadata()?.uid();
+        let trusted =
+            |m: &Metadata| (m.uid() == 0 || m.uid() == anchor_uid) && m.mode() & 0o022 == 0;
+        let mut resolved = PathBuf::new();
+        let mut todo: std::collections::VecDeque<OsString> = rel
+            .components()
+            .map(|c| c.as_os_str().to_os_string())
+            .collect();
+        let mut hops = 0;
+        while let Some(c) = todo.pop_front() {
+            if c == "." || c.is_empty() {
+                continue;
+            }
+            if c == ".." {
+                if !resolved.pop() {
+                    return Err(io::Error::other("a link leads above the root"));
+                }
+                continue;
+            }
+            let candidate = resolved.join(&c);
+            let meta = self.dir.symlink_metadata(&candidate)?;
+            if meta.file_type().is_symlink() {
+                hops += 1;
+                let holder = if resolved.as_os_str().is_empty() {
+                    self.dir.dir_metadata()?
+                } else {
+                    self.dir.symlink_metadata(&resolved)?
+                };
+                if hops > 40 || !trusted(&holder) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "{} is a link in a folder others may write: not followed",
+                            candidate.display()
+                        ),
+                    ));
+                }
+                let target = self.dir.read_link_contents(&candidate)?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                let mut next: Vec<OsString> = target
+                    .components()
+                    .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+                    .map(|c| c.as_os_str().to_os_string())
+                    .collect();
+                next.extend(todo.drain(..));
+                todo = next.into();
+            } else if meta.is_dir() {
+                resolved = candidate;
+            } else {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{} is not a folder", candidate.display()),
+                ));
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// The names in folder `path`, sorted, no link followed on the way (a
+    /// link where a folder is expected is an error).
+    pub fn list_nofollow(&self, path: impl AsRef<Path>) -> io::Result<Vec<OsString>> {
+        let rel = relative(path.as_ref())?;
+        let dir = self.dir_nofollow(&rel, None)?;
+        let mut names: Vec<OsString> = dir
+            .entries()?
+            .filter_map(|e| Some(e.ok()?.file_name()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Makes folder `path` and its missing parents (no link followed):
     /// `path` gets `mode` when made, the parents 0755.
     pub fn create_dirs(&self, path: impl AsRef<Path>, mode: u32) -> Result<()> {
@@ -265,13 +432,26 @@ impl Tree {
     }
 
     /// Opens a file of ours for reading: no link anywhere in its path, and
-    /// it must be a regular file. Returns its content and metadata.
+    /// it must be a regular file of at most [`MAX_READ`] bytes (the open
+    /// never waits: a FIFO is refused at once). Returns its content and
+    /// metadata.
     pub fn read_owned(&self, path: impl AsRef<Path>) -> io::Result<(Vec<u8>, Metadata)> {
+        self.read_owned_limited(path, MAX_READ)
+    }
+
+    /// Like [`Tree::read_owned`], at most `max` bytes.
+    pub fn read_owned_limited(
+        &self,
+        path: impl AsRef<Path>,
+        max: u64,
+    ) -> io::Result<(Vec<u8>, Metadata)> {
         let rel = relative(path.as_ref())?;
         let (parent, name) = split(&rel)?;
         let dir = self.dir_nofollow(parent, None)?;
         let mut opts = OpenOptions::new();
-        opts.read(true).follow(FollowSymlinks::No);
+        opts.read(true)
+            .follow(FollowSymlinks::No)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
         let mut file = dir.open_with(name, &opts).map_err(|e| {
             if is_link_error(&e) {
                 io::Error::new(
@@ -282,15 +462,8 @@ impl Tree {
                 e
             }
         })?;
+        let data = read_bounded(&mut file, name, max)?;
         let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not a regular file", name.display()),
-            ));
-        }
-        let mut data = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut data)?;
         Ok((data, meta))
     }
 
@@ -314,6 +487,8 @@ impl Tree {
     /// name, then the folder synced. A reader sees the old content or the
     /// new, never a mix; a link at `path` is replaced, never written
     /// through. Temporary files left by a process that died are removed.
+    /// A regular file replaced keeps its owner and group unless `w.owner`
+    /// says otherwise (and its mode with [`WriteOpts::keep`]).
     pub fn write_atomic(&self, path: impl AsRef<Path>, data: &[u8], w: WriteOpts) -> Result<()> {
         let rel = relative(path.as_ref())?;
         let (parent, name) = split(&rel)?;
@@ -344,9 +519,14 @@ impl Tree {
             Ok((old, meta)) => {
                 let owner = w.owner.unwrap_or((meta.uid(), meta.gid()));
                 let same_owner = owner == (meta.uid(), meta.gid());
+                let mode = if w.keep_mode {
+                    meta.mode() & 0o7777
+                } else {
+                    w.mode
+                };
                 if old == data && same_owner {
-                    if meta.mode() & 0o7777 != w.mode {
-                        self.set_mode(&rel, w.mode)?;
+                    if meta.mode() & 0o7777 != mode {
+                        self.set_mode(&rel, mode)?;
                         return Ok(Change::Changed);
                     }
                     return Ok(Change::Unchanged);
@@ -356,6 +536,8 @@ impl Tree {
                     data,
                     WriteOpts {
                         owner: Some(owner),
+                        mode,
+                        keep_mode: false,
                         ..w
                     },
                 )?;
@@ -589,8 +771,21 @@ fn sync_dir(dir: &Dir) -> io::Result<()> {
 }
 
 /// The atomic replacement of `name` in `dir` (see [`Tree::write_atomic`]).
-fn write_in(dir: &Dir, name: &OsStr, data: &[u8], w: WriteOpts) -> io::Result<()> {
+fn write_in(dir: &Dir, name: &OsStr, data: &[u8], mut w: WriteOpts) -> io::Result<()> {
     clean_temps(dir, name);
+    // The owner the file had, kept where we may set it (a run that is not
+    // root, an image builder's, makes its files its own).
+    let mut kept_owner = None;
+    if let Ok(old) = dir.symlink_metadata(name)
+        && old.is_file()
+    {
+        if w.owner.is_none() {
+            kept_owner = Some((old.uid(), old.gid()));
+        }
+        if w.keep_mode {
+            w.mode = old.mode() & 0o7777;
+        }
+    }
     let mut attempt = 0u32;
     let (tmp, mut file) = loop {
         let tmp = temp_name(name, attempt);
@@ -608,6 +803,16 @@ fn write_in(dir: &Dir, name: &OsStr, data: &[u8], w: WriteOpts) -> io::Result<()
     let result = (|| -> io::Result<()> {
         if let Some((uid, gid)) = w.owner {
             std::os::unix::fs::fchown(file.as_fd(), Some(uid), Some(gid))?;
+        } else if let Some((uid, gid)) = kept_owner {
+            let new = file.metadata()?;
+            if (new.uid(), new.gid()) != (uid, gid) {
+                match std::os::unix::fs::fchown(file.as_fd(), Some(uid), Some(gid)) {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EPERM)
+                            && !nix::unistd::geteuid().is_root() => {}
+                    other => other?,
+                }
+            }
         }
         // After the owner: chown clears the set-id bits.
         file.set_permissions(Permissions::from_mode(w.mode))?;
