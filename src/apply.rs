@@ -109,6 +109,15 @@ pub fn account(t: &Tree, user: &str) -> Option<Account> {
 /// The lowest UID of a person's account; below are system accounts.
 pub const FIRST_USER_UID: u32 = 1000;
 
+/// The most an `authorized_keys` we edit may hold.
+pub const MAX_KEYS_FILE: u64 = 1 << 20;
+
+/// Whether `uid` is a system account's: below 1000, `nobody` and
+/// `nfsnobody` (65534), and the two values that mean "no user" (-1, -2).
+pub fn system_uid(uid: u32) -> bool {
+    uid < FIRST_USER_UID || uid == 65534 || uid >= u32::MAX - 1
+}
+
 /// Creates `login` (with a home and a group of its own) unless it exists.
 /// An existing system account (UID below 1000) is refused: its home is not
 /// a place for keys.
@@ -129,13 +138,13 @@ pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<Change> {
         log::warn!("{login}: a creation cut short: made again");
         if let Some(a) = account(t, login)
             && !home_existed
-            && a.uid >= FIRST_USER_UID
+            && !system_uid(a.uid)
         {
             t.remove_tree(&a.home)?;
         }
         remove_account_lines(t, login)?;
     } else if let Some(a) = account(t, login) {
-        if a.uid < FIRST_USER_UID {
+        if system_uid(a.uid) {
             bail!(
                 "{login} is a system account (UID {}): no keys are given to it",
                 a.uid
@@ -190,44 +199,80 @@ fn remove_account_lines(t: &Tree, login: &str) -> Result<()> {
     Ok(())
 }
 
-/// The files shadow's tools lock by linking `FILE.lock` to `FILE.PID`
-/// (and write through `FILE+`): a tool killed half-way leaves them, and
-/// every later `useradd` fails until they go. Those of a process that is
-/// gone are removed.
+/// The files shadow's tools lock by linking `FILE.lock` to `FILE.PID`.
+/// shadow removes a lock whose process is gone by itself, but it cannot
+/// tell a PID of an earlier boot from a process of this one: after a power
+/// cut, the PID in a leftover lock is often alive again (another program),
+/// and every later `useradd` fails. A lock is stale when its process is
+/// gone, or when it was made before this boot (live system only).
+///
+/// `FILE.PID` is removed only when it is a leftover of that lock: a
+/// regular file of at most 20 bytes holding exactly that PID, and stale.
+/// The name alone cannot tell: an admin's backup `/etc/shadow.20240101`
+/// or `group.1999` has the same shape, and is never touched.
 fn clear_stale_shadow_locks(t: &Tree) {
+    let live = t.base() == Path::new("/");
+    let booted = if live { boot_time() } else { None };
+    let stale = |rel: &str, pid: u32| -> bool {
+        let before_boot = booted.is_some_and(|b| {
+            t.lstat(rel)
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|m| m.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+                .is_some_and(|m| m.as_secs() < b)
+        });
+        before_boot || !crate::records::alive(pid)
+    };
+    // The PID a lock file holds, when it is one: a small regular file of
+    // digits (a newline allowed).
+    let lock_pid = |rel: &str| -> Option<u32> {
+        let (data, meta) = t.read_owned_limited(rel, 20).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let text = std::str::from_utf8(&data).ok()?;
+        let digits = text.strip_suffix('\n').unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    };
     let names: Vec<String> = t
-        .list("/etc")
+        .list_nofollow("/etc")
         .unwrap_or_default()
         .into_iter()
         .filter_map(|n| n.into_string().ok())
         .collect();
     for file in ["passwd", "group", "shadow", "gshadow", "subuid", "subgid"] {
         let lock = format!("/etc/{file}.lock");
-        let holder = t
-            .read_string(&lock)
-            .ok()
-            .map(|text| text.trim().parse::<u32>().ok());
-        let held = holder.is_some_and(|pid| pid.is_some_and(crate::records::alive));
-        if held {
-            continue;
-        }
-        if holder.is_some() {
-            log::warn!("/etc/{file}.lock of a process that is gone: removed");
+        if let Some(pid) = lock_pid(&lock)
+            && stale(&lock, pid)
+        {
+            log::warn!("{lock}: a lock of process {pid}, which is gone: removed");
             let _ = t.remove_file(&lock);
         }
-        let _ = t.remove_file(format!("/etc/{file}+"));
-        // FILE.PID: the link a tool makes to take the lock.
+        // FILE.PID left by a tool killed before it linked or removed it.
         let prefix = format!("{file}.");
         for n in &names {
-            let dead_pid = n
-                .strip_prefix(&prefix)
-                .and_then(|p| p.parse::<u32>().ok())
-                .is_some_and(|pid| !crate::records::alive(pid));
-            if dead_pid {
-                let _ = t.remove_file(format!("/etc/{n}"));
+            let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let rel = format!("/etc/{n}");
+            if lock_pid(&rel) == Some(pid) && stale(&rel, pid) {
+                log::warn!("{rel}: left by process {pid}, which is gone: removed");
+                let _ = t.remove_file(&rel);
             }
         }
     }
+}
+
+/// When this boot began, in seconds since the epoch (`btime` of
+/// `/proc/stat`).
+fn boot_time() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// What became of the platform's keys for one user.
@@ -268,36 +313,63 @@ impl KeysOutcome {
 pub fn set_keys(t: &Tree, ledger: &mut Ledger, user: &str, keys: &[String]) -> Result<KeysOutcome> {
     let acct = account(t, user)
         .with_context(|| format!("{user} is not in {}", t.shown("/etc/passwd").display()))?;
-    if user != "root" && acct.uid < FIRST_USER_UID {
+    if user != "root" && system_uid(acct.uid) {
         bail!(
             "{user} is a system account (UID {}): no keys are given to it",
             acct.uid
         );
     }
-    if !t.is_dir(&acct.home) {
-        bail!(
-            "the home of {user}, {}, is missing",
-            t.shown(&acct.home).display()
-        );
-    }
-    let dir = acct.home.join(".ssh");
+    // The home is found through the links root made (`/home ->
+    // data/home`); what lies inside it is the user's, so nothing there is
+    // followed, waited on or read unbounded.
+    let home = match t.subtree_trusted(&acct.home) {
+        Ok(home) => home,
+        Err(e) if t.lstat(&acct.home).is_err() => {
+            bail!(
+                "the home of {user}, {}, is missing ({e:#})",
+                t.shown(&acct.home).display()
+            )
+        }
+        Err(e) => return Err(e),
+    };
+    let dir = Path::new(".ssh");
     let path = dir.join("authorized_keys");
+    let shown = t.shown(acct.home.join(&path));
     let mut out = KeysOutcome::default();
     let mut change = Change::Unchanged;
-    if t.lstat(&dir).is_err() {
-        t.create_dirs(&dir, 0o700)?;
-        t.chown(&dir, acct.uid, acct.gid)?;
+    if home.lstat(dir).is_err() {
+        home.create_dirs(dir, 0o700)?;
+        home.chown(dir, acct.uid, acct.gid)?;
         change = Change::Changed;
     }
-    let old = match t.read_owned(&path) {
-        Ok((data, _)) => String::from_utf8(data).context("authorized_keys is not UTF-8")?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", t.shown(&path).display())),
+    let (old, mode) = match home.read_owned_limited(&path, MAX_KEYS_FILE) {
+        Ok((data, meta)) => {
+            if meta.nlink() > 1 {
+                bail!(
+                    "{} has other names (a hard link): left as it is",
+                    shown.display()
+                );
+            }
+            if meta.uid() != acct.uid && meta.uid() != 0 {
+                bail!(
+                    "{} belongs to UID {}, neither {user} nor root: left as it is",
+                    shown.display(),
+                    meta.uid()
+                );
+            }
+            let text = String::from_utf8(data)
+                .with_context(|| format!("{} is not UTF-8", shown.display()))?;
+            // The user's own mode, less what sshd refuses (group or
+            // others writing).
+            (text, meta.mode() & 0o7755 & !0o022)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), 0o600),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", shown.display())),
     };
     let current = marked::ours(&old, &marked::SSH_KEYS).map_err(|why| {
         anyhow::anyhow!(
             "{}: our block is damaged ({why}): left as it is",
-            t.shown(&path).display()
+            shown.display()
         )
     })?;
     let prefix = format!("key:{user}:");
@@ -328,13 +400,14 @@ pub fn set_keys(t: &Tree, ledger: &mut Ledger, user: &str, keys: &[String]) -> R
     }
     let new = marked::replace(&old, &marked::SSH_KEYS, &block, Place::Bottom)
         .map_err(|why| anyhow::anyhow!("our block is damaged ({why})"))?;
-    let c = t.write_if_changed(
+    let c = home.write_if_changed(
         &path,
         new.as_bytes(),
         WriteOpts {
-            mode: 0o600,
+            mode,
             owner: Some((acct.uid, acct.gid)),
             dir_mode: 0o700,
+            keep_mode: false,
         },
     )?;
     for f in ledger.fields(&prefix) {
@@ -382,7 +455,7 @@ pub fn set_hostname(t: &Tree, hostname: &str) -> Result<Change> {
     let c1 = t.write_if_changed(
         "/etc/hostname",
         format!("{hostname}\n").as_bytes(),
-        WriteOpts::mode(0o644),
+        WriteOpts::keep(0o644),
     )?;
     let old = match t.read_owned("/etc/hosts") {
         Ok((d, _)) => String::from_utf8_lossy(&d).into_owned(),
@@ -392,7 +465,7 @@ pub fn set_hostname(t: &Tree, hostname: &str) -> Result<Change> {
     let new = hosts_text(&old, hostname).map_err(|why| {
         anyhow::anyhow!("/etc/hosts: our block is damaged ({why}): left as it is")
     })?;
-    let c2 = t.write_if_changed("/etc/hosts", new.as_bytes(), WriteOpts::mode(0o644))?;
+    let c2 = t.write_if_changed("/etc/hosts", new.as_bytes(), WriteOpts::keep(0o644))?;
     Ok(c1.or(c2))
 }
 
@@ -535,7 +608,7 @@ pub fn edit_block(
             t.shown(path).display()
         )
     })?;
-    t.write_if_changed(path, new.as_bytes(), WriteOpts::mode(mode))
+    t.write_if_changed(path, new.as_bytes(), WriteOpts::keep(mode))
 }
 
 #[cfg(test)]

@@ -90,7 +90,9 @@ fn applies_the_config_to_a_tree_and_a_second_run_keeps_it() {
     assert!(keys.starts_with(ADMIN_KEY), "{keys}");
     assert!(keys.contains(PLATFORM_KEY) && keys.contains(USER_KEY));
     assert!(keys.contains("# BEGIN gandi-vm: SSH keys from the platform"));
-    assert_eq!(mode("root/.ssh/authorized_keys"), 0o600);
+    // The admin's file keeps its mode; the one we make is the user's alone.
+    assert_eq!(mode("root/.ssh/authorized_keys"), 0o644);
+    assert_eq!(mode("home/alice/.ssh/authorized_keys"), 0o600);
     assert_eq!(read(&root, "etc/hostname"), "web1.example.net\n");
     let hosts = read(&root, "etc/hosts");
     assert!(
@@ -871,7 +873,7 @@ fn grow_case(table: &str, fstype: &str) {
     // Mounted, as a root is, for XFS. This machine's kernel refuses online
     // ext4 resizing (EPERM from EXT4_IOC_RESIZE_FS, even by hand), so ext4
     // is grown unmounted here; the VM test covers the online case.
-    let mnt = tempfile::tempdir().unwrap();
+    let mnt = common::tempdir();
     if fstype == "xfs" {
         sh(Command::new("mount").arg(&part).arg(mnt.path()));
     }
