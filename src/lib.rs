@@ -37,6 +37,7 @@ pub mod rootgrow;
 pub mod runner;
 pub mod scan;
 pub mod settings;
+pub mod sshd;
 pub mod status;
 pub mod tree;
 pub mod util;

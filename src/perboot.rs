@@ -241,46 +241,143 @@ fn machine_number(t: &Tree) -> Result<u64> {
     Ok(crate::util::fnv1a(id.as_bytes()))
 }
 
-/// Spreads the system crontab's `run-parts` jobs over the night, per
-/// machine: minutes for hourly, minutes and hours (1 to 6) for the others.
+/// A `run-parts` job of the system crontab, as the distribution ships it.
+struct CronJob {
+    name: &'static str,
+    minute: &'static str,
+    hour: &'static str,
+    /// Day of month, month, day of week.
+    days: [&'static str; 3],
+}
+
+/// Debian's and Ubuntu's four jobs, with their stock times.
+const CRON_JOBS: [CronJob; 4] = [
+    CronJob {
+        name: "hourly",
+        minute: "17",
+        hour: "*",
+        days: ["*", "*", "*"],
+    },
+    CronJob {
+        name: "daily",
+        minute: "25",
+        hour: "6",
+        days: ["*", "*", "*"],
+    },
+    CronJob {
+        name: "weekly",
+        minute: "47",
+        hour: "6",
+        days: ["*", "*", "7"],
+    },
+    CronJob {
+        name: "monthly",
+        minute: "52",
+        hour: "6",
+        days: ["1", "*", "*"],
+    },
+];
+
+/// The commands of a stock job line, byte for byte.
+fn cron_commands(job: &str) -> [String; 3] {
+    let run = format!("cd / && run-parts --report /etc/cron.{job}");
+    [
+        run.clone(),
+        format!("test -x /usr/sbin/anacron || ( {run} )"),
+        format!("test -x /usr/sbin/anacron || {{ {run}; }}"),
+    ]
+}
+
+/// The minute and hour we give `job` on a machine numbered `n`.
+fn cron_spread(job: &CronJob, n: u64) -> (String, String) {
+    let minute = n % 60;
+    let hour = (1 + (n / 60) % 6).to_string();
+    match job.name {
+        "hourly" => (minute.to_string(), job.hour.to_string()),
+        "daily" => (((minute + 8) % 60).to_string(), hour),
+        "weekly" => (((minute + 30) % 60).to_string(), hour),
+        _ => (((minute + 45) % 60).to_string(), hour),
+    }
+}
+
+/// The fields of a crontab line with their byte ranges: six fields, then
+/// the command (to the end of the line, a `\r` left out).
+fn cron_fields(line: &str) -> Option<([std::ops::Range<usize>; 6], &str)> {
+    let body = line.strip_suffix('\r').unwrap_or(line);
+    let mut ranges: [std::ops::Range<usize>; 6] = Default::default();
+    let mut at = 0;
+    for r in &mut ranges {
+        let start = at + body[at..].find(|c: char| c != ' ' && c != '\t')?;
+        let end = start + body[start..].find([' ', '\t'])?;
+        *r = start..end;
+        at = end;
+    }
+    let command = body[at..].trim_start_matches([' ', '\t']);
+    (!command.is_empty()).then_some((ranges, command))
+}
+
+/// The line with the job's time spread over the night, when it is one of
+/// ours: a stock `run-parts` job line of the system crontab (as the
+/// distribution ships it, user `root`), whose time is the stock one or the
+/// one we gave it. Anything else (a comment, `MAILTO=`, an admin's job, a
+/// stock line whose time the admin changed) is `None`: left byte for byte.
+fn cron_line(line: &str, n: u64) -> Option<String> {
+    if line.trim_start().starts_with('#') {
+        return None;
+    }
+    let (f, command) = cron_fields(line)?;
+    let field = |i: usize| &line[f[i].clone()];
+    if field(5) != "root" {
+        return None;
+    }
+    let job = CRON_JOBS.iter().find(|j| {
+        [field(2), field(3), field(4)] == j.days
+            && cron_commands(j.name).iter().any(|c| c == command)
+    })?;
+    let (minute, hour) = cron_spread(job, n);
+    let now = (field(0), field(1));
+    if now != (job.minute, job.hour) && now != (minute.as_str(), hour.as_str()) {
+        return None;
+    }
+    Some(format!(
+        "{}{minute}{}{hour}{}",
+        &line[..f[0].start],
+        &line[f[0].end..f[1].start],
+        &line[f[1].end..]
+    ))
+}
+
+/// Spreads the system crontab's stock `run-parts` jobs over the night,
+/// per machine: minutes for hourly, minutes and hours (1 to 6) for the
+/// others. Only those lines change, and only their two time fields; every
+/// other byte (comments, `MAILTO`, the admin's jobs, CRLF line ends) stays.
 fn cron(t: &Tree) -> Result<Done> {
     let Ok(text) = t.read_string("/etc/crontab") else {
         return Ok(Done::skipped("no /etc/crontab"));
     };
     let n = machine_number(t)?;
-    let minute = n % 60;
-    let hour = 1 + (n / 60) % 6;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let job = ["hourly", "daily", "weekly", "monthly"]
-            .into_iter()
-            .find(|j| line.contains("run-parts") && line.contains(&format!("/etc/cron.{j}")));
-        match job {
-            Some(j) if !line.trim_start().starts_with('#') && fields.len() >= 7 => {
-                // Keep the separator after the time fields as it was.
-                let rest = line
-                    .splitn(3, char::is_whitespace)
-                    .nth(2)
-                    .map(str::trim_start)
-                    .unwrap_or_default();
-                let (m, h) = match j {
-                    "hourly" => (minute.to_string(), fields[1].to_string()),
-                    "daily" => (((minute + 8) % 60).to_string(), hour.to_string()),
-                    "weekly" => (((minute + 30) % 60).to_string(), hour.to_string()),
-                    _ => (((minute + 45) % 60).to_string(), hour.to_string()),
-                };
-                out.push(format!("{m} {h}\t{rest}"));
+    let mut out = String::with_capacity(text.len());
+    let mut ours = 0;
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        match cron_line(body, n) {
+            Some(new) => {
+                ours += 1;
+                out.push_str(&new);
+                out.push_str(end);
             }
-            _ => out.push(line.to_string()),
+            None => out.push_str(line),
         }
     }
-    let c = t.write_if_changed(
-        "/etc/crontab",
-        (out.join("\n") + "\n").as_bytes(),
-        WriteOpts::mode(0o644),
-    )?;
-    Ok(Done::of(c, format!("minute {minute}, hour {hour}")))
+    let c = t.write_if_changed("/etc/crontab", out.as_bytes(), WriteOpts::keep(0o644))?;
+    let (minute, hour) = (n % 60, 1 + (n / 60) % 6);
+    Ok(Done::of(
+        c,
+        format!("{ours} stock jobs at minute {minute}, hour {hour}"),
+    ))
 }
 
 /// The value of `gandi=` on the kernel command line (the first one), with
@@ -364,7 +461,7 @@ fn timezone(settings: &Settings, t: &Tree, cmdline: Option<&str>) -> Result<Done
     let mut change = t.write_if_changed(
         "/etc/timezone",
         format!("{zone}\n").as_bytes(),
-        WriteOpts::mode(0o644),
+        WriteOpts::keep(0o644),
     )?;
     let file = zoneinfo.join(&zone);
     let mut detail = zone.clone();
@@ -373,7 +470,7 @@ fn timezone(settings: &Settings, t: &Tree, cmdline: Option<&str>) -> Result<Done
         let copy = t.lstat(localtime).is_ok_and(|m| m.is_file());
         change = change.or(if copy {
             let data = t.read(&file)?;
-            t.write_if_changed(localtime, &data, WriteOpts::mode(0o644))?
+            t.write_if_changed(localtime, &data, WriteOpts::keep(0o644))?
         } else {
             t.set_link(localtime, &file)?
         });
@@ -396,8 +493,9 @@ const SSHD_SETTINGS: &[&str] = &[
 ];
 
 /// SSH host keys when missing (not with `--root`: they must differ per
-/// VM); our settings as a drop-in when sshd reads `sshd_config.d`, else as
-/// a marked block at the top of `sshd_config`.
+/// VM); our settings, for the keys the admin set nowhere (see `sshd`), as
+/// a drop-in when sshd reads `sshd_config.d` in its global section, else
+/// as a marked block at the top of `sshd_config`.
 fn sshd(t: &Tree, live: bool) -> Result<Done> {
     let config = "/etc/ssh/sshd_config";
     if t.lstat(config).is_err() {
@@ -435,19 +533,47 @@ fn sshd(t: &Tree, live: bool) -> Result<Done> {
             notes.push("host keys deferred to the first boot".to_string());
         }
     }
-    let text = t.read_string(config)?;
-    let includes = text.lines().any(|l| {
-        let l = l.trim_start();
-        l.to_ascii_lowercase().starts_with("include") && l.contains("sshd_config.d")
-    });
-    let body: Vec<String> = SSHD_SETTINGS.iter().map(|s| s.to_string()).collect();
-    if includes {
-        let dropin = "/etc/ssh/sshd_config.d/50-gandi.conf";
-        let text = format!("{OWNED}{}\n", body.join("\n"));
-        change = change.or(t.write_if_changed(dropin, text.as_bytes(), WriteOpts::mode(0o644))?);
-        notes.push(dropin.to_string());
+    let admin = crate::sshd::admin_settings(t);
+    let (body, theirs) = crate::sshd::left_to_us(&admin, SSHD_SETTINGS);
+    let body: Vec<String> = body.iter().map(|s| s.to_string()).collect();
+    if !theirs.is_empty() {
+        notes.push(format!("the admin sets {}", theirs.join(", ")));
+    }
+    for file in &admin.unread {
+        notes.push(format!("not read: {file}"));
+    }
+    let dropin = crate::sshd::DROPIN;
+    if admin.includes_dropins {
+        if body.is_empty() {
+            // Nothing left to us: a drop-in of ours goes.
+            if t.read_string(dropin).is_ok_and(|d| d.starts_with(OWNED)) {
+                t.remove_file(dropin)?;
+                change = Change::Changed;
+            }
+        } else {
+            let text = format!("{OWNED}{}\n", body.join("\n"));
+            change =
+                change.or(t.write_if_changed(dropin, text.as_bytes(), WriteOpts::mode(0o644))?);
+            notes.push(dropin.to_string());
+        }
+        // A block of ours from before sshd read drop-ins goes.
+        if t.read_string(config).is_ok_and(|c| {
+            matches!(
+                marked::find(&c, &marked::SSHD),
+                marked::Block::Intact { .. }
+            )
+        }) {
+            change = change.or(apply::edit_block(
+                t,
+                config,
+                &marked::SSHD,
+                &[],
+                Place::Top,
+            )?);
+        }
     } else {
-        // sshd takes the first value it reads: our block goes first.
+        // No drop-in folder read in sshd's global section: our block goes
+        // first in sshd_config, before any `Match`.
         change = change.or(apply::edit_block(
             t,
             config,
@@ -455,7 +581,9 @@ fn sshd(t: &Tree, live: bool) -> Result<Done> {
             &body,
             Place::Top,
         )?);
-        notes.push("our block of sshd_config".to_string());
+        if !body.is_empty() {
+            notes.push("our block of sshd_config".to_string());
+        }
     }
     Ok(Done::of(change, notes.join(", ")))
 }
@@ -560,6 +688,86 @@ mod tests {
         }
         assert!(!valid_zone("../../etc/shadow"));
         assert!(!valid_zone("/etc/x"));
+    }
+
+    const DEBIAN_CRONTAB: &str = "SHELL=/bin/sh\n\
+        # Example of job definition:\n\
+        # m h dom mon dow user\tcommand\n\
+        17 *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly\n\
+        25 6\t* * *\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }\n\
+        47 6\t* * 7\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.weekly; }\n\
+        52 6\t1 * *\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.monthly; }\n\
+        #\n";
+
+    #[test]
+    fn stock_cron_lines_are_spread_and_nothing_else_moves() {
+        let n = 12345;
+        let out: Vec<Option<String>> = DEBIAN_CRONTAB.lines().map(|l| cron_line(l, n)).collect();
+        assert_eq!(out.iter().filter(|l| l.is_some()).count(), 4);
+        let (m, h) = (n % 60, 1 + (n / 60) % 6);
+        assert_eq!(
+            out[3].as_deref(),
+            Some(
+                format!("{m} *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly").as_str()
+            )
+        );
+        assert!(
+            out[4]
+                .as_deref()
+                .unwrap()
+                .starts_with(&format!("{} {h}\t* * *\troot\t", (m + 8) % 60))
+        );
+        // Ours again: the same; the admin's own time: left.
+        for l in out.iter().flatten() {
+            assert_eq!(cron_line(l, n).as_deref(), Some(l.as_str()));
+        }
+        let admin_time = "30 2\t* * *\troot\ttest -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }";
+        assert_eq!(cron_line(admin_time, n), None);
+        // CRLF kept.
+        let crlf = "17 *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly\r";
+        assert!(cron_line(crlf, n).unwrap().ends_with("hourly\r"));
+        for other in [
+            "MAILTO=root # runs run-parts for /etc/cron.monthly",
+            "0 3 * * * root /usr/local/bin/backup /etc/cron.daily",
+            "17 * * * * cd / && run-parts --report /etc/cron.hourly",
+            "17 * * * * www-data cd / && run-parts --report /etc/cron.hourly",
+            "#17 * * * * root cd / && run-parts --report /etc/cron.hourly",
+            "25 6 * * 1 root test -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }",
+            "25 6 * * * root test -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; } >/dev/null",
+            "",
+            "   ",
+        ] {
+            assert_eq!(cron_line(other, n), None, "{other:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::proptest_config(512))]
+
+        /// Any line: left alone, or only its first two fields changed, and
+        /// a second pass changes nothing more.
+        #[test]
+        fn cron_lines_change_only_their_time(
+            pick in 0usize..7,
+            junk in "[ -~\t\r]{0,60}",
+            n in proptest::prelude::any::<u64>(),
+        ) {
+            let stock: Vec<&str> = DEBIAN_CRONTAB.lines().collect();
+            let line = match pick {
+                0..=3 => stock[pick + 3].to_string(),
+                4 => junk.clone(),
+                5 => format!("{} {junk}", stock[3]),
+                _ => format!("{junk}{}", stock[4]),
+            };
+            if let Some(new) = cron_line(&line, n) {
+                let (old_f, old_cmd) = cron_fields(&line).unwrap();
+                let (new_f, new_cmd) = cron_fields(&new).unwrap();
+                proptest::prop_assert_eq!(old_cmd, new_cmd);
+                proptest::prop_assert_eq!(&line[old_f[1].end..], &new[new_f[1].end..]);
+                proptest::prop_assert_eq!(&line[..old_f[0].start], &new[..new_f[0].start]);
+                proptest::prop_assert_eq!(cron_line(&new, n), Some(new.clone()));
+            }
+        }
     }
 
     #[test]
