@@ -155,6 +155,7 @@ fn run_once(
                 Command::Shell(c) => Run::new("sh")
                     .arg("-c")
                     .arg(c)
+                    .shown_as(format!("{name} {}", crate::runner::redacted(c)))
                     .current_dir("/")
                     .limit(limit)
                     .log_as(name.clone())

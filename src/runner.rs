@@ -44,6 +44,22 @@ fn quote(arg: &OsStr) -> String {
     }
 }
 
+/// A short form of a shell command that may carry secrets (`run` of the
+/// platform's config: `DB_PASSWORD=... ./setup`), for messages and the
+/// status: its first word that is not an assignment, cut at 24
+/// characters, and its length. Nothing after it is shown.
+pub fn redacted(command: &str) -> String {
+    let first = command
+        .split_whitespace()
+        .find(|w| !w.contains('='))
+        .unwrap_or("");
+    let mut shown: String = first.chars().filter(|c| !c.is_control()).take(24).collect();
+    if shown.len() < first.len() || command.split_whitespace().count() > 1 {
+        shown.push_str(" ...");
+    }
+    format!("sh -c '{shown}' ({} bytes)", command.len())
+}
+
 /// What a run did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -121,6 +137,8 @@ pub struct Run {
     limit: Duration,
     log_as: Option<String>,
     input: Option<Vec<u8>>,
+    /// How the command is named in messages instead of its whole line.
+    shown: Option<String>,
 }
 
 /// udev runs programs with the device's properties as their whole
@@ -142,7 +160,15 @@ impl Run {
             limit: TOOL_LIMIT,
             log_as: None,
             input: None,
+            shown: None,
         }
+    }
+
+    /// Names the command `shown` in every message and outcome, instead of
+    /// its whole command line (which may carry a secret).
+    pub fn shown_as(mut self, shown: impl Into<String>) -> Run {
+        self.shown = Some(shown.into());
+        self
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Run {
@@ -187,15 +213,15 @@ impl Run {
         self
     }
 
-    /// The command line, for messages.
+    /// The command line, for messages (or how it is shown, when given).
     pub fn describe(&self) -> String {
-        describe(&self.cmd)
+        self.shown.clone().unwrap_or_else(|| describe(&self.cmd))
     }
 
     /// Starts it in a process group of its own, its output piped (its input
     /// too when it has one); returns its command line and the child.
     fn spawn(&mut self) -> Result<(String, std::process::Child)> {
-        let command = describe(&self.cmd);
+        let command = self.describe();
         self.cmd
             .stdin(if self.input.is_some() {
                 Stdio::piped()
@@ -448,6 +474,30 @@ mod tests {
         assert_eq!(out.ended(), "exit 3");
         let msg = format!("{:#}", out.check().unwrap_err());
         assert!(msg.contains("sh -c 'echo out; echo err >&2; exit 3' failed (exit 3): err"));
+    }
+
+    #[test]
+    fn a_command_shown_redacted_never_shows_its_secret() {
+        let cmd = "DB_PASSWORD=hunter2 /opt/setup.sh --token=s3cr3t";
+        let shown = redacted(cmd);
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        assert!(shown.contains("/opt/setup.sh"), "{shown}");
+        let out = Run::new("/nonexistent/sh")
+            .arg("-c")
+            .arg(cmd)
+            .shown_as(format!("run[0] {shown}"))
+            .outcome()
+            .unwrap_err();
+        assert!(!format!("{out:#}").contains("hunter2"), "{out:#}");
+        let failed = Run::new("sh")
+            .args(["-c", "exit 3", "hunter2"])
+            .shown_as("run[1]")
+            .outcome()
+            .unwrap();
+        assert!(!format!("{:#}", failed.check().unwrap_err()).contains("hunter2"));
     }
 
     #[test]
