@@ -55,6 +55,11 @@ pub fn run_all(dir: &Path, rec: &mut Recorder) {
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
             continue;
         }
+        if let Err(why) = crate::hooks::check_program(&path) {
+            log::warn!("plugin {why}");
+            rec.note(&step, Done::failed(why));
+            continue;
+        }
         if ORIGINAL.contains(&name.as_str()) {
             rec.note(
                 &step,

@@ -186,7 +186,7 @@ fn nothing_outside_the_tree_is_touched_whatever_the_archive() {
     }
     // The canary's absolute path differs per case; the strategy needs one
     // known in advance: a fixed place per test run, made fresh per case.
-    let base = tempfile::tempdir().unwrap();
+    let base = common::tempdir();
     let canary_path = base.path().join("canary");
     let mut runner = proptest::test_runner::TestRunner::new(config());
     // The issue's own archives, then the generated ones.

@@ -100,7 +100,7 @@ fn names_uuids_partitions_duplicates_and_exclusions() {
     swap.mkfs("swap", Some(&label("swap")));
     let busy = LoopDisk::new(env.path(), "busy.img", 32);
     busy.mkfs("ext4", Some(&label("busy")));
-    let elsewhere = tempfile::tempdir().unwrap();
+    let elsewhere = common::tempdir();
     sh(std::process::Command::new("mount")
         .arg(&busy.dev)
         .arg(elsewhere.path()));

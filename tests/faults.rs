@@ -149,7 +149,7 @@ fn fault_disk(dir: &Path, fstype: &str, label: &str, mib: u64, fs_mib: u64) -> F
             &disk.dev,
         ])),
     };
-    let mnt = tempfile::tempdir().unwrap();
+    let mnt = common::tempdir();
     run_ok(Command::new("mount").arg(&disk.dev).arg(mnt.path()));
     let data: Vec<u8> = (0..(4u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -170,7 +170,7 @@ fn sha(data: &[u8]) -> String {
 
 /// The checksum of the known file, read from a read-only mount.
 fn known_sum(dev: &str) -> String {
-    let mnt = tempfile::tempdir().unwrap();
+    let mnt = common::tempdir();
     run_ok(
         Command::new("mount")
             .args(["-o", "ro"])
@@ -251,7 +251,7 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
     };
     // How long an uninterrupted growth takes, to kill within it, and how
     // long its offline resize (if any) lasts.
-    let probe_dir = tempfile::tempdir().unwrap();
+    let probe_dir = common::tempdir();
     let probe = fault_disk(probe_dir.path(), fstype, "probe", mib, fs_mib);
     let env = fault_env(&probe.disk.name());
     let t = Instant::now();
@@ -270,7 +270,7 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
     drop(probe);
     let mut recovered = 0;
     for round in 0..20 {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::tempdir();
         let label = format!("kill{round}");
         let d = fault_disk(dir.path(), fstype, &label, mib, fs_mib);
         let name = d.disk.name();
@@ -393,7 +393,7 @@ fn a_damaged_filesystem_is_refused_until_disk_check_repairs_it() {
         }),
     ];
     for (what, damage) in damages {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::tempdir();
         let d = fault_disk(dir.path(), "ext4", "hurt", 512, 64);
         let name = d.disk.name();
         let env = fault_env(&name);
@@ -484,7 +484,7 @@ fn tree_files(root: &Path) -> std::collections::BTreeMap<String, String> {
 /// random moment and run again; each time the tree must equal the
 /// uninterrupted run's.
 fn kill_stage(what: &str, rng: &mut Rng, prepare: &dyn Fn(&Path) -> (Command, PathBuf)) {
-    let reference_dir = tempfile::tempdir().unwrap();
+    let reference_dir = common::tempdir();
     let (mut cmd, root) = prepare(reference_dir.path());
     let t = Instant::now();
     let out = cmd.output().unwrap();
@@ -496,7 +496,7 @@ fn kill_stage(what: &str, rng: &mut Rng, prepare: &dyn Fn(&Path) -> (Command, Pa
     );
     let reference = tree_files(&root);
     for round in 0..20 {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::tempdir();
         let (mut cmd, root) = prepare(dir.path());
         let mut child = cmd
             .stdout(Stdio::null())
@@ -584,7 +584,7 @@ fn boot_stages_killed_at_random_moments_end_as_an_uninterrupted_run() {
     });
     // postboot runs commands: each at most once, however often it is cut.
     for round in 0..20 {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::tempdir();
         let gandi = dir.path().join("gandi");
         fs::create_dir_all(&gandi).unwrap();
         let log = dir.path().join("ran.log");
@@ -704,7 +704,7 @@ fn broken_state_is_ignored_never_trusted() {
         return;
     }
     let _serial = serial("loop-faults");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let disk = LoopDisk::new(dir.path(), "broken.img", 64);
     disk.mkfs("ext4", Some("brk"));
     let name = disk.name();
@@ -1170,7 +1170,7 @@ fn a_resize_refused_because_a_mount_landed_leaves_no_cut_short_mark() {
         ),
         ("failed offline", "", true),
     ] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::tempdir();
         let label = if refused_after { "offfail" } else { "online" };
         let d = fault_disk(dir.path(), "ext4", label, 64, 32);
         let name = d.disk.name();
@@ -1220,7 +1220,7 @@ fn a_disk_swapped_during_its_check_is_not_marked_damaged() {
         return;
     }
     let _serial = serial("loop-faults");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let d = fault_disk(dir.path(), "ext4", "swapped", 64, 32);
     let name = d.disk.name();
     let other = dir.path().join("other.img");
@@ -1285,7 +1285,7 @@ fn one_filesystem_through_two_devices_is_never_grown_under_a_mount() {
         return;
     }
     let _serial = serial("loop-faults");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let d = fault_disk(dir.path(), "ext4", "twice", 512, 64);
     // The same image through a second loop device, as when a disk is
     // attached again while its old device lives on.
@@ -1300,7 +1300,7 @@ fn one_filesystem_through_two_devices_is_never_grown_under_a_mount() {
     let name = second.trim_start_matches("/dev/").to_string();
     let env = fault_env(&format!("{name} {}", d.disk.name()));
     // Mounted through the first device: the second is not grown.
-    let mnt = tempfile::tempdir().unwrap();
+    let mnt = common::tempdir();
     run_ok(Command::new("mount").arg(&d.disk.dev).arg(mnt.path()));
     let out = grower(&env, &name).output().unwrap();
     let record: serde_json::Value = serde_json::from_slice(

@@ -148,7 +148,7 @@ impl LoopDisk {
 
     /// Writes `content` into `file` at the root of the filesystem on `dev`.
     pub fn write_file(dev: &str, file: &str, content: &str) {
-        let mnt = tempfile::tempdir().unwrap();
+        let mnt = tempdir();
         sh(Command::new("mount").arg(dev).arg(mnt.path()));
         let res = fs::write(mnt.path().join(file), content);
         sh(Command::new("umount").arg(mnt.path()));
@@ -255,11 +255,28 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+/// Where tests make their folders: hooks and plugins run only from
+/// folders no other user may write, so not in /tmp (sticky, but writable
+/// by all). As root, a folder of /run; otherwise the build's own.
+pub fn test_base() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let base = if unsafe { libc::geteuid() } == 0 {
+        PathBuf::from("/run/gandi-vm-test")
+    } else {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+    };
+    fs::create_dir_all(&base).unwrap();
+    base
+}
+
+/// A new private folder beneath [`test_base`], removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(test_base()).unwrap()
+}
+
 impl Env {
     pub fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Env { dir: tempdir() }
     }
 
     pub fn path(&self) -> &Path {
