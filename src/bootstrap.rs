@@ -24,11 +24,12 @@ use crate::rootgrow;
 use crate::settings::Settings;
 use crate::status::{Done, Recorder};
 use crate::tree::{Change, Tree};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub mod disk;
 mod init;
 mod modules;
 mod swap;
@@ -37,8 +38,8 @@ mod sysctl;
 use init::run_init_once;
 pub use init::{run_platform_script, which};
 use modules::modules;
-use swap::swap;
-pub use swap::{archive_places, find_archive, find_swap_device};
+use swap::{SwapTarget, swap};
+pub use swap::{archive_places, consume_archive, find_archive};
 use sysctl::sysctl;
 pub use sysctl::{SYSCTL_FILE, SYSCTL_LINK, load_sysctl};
 
@@ -61,27 +62,71 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     let tree = Tree::open(&opts.root)?;
     let live = opts.live();
     let mut rec = Recorder::default();
-    let found = match &opts.device {
-        Some(d) => Some((d.clone(), false)),
-        None if live => find_swap_device(settings),
+    let instance = if live { disk::instance(settings) } else { None };
+    // The platform's disk: the one given, else the one at the platform's
+    // place (never found by its label or partition name: see `disk`).
+    let mut chosen: Option<disk::PlatformDisk> = None;
+    let found: Option<(PathBuf, bool)> = match &opts.device {
+        Some(d) => {
+            let partition = live
+                && d.file_name().is_some_and(|n| {
+                    settings
+                        .sys_dir
+                        .join("class/block")
+                        .join(n)
+                        .join("partition")
+                        .exists()
+                });
+            Some((d.clone(), partition))
+        }
+        None if live => {
+            let (record, damaged) = disk::load(&tree, settings);
+            if let Some(why) = damaged {
+                log::warn!("{why}");
+            }
+            match disk::choose(settings, record.as_ref(), instance.as_deref()) {
+                disk::Choice::Found(pd) => {
+                    rec.note(
+                        "platform-disk",
+                        Done::unchanged(format!("{}: {}", pd.disk.display(), pd.why)),
+                    );
+                    let found = (pd.swap.clone(), pd.swap != pd.disk);
+                    chosen = Some(pd);
+                    Some(found)
+                }
+                disk::Choice::None(why) => {
+                    rec.skip("platform-disk", &why);
+                    None
+                }
+                disk::Choice::Ambiguous(why) => {
+                    rec.note("platform-disk", Done::failed(why));
+                    None
+                }
+            }
+        }
         None => None,
     };
     let gandi = settings.gandi_dir.as_path();
 
     // The config archive.
+    let mut archive_read: Option<PathBuf> = None;
     match &found {
         None if !live => rec.skip(
             "archive",
             "--root: the swap disk is read only from --device",
         ),
-        None => rec.skip("archive", "no swap disk found"),
+        None => rec.skip("archive", "no platform disk"),
         Some((device, _)) => {
             let places = if live {
                 archive_places(settings, device)
             } else {
                 vec![device.clone()]
             };
-            rec.step("archive", || extract_config(&tree, gandi, &places));
+            rec.step("archive", || {
+                let (done, read) = extract_config(&tree, gandi, &places)?;
+                archive_read = read;
+                Ok(done)
+            });
         }
     }
 
@@ -134,6 +179,15 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     if let Some(why) = &ledger.damaged {
         rec.note("state", Done::failed(why.clone()));
     }
+    if ledger.adopt_instance(instance.as_deref()) {
+        rec.note(
+            "instance",
+            Done::changed(
+                "a new instance (another VM's disk): the platform's values are applied \
+                 as at a first boot",
+            ),
+        );
+    }
     if let Some(config) = &config {
         apply_config(settings, opts, &tree, &mut ledger, config, &mut rec);
     }
@@ -162,8 +216,26 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     // Swap.
     match &found {
         None => rec.skip("swap", "no swap disk"),
-        Some((device, named)) => {
-            rec.step("swap", || swap(settings, &tree, device, *named, live));
+        Some((device, partition)) => {
+            let target = SwapTarget {
+                device,
+                partition: *partition,
+                archive: archive_read.as_deref(),
+            };
+            rec.step("swap", || swap(settings, &tree, &target, live));
+            // The choice, for the next boot: this instance's disk, by the
+            // UUID of its swap area.
+            if let Some(pd) = &chosen {
+                let record = disk::Record {
+                    format: disk::FORMAT.to_string(),
+                    instance: instance.clone(),
+                    place: pd.place.clone(),
+                    swap_uuid: disk::swap_uuid(&pd.swap),
+                };
+                if let Err(e) = disk::save(&tree, settings, &record) {
+                    rec.note("platform-disk", Done::failed(format!("{e:#}")));
+                }
+            }
         }
     }
 
@@ -218,14 +290,20 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
 }
 
 /// Reads the archive from the first of `places` that holds one and puts its
-/// `gandi/` tree in place of `gandi` (refused whole when hostile).
-fn extract_config(tree: &Tree, gandi: &Path, places: &[PathBuf]) -> Result<Done> {
+/// `gandi/` tree in place of `gandi` (refused whole when hostile). Also
+/// returns where an archive was read to its end (whole or refused), to be
+/// cleared before the swap area is enabled.
+fn extract_config(
+    tree: &Tree,
+    gandi: &Path,
+    places: &[PathBuf],
+) -> Result<(Done, Option<PathBuf>)> {
     let Some((place, file)) = find_archive(places)? else {
         let shown: Vec<String> = places.iter().map(|p| p.display().to_string()).collect();
-        return Ok(Done::skipped(format!(
-            "no archive at 512 KiB of {}",
-            shown.join(" or ")
-        )));
+        return Ok((
+            Done::skipped(format!("no archive at 512 KiB of {}", shown.join(" or "))),
+            None,
+        ));
     };
     let (parent_rel, name) = match (gandi.parent(), gandi.file_name().and_then(|n| n.to_str())) {
         (Some(p), Some(n)) => (p, n),
@@ -234,25 +312,48 @@ fn extract_config(tree: &Tree, gandi: &Path, places: &[PathBuf]) -> Result<Done>
     tree.create_dirs(parent_rel, 0o755)?;
     let parent = tree.subtree(parent_rel)?;
     let limits = Limits::default();
-    let n = archive::extract_to(
+    let n = match archive::extract_to(
         file.take(limits.max_bytes * 2),
         Path::new("gandi"),
         &parent,
         name,
         limits,
-    )
-    .with_context(|| format!("refusing the archive on {}", place.display()))?;
+    ) {
+        Ok(n) => n,
+        // Refused whole: read to its end all the same (not to be read
+        // again), unless the disk failed.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.raw_os_error().is_some())
+            }) =>
+        {
+            return Err(e.context(format!("reading the archive on {}", place.display())));
+        }
+        Err(e) => {
+            return Ok((
+                Done::failed(format!(
+                    "refusing the archive on {}: {e:#}",
+                    place.display()
+                )),
+                Some(place),
+            ));
+        }
+    };
     if n == 0 {
-        return Ok(Done::skipped(format!(
-            "the archive on {} has no gandi entry",
-            place.display()
-        )));
+        return Ok((
+            Done::skipped(format!(
+                "the archive on {} has no gandi entry",
+                place.display()
+            )),
+            Some(place),
+        ));
     }
     parent.set_mode(name, 0o700)?;
-    Ok(Done::changed(format!(
-        "{n} entries from {}",
-        place.display()
-    )))
+    Ok((
+        Done::changed(format!("{n} entries from {}", place.display())),
+        Some(place),
+    ))
 }
 
 /// The problems of one field, for its step's detail.

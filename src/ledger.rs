@@ -5,8 +5,15 @@
 //! Only fingerprints are kept (SHA-256 of the field's name and value): the
 //! file says whether a value changed, never what it was (the password hash
 //! is a secret). A missing file means a first boot: everything is applied.
-//! A damaged one cannot tell what was applied: everything is applied again
-//! and the damage is reported.
+//! A damaged one cannot tell what was applied, nor what the admin changed
+//! since: nothing is applied over what the system has, the damage is
+//! reported, the damaged file is kept beside (`applied.json.damaged`), and
+//! the values given now are recorded as applied, so that a later change is
+//! applied again.
+//!
+//! The file also names the instance (the VM) it was written for: a VM made
+//! from another's disk (a custom image) is a new instance, and gets the
+//! platform's values as at a first boot.
 
 use crate::tree::{Tree, WriteOpts};
 use anyhow::Result;
@@ -31,6 +38,12 @@ pub struct Ledger {
     pub damaged: Option<String>,
     /// The values the file holds (as read, or as last written).
     saved: BTreeMap<String, String>,
+    /// The instance the file was written for.
+    instance: Option<String>,
+    saved_instance: Option<String>,
+    /// Set when the file was damaged: every value is kept as the system
+    /// has it, and recorded here as applied when it is asked about.
+    kept: std::cell::RefCell<BTreeMap<String, String>>,
 }
 
 /// The fingerprint of `value` for `field`.
@@ -61,6 +74,9 @@ impl Ledger {
             values: BTreeMap::new(),
             damaged: None,
             saved: BTreeMap::new(),
+            instance: None,
+            saved_instance: None,
+            kept: Default::default(),
         };
         match lock {
             Ok(Some(l)) => ledger._lock = Some(l),
@@ -83,13 +99,17 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => ledger.damaged = Some(format!("{}: {e}", tree.shown(&ledger.path).display())),
             Ok((data, _)) => match parse(&data) {
-                Some(values) => {
+                Some((values, instance)) => {
                     ledger.saved = values.clone();
                     ledger.values = values;
+                    ledger.saved_instance = instance.clone();
+                    ledger.instance = instance;
                 }
                 None => {
                     ledger.damaged = Some(format!(
-                        "{} is damaged: every value is applied again",
+                        "{} is damaged: nothing is applied over what the system has \
+                         (the file is kept as {}.damaged)",
+                        tree.shown(&ledger.path).display(),
                         tree.shown(&ledger.path).display()
                     ))
                 }
@@ -99,9 +119,37 @@ impl Ledger {
     }
 
     /// Whether `value` differs from what was last applied to `field` (or
-    /// nothing was).
+    /// nothing was). Never, while the file is damaged: the value is kept
+    /// as the system has it, and recorded as applied.
     pub fn is_new(&self, field: &str, value: &[u8]) -> bool {
-        self.values.get(field) != Some(&fingerprint(field, value))
+        let fp = fingerprint(field, value);
+        if self.damaged.is_some() {
+            self.kept.borrow_mut().insert(field.to_string(), fp);
+            return false;
+        }
+        self.values.get(field) != Some(&fp)
+    }
+
+    /// Whether the file was damaged (or its lock could not be had): every
+    /// value is kept as the system has it.
+    pub fn keeps_all(&self) -> bool {
+        self.damaged.is_some()
+    }
+
+    /// Takes the ledger for the instance `id`: when the file was written
+    /// for another instance (a VM made from another's disk), what it
+    /// records is not this VM's, and everything is applied as at a first
+    /// boot. Returns whether it was another's.
+    pub fn adopt_instance(&mut self, id: Option<&str>) -> bool {
+        let Some(id) = id else {
+            return false;
+        };
+        let other = self.instance.as_deref().is_some_and(|old| old != id);
+        if other && self.damaged.is_none() {
+            self.values.clear();
+        }
+        self.instance = Some(id.to_string());
+        other
     }
 
     /// Whether anything was ever applied to `field`.
@@ -131,7 +179,7 @@ impl Ledger {
     /// file's (a field removed and set again to the same value does not
     /// count), or a damaged file to replace.
     pub fn is_changed(&self) -> bool {
-        self.values != self.saved || self.damaged.is_some()
+        self.values != self.saved || self.instance != self.saved_instance || self.damaged.is_some()
     }
 
     /// Writes the ledger when it changed (0600, in a 0700 folder).
@@ -149,7 +197,21 @@ impl Ledger {
         if let Some(dir) = self.path.parent() {
             tree.create_dirs(dir, 0o700)?;
         }
-        let doc = serde_json::json!({ "format": FORMAT, "values": self.values });
+        if self.damaged.is_some() {
+            // What the damaged file held is kept for whoever looks into it.
+            let mut aside = self.path.clone().into_os_string();
+            aside.push(".damaged");
+            if tree.lstat(&self.path).is_ok() {
+                tree.rename(&self.path, PathBuf::from(aside))?;
+            }
+            let kept = std::mem::take(&mut *self.kept.borrow_mut());
+            self.values.extend(kept);
+        }
+        let doc = serde_json::json!({
+            "format": FORMAT,
+            "instance": self.instance,
+            "values": self.values,
+        });
         let mut text = serde_json::to_vec_pretty(&doc)?;
         text.push(b'\n');
         tree.write_atomic(
@@ -165,21 +227,29 @@ impl Ledger {
             },
         )?;
         self.saved = self.values.clone();
+        self.saved_instance = self.instance.clone();
         self.damaged = None;
         Ok(())
     }
 }
 
-fn parse(data: &[u8]) -> Option<BTreeMap<String, String>> {
+/// The values and the instance of a ledger's text; `None` when damaged.
+fn parse(data: &[u8]) -> Option<(BTreeMap<String, String>, Option<String>)> {
     let v: serde_json::Value = serde_json::from_slice(data).ok()?;
     if v.get("format")?.as_str()? != FORMAT {
         return None;
     }
-    v.get("values")?
+    let instance = match v.get("instance") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(i) => Some(i.as_str()?.to_string()),
+    };
+    let values = v
+        .get("values")?
         .as_object()?
         .iter()
         .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-        .collect()
+        .collect::<Option<BTreeMap<_, _>>>()?;
+    Some((values, instance))
 }
 
 #[cfg(test)]
@@ -215,10 +285,41 @@ mod tests {
         );
         std::fs::write(&file, "{\"format\": \"other\"}").unwrap();
         drop(l);
-        let l = Ledger::load(&t, state);
+        let mut l = Ledger::load(&t, state);
         assert!(l.damaged.is_some());
-        assert!(l.is_new("hostname", b"a"));
-        // A damaged file is replaced at the next save.
+        // Damaged: nothing is new (kept as the system has it), and what was
+        // asked about is recorded as applied.
+        assert!(!l.is_new("hostname", b"a"));
+        assert!(l.is_changed());
+        l.save(&t).unwrap();
+        assert!(
+            dir.path()
+                .join("var/lib/gandi/applied.json.damaged")
+                .exists()
+        );
+        drop(l);
+        let l = Ledger::load(&t, state);
+        assert!(l.damaged.is_none());
+        assert!(!l.is_new("hostname", b"a"));
+        assert!(l.is_new("hostname", b"b"));
+    }
+
+    #[test]
+    fn another_instance_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tree::open(dir.path()).unwrap();
+        let state = Path::new("/var/lib/gandi");
+        let mut l = Ledger::load(&t, state);
+        assert!(!l.adopt_instance(Some("a")));
+        l.set("hostname", b"x");
+        l.save(&t).unwrap();
+        drop(l);
+        let mut l = Ledger::load(&t, state);
+        assert!(!l.adopt_instance(Some("a")));
+        assert!(!l.is_new("hostname", b"x"));
+        assert!(!l.adopt_instance(None), "unknown: the same");
+        assert!(l.adopt_instance(Some("b")));
+        assert!(l.is_new("hostname", b"x"));
         assert!(l.is_changed());
     }
 

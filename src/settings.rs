@@ -202,6 +202,9 @@ pub struct Settings {
     pub nodhcp: Vec<String>,
     /// Globs of kernel names that may be data disks (`CONFIG_DISK_DEVICES`).
     pub disk_devices: Vec<String>,
+    /// The places the platform attaches its swap/config disk at
+    /// (`GANDI_PLATFORM_DISK`): Xen kernel names, `pci-ADDRESS` slots.
+    pub platform_disk: Vec<String>,
 
     pub plugin_dir: PathBuf,
     /// The admin's early boot steps, run by `bootstrap`
@@ -345,6 +348,10 @@ impl Settings {
             // list (no interface excluded), not the default.
             nodhcp: v.words_or_none("CONFIG_NODHCP", "eth0"),
             disk_devices: v.words("CONFIG_DISK_DEVICES", DEFAULT_DISK_DEVICES),
+            platform_disk: v.words(
+                "GANDI_PLATFORM_DISK",
+                crate::bootstrap::disk::DEFAULT_PLACES,
+            ),
             plugin_dir: v.abs_path("GANDI_PLUGIN_DIR", "/etc/gandi/plugins.d"),
             bootstrap_dir: v.abs_path("GANDI_BOOTSTRAP_DIR", "/etc/gandi/bootstrap.d"),
             gandi_dir: v.abs_path("GANDI_DIR", "/gandi"),

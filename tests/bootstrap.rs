@@ -729,60 +729,6 @@ fn a_non_empty_device_without_swap_is_never_formatted() {
 }
 
 #[test]
-fn the_archive_is_read_from_the_whole_disk_of_a_swap_partition() {
-    // A fixture /dev and /sys: vdz1 is a partition of vdz; the platform
-    // wrote its archive at 512 KiB of the whole disk.
-    let env = Env::new();
-    let dev = env.path().join("dev");
-    let sys = env.path().join("sys");
-    fs::create_dir_all(dev.join("disk/by-partlabel")).unwrap();
-    fs::create_dir_all(sys.join("devices/virtio1/block/vdz/vdz1")).unwrap();
-    fs::create_dir_all(sys.join("class/block")).unwrap();
-    fs::write(sys.join("devices/virtio1/block/vdz/vdz1/partition"), "1\n").unwrap();
-    std::os::unix::fs::symlink(
-        "../../devices/virtio1/block/vdz/vdz1",
-        sys.join("class/block/vdz1"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(
-        "../../devices/virtio1/block/vdz",
-        sys.join("class/block/vdz"),
-    )
-    .unwrap();
-    let archive = tar(&[("gandi/config", b"{\"vm_hostname\": \"found\"}", 0o600)]);
-    image(&dev, "vdz", &archive, None);
-    image(&dev, "vdz1", &[], None);
-    std::os::unix::fs::symlink("../../vdz1", dev.join("disk/by-partlabel/gandiswap")).unwrap();
-    let settings = gandi_vm::settings::Settings {
-        dev_dir: dev.clone(),
-        sys_dir: sys,
-        proc_dir: env.path().join("proc"),
-        ..Default::default()
-    };
-    let (found, named) = gandi_vm::bootstrap::find_swap_device(&settings).unwrap();
-    assert_eq!(found, dev.join("vdz1"));
-    assert!(named);
-    let places = gandi_vm::bootstrap::archive_places(&settings, &found);
-    assert_eq!(places, vec![dev.join("vdz"), dev.join("vdz1")]);
-    let (place, _) = gandi_vm::bootstrap::find_archive(&places).unwrap().unwrap();
-    assert_eq!(place, dev.join("vdz"));
-    // The original's last candidates: sdb without Xen, xvda2 with it.
-    fs::remove_file(dev.join("disk/by-partlabel/gandiswap")).unwrap();
-    fs::remove_file(dev.join("vdz1")).unwrap();
-    image(&dev, "sdb", &[], None);
-    image(&dev, "xvda2", &[], None);
-    assert_eq!(
-        gandi_vm::bootstrap::find_swap_device(&settings).unwrap().0,
-        dev.join("sdb")
-    );
-    fs::create_dir_all(env.path().join("proc/xen")).unwrap();
-    assert_eq!(
-        gandi_vm::bootstrap::find_swap_device(&settings).unwrap().0,
-        dev.join("xvda2")
-    );
-}
-
-#[test]
 fn resolvers_go_through_whatever_owns_resolv_conf() {
     if !system_test(&["mkswap", "useradd", "gzip", "depmod"]) {
         return;

@@ -1,5 +1,14 @@
-//! The swap disk: found by label or partition name, its archive read at
-//! 512 KiB, the swap area made (under a mark) and enabled.
+//! The swap area of the platform's disk (see `disk` for which disk that
+//! is): its archive read at 512 KiB, the swap area made (under a mark),
+//! the archive's pages kept out of the kernel's use, enabled.
+//!
+//! The archive sits at 512 KiB of the disk, inside the swap area when the
+//! swap is the whole disk: a page the kernel swapped out there could be
+//! read as an archive at the next boot, and any local user who can cause
+//! swapping could write it. So the swap header lists the archive's pages
+//! (and those after it that fit) as bad pages, which the kernel never
+//! writes, and once read the archive's first block is zeroed: any archive
+//! found there later was written by the platform since this boot.
 
 use crate::archive::{self};
 use crate::runner::Run;
@@ -9,32 +18,9 @@ use crate::tree::{Change, Tree, WriteOpts};
 use anyhow::{Context, Result};
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// The swap disk, in the original's order; `true` when it is the GPT
-/// partition named `gandiswap` (always formatted).
-pub fn find_swap_device(settings: &Settings) -> Option<(PathBuf, bool)> {
-    let dev = &settings.dev_dir;
-    let xen = settings.proc_dir.join("xen").exists();
-    let mut candidates = vec![
-        ("disk/by-partlabel/gandiswap", true),
-        ("disk/by-label/swap", false),
-        ("xvdz1", false),
-        ("xvdz", false),
-        ("da1", false),
-    ];
-    candidates.push(if xen {
-        ("xvda2", false)
-    } else {
-        ("sdb", false)
-    });
-    candidates
-        .iter()
-        .map(|(p, named)| (dev.join(p), *named))
-        .find(|(p, _)| p.exists())
-        .map(|(p, named)| (fs::canonicalize(&p).unwrap_or(p), named))
-}
 
 /// Where the archive may be: when the swap is a partition, the whole disk
 /// first (the platform writes at 512 KiB of the disk), then the partition.
@@ -76,20 +62,174 @@ pub(super) fn swap_label(head: &[u8]) -> Option<String> {
 
 /// Whether the first page carries a swap signature.
 pub(super) fn swap_signature(head: &[u8]) -> bool {
-    head.len() >= 4096 && (&head[4086..4096] == b"SWAPSPACE2" || &head[4086..4096] == b"SWAP-SPACE")
+    let page = page_size();
+    head.len() >= page
+        && (&head[page - 10..page] == b"SWAPSPACE2" || &head[page - 10..page] == b"SWAP-SPACE")
 }
 
-/// (Re)creates the swap area with label `swap` and enables it, keeping the
-/// original's safety rule: a device that is not swap already is formatted
-/// only when its first 512 KiB are zero, or when it is the GPT partition
-/// named `gandiswap`.
+/// The system's page size, the unit of the swap header.
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| n.is_power_of_two() && *n >= 4096)
+        .unwrap_or(4096)
+}
+
+/// The first `len` bytes of `device` (fewer when it is smaller); the open
+/// never waits.
+pub(super) fn read_head(device: &Path, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(device)?;
+    let mut head = Vec::with_capacity(len);
+    file.take(len as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Where the bad-page list of a swap header starts (after the boot
+/// bytes, version, last page, count, UUID, label and padding).
+const BADPAGES_AT: usize = 1024 + 3 * 4 + 16 + 16 + 117 * 4;
+
+/// The bad pages a header of `page` bytes can list (637 with 4 KiB).
+fn max_badpages(page: usize) -> usize {
+    (page - 10 - BADPAGES_AT) / 4
+}
+
+/// The header `head` (its first page) with the pages from `first` on (as
+/// many as fit, up to its last page) listed as bad: the kernel never
+/// writes them. Everything else of the header stays. `None` when it
+/// already lists exactly those, or is no header we know.
+fn protected_header(head: &[u8], first: u32) -> Option<Vec<u8>> {
+    let page = page_size();
+    if !swap_signature(head) || first == 0 {
+        return None;
+    }
+    let word = |at: usize| u32::from_ne_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let (version, last_page) = (word(1024), word(1028));
+    if version != 1 || first > last_page {
+        return None;
+    }
+    let count = (max_badpages(page) as u32).min(last_page - first + 1);
+    let wanted: Vec<u32> = (first..first + count).collect();
+    let now = word(1032) as usize;
+    let listed: Vec<u32> = (0..now.min(max_badpages(page)))
+        .map(|i| word(BADPAGES_AT + 4 * i))
+        .collect();
+    if listed == wanted {
+        return None;
+    }
+    let mut out = head[..page].to_vec();
+    out[1032..1036].copy_from_slice(&count.to_ne_bytes());
+    for (i, p) in wanted.iter().enumerate() {
+        out[BADPAGES_AT + 4 * i..BADPAGES_AT + 4 * i + 4].copy_from_slice(&p.to_ne_bytes());
+    }
+    Some(out)
+}
+
+/// The page of the swap device `device` where the archive starts, when it
+/// lies inside it: the archive is at 512 KiB of `place` (the device
+/// itself, or its whole disk, from which the partition's start is taken).
+fn archive_page(settings: &Settings, device: &Path, place: &Path) -> Option<u32> {
+    let page = page_size() as u64;
+    let start = if place == device {
+        0
+    } else {
+        let name = device.file_name()?.to_str()?;
+        let sectors = crate::kernel::read_u64(
+            &settings
+                .sys_dir
+                .join("class/block")
+                .join(name)
+                .join("start"),
+        )?;
+        sectors * 512
+    };
+    let at = archive::CONFIG_OFFSET.checked_sub(start)?;
+    u32::try_from(at / page).ok().filter(|p| *p > 0)
+}
+
+/// Lists the archive's pages as bad in the swap header of `device` (see
+/// [`protected_header`]); whether it wrote.
+fn protect(device: &Path, first: u32) -> Result<bool> {
+    let head = read_head(device, page_size())
+        .with_context(|| format!("reading the swap header of {}", device.display()))?;
+    let Some(new) = protected_header(&head, first) else {
+        return Ok(false);
+    };
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .with_context(|| format!("opening {}", device.display()))?;
+    file.write_all_at(&new, 0)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing the swap header of {}", device.display()))?;
+    Ok(true)
+}
+
+/// Zeroes the archive's first block at 512 KiB of `place` and syncs it:
+/// an archive found there later was written since.
+pub fn consume_archive(place: &Path) -> Result<()> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(place)
+        .with_context(|| format!("opening {}", place.display()))?;
+    file.write_all_at(&[0u8; 512], archive::CONFIG_OFFSET)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("clearing the archive of {}", place.display()))
+}
+
+/// Whether `device` holds something `mkswap` must not erase: a
+/// filesystem, RAID or LVM signature (`blkid -p`, bounded), or content it
+/// cannot name for sure.
+fn foreign_signature(device: &Path) -> Option<String> {
+    let out = match Run::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(device)
+        .limit(Duration::from_secs(10))
+        .outcome()
+    {
+        Ok(o) => o,
+        Err(e) => return Some(format!("{e:#}")),
+    };
+    match out.code() {
+        Some(2) => None,
+        Some(0) => crate::blkid::parse_blkid_export(&out.stdout_text())
+            .into_values()
+            .next()
+            .and_then(|fs| fs.fstype)
+            .filter(|t| t != "swap")
+            .map(|t| format!("it holds {t}")),
+        Some(8) => Some("it holds more than one signature".into()),
+        _ => Some(out.summary("failed", &out.stderr_text())),
+    }
+}
+
+/// What the swap step works on.
+pub(super) struct SwapTarget<'a> {
+    pub device: &'a Path,
+    /// A partition of the platform's disk (the whole disk's 512 KiB rule
+    /// does not apply; a signature still does).
+    pub partition: bool,
+    /// Where an archive was read this boot (cleared before `swapon`).
+    pub archive: Option<&'a Path>,
+}
+
+/// (Re)creates the swap area with label `swap`, keeps the archive's pages
+/// out of the kernel's use, clears the archive read, and enables it.
+/// A device that is not swap already is formatted only when it holds no
+/// other signature, and, for a whole disk, when its first 512 KiB are
+/// zero (the original's rule).
 pub(super) fn swap(
     settings: &Settings,
     tree: &Tree,
-    device: &Path,
-    named: bool,
+    target: &SwapTarget,
     live: bool,
 ) -> Result<Done> {
+    let device = target.device;
     if live {
         let active = fs::read_to_string(settings.proc_dir.join("swaps"))
             .unwrap_or_default()
@@ -104,18 +244,8 @@ pub(super) fn swap(
             )));
         }
     }
-    let mut head = vec![0u8; archive::CONFIG_OFFSET as usize];
-    let mut file =
-        fs::File::open(device).with_context(|| format!("opening {}", device.display()))?;
-    let mut read = 0;
-    while read < head.len() {
-        let n = file.read(&mut head[read..])?;
-        if n == 0 {
-            break;
-        }
-        read += n;
-    }
-    head.truncate(read);
+    let head = read_head(device, archive::CONFIG_OFFSET as usize)
+        .with_context(|| format!("reading {}", device.display()))?;
     let is_swap = swap_signature(&head);
     let labelled = is_swap && swap_label(&head).as_deref() == Some("swap");
     // A format of ours cut short leaves a head that is neither zero nor
@@ -125,12 +255,18 @@ pub(super) fn swap(
         .read_string(&mark)
         .is_ok_and(|d| d.trim() == device.display().to_string());
     let mut change = Change::Unchanged;
+    let mut notes = vec![device.display().to_string()];
     if labelled {
         // Already what we want: formatting again would only change its UUID.
         if ours {
             tree.remove_file(&mark)?;
         }
-    } else if is_swap || named || ours || head.iter().all(|&b| b == 0) {
+    } else if !is_swap && let Some(why) = foreign_signature(device) {
+        return Ok(Done::skipped(format!(
+            "{} is not formatted: {why}",
+            device.display()
+        )));
+    } else if is_swap || ours || target.partition || head.iter().all(|&b| b == 0) {
         tree.create_dirs(&settings.state_dir, 0o700)?;
         tree.write_atomic(
             &mark,
@@ -150,11 +286,24 @@ pub(super) fn swap(
             device.display()
         )));
     }
+    let place = target.archive.unwrap_or(device);
+    if let Some(first) = archive_page(settings, device, place)
+        && protect(device, first)?
+    {
+        change = Change::Changed;
+        notes.push(format!(
+            "pages {first} and after kept from use (the archive's)"
+        ));
+    }
     if live {
+        if let Some(place) = target.archive {
+            consume_archive(place)?;
+            notes.push(format!("archive cleared on {}", place.display()));
+        }
         swapon(device)?;
         change = Change::Changed;
     }
-    Ok(Done::of(change, device.display().to_string()))
+    Ok(Done::of(change, notes.join("; ")))
 }
 
 pub(super) fn swapon(device: &Path) -> Result<()> {
@@ -172,6 +321,48 @@ pub(super) fn swapon(device: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header as mkswap writes it: version 1, `pages` pages, no bad one.
+    fn header(pages: u32) -> Vec<u8> {
+        let mut h = vec![0u8; 4096];
+        h[1024..1028].copy_from_slice(&1u32.to_ne_bytes());
+        h[1028..1032].copy_from_slice(&(pages - 1).to_ne_bytes());
+        h[1052..1056].copy_from_slice(b"swap");
+        h[4086..4096].copy_from_slice(b"SWAPSPACE2");
+        h
+    }
+
+    #[test]
+    fn the_archives_pages_are_listed_bad_and_nothing_else_changes() {
+        let h = header(16384);
+        let p = protected_header(&h, 128).unwrap();
+        assert_eq!(u32::from_ne_bytes(p[1032..1036].try_into().unwrap()), 637);
+        assert_eq!(
+            u32::from_ne_bytes(p[BADPAGES_AT..BADPAGES_AT + 4].try_into().unwrap()),
+            128
+        );
+        let last = BADPAGES_AT + 4 * 636;
+        assert_eq!(
+            u32::from_ne_bytes(p[last..last + 4].try_into().unwrap()),
+            764
+        );
+        // Everything else of the header stays.
+        for (i, (a, b)) in h.iter().zip(&p).enumerate() {
+            if !(1032..1036).contains(&i) && !(BADPAGES_AT..BADPAGES_AT + 4 * 637).contains(&i) {
+                assert_eq!(a, b, "byte {i}");
+            }
+        }
+        assert_eq!(protected_header(&p, 128), None, "written twice");
+        // A small area: only the pages it has.
+        let small = protected_header(&header(200), 128).unwrap();
+        assert_eq!(
+            u32::from_ne_bytes(small[1032..1036].try_into().unwrap()),
+            72
+        );
+        // Not a header, or an archive outside the area: nothing.
+        assert_eq!(protected_header(&vec![0u8; 4096], 128), None);
+        assert_eq!(protected_header(&header(100), 128), None);
+    }
 
     #[test]
     fn swap_labels() {
