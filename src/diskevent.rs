@@ -235,7 +235,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         .ok()
         .and_then(|mi| {
             crate::kernel::root_mount(&crate::kernel::parse_mountinfo(&mi))
-                .map(|m| m.block_devnum())
+                .map(|m| m.block_devnum(&settings.sys_dir))
         })
         == Some(event.devnum);
     let serviceable = event.fs.usage.as_deref() == Some("filesystem") && !holds_root;

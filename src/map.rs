@@ -5,9 +5,12 @@
 //! mount table, udev's database, our records); a direct probe is bounded.
 //!
 //! KEY is matched against filesystem labels, then kernel names, then
-//! filesystem UUIDs. On a match one line `-fstype=TYPE,OPTIONS :DEVICE` goes
-//! to stdout and the exit status is 0; otherwise stdout stays empty, the
-//! reason goes to stderr (autofs logs it) and the status is non-zero.
+//! filesystem UUIDs, and a disk is served under one key only: its label
+//! when the label leads to it, else its kernel name (another of its names
+//! is refused, naming that path). On a match one line
+//! `-fstype=TYPE,OPTIONS :DEVICE` goes to stdout and the exit status is 0;
+//! otherwise stdout stays empty, the reason goes to stderr (autofs logs it)
+//! and the status is non-zero.
 
 use crate::device::Device;
 use crate::records;
@@ -31,6 +34,8 @@ pub enum MapError {
     Excluded { name: String, reason: String },
     #[error("{name} is already mounted at {at}")]
     Mounted { name: String, at: String },
+    #[error("{name} is served at {at} only (one path per disk)")]
+    Elsewhere { name: String, at: String },
     #[error("{0} cannot be written in an autofs map entry")]
     UnsafeEntry(String),
     #[error("{0}")]
@@ -107,14 +112,49 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
         name == key || label == Some(key) || uuid.is_some_and(|u| u.eq_ignore_ascii_case(key))
     });
     let devices = scan.describe(&wanted);
-    let (device, warning) = match choose(&devices, key, &settings.disk_root.display().to_string()) {
+    let root = settings.disk_root.display().to_string();
+    let (device, warning) = match choose(&devices, key, &root) {
         Ok(found) => found,
         Err(MapError::NoMatch(_)) if let Some(gone) = gone_at(&scan, settings, key) => {
             return Err(gone);
         }
         Err(e) => return Err(e),
     };
-    if let Some(at) = device.mounts.first() {
+    // One key per disk: its label when the label leads to it, else its
+    // kernel name. Another spelling (its UUID in any case, the kernel name
+    // of a labelled disk) is refused and names the path to use, so no one
+    // can mount a disk first under another key and keep the admin's path
+    // from it for the mount's life.
+    let by_label = device.fs.label.as_deref() == Some(key);
+    let canonical = if by_label {
+        key.to_string()
+    } else {
+        match device.fs.label.as_deref() {
+            Some(label) if check_key(OsStr::new(label)).is_ok() => {
+                let same = scan.quick_match(|_, l, _| l == Some(label));
+                let described = scan.describe(&same);
+                if choose(&described, label, &root).is_ok_and(|(d, _)| d.name == device.name) {
+                    label.to_string()
+                } else {
+                    device.name.clone()
+                }
+            }
+            _ => device.name.clone(),
+        }
+    };
+    if key != canonical {
+        return Err(MapError::Elsewhere {
+            name: device.name.clone(),
+            at: settings.disk_root.join(&canonical).display().to_string(),
+        });
+    }
+    // Mounted already: under another key of ours (`ROOT/NAME` while its
+    // label was another disk's), the label is served all the same (a
+    // second mount of one filesystem); anywhere else, it is not ours.
+    let ours = |m: &std::path::PathBuf| {
+        m.parent() == Some(settings.disk_root.as_path()) && m != &settings.disk_root.join(key)
+    };
+    if let Some(at) = device.mounts.iter().find(|m| !(by_label && ours(m))) {
         return Err(MapError::Mounted {
             name: device.name.clone(),
             at: at.display().to_string(),
@@ -226,25 +266,21 @@ pub fn choose<'d>(
     }
 }
 
-/// The key under which `dev` is reached: its label when the label leads to
-/// it, else its kernel name, else its UUID.
+/// The key under which `dev` is reached (its only one): its label when
+/// the label leads to it, else its kernel name.
 pub fn served_key(devices: &[Device], dev: &Device, root: &Path) -> Option<String> {
     if dev.excluded.is_some() {
         return None;
     }
     let root = root.display().to_string();
-    [
-        dev.fs.label.as_deref(),
-        Some(dev.name.as_str()),
-        dev.fs.uuid.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|key| {
-        check_key(OsStr::new(key)).is_ok()
-            && choose(devices, key, &root).is_ok_and(|(d, _)| d.name == dev.name)
-    })
-    .map(str::to_string)
+    [dev.fs.label.as_deref(), Some(dev.name.as_str())]
+        .into_iter()
+        .flatten()
+        .find(|key| {
+            check_key(OsStr::new(key)).is_ok()
+                && choose(devices, key, &root).is_ok_and(|(d, _)| d.name == dev.name)
+        })
+        .map(str::to_string)
 }
 
 /// The program map's entry point: prints the entry and returns the exit code.

@@ -125,7 +125,7 @@ pub fn read(settings: &Settings, name: &str) -> Option<Record> {
 /// garbage, another format).
 pub fn read_checked(settings: &Settings, name: &str) -> Result<Option<Record>, String> {
     let path = disks_dir(settings).join(format!("{name}.json"));
-    let text = match fs::read(&path) {
+    let text = match util::read_state(&path, 1 << 20) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -425,9 +425,9 @@ pub fn released(settings: &Settings) -> HashMap<String, Option<u64>> {
     rd.filter_map(|e| {
         let e = e.ok()?;
         let name = e.file_name().into_string().ok()?;
-        let seq = fs::read_to_string(e.path())
+        let seq = util::read_state(&e.path(), 64)
             .ok()
-            .and_then(|s| s.trim().parse().ok());
+            .and_then(|s| String::from_utf8(s).ok()?.trim().parse().ok());
         Some((name, seq))
     })
     .collect()
@@ -439,10 +439,17 @@ pub fn keys_dir(settings: &Settings) -> PathBuf {
 }
 
 /// The link for `key`: its name is the key in hex, so any key (blanks,
-/// UTF-8) makes a path autofs can carry.
+/// UTF-8) makes a path autofs can carry; a key over 100 bytes (whose hex
+/// would pass the 255 bytes a name may hold) is named by its SHA-256.
 pub fn key_link(settings: &Settings, key: &str) -> PathBuf {
-    let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
-    keys_dir(settings).join(hex)
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let name = if key.len() <= 100 {
+        hex(key.as_bytes())
+    } else {
+        use sha2::Digest;
+        format!("sha256-{}", hex(&sha2::Sha256::digest(key.as_bytes())))
+    };
+    keys_dir(settings).join(name)
 }
 
 /// Points the link of `key` at `device` (atomically: a new link renamed

@@ -32,7 +32,7 @@ pub fn grow_root(settings: &Settings) -> Result<Growth> {
         .context("reading the mount table")?;
     let mounts = parse_mountinfo(&mountinfo);
     let root = root_mount(&mounts).context("no root in the mount table")?;
-    let devnum = root.block_devnum();
+    let devnum = root.block_devnum(&settings.sys_dir);
     let name =
         name_of(settings, devnum).with_context(|| format!("no block device {devnum} for /"))?;
     grow_partition(settings, &name)
@@ -327,10 +327,11 @@ fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Resu
         .and_then(|s| DevNum::parse(&s))
         .context("reading the device number")?;
     let dev = settings.dev_dir.join(name);
-    let source = dev.display().to_string();
-    let mounted = parse_mountinfo(&mountinfo)
+    let mounts = parse_mountinfo(&mountinfo);
+    let mounted = crate::kernel::mounts_of(&mounts, devnum, name, &settings.sys_dir)
         .into_iter()
-        .find(|m| m.devnum == devnum || m.source == source);
+        .next()
+        .cloned();
     let fstype = match &mounted {
         Some(m) => m.fstype.clone(),
         None => crate::blkid::probe(

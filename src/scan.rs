@@ -15,8 +15,8 @@ use crate::blkid::probe;
 use crate::device::{DevNum, Device, Exclusion, FsInfo, MetaSource, sort_kernel_order};
 use crate::glob::glob_match;
 use crate::kernel::{
-    MountEntry, list_names, parse_mountinfo, parse_partitions, parse_udev_entry, partition_parent,
-    read_proc, read_small, read_swaps, read_u64, root_mount, udev_alive,
+    MountEntry, list_names, mounts_of, parse_mountinfo, parse_partitions, parse_udev_entry,
+    partition_parent, read_proc, read_small, read_swaps, read_u64, root_mount, udev_alive,
 };
 use crate::records;
 use crate::settings::Settings;
@@ -290,20 +290,21 @@ impl<'a> Scan<'a> {
     /// and named after the mount's source (`loop3`).
     pub fn gone(&self) -> Vec<Device> {
         let dev_dir = self.settings.dev_dir.display().to_string();
+        let sys = &self.settings.sys_dir;
         let mut gone: Vec<Device> = self
             .mounts()
             .iter()
             .filter(|m| {
-                m.fstype != "autofs"
+                !m.string_source()
                     && m.mount_point.starts_with(&self.settings.disk_root)
                     && m.mount_point != self.settings.disk_root
-                    && (m.devnum.major != 0 || m.source.starts_with(&dev_dir))
             })
             .filter(|m| {
-                let devnum = m.block_devnum();
-                let by_name = m
-                    .source
-                    .strip_prefix(&dev_dir)
+                let devnum = m.block_devnum(sys);
+                // A btrfs source's name, when sysfs no longer has it.
+                let by_name = (m.fstype == "btrfs")
+                    .then(|| m.source.strip_prefix(&dev_dir))
+                    .flatten()
                     .map(|n| n.trim_start_matches('/').replace('/', "!"));
                 !self
                     .entries
@@ -316,7 +317,7 @@ impl<'a> Scan<'a> {
                     .strip_prefix(&dev_dir)
                     .map(|n| n.trim_start_matches('/').replace('/', "!"))
                     .unwrap_or_else(|| m.devnum.to_string()),
-                devnum: m.block_devnum(),
+                devnum: m.block_devnum(sys),
                 size: 0,
                 diskseq: None,
                 parent: None,
@@ -389,11 +390,8 @@ impl<'a> Scan<'a> {
             Vec::new()
         };
         let holders = list_names(&dir.join("holders"));
-        let dev_source = format!("{}", self.dev_path(name).display());
-        let mounts = self
-            .mounts()
-            .iter()
-            .filter(|m| m.devnum == devnum || m.source == dev_source)
+        let mounts = mounts_of(self.mounts(), devnum, name, &self.settings.sys_dir)
+            .into_iter()
             .map(|m| m.mount_point.clone())
             .collect();
         Some(Device {
@@ -446,7 +444,7 @@ impl<'a> Scan<'a> {
         let Some(root) = root_mount(self.mounts()) else {
             return disks;
         };
-        let devnum = root.block_devnum();
+        let devnum = root.block_devnum(&self.settings.sys_dir);
         let Some(name) = self
             .entries
             .iter()

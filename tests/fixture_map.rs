@@ -168,6 +168,13 @@ impl Tree {
             .push_str(&format!("40 22 {devnum} / {at} rw - ext4 {source} rw\n"));
     }
 
+    /// A mount of any type, as the mount table shows it.
+    fn mount_as(&mut self, devnum: &str, fstype: &str, source: &str, at: &str) {
+        self.mountinfo.push_str(&format!(
+            "41 22 {devnum} / {at} rw - {fstype} {source} rw\n"
+        ));
+    }
+
     fn settings(&self, extra: &str) -> Settings {
         fs::write(self.p("proc/self/mountinfo"), &self.mountinfo).unwrap();
         let text = format!(
@@ -227,9 +234,24 @@ fn label_then_name_then_uuid() {
         entry(&s, "vdd").unwrap(),
         format!("-fstype=btrfs,rw,nosuid,nodev,noatime :{vdd}")
     );
-    // UUIDs, in any case.
-    assert!(entry(&s, "2222-bbbb").unwrap().ends_with(&vdc));
-    assert!(entry(&s, "1111-AAAA").unwrap().ends_with(&vdb));
+    // One path per disk: a labelled disk's UUID (in any case) and kernel
+    // name are refused, naming its path; an unlabelled one's UUID too.
+    let elsewhere = |key: &str, name: &str, at: &str| {
+        assert_eq!(
+            entry(&s, key),
+            Err(MapError::Elsewhere {
+                name: name.into(),
+                at: format!("/srv/{at}")
+            }),
+            "{key}"
+        )
+    };
+    elsewhere("2222-bbbb", "vdc", "vdb");
+    elsewhere("2222-BBBB", "vdc", "vdb");
+    elsewhere("1111-AAAA", "vdb", "backups");
+    elsewhere("vdc", "vdc", "vdb");
+    elsewhere("3333-CCCC", "vdd", "vdd");
+    let _ = (&vdb, &vdc);
     assert_eq!(
         entry(&s, "nothing"),
         Err(MapError::NoMatch("nothing".into()))
@@ -519,4 +541,194 @@ fn a_disk_released_or_attached_again_after_its_description_is_not_current() {
     // Gone: no number to read.
     fs::remove_file(t.p("sys/devices/virtual/block/vdb/diskseq")).unwrap();
     assert!(!scan.still_current(&dev));
+}
+
+// ---- Hostile inputs (see tests/hostile/): what a user or a disk can
+// write, as the map and the disks table read it.
+
+/// The device names that appear as mounted in the disks table.
+fn mounted(s: &Settings, name: &str) -> Vec<PathBuf> {
+    Scan::new(s)
+        .unwrap()
+        .devices()
+        .into_iter()
+        .find(|d| d.name == name)
+        .unwrap()
+        .mounts
+}
+
+#[test]
+fn a_users_fuse_mount_naming_a_disk_takes_nothing_from_it() {
+    let mut t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.fs("252:16", "ext4", Some("data"), "u1");
+    // sshfs -o fsname=/dev/vdb, in a user's home and under the root.
+    t.mount_as("0:55", "fuse.sshfs", "/dev/vdb", "/home/eve/mnt");
+    t.mount_as("0:56", "fuse", "/dev/vdb", "/srv/data");
+    t.mount_as("0:57", "tmpfs", "/dev/vdb", "/home/eve/tmp");
+    let s = t.settings("");
+    assert!(mounted(&s, "vdb").is_empty(), "{:?}", mounted(&s, "vdb"));
+    assert!(entry(&s, "data").is_ok(), "{:?}", entry(&s, "data"));
+    // Nothing of those counts as a disk detached while mounted either.
+    assert!(Scan::new(&s).unwrap().gone().is_empty());
+}
+
+#[test]
+fn btrfs_mounts_are_matched_by_their_members_not_their_names() {
+    let mut t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.fs("252:16", "btrfs", Some("pool"), "b-uuid");
+    t.disk("vdc", "252:32", 1 << 30, None);
+    t.fs("252:32", "btrfs", Some("pool2"), "b2-uuid");
+    // vdb and vdc are one filesystem's members; the table names vdc.
+    for m in ["vdb", "vdc"] {
+        fs::create_dir_all(t.p(&format!("sys/fs/btrfs/b-uuid/devices/{m}"))).unwrap();
+    }
+    t.mount_as("0:45", "btrfs", "/dev/vdc", "/mnt/pool");
+    let s = t.settings("");
+    assert_eq!(mounted(&s, "vdb"), vec![PathBuf::from("/mnt/pool")]);
+    assert_eq!(mounted(&s, "vdc"), vec![PathBuf::from("/mnt/pool")]);
+    assert!(matches!(entry(&s, "pool"), Err(MapError::Mounted { .. })));
+    // A FUSE mount naming vdb is still nothing of vdb's.
+    let mut t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.fs("252:16", "btrfs", Some("pool"), "b-uuid");
+    t.mount_as("0:45", "fuse.x", "/dev/vdb", "/mnt/fake");
+    let s = t.settings("");
+    assert!(mounted(&s, "vdb").is_empty());
+}
+
+#[test]
+fn the_label_is_served_whoever_looked_the_disk_up_first() {
+    let mut t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.fs("252:16", "ext4", Some("data"), "abcd-1234");
+    // Mounted under its kernel name (its label was another disk's then).
+    t.mount("252:16", "/run/gandi/keys/766462", "/srv/vdb");
+    let s = t.settings("");
+    assert!(entry(&s, "data").is_ok(), "{:?}", entry(&s, "data"));
+    // Its other names are refused; mounted anywhere else, it is not ours.
+    assert!(matches!(
+        entry(&s, "ABCD-1234"),
+        Err(MapError::Elsewhere { .. })
+    ));
+    t.mount("252:16", "/dev/vdb", "/mnt/admin");
+    let s = t.settings("");
+    assert!(matches!(entry(&s, "data"), Err(MapError::Mounted { .. })));
+    // Released, it is refused under every name.
+    let mut t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(3));
+    t.fs("252:16", "ext4", Some("data"), "abcd-1234");
+    let s = t.settings("");
+    fs::create_dir_all(t.p("run/released")).unwrap();
+    fs::write(t.p("run/released/vdb"), "3\n").unwrap();
+    for key in ["data", "vdb", "abcd-1234"] {
+        assert!(
+            matches!(entry(&s, key), Err(MapError::Excluded { .. })),
+            "{key}"
+        );
+    }
+    let _ = &mut t;
+}
+
+#[test]
+fn a_long_label_keeps_its_key_link() {
+    let t = Tree::new();
+    let label = "l".repeat(200);
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.fs("252:16", "ext4", Some(&label), "u1");
+    let s = t.settings("");
+    let answer = lookup(&s, OsStr::new(&label)).unwrap();
+    let location = answer.entry.split_once(" :").unwrap().1.to_string();
+    assert!(
+        location.starts_with(&t.p("run/keys/sha256-").display().to_string()),
+        "{location}"
+    );
+    assert_eq!(fs::read_link(&location).unwrap(), t.p("dev/vdb"));
+}
+
+/// Runs `f` in a thread; fails when it has not returned within 20 s.
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("it waited on a FIFO")
+}
+
+#[test]
+fn a_fifo_for_the_index_a_record_or_a_release_mark_never_holds_a_lookup() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.fs("252:16", "ext4", Some("data"), "u1");
+    let s = t.settings("");
+    for (dir, name) in [
+        ("run", "disks.index"),
+        ("run/disks", "vdb.json"),
+        ("run/released", "vdb"),
+    ] {
+        fs::create_dir_all(t.p(dir)).unwrap();
+        let path = t.p(dir).join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let s2 = s.clone();
+        let served = within(move || entry(&s2, "data"));
+        let s2 = s.clone();
+        let listed = within(move || Scan::new(&s2).unwrap().devices().len());
+        assert!(listed > 0);
+        fs::remove_file(&path).unwrap();
+        // The index's and a record's FIFO are no source; a release mark
+        // that cannot be read still marks the disk released.
+        if name == "vdb" && dir == "run/released" {
+            assert!(
+                matches!(served, Err(MapError::Excluded { .. })),
+                "{served:?}"
+            );
+        } else {
+            assert!(served.is_ok(), "{name}: {served:?}");
+        }
+    }
+}
+
+#[test]
+fn labels_reach_the_table_escaped_and_json_raw() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, None);
+    t.udev(
+        "252:16",
+        &[
+            ("ID_FS_TYPE", "ext4"),
+            ("ID_FS_USAGE", "filesystem"),
+            ("ID_FS_LABEL_ENC", "a\\x1b[2Jb\\x0ac"),
+        ],
+    );
+    let s = t.settings("");
+    let config = t.p("gandi.conf");
+    fs::write(
+        &config,
+        format!(
+            "GANDI_SYS_DIR={}\nGANDI_PROC_DIR={}\nGANDI_DEV_DIR={}\nGANDI_UDEV_DATA_DIR={}\n\
+             GANDI_RUN_DIR={}\nCONFIG_DISK_DEVICES=vd*\n",
+            s.sys_dir.display(),
+            s.proc_dir.display(),
+            s.dev_dir.display(),
+            s.udev_data_dir.display(),
+            s.run_dir.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gandi-vm"))
+            .args(args)
+            .env("GANDI_CONFIG", &config)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap()
+    };
+    let table = String::from_utf8(run(&["disks"]).stdout).unwrap();
+    assert!(!table.contains('\x1b'), "{table:?}");
+    let row = table.lines().find(|l| l.starts_with("vdb")).unwrap();
+    assert!(row.contains("a\\x1b[2Jb\\x0ac"), "{row:?}");
+    let v: serde_json::Value = serde_json::from_slice(&run(&["disks", "--json"]).stdout).unwrap();
+    assert_eq!(v[1]["label"], "a\x1b[2Jb\nc", "{v}");
 }
