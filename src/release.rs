@@ -1,7 +1,9 @@
 //! `gandi-vm disk release KEY`: what an admin runs before detaching a disk.
 //!
 //! Runs the `pre-disk-detach DEV MOUNTPOINT` hook, stops the services named
-//! in `MOUNTPOINT/.gandi/services`, marks the disk released (so the map
+//! in `MOUNTPOINT/.gandi/services` that use the disk (the file is the
+//! disk's own: a name it gives is stopped only when a process of that
+//! service holds a file on the disk), marks the disk released (so the map
 //! refuses it until it is detached or attached again), then unmounts it.
 //! When something still holds the disk, the processes are named, the mark
 //! is taken back and nothing else changes; `--force` unmounts lazily instead.
@@ -108,21 +110,57 @@ fn umount_lazily(mp: &Path, held: &[Holder], why: &str) -> Result<()> {
     Ok(())
 }
 
-/// The services named in `MOUNTPOINT/.gandi/services`, one per line.
+/// The services named in `MOUNTPOINT/.gandi/services`, one per line (`#`
+/// comments), as `NAME.service` when no type is given. The file is the
+/// disk's: read only when it is a regular file of at most 64 KiB, reached
+/// without a link, and opened without waiting.
 pub fn services(mount_point: &Path) -> Vec<String> {
-    fs::read_to_string(mount_point.join(".gandi/services"))
-        .map(|t| {
-            t.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .filter(|l| {
-                    l.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "@._-:\\".contains(c))
-                })
-                .map(str::to_string)
-                .collect()
+    let read = crate::tree::Tree::open(mount_point).ok().and_then(|t| {
+        match t.read_owned_limited(".gandi/services", 64 << 10) {
+            Ok((data, _)) => Some(data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                log::warn!("{}/.gandi/services: {e}", mount_point.display());
+                None
+            }
+        }
+    });
+    let Some(data) = read else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&data)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| {
+            l.len() <= 255
+                && !l.starts_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "@._-:\\".contains(c))
         })
-        .unwrap_or_default()
+        .map(|l| {
+            if l.contains('.') && !l.ends_with('.') {
+                l.to_string()
+            } else {
+                format!("{l}.service")
+            }
+        })
+        .collect()
+}
+
+/// The systemd unit a process runs in, from `/proc/PID/cgroup` (the last
+/// part of its path that names a unit).
+pub fn unit_of(proc_dir: &Path, pid: u32) -> Option<String> {
+    let text = crate::util::read_small(&proc_dir.join(pid.to_string()).join("cgroup"))?;
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .flat_map(|path| path.rsplit('/'))
+        .find(|part| {
+            [".service", ".scope", ".socket", ".mount", ".swap"]
+                .iter()
+                .any(|t| part.ends_with(t))
+        })
+        .map(str::to_string)
 }
 
 fn find<'d>(devices: &'d [Device], key: &str, root: &str) -> Result<&'d Device> {
@@ -174,16 +212,38 @@ fn systemctl(verb: &str, service: &str) -> Result<(), String> {
     }
 }
 
-/// Stops the services named by each mount point; returns those stopped.
-fn stop_services(mounts: &[PathBuf]) -> Vec<String> {
+/// Stops the services named by each mount point that use it (a process
+/// of theirs holds a file there); a service named but not using it is
+/// left running, and said so. Returns those stopped.
+fn stop_services(proc_dir: &Path, mounts: &[PathBuf]) -> Vec<String> {
     let mut stopped = Vec::new();
-    for service in mounts.iter().flat_map(|mp| services(mp)) {
-        match systemctl("stop", &service) {
-            Ok(()) => {
-                crate::out::line(&format!("stopped {service}"));
-                stopped.push(service);
+    for mp in mounts {
+        let listed = services(mp);
+        if listed.is_empty() {
+            continue;
+        }
+        let using: Vec<String> = holders(proc_dir, mp)
+            .iter()
+            .filter_map(|h| unit_of(proc_dir, h.pid))
+            .collect();
+        for service in listed {
+            if !using.contains(&service) {
+                crate::out::line(&format!(
+                    "{service} not stopped: it does not use {}",
+                    mp.display()
+                ));
+                continue;
             }
-            Err(why) => log::warn!("could not stop {service}: {why}"),
+            if stopped.contains(&service) {
+                continue;
+            }
+            match systemctl("stop", &service) {
+                Ok(()) => {
+                    crate::out::line(&format!("stopped {service}"));
+                    stopped.push(service);
+                }
+                Err(why) => log::warn!("could not stop {service}: {why}"),
+            }
         }
     }
     stopped
@@ -239,7 +299,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
         .unwrap_or_else(|| settings.disk_root.join(key));
 
     let hook = pre_detach_hook(settings, &dev_path, &mount_point);
-    let stopped = stop_services(&dev.mounts);
+    let stopped = stop_services(&settings.proc_dir, &dev.mounts);
 
     // Mark first, so no lookup mounts it again between unmount and detach;
     // and drop the key links autofs may have kept answers for.
@@ -287,7 +347,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     crate::out::line(&format!(
         "released {} ({}): it can be detached; the map refuses it until then",
         dev.name,
-        dev.fs.label.as_deref().unwrap_or("no label")
+        crate::out::printable(dev.fs.label.as_deref().unwrap_or("no label"))
     ));
     Ok(0)
 }

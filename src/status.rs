@@ -190,12 +190,27 @@ fn path(settings: &Settings) -> PathBuf {
     settings.run_dir.join("status.json")
 }
 
-/// All stages recorded this boot (on the live system).
+/// The most a status file may hold.
+const MAX_STATUS: u64 = 4 << 20;
+
+/// All stages recorded this boot (on the live system); a status that
+/// cannot be read (damaged, not a regular file) is empty here, see
+/// [`read_checked`].
 pub fn read(settings: &Settings) -> BTreeMap<String, Stage> {
-    std::fs::read(path(settings))
-        .ok()
-        .and_then(|t| serde_json::from_slice(&t).ok())
-        .unwrap_or_default()
+    read_checked(settings).unwrap_or_default()
+}
+
+/// All stages recorded this boot: `Err` saying why when the status file is
+/// there but cannot be used.
+pub fn read_checked(settings: &Settings) -> Result<BTreeMap<String, Stage>, String> {
+    let p = path(settings);
+    match crate::util::read_state(&p, MAX_STATUS) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+        Ok(text) => {
+            serde_json::from_slice(&text).map_err(|e| format!("{} is damaged ({e})", p.display()))
+        }
+    }
 }
 
 /// Records `stage` under `name` in the status beneath `tree`, keeping the
@@ -204,11 +219,20 @@ pub fn save(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Resul
     let p = path(settings);
     // Stages may finish at once (bootstrap by hand while mount runs).
     let _lock = tree.lock(settings.run_dir.join("status.lock"), true)?;
-    let mut all: BTreeMap<String, Stage> = tree
-        .read(&p)
-        .ok()
-        .and_then(|t| serde_json::from_slice(&t).ok())
-        .unwrap_or_default();
+    let mut all: BTreeMap<String, Stage> = match tree.read_owned_limited(&p, MAX_STATUS) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => {
+            log::warn!("{}: {e}: written anew", tree.shown(&p).display());
+            BTreeMap::new()
+        }
+        Ok((text, _)) => serde_json::from_slice(&text).unwrap_or_else(|e| {
+            log::warn!(
+                "{} is damaged ({e}): written anew",
+                tree.shown(&p).display()
+            );
+            BTreeMap::new()
+        }),
+    };
     all.insert(name.to_string(), stage);
     let mut json = serde_json::to_vec_pretty(&all)?;
     json.push(b'\n');
@@ -217,7 +241,13 @@ pub fn save(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Resul
 
 /// `gandi-vm status [--json]`: non-zero when a step failed.
 pub fn show(settings: &Settings, json: bool) -> Result<i32> {
-    let all = read(settings);
+    let all = match read_checked(settings) {
+        Ok(all) => all,
+        Err(why) => {
+            out::line(&format!("the status cannot be read: {why}"));
+            return Ok(1);
+        }
+    };
     let failed = all.values().any(Stage::failed);
     if json {
         out::line(&serde_json::to_string_pretty(&all)?);

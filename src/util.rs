@@ -6,13 +6,23 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// Opens `path` for reading without ever waiting: a FIFO or a device put
+/// in a file's place answers at once (and a read of a FIFO without a
+/// writer ends at once).
+pub fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// Reads a small file (sysfs attribute, udev entry, tmpfs file) with one
 /// open and, for most files, one read: no size query as
-/// `fs::read_to_string` makes; at most 1 MiB.
+/// `fs::read_to_string` makes; at most 1 MiB. The open never waits.
 /// Not for procfs, which may return less than asked before the end.
 pub fn read_small(path: &Path) -> Option<String> {
     use std::io::Read;
-    let mut file = File::open(path).ok()?;
+    let mut file = open_nonblocking(path).ok()?;
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     loop {
@@ -38,7 +48,7 @@ pub fn read_small(path: &Path) -> Option<String> {
 /// procfs, whose reads may stop short before the end.
 pub fn read_text(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
-    let mut file = File::open(path)?;
+    let mut file = open_nonblocking(path)?;
     let mut buf = vec![0u8; 16 << 10];
     let mut len = 0;
     loop {
@@ -47,6 +57,13 @@ pub fn read_text(path: &Path) -> std::io::Result<String> {
         }
         match file.read(&mut buf[len..]) {
             Ok(0) => break,
+            // A FIFO with a writer but no data: not a file to wait on.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not a regular file", path.display()),
+                ));
+            }
             Ok(n) => len += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -54,6 +71,30 @@ pub fn read_text(path: &Path) -> std::io::Result<String> {
     }
     buf.truncate(len);
     String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Reads one of our own state files (a record, the status): only a
+/// regular file of at most `max` bytes, opened without waiting and
+/// without following a link.
+pub fn read_state(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a regular file of at most {max} bytes: not read",
+                path.display()
+            ),
+        ));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// Writes our own state file `path` atomically (see `tree::write_atomic`).

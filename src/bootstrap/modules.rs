@@ -73,11 +73,29 @@ pub(super) fn modules(
         bail!("{} holds no lib/modules/{release}", tarball.display());
     }
     let staged = base.join(staging.name());
-    let added = merge(tree, &staged.join(&tree_rel), &base.join(release))?;
-    let boot = if stage.lstat("boot").is_ok() {
-        merge(tree, &staged.join("boot"), Path::new("boot"))?
-    } else {
-        0
+    let mut left = Vec::new();
+    let added = merge(
+        tree,
+        &staged.join(&tree_rel),
+        &base.join(release),
+        &|_| true,
+        &mut left,
+    )?;
+    let boot = match stage.lstat("boot") {
+        Ok(m) if m.is_dir() => merge(
+            tree,
+            &staged.join("boot"),
+            Path::new("boot"),
+            // Only the files of this kernel: the admin's (grub.cfg, other
+            // kernels) are never replaced.
+            &|name| name.contains(release),
+            &mut left,
+        )?,
+        Ok(_) => {
+            left.push("boot (not a folder in the tarball)".to_string());
+            0
+        }
+        Err(_) => 0,
     };
     drop(staging);
     clear_depmod_leftovers(tree, &base.join(release));
@@ -87,10 +105,17 @@ pub(super) fn modules(
     }
     depmod.arg(release).output()?;
     ledger.set(&field, &data);
-    Ok(Done::changed(format!(
+    let mut detail = format!(
         "{n} entries: {added} files into {}, {boot} into /boot; depmod",
         tree.shown(base.join(release)).display()
-    )))
+    );
+    if !left.is_empty() {
+        detail.push_str(&format!(
+            "; left as they are: {}",
+            left.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(Done::changed(detail))
 }
 
 /// depmod writes each index as `modules.X.PID.N.TIME` then renames it: a
@@ -114,22 +139,48 @@ pub(super) fn clear_depmod_leftovers(tree: &Tree, dir: &Path) {
     }
 }
 
-/// Moves the files of `from` into `to` (both beneath `tree`), replacing
-/// files of the same name and adding the others; nothing of `to` is
-/// removed. Files become 0644 (0755 when executable), folders 0755. Returns
-/// the number of files moved.
-pub(super) fn merge(tree: &Tree, from: &Path, to: &Path) -> Result<usize> {
+/// Moves the entries of `from` into `to` (both beneath `tree`), following
+/// no link: a folder goes into the folder of the same name, a file or a
+/// link replaces a file or link of the same name when `replace` allows
+/// that name, and is added otherwise. What is already there and must stay
+/// (a folder where the tarball has a file, a file or link where it has a
+/// folder, a name `replace` refuses) is left as it is and named in `left`.
+/// Files become 0644 (0755 when executable), folders 0755. Returns the
+/// number of entries moved.
+pub(super) fn merge(
+    tree: &Tree,
+    from: &Path,
+    to: &Path,
+    replace: &dyn Fn(&str) -> bool,
+    left: &mut Vec<String>,
+) -> Result<usize> {
     tree.create_dirs(to, 0o755)?;
     let mut n = 0;
-    for name in tree.list(from)? {
+    for name in tree.list_nofollow(from)? {
         let (src, dst) = (from.join(&name), to.join(&name));
         let meta = tree.lstat(&src)?;
+        let there = tree.lstat(&dst).ok();
+        let shown = || tree.shown(&dst).display().to_string();
         if meta.is_dir() {
-            if tree.lstat(&dst).is_ok_and(|m| !m.is_dir()) {
-                tree.remove_file(&dst)?;
+            match there {
+                Some(m) if !m.is_dir() => left.push(shown()),
+                _ => n += merge(tree, &src, &dst, replace, left)?,
             }
-            n += merge(tree, &src, &dst)?;
             continue;
+        }
+        if !meta.is_file() && !meta.file_type().is_symlink() {
+            continue;
+        }
+        match there {
+            Some(m) if m.is_dir() => {
+                left.push(shown());
+                continue;
+            }
+            Some(_) if !replace(&name.to_string_lossy()) => {
+                left.push(shown());
+                continue;
+            }
+            _ => {}
         }
         if meta.is_file() {
             let exec = crate::tree::mode_of(&meta) & 0o100 != 0;

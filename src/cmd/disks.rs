@@ -77,6 +77,11 @@ pub fn run(settings: &Settings, json: bool) -> Result<i32> {
                 .unwrap_or_default(),
         ]);
     }
+    for row in rows.iter_mut() {
+        for cell in row.iter_mut() {
+            *cell = crate::out::printable(cell);
+        }
+    }
     let widths: Vec<usize> = (0..8)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
