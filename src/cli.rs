@@ -18,8 +18,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// The autofs program map: print the map entry of the data disk named
-    /// KEY (label, kernel name or UUID). Same as running the program through
-    /// a link named auto.gandi.
+    /// KEY: its label when the label leads to it, else its kernel name (one
+    /// path per disk: another of its names, its UUID included, is refused
+    /// and names that path). Same as running the program through a link
+    /// named auto.gandi.
     Map {
         /// The name looked up under the mount root.
         key: OsString,
@@ -57,8 +59,9 @@ pub enum Cmd {
         /// Kernel name of the device (vdb).
         name: String,
     },
-    /// First boot: read the platform's config archive at 512 KiB of the swap
-    /// disk, extract its gandi/ tree to /gandi, apply it (root password,
+    /// First boot: read the platform's config archive at 512 KiB of the
+    /// platform's disk (the one at the place GANDI_PLATFORM_DISK names, never
+    /// one found by its label), extract its gandi/ tree to /gandi, apply it (root password,
     /// user, SSH keys, hostname, resolvers, network), unpack the kernel's
     /// modules, (re)create and enable the swap, load the sysctl file, grow
     /// the root disk and run the platform's script once. Each step's result
@@ -68,8 +71,8 @@ pub enum Cmd {
         /// written under DIR and nothing is done to the running system.
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: std::path::PathBuf,
-        /// The swap disk (a device or an image file), instead of looking
-        /// for it.
+        /// The platform's disk (a device or an image file), instead of
+        /// looking for it at its place.
         #[arg(long, value_name = "PATH")]
         device: Option<std::path::PathBuf>,
         /// The kernel whose modules are unpacked (default: the running one).

@@ -715,6 +715,20 @@ impl Tree {
         }
     }
 
+    /// Writes everything of the filesystem that holds this root to its disk
+    /// (`syncfs`): what was written beneath it survives a power cut.
+    pub fn syncfs(&self) -> Result<()> {
+        // The handle may be a path-only descriptor: opened again to sync.
+        let mut opts = OpenOptions::new();
+        opts.read(true).maybe_dir(true);
+        let dir = self
+            .dir
+            .open_with(".", &opts)
+            .with_context(|| self.ctx("opening", Path::new("")))?;
+        nix::unistd::syncfs(dir.as_fd())
+            .with_context(|| format!("syncing the filesystem of {}", self.base.display()))
+    }
+
     /// The raw directory handle, for the archive reader.
     pub(crate) fn dir(&self) -> &Dir {
         &self.dir

@@ -297,6 +297,10 @@ pub(super) fn swap(
     }
     if live {
         if let Some(place) = target.archive {
+            // What the archive gave is on disk before the archive goes.
+            tree.subtree(&settings.gandi_dir)
+                .and_then(|g| g.syncfs())
+                .or_else(|_| tree.syncfs())?;
             consume_archive(place)?;
             notes.push(format!("archive cleared on {}", place.display()));
         }
