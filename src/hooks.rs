@@ -42,45 +42,70 @@ impl std::fmt::Display for HookResult {
 fn trusted(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
-    (meta.uid() == 0 || meta.uid() == me)
-        && meta.mode() & 0o002 == 0
-        && (meta.mode() & 0o020 == 0 || meta.gid() == 0)
+    (meta.uid() == 0 || meta.uid() == me) && !others_write(meta)
+}
+
+fn others_write(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && meta.gid() != 0)
+}
+
+/// Checks each step down `path` (following its links, as the kernel
+/// would): every folder and the file trusted; a folder others may write
+/// is passed only when it is sticky (`/tmp`: nobody may replace what is
+/// not theirs there). Where it fails, why.
+fn check_walk(path: &Path) -> Result<(), String> {
+    let mut at = std::path::PathBuf::new();
+    let mut parent: Option<std::fs::Metadata> = None;
+    for c in path.components() {
+        at.push(c);
+        let meta = std::fs::metadata(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+        if let Some(p) = &parent
+            && others_write(p)
+            && std::os::unix::fs::PermissionsExt::mode(&p.permissions()) & 0o1000 == 0
+        {
+            return Err(format!(
+                "{}, which another user than root may change",
+                at.parent().unwrap_or(Path::new("/")).display()
+            ));
+        }
+        let sticky_dir = meta.is_dir()
+            && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o1000 != 0
+            && {
+                use std::os::unix::fs::MetadataExt;
+                meta.uid() == 0 || meta.uid() == nix::unistd::geteuid().as_raw()
+            };
+        if !trusted(&meta) && !sticky_dir {
+            return Err(format!(
+                "{}, which another user than root may change",
+                at.display()
+            ));
+        }
+        parent = Some(meta);
+    }
+    Ok(())
 }
 
 /// Checks that `path` is a program only root could have put there: a
-/// regular executable file, trusted (see above), and so is every folder
-/// above it, both on the way it is named and where its links lead.
-/// Otherwise why it is refused.
+/// regular executable file, and every step down to it, both on the way it
+/// is named and where its links lead, trusted (see above). Otherwise why
+/// it is refused.
 pub fn check_program(path: &Path) -> Result<(), String> {
-    let refuse = |p: &Path, why: &str| Err(format!("{} {why}: not run", p.display()));
-    let real = match std::fs::canonicalize(path) {
-        Ok(r) => r,
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let meta = match std::fs::metadata(&real) {
-        Ok(m) => m,
-        Err(e) => return Err(format!("{}: {e}", real.display())),
-    };
+    let refuse = |why: String| Err(format!("{} is in {why}: not run", path.display()));
+    let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return refuse(path, "is not an executable file");
+        return Err(format!("{} is not an executable file: not run", path.display()));
     }
     if !trusted(&meta) {
-        return refuse(path, "may be changed by another user than root");
+        return Err(format!(
+            "{} may be changed by another user than root: not run",
+            path.display()
+        ));
     }
-    let above = path.ancestors().skip(1).chain(real.ancestors().skip(1));
-    for dir in above.filter(|d| !d.as_os_str().is_empty()) {
-        match std::fs::metadata(dir) {
-            Ok(m) if trusted(&m) => {}
-            Ok(_) => {
-                return refuse(
-                    path,
-                    &format!(
-                        "is in {}, which another user than root may change",
-                        dir.display()
-                    ),
-                );
-            }
-            Err(e) => return Err(format!("{}: {e}", dir.display())),
+    for p in [path.parent().unwrap_or(Path::new("/")), real.as_path()] {
+        if let Err(why) = check_walk(p) {
+            return refuse(why);
         }
     }
     Ok(())

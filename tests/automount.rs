@@ -140,7 +140,10 @@ fn names_uuids_partitions_duplicates_and_exclusions() {
     assert!(!lookup(&root.join(uuid.to_uppercase())));
     let out = env.map(uuid);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!("served at {}", root.join(unlabelled.name()).display())),
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "served at {}",
+            root.join(unlabelled.name()).display()
+        )),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
