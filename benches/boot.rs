@@ -158,7 +158,7 @@ fn main() {
             fs::create_dir_all(&gandi).unwrap();
             fs::write(
                 gandi.join("config"),
-                format!(r#"{{"vm_conf": {{"password": "{HASH}"}}, "run": ["true"]}}"#),
+                format!(r#"{{"vm_conf": {{"password": "{HASH}", "run": ["true"]}}}}"#),
             )
             .unwrap();
             (vec!["postboot".into()], env.path().join("run/status.json"))

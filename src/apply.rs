@@ -50,9 +50,9 @@ pub fn pwd_lock(t: &Tree) -> Result<PwdLock> {
     }
 }
 
-/// Sets root's password hash in `/etc/shadow`, under the shadow lock; the
-/// file keeps its owner and mode.
-pub fn set_root_password(t: &Tree, hash: &str) -> Result<Change> {
+/// Sets the password hash of `user` in `/etc/shadow`, under the shadow
+/// lock; the file keeps its owner, group and mode.
+pub fn set_password(t: &Tree, user: &str, hash: &str) -> Result<Change> {
     let _lock = pwd_lock(t)?;
     let rel = Path::new("etc/shadow");
     let (data, meta) = t
@@ -64,7 +64,7 @@ pub fn set_root_password(t: &Tree, hash: &str) -> Result<Change> {
     for line in text.split_inclusive('\n') {
         let body = line.strip_suffix('\n').unwrap_or(line);
         let mut fields: Vec<&str> = body.split(':').collect();
-        if fields.first() == Some(&"root") && fields.len() >= 2 && !found {
+        if fields.first() == Some(&user) && fields.len() >= 2 && !found {
             found = true;
             fields[1] = hash;
             out.push_str(&fields.join(":"));
@@ -74,7 +74,7 @@ pub fn set_root_password(t: &Tree, hash: &str) -> Result<Change> {
         }
     }
     if !found {
-        bail!("{} has no root line", t.shown(rel).display());
+        bail!("{} has no line for {user}", t.shown(rel).display());
     }
     t.write_if_changed(
         rel,
@@ -118,9 +118,20 @@ pub fn system_uid(uid: u32) -> bool {
     uid < FIRST_USER_UID || uid == 65534 || uid >= u32::MAX - 1
 }
 
-/// Creates `login` (with a home and a group of its own) unless it exists.
-/// An existing system account (UID below 1000) is refused: its home is not
-/// a place for keys.
+/// The group the platform's user is created in, as the original chose it:
+/// the first of `wheel`, `admin`, `users` the tree has; `None` when it has
+/// none (the user then gets a group of its own).
+pub fn user_group(t: &Tree) -> Option<&'static str> {
+    let groups = t.read_string("/etc/group").unwrap_or_default();
+    ["wheel", "admin", "users"]
+        .into_iter()
+        .find(|g| groups.lines().any(|l| l.split(':').next() == Some(g)))
+}
+
+/// Creates `login` (with a home and `/bin/bash`, in the group
+/// [`user_group`] names) unless it exists; returns what it did and the
+/// group. An existing system account (UID below 1000) is refused: its home
+/// is not a place for keys.
 ///
 /// `useradd` writes four files and a home, and is not crash-safe across
 /// them: a mark in `state_dir` (synced) says a creation of ours started,
@@ -128,7 +139,9 @@ pub fn system_uid(uid: u32) -> bool {
 /// what it made is removed and it starts again, which ends as an
 /// uninterrupted run does. The home's skeleton is the tree's `/etc/skel`
 /// (`useradd --prefix` would copy the host's).
-pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<Change> {
+pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<(Change, String)> {
+    let group = user_group(t);
+    let shown = group.unwrap_or(login).to_string();
     let mark = state_dir.join("useradd-started");
     let cut_short = t.read_string(&mark).ok().and_then(|m| {
         let (who, home_existed) = m.trim().split_once('\t')?;
@@ -150,7 +163,7 @@ pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<Change> {
                 a.uid
             );
         }
-        return Ok(Change::Unchanged);
+        return Ok((Change::Unchanged, shown));
     }
     let home = Path::new("/home").join(login);
     let home_existed = t.lstat(&home).is_ok();
@@ -165,18 +178,15 @@ pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<Change> {
     if t.base() != Path::new("/") {
         run = run.arg("--prefix").arg(t.base());
     }
-    run.arg("--skel")
-        .arg(t.shown("/etc/skel"))
-        .args([
-            "--create-home",
-            "--user-group",
-            "--shell",
-            "/bin/bash",
-            login,
-        ])
+    run = run.arg("--skel").arg(t.shown("/etc/skel"));
+    run = match group {
+        Some(g) => run.args(["--gid", g]),
+        None => run.arg("--user-group"),
+    };
+    run.args(["--create-home", "--shell", "/bin/bash", login])
         .output()?;
     t.remove_file(&mark)?;
-    Ok(Change::Changed)
+    Ok((Change::Changed, shown))
 }
 
 /// Removes the lines of `login` (and of the group named after it) from the
@@ -435,13 +445,16 @@ pub fn set_keys(t: &Tree, ledger: &mut Ledger, user: &str, keys: &[String]) -> R
     Ok(out)
 }
 
-/// The line of `/etc/hosts` that names this VM.
-fn hosts_line(hostname: &str) -> String {
+/// The line of `/etc/hosts` that names this VM: with eth0's static IPv4
+/// address when it has one (as the platform's script writes it), else
+/// 127.0.1.1 (Debian's convention without a fixed address).
+fn hosts_line(hostname: &str, addr: Option<IpAddr>) -> String {
     let short = hostname.split('.').next().unwrap_or(hostname);
+    let at = addr.map_or_else(|| "127.0.1.1".to_string(), |a| a.to_string());
     if short == hostname {
-        format!("127.0.1.1\t{hostname}")
+        format!("{at}\t{hostname}")
     } else {
-        format!("127.0.1.1\t{hostname} {short}")
+        format!("{at}\t{hostname} {short}")
     }
 }
 
@@ -450,9 +463,10 @@ fn legacy_hosts_line(line: &str) -> bool {
     line.starts_with("127.0.1.1\t") && line.ends_with(" # gandi-vm")
 }
 
-/// `/etc/hosts` with our block naming `hostname` right after the
-/// `127.0.0.1` line (earlier versions' line replaced).
-pub fn hosts_text(old: &str, hostname: &str) -> Result<String, String> {
+/// `/etc/hosts` with our block naming `hostname` (at `addr`, else
+/// 127.0.1.1) right after the `127.0.0.1` line (earlier versions' line
+/// replaced).
+pub fn hosts_text(old: &str, hostname: &str, addr: Option<IpAddr>) -> Result<String, String> {
     let old: String = old
         .split_inclusive('\n')
         .filter(|l| !legacy_hosts_line(l.trim_end_matches('\n')))
@@ -460,15 +474,21 @@ pub fn hosts_text(old: &str, hostname: &str) -> Result<String, String> {
     marked::replace(
         &old,
         &marked::HOSTS,
-        &[hosts_line(hostname)],
+        &[hosts_line(hostname, addr)],
         Place::After(|l| l.starts_with("127.0.0.1")),
     )
 }
 
-/// `/etc/hostname` and our block of `/etc/hosts`.
-pub fn set_hostname(t: &Tree, hostname: &str) -> Result<Change> {
+/// `/etc/hostname`, `/etc/mailname` and our block of `/etc/hosts` (the
+/// name at `addr`, eth0's static IPv4 address, when there is one).
+pub fn set_hostname(t: &Tree, hostname: &str, addr: Option<IpAddr>) -> Result<Change> {
     let c1 = t.write_if_changed(
         "/etc/hostname",
+        format!("{hostname}\n").as_bytes(),
+        WriteOpts::keep(0o644),
+    )?;
+    let c0 = t.write_if_changed(
+        "/etc/mailname",
         format!("{hostname}\n").as_bytes(),
         WriteOpts::keep(0o644),
     )?;
@@ -477,11 +497,11 @@ pub fn set_hostname(t: &Tree, hostname: &str) -> Result<Change> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => default_hosts(),
         Err(e) => return Err(e).context("reading /etc/hosts"),
     };
-    let new = hosts_text(&old, hostname).map_err(|why| {
+    let new = hosts_text(&old, hostname, addr).map_err(|why| {
         anyhow::anyhow!("/etc/hosts: our block is damaged ({why}): left as it is")
     })?;
     let c2 = t.write_if_changed("/etc/hosts", new.as_bytes(), WriteOpts::keep(0o644))?;
-    Ok(c1.or(c2))
+    Ok(c0.or(c1).or(c2))
 }
 
 /// A minimal `/etc/hosts`.
@@ -538,8 +558,6 @@ pub fn resolv_owner(t: &Tree) -> ResolvOwner {
     }
 }
 
-/// Resolvers, through whatever owns `resolv.conf`; a link is never
-/// replaced. Returns the change and where they went.
 /// The addresses joined by `sep`.
 fn join(servers: &[IpAddr], sep: &str) -> String {
     servers
@@ -556,12 +574,45 @@ fn dns_dropin(t: &Tree, service: &str, dropin: &str, body: &str) -> Result<(Chan
     Ok((c, format!("{service} drop-in {dropin}")))
 }
 
+/// The options the platform's resolvers come with.
+pub const RESOLVER_OPTIONS: &str = "timeout:1 attempts:3 rotate";
+
+/// The resolvers the platform means, of those it gives: two IPv4 and one
+/// IPv6, or three IPv6 on an IPv6-only VM (glibc reads three). The
+/// platform picks at random; we pick per machine (`seed`: its machine id),
+/// the same at every boot, different between machines. The config's order
+/// is kept among those picked, IPv4 first.
+pub fn choose_resolvers(servers: &[IpAddr], ipv6_only: bool, seed: &str) -> Vec<IpAddr> {
+    let pick = |want: bool, n: usize| -> Vec<IpAddr> {
+        let mut family: Vec<&IpAddr> = servers.iter().filter(|s| s.is_ipv4() == want).collect();
+        let mut ranked = family.clone();
+        ranked.sort_by_key(|a| fingerprint("resolver", format!("{seed}\0{a}").as_bytes()));
+        ranked.truncate(n);
+        family.retain(|a| ranked.contains(a));
+        family.into_iter().copied().collect()
+    };
+    if ipv6_only {
+        pick(false, 3)
+    } else {
+        let mut out = pick(true, 2);
+        out.extend(pick(false, 1));
+        out
+    }
+}
+
+/// Resolvers, through whatever owns `resolv.conf`; a link is never
+/// replaced. With the platform's options (`timeout:1 attempts:3 rotate`)
+/// where the owner takes them: our block of the file and resolvconf's
+/// `head` take an `options` line, NetworkManager's `[global-dns]` an
+/// `options=`; systemd-resolved has no such options (its own timeouts and
+/// server order apply). Returns the change and where they went.
 pub fn set_resolvers(t: &Tree, servers: &[IpAddr]) -> Result<(Change, String)> {
-    let lines: Vec<String> = servers.iter().map(|s| format!("nameserver {s}")).collect();
+    let mut lines: Vec<String> = servers.iter().map(|s| format!("nameserver {s}")).collect();
+    lines.push(format!("options {RESOLVER_OPTIONS}"));
     match resolv_owner(t) {
         ResolvOwner::Resolved => dns_dropin(
             t,
-            "systemd-resolved",
+            "systemd-resolved (no rotate: its own server order)",
             "/etc/systemd/resolved.conf.d/gandi.conf",
             &format!("[Resolve]\nDNS={}", join(servers, " ")),
         ),
@@ -581,7 +632,11 @@ pub fn set_resolvers(t: &Tree, servers: &[IpAddr]) -> Result<(Change, String)> {
             t,
             "NetworkManager",
             "/etc/NetworkManager/conf.d/50-gandi-dns.conf",
-            &format!("[global-dns-domain-*]\nservers={}", join(servers, ",")),
+            &format!(
+                "[global-dns]\noptions={}\n\n[global-dns-domain-*]\nservers={}",
+                RESOLVER_OPTIONS.replace(' ', ","),
+                join(servers, ",")
+            ),
         ),
         ResolvOwner::File => {
             let c = edit_block(
@@ -631,9 +686,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_platforms_three_resolvers_picked_the_same_per_machine() {
+        let all: Vec<IpAddr> = [
+            "192.0.2.1",
+            "192.0.2.2",
+            "192.0.2.3",
+            "2001:db8::1",
+            "2001:db8::2",
+            "2001:db8::3",
+            "2001:db8::4",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let a = choose_resolvers(&all, false, "machine-a");
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.iter().filter(|x| x.is_ipv4()).count(), 2);
+        assert!(a[0].is_ipv4() && a[1].is_ipv4() && a[2].is_ipv6());
+        assert_eq!(a, choose_resolvers(&all, false, "machine-a"), "not stable");
+        let picks: std::collections::HashSet<Vec<IpAddr>> = (0..20)
+            .map(|i| choose_resolvers(&all, false, &format!("m{i}")))
+            .collect();
+        assert!(picks.len() > 1, "every machine picks the same");
+        let v6 = choose_resolvers(&all, true, "machine-a");
+        assert_eq!(v6.len(), 3);
+        assert!(v6.iter().all(IpAddr::is_ipv6));
+        // Fewer given: what there is.
+        let few: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        assert_eq!(choose_resolvers(&few, false, "x"), few);
+        assert!(choose_resolvers(&few, true, "x").is_empty());
+    }
+
+    #[test]
     fn hosts_block_after_localhost_and_legacy_line_replaced() {
         let old = "127.0.0.1\tlocalhost\n127.0.1.1\told old # gandi-vm\n10.1.1.1\tbackup\n";
-        let new = hosts_text(old, "web1.example.net").unwrap();
+        let new = hosts_text(old, "web1.example.net", None).unwrap();
         assert_eq!(
             new,
             format!(
@@ -642,6 +729,8 @@ mod tests {
                 marked::HOSTS.end
             )
         );
-        assert_eq!(hosts_text(&new, "web1.example.net").unwrap(), new);
+        assert_eq!(hosts_text(&new, "web1.example.net", None).unwrap(), new);
+        let at = hosts_text(old, "web1.example.net", Some("192.0.2.10".parse().unwrap())).unwrap();
+        assert!(at.contains("\n192.0.2.10\tweb1.example.net web1\n"), "{at}");
     }
 }

@@ -35,8 +35,7 @@ mod modules;
 mod swap;
 mod sysctl;
 
-use init::run_init_once;
-pub use init::{run_platform_script, which};
+pub use init::{Interpreter, changed, interpreter, run_platform_script, snapshot, which};
 use modules::modules;
 use swap::{SwapTarget, swap};
 pub use swap::{archive_places, consume_archive, find_archive};
@@ -261,21 +260,6 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         );
     }
 
-    // The platform's own script, once per config.
-    let init = gandi.join("init");
-    if tree.lstat(&init).is_err() {
-        rec.skip("init", "no /gandi/init");
-    } else if !live {
-        rec.note(
-            "init",
-            Done::deferred("--root: the platform's script runs at the first boot"),
-        );
-    } else {
-        rec.step("init", || {
-            run_init_once(settings, &tree, &mut ledger, &init)
-        });
-    }
-
     rec.step("state", || {
         let writes = ledger.is_changed();
         ledger.save(&tree)?;
@@ -397,62 +381,76 @@ fn apply_config(
         Some(p) => rec.note(name, Done::failed(format!("left out: {p}"))),
         None => rec.skip(name, "none given"),
     };
-    match &config.password {
-        None => refused(rec, "password", "vm_conf.password"),
-        Some(hash) => rec.step("password", || {
-            when_new(ledger, "password", hash.as_bytes(), || {
-                Ok(Done::of(
-                    apply::set_root_password(tree, hash)?,
-                    "the platform's hash set",
-                ))
-            })
-        }),
-    }
-    match &config.login {
-        None => refused(rec, "user", "login"),
+    // The platform's user first: the password and the keys are its too.
+    let mut user: Option<&str> = None;
+    match &config.user {
+        None => refused(rec, "user", "vm_conf.user"),
         Some(login) => rec.step("user", || {
             let created = when_new(ledger, "login", login.as_bytes(), || {
-                Ok(Done::of(
-                    apply::create_user(tree, login, &settings.state_dir)?,
-                    login.clone(),
-                ))
+                let (c, group) = apply::create_user(tree, login, &settings.state_dir)?;
+                Ok(Done::of(c, format!("{login} (group {group})")))
             })?;
             if apply::account(tree, login).is_none() {
                 return Ok(Done::kept(format!(
                     "{login} was removed since it was created: not made again"
                 )));
             }
-            let keys = apply::set_keys(tree, ledger, login, &config.keys)?;
-            let mut done = created;
-            if keys.change == Some(Change::Changed) {
-                done.result = crate::status::Outcome::Changed;
-            }
-            done.detail = format!("{login}: {}", keys.detail(config.keys.len()));
-            Ok(done)
+            user = Some(login.as_str());
+            Ok(created)
         }),
     }
-    if config.root_keys.is_empty() {
+    match &config.password {
+        None => refused(rec, "password", "vm_conf.password"),
+        Some(hash) => rec.step("password", || {
+            let mut change = when_new(ledger, "password", hash.as_bytes(), || {
+                Ok(Done::of(
+                    apply::set_password(tree, "root", hash)?,
+                    "the platform's hash set for root",
+                ))
+            })?;
+            if let Some(login) = user {
+                let field = format!("password:{login}");
+                let theirs = when_new(ledger, &field, hash.as_bytes(), || {
+                    Ok(Done::of(apply::set_password(tree, login, hash)?, ""))
+                })?;
+                change
+                    .detail
+                    .push_str(&format!("; {login}: {}", theirs.result.word()));
+                if theirs.result == crate::status::Outcome::Changed {
+                    change.result = crate::status::Outcome::Changed;
+                }
+            }
+            Ok(change)
+        }),
+    }
+    let key_problems = || problems_of(config, "vm_conf.ssh_key");
+    if config.keys.is_empty() {
         refused(rec, "root-keys", "vm_conf.ssh_key");
     } else {
-        rec.step("root-keys", || {
-            let keys = apply::set_keys(tree, ledger, "root", &config.root_keys)?;
-            let mut detail = keys.detail(config.root_keys.len());
-            let mut bad: Vec<String> = Vec::new();
-            bad.extend(problems_of(config, "vm_conf.ssh_key"));
-            bad.extend(problems_of(config, "keys"));
-            if !bad.is_empty() {
-                detail.push_str(&format!("; left out: {}", bad.join("; ")));
-                return Ok(Done::failed(detail));
-            }
-            Ok(Done::of(keys.change.unwrap_or(Change::Unchanged), detail))
-        });
+        for who in std::iter::once("root").chain(user) {
+            let step = if who == "root" {
+                "root-keys".to_string()
+            } else {
+                format!("keys {who}")
+            };
+            rec.step(&step, || {
+                let keys = apply::set_keys(tree, ledger, who, &config.keys)?;
+                let mut detail = keys.detail(config.keys.len());
+                if let Some(bad) = key_problems() {
+                    detail.push_str(&format!("; left out: {bad}"));
+                    return Ok(Done::failed(detail));
+                }
+                Ok(Done::of(keys.change.unwrap_or(Change::Unchanged), detail))
+            });
+        }
     }
     match &config.hostname {
         _ if !settings.hostname => rec.skip("hostname", "CONFIG_HOSTNAME=0"),
         None => refused(rec, "hostname", "vm_hostname"),
         Some(h) => rec.step("hostname", || {
+            let at = eth0_address(config);
             when_new(ledger, "hostname", h.as_bytes(), || {
-                let c = apply::set_hostname(tree, h)?;
+                let c = apply::set_hostname(tree, h, at)?;
                 if opts.live() {
                     apply::set_live_hostname(h)?;
                 }
@@ -466,11 +464,26 @@ fn apply_config(
         refused(rec, "resolvers", "nameservers");
     } else {
         rec.step("resolvers", || {
-            let list: Vec<String> = config.nameservers.iter().map(ToString::to_string).collect();
-            let value = list.join(" ");
+            let chosen = resolvers_of(tree, config);
+            let list: Vec<String> = chosen.iter().map(ToString::to_string).collect();
+            // The platform's value is what it gives (as recorded before).
+            let given: Vec<String> = config.nameservers.iter().map(ToString::to_string).collect();
+            let value = given.join(" ");
             let mut done = when_new(ledger, "resolvers", value.as_bytes(), || {
-                let (c, how) = apply::set_resolvers(tree, &config.nameservers)?;
-                Ok(Done::of(c, format!("{value} ({how})")))
+                if chosen.is_empty() {
+                    bail!("none of the resolvers given is of a family this VM has");
+                }
+                let (c, how) = apply::set_resolvers(tree, &chosen)?;
+                let of = if chosen.len() < config.nameservers.len() {
+                    format!(
+                        ", {} of the {} given",
+                        chosen.len(),
+                        config.nameservers.len()
+                    )
+                } else {
+                    String::new()
+                };
+                Ok(Done::of(c, format!("{}{of} ({how})", list.join(" "))))
             })?;
             if let Some(p) = problems_of(config, "nameservers") {
                 done = Done::failed(format!("{}; left out: {p}", done.detail));
@@ -487,6 +500,58 @@ fn apply_config(
             network_step(settings, tree, ledger, config, opts.live())
         });
     }
+}
+
+/// eth0's static public IPv4 address, named with the hostname in
+/// `/etc/hosts` (as the platform's script writes it).
+fn eth0_address(config: &Config) -> Option<std::net::IpAddr> {
+    config
+        .vifs
+        .iter()
+        .find(|v| v.number == 0)?
+        .addrs
+        .iter()
+        .find(|a| a.addr.is_ipv4() && !a.private)
+        .map(|a| a.addr)
+}
+
+/// The resolvers the platform means of those it gives (see
+/// `apply::choose_resolvers`), picked per machine (its machine id, else the
+/// hostname given).
+fn resolvers_of(tree: &Tree, config: &Config) -> Vec<std::net::IpAddr> {
+    let id = tree.read_string("/etc/machine-id").unwrap_or_default();
+    let seed = match id.trim() {
+        "" | "uninitialized" => config.hostname.clone().unwrap_or_default(),
+        id => id.to_string(),
+    };
+    apply::choose_resolvers(&config.nameservers, config.ipv6_only(), &seed)
+}
+
+/// After the platform's own script ran (`CONFIG_PLATFORM_SCRIPT=1`): what
+/// the native apply set, and the script may have rewritten whole
+/// (`/etc/resolv.conf`, the hostname files), is put back where it differs.
+pub fn restore_after_script(settings: &Settings, tree: &Tree, config: &Config) -> Result<Done> {
+    let mut restored = Vec::new();
+    if settings.hostname
+        && let Some(h) = &config.hostname
+        && apply::set_hostname(tree, h, eth0_address(config))? == Change::Changed
+    {
+        restored.push("the hostname files");
+    }
+    if settings.nameserver && !config.nameservers.is_empty() {
+        let chosen = resolvers_of(tree, config);
+        if !chosen.is_empty() && apply::set_resolvers(tree, &chosen)?.0 == Change::Changed {
+            restored.push("the resolvers");
+        }
+    }
+    Ok(if restored.is_empty() {
+        Done::unchanged("the native apply stands")
+    } else {
+        Done::changed(format!(
+            "put back after the script: {}",
+            restored.join(", ")
+        ))
+    })
 }
 
 /// Writes the network file of each interface whose platform value is new,

@@ -95,7 +95,10 @@ pub fn check_program(path: &Path) -> Result<(), String> {
     let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let meta = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("{} is not an executable file: not run", path.display()));
+        return Err(format!(
+            "{} is not an executable file: not run",
+            path.display()
+        ));
     }
     if !trusted(&meta) {
         return Err(format!(
@@ -115,6 +118,19 @@ pub fn check_program(path: &Path) -> Result<(), String> {
 /// the log, line by line. A hook that another user than root could have
 /// written (see [`check_program`]) is refused.
 pub fn run(settings: &Settings, name: &str, args: &[&str], limit: Duration) -> HookResult {
+    run_with(settings, name, args, &[], limit)
+}
+
+/// Like [`run`], with `env` added to the hook's environment (the
+/// original's interface: `post-iface-attach` gets udev's `INTERFACE` and
+/// `ACTION`).
+pub fn run_with(
+    settings: &Settings,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> HookResult {
     let path = settings.hook_dir.join(name);
     if std::fs::symlink_metadata(&path).is_err() {
         return HookResult::Absent;
@@ -123,12 +139,11 @@ pub fn run(settings: &Settings, name: &str, args: &[&str], limit: Duration) -> H
         log::warn!("hook {why}");
         return HookResult::Refused(why);
     }
-    match Run::new(&path)
-        .args(args)
-        .limit(limit)
-        .log_as(format!("hook {name}"))
-        .outcome()
-    {
+    let mut run = Run::new(&path).args(args);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    match run.limit(limit).log_as(format!("hook {name}")).outcome() {
         Err(e) => {
             log::warn!("hook {name}: {e:#}");
             HookResult::Failed(format!("{e:#}"))

@@ -130,7 +130,15 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
         }
         Way::Direct => direct(settings, &iface, m)?,
     }
-    hooks::run(settings, "post-iface-attach", &[name], hooks::HOOK_LIMIT);
+    // As the original's udev hook ran it: the interface as its argument,
+    // and udev's INTERFACE and ACTION.
+    hooks::run_with(
+        settings,
+        "post-iface-attach",
+        &[name],
+        &[("INTERFACE", name), ("ACTION", "add")],
+        hooks::HOOK_LIMIT,
+    );
     Ok(0)
 }
 

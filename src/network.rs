@@ -2,10 +2,13 @@
 //! each network stack, route metrics, and applying them (shared by
 //! `bootstrap` and the hot-plug path `gandi-vm iface`).
 //!
-//! DHCP (IPv4), as the original decides it: an interface of the config
-//! with no static IPv4 address gets DHCP, unless the config is IPv6-only
-//! (no IPv4 address on any interface); an interface the config does not
-//! name gets DHCP when it is hot-plugged. `CONFIG_NODHCP` is read by the
+//! DHCP (IPv4), as the platform decides it: an interface of the config
+//! with no static IPv4 address (public `pbn` or private `pvn`: a VLAN has
+//! no DHCP server) gets DHCP, unless the VM is IPv6-only (no public address
+//! whose network and gateway are IPv4); an interface the config does not
+//! name gets DHCP when it is hot-plugged, IPv6-only or not. IPv6 takes
+//! router advertisements as the platform relies on, and the static IPv6
+//! addresses the config gives. `CONFIG_NODHCP` is read by the
 //! hot-plug path only, as in the original (its default, `eth0`, leaves the
 //! boot's eth0 to bootstrap). Reachability floor: an interface whose own
 //! config could not be used (a bad address, an entry that could not be
@@ -52,7 +55,7 @@ pub fn valid_iface(name: &str) -> bool {
 
 /// The interfaces the config names, with the DHCP decision.
 pub fn interfaces(config: &Config) -> Vec<Iface> {
-    let v6_only = !config.has_ipv4();
+    let v6_only = config.ipv6_only();
     let mut out: Vec<Iface> = config
         .vifs
         .iter()
@@ -102,7 +105,8 @@ pub fn interfaces(config: &Config) -> Vec<Iface> {
 }
 
 /// The settings of a hot-plugged interface: from the config when it names
-/// it, else DHCP (unless the config is IPv6-only).
+/// it, else DHCP (checked before the IPv6-only rule, as the platform's
+/// `get_json.py` does).
 pub fn hotplug(name: &str, config: Option<&Config>) -> Iface {
     let named = config.and_then(|c| interfaces(c).into_iter().find(|i| i.name == name));
     named.unwrap_or_else(|| Iface {
@@ -110,7 +114,7 @@ pub fn hotplug(name: &str, config: Option<&Config>) -> Iface {
         mac: None,
         v4: Vec::new(),
         v6: Vec::new(),
-        dhcp4: config.is_none_or(|c| c.has_ipv4() || !c.has_vif),
+        dhcp4: true,
         note: None,
     })
 }
@@ -199,6 +203,7 @@ pub fn networkd_file(iface: &Iface) -> String {
     } else {
         "DHCP=no\n"
     });
+    s.push_str("IPv6AcceptRA=yes\n");
     let mut gateways = Vec::new();
     for (addr, gw) in iface.v4.iter().chain(&iface.v6) {
         s.push_str(&format!("Address={addr}\n"));
@@ -231,6 +236,9 @@ pub fn ifupdown_file(iface: &Iface) -> String {
     for (family, list) in [("inet", &iface.v4), ("inet6", &iface.v6)] {
         for (i, (addr, gw)) in list.iter().enumerate() {
             s.push_str(&format!("iface {n} {family} static\n\taddress {addr}\n"));
+            if family == "inet6" {
+                s.push_str("\taccept_ra 2\n");
+            }
             if i == 0
                 && let Some(g) = gw
             {
@@ -355,13 +363,13 @@ mod tests {
     fn dhcp_as_the_original_decides() {
         // eth0 static, eth1 without address: DHCP on eth1 only.
         let c = cfg(
-            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24"}}]}, {"vif_number": 1, "pna": []}]}"#,
+            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24", "pbn_gateway": "192.0.2.1"}}]}, {"vif_number": 1, "pna": []}]}"#,
         );
         let i = interfaces(&c);
         assert!(!i[0].dhcp4 && i[1].dhcp4);
         // eth0 without a static IPv4 in a config that has IPv4: DHCP.
         let c = cfg(
-            r#"{"vif": [{"vif_number": 0}, {"vif_number": 1, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24"}}]}]}"#,
+            r#"{"vif": [{"vif_number": 0}, {"vif_number": 1, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24", "pbn_gateway": "192.0.2.1"}}]}]}"#,
         );
         assert!(interfaces(&c)[0].dhcp4);
         // IPv6-only: DHCP for none.
@@ -369,6 +377,21 @@ mod tests {
             r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64"}}]}, {"vif_number": 1}]}"#,
         );
         assert!(interfaces(&c).iter().all(|i| !i.dhcp4));
+        // An IPv6 public address and a private IPv4 without gateway: still
+        // IPv6-only (the platform's rule), the VLAN static.
+        let c = cfg(
+            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64", "pbn_gateway": "2001:db8::ff"}}]},
+                        {"vif_number": 1, "pna": [{"pna_address": "10.9.0.5", "pvn": {"pvn_network": "10.9.0.0/24"}}]}]}"#,
+        );
+        assert!(c.ipv6_only());
+        let i = interfaces(&c);
+        assert!(!i[0].dhcp4 && !i[1].dhcp4);
+        assert_eq!(i[1].v4, vec![("10.9.0.5/24".to_string(), None)]);
+        // A public IPv4 without gateway does not make it dual-stack either.
+        let c = cfg(
+            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.9", "pbn": {"pbn_network": "192.0.2.0/24"}}]}]}"#,
+        );
+        assert!(c.ipv6_only());
         // eth0's only address is broken: DHCP, and the file says why.
         let c = cfg(
             r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.300", "pbn": {"pbn_network": "192.0.2.0/24"}}]}]}"#,
@@ -390,9 +413,12 @@ mod tests {
         assert!(hotplug("eth3", Some(&c)).dhcp4);
         assert!(!hotplug("eth0", Some(&c)).dhcp4);
         assert!(hotplug("eth1", None).dhcp4);
+        // IPv6-only: a NIC the config does not name still gets DHCP; one
+        // it names does not.
         let v6 = cfg(
-            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64"}}]}]}"#,
+            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64"}}]}, {"vif_number": 1}]}"#,
         );
+        assert!(hotplug("eth2", Some(&v6)).dhcp4);
         assert!(!hotplug("eth1", Some(&v6)).dhcp4);
     }
 

@@ -34,11 +34,27 @@ pub const DEFAULT_TIMEZONE: &str = "Europe/Paris";
 const OWNED: &str = "# Written by gandi-vm config at each boot; edits are overwritten.\n\
 # Turn this step off in /etc/default/gandi instead.\n";
 
+/// The lock the config stage holds for its whole run: postboot (the
+/// customer's commands) waits on it, since systemd starts it once `config`
+/// says it is ready, before the admin's plugins have run.
+pub fn lock_path(settings: &Settings) -> PathBuf {
+    settings.run_dir.join("locks/config.lock")
+}
+
 /// Runs the stage; returns the exit code (1 when a step failed).
 pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     let tree = Tree::open(&opts.root)?;
-    let t = &tree;
     let live = opts.root == Path::new("/");
+    // Held until the stage ends (or its process dies).
+    let _running = if live {
+        crate::util::FileLock::take(&lock_path(settings), true)
+            .map_err(|e| log::warn!("{e:#}: postboot will not wait for the plugins"))
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let t = &tree;
     let mut rec = Recorder::default();
     let offline = |rec: &mut Recorder, name: &str, what: &str| {
         rec.note(
@@ -90,8 +106,12 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         rec.step("sshd", || sshd(t, live));
     }
     if flag(settings.motd, "CONFIG_MOTD", &mut rec, "motd") {
-        rec.step("motd", || motd(t));
+        rec.step("motd", || motd(settings, t));
     }
+    // What sshd and the gettys need is done: they start now (`Type=notify`),
+    // and never wait for the admin's plugins (a plugin may restart ssh).
+    // Postboot waits for the whole stage through its lock.
+    crate::notify::ready("running the admin's plugins and the post-vm-config hook");
     if live {
         plugins::run_all(&settings.plugin_dir, &mut rec);
         rec.step("hook", || {
@@ -105,11 +125,8 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         offline(&mut rec, "plugins", "the admin's plugins run");
         offline(&mut rec, "hook", "post-vm-config runs");
     }
-    // What sshd, the gettys and the admin's steps need is done: the units
-    // after ours start now (`Type=notify`). What is left concerns none of
-    // them: a first boot's `tune2fs` of the root (2 s under emulation) is
-    // then off their way.
-    crate::notify::ready("checking the root filesystem's mount count");
+    // A first boot's `tune2fs` of the root (2 s under emulation) concerns
+    // no one waiting.
     if live {
         rec.step("mount-count", || mount_count(settings));
     } else {
@@ -165,7 +182,7 @@ fn hosts(t: &Tree) -> Result<Done> {
     let hostname = hostname.trim();
     let mut text = apply::default_hosts();
     if !hostname.is_empty() {
-        text = apply::hosts_text(&text, hostname).map_err(anyhow::Error::msg)?;
+        text = apply::hosts_text(&text, hostname, None).map_err(anyhow::Error::msg)?;
     }
     t.write_if_changed("/etc/hosts", text.as_bytes(), WriteOpts::mode(0o644))?;
     Ok(Done::changed("created"))
@@ -589,12 +606,17 @@ fn sshd(t: &Tree, live: bool) -> Result<Done> {
 }
 
 /// A message of the day pointing to the docs and to our settings.
-fn motd(t: &Tree) -> Result<Done> {
+fn motd(settings: &Settings, t: &Tree) -> Result<Done> {
     let text = format!(
         "{OWNED}\nThis VM is set up by gandi-vm. Data disks appear on demand under\n\
-         /srv/LABEL (`gandi-vm disks` lists them; `gandi-vm disk release KEY`\n\
-         before detaching one). Settings: /etc/default/gandi. Help: man gandi-vm,\n\
-         https://docs.gandi.net/\n"
+         {}/LABEL (`gandi-vm disks` lists them; `gandi-vm disk release KEY`\n\
+         before detaching one). Settings: {}. Help: man gandi-vm,\n\
+         https://docs.gandi.net/\n",
+        settings.disk_root.display(),
+        crate::settings::DEFAULT_LOCATIONS
+            .iter()
+            .find(|p| t.exists(p))
+            .unwrap_or(&crate::settings::DEFAULT_LOCATIONS[0]),
     );
     let c = t.write_if_changed("/etc/motd.d/gandi", text.as_bytes(), WriteOpts::mode(0o644))?;
     Ok(Done::of(c, ""))

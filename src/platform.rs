@@ -1,11 +1,16 @@
-//! The platform's JSON config (`/gandi/config`), read field by field.
+//! The platform's JSON config (`/gandi/config`), read field by field, by
+//! the names the platform writes (docs/boot.md, "The platform's config"):
+//! `vm_hostname`, `vm_conf` (`user`, `password`, `ssh_key`, `run`,
+//! `script_args`), `nameservers`, `vif` (`vif_number`, `mac`, `pna`:
+//! `pna_address` with `pbn` or `pvn`).
 //!
 //! Each field, and each element of a list (each key, each resolver, each
 //! interface, each address), is checked on its own: a bad one is left out
 //! and reported with its path and place (`3:17: vif[0].pna[1].pna_address:
 //! "x" is not an IP address`), and everything else is kept. Only a
 //! document that is not JSON at all (or not an object) yields nothing.
-//! Unknown fields are ignored; `null` means "not given".
+//! Unknown fields are ignored and noted (`notes`: `validate` lists them);
+//! `null` means "not given".
 
 use crate::json::{self, Node, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +54,8 @@ pub struct Addr {
     pub addr: IpAddr,
     pub prefix: u8,
     pub gateway: Option<IpAddr>,
+    /// On a private VLAN (`pvn`): no DHCP server there, always static.
+    pub private: bool,
 }
 
 /// One interface (`vif`): `ethN` with its valid addresses.
@@ -70,12 +77,12 @@ impl Vif {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     pub hostname: Option<String>,
-    /// The root password, as a crypt(3) hash.
+    /// The password, as a crypt(3) hash: root's and the user's.
     pub password: Option<String>,
-    /// Root's keys: `vm_conf.ssh_key`, then `keys`.
-    pub root_keys: Vec<String>,
-    /// A user to create, given `keys`.
-    pub login: Option<String>,
+    /// The login to create (`vm_conf.user`).
+    pub user: Option<String>,
+    /// The SSH keys (`vm_conf.ssh_key`: one per line, or a list), root's
+    /// and the user's.
     pub keys: Vec<String>,
     pub nameservers: Vec<IpAddr>,
     pub vifs: Vec<Vif>,
@@ -85,9 +92,14 @@ pub struct Config {
     pub unusable: BTreeMap<u32, String>,
     /// Whether the `vif` field was given at all.
     pub has_vif: bool,
-    /// The commands for the first boot (`run`: a string or a list).
+    /// The customer's command for the first boot (`vm_conf.run`, run with
+    /// `sh -c`; a list is taken as several).
     pub run: Vec<String>,
+    /// The arguments of `/gandi/script` (`vm_conf.script_args`).
+    pub script_args: Option<String>,
     pub problems: Vec<Problem>,
+    /// Fields the platform's config does not have: ignored, and said so.
+    pub notes: Vec<Problem>,
 }
 
 impl Config {
@@ -103,15 +115,41 @@ impl Config {
             .collect()
     }
 
-    /// Whether any address of the config is IPv4: a config with none is
-    /// IPv6-only.
-    pub fn has_ipv4(&self) -> bool {
-        self.vifs
-            .iter()
-            .flat_map(|v| &v.addrs)
-            .any(|a| a.addr.is_ipv4())
+    /// Whether the VM is IPv6-only, as the platform decides it: no public
+    /// address whose network and gateway are IPv4 (a gateway-less private
+    /// IPv4 does not make it dual-stack). An interface whose entry could
+    /// not be used might have had one: then it is not (the reachability
+    /// floor: DHCP and IPv4 resolvers).
+    pub fn ipv6_only(&self) -> bool {
+        self.unusable.is_empty()
+            && !self
+                .vifs
+                .iter()
+                .flat_map(|v| &v.addrs)
+                .any(|a| !a.private && a.addr.is_ipv4() && a.gateway.is_some_and(|g| g.is_ipv4()))
+    }
+
+    /// Whether the config names interface `number`.
+    pub fn names(&self, number: u32) -> bool {
+        self.vifs.iter().any(|v| v.number == number) || self.unusable.contains_key(&number)
     }
 }
+
+/// The fields of each object of the platform's config.
+const TOP: &[&str] = &["vm_hostname", "vm_conf", "nameservers", "vif"];
+const VM_CONF: &[&str] = &["user", "password", "ssh_key", "run", "script_args"];
+const VIF: &[&str] = &["vif_number", "mac", "pna"];
+const PNA: &[&str] = &["pna_address", "pbn", "pvn"];
+const PBN: &[&str] = &["pbn_network", "pbn_gateway"];
+const PVN: &[&str] = &["pvn_network", "pvn_gateway"];
+/// Fields earlier versions of ours read, never the platform's.
+const NOT_OURS: &[(&str, &str)] = &[
+    ("login", "vm_conf.user"),
+    ("keys", "vm_conf.ssh_key"),
+    ("run", "vm_conf.run"),
+];
+/// Fields of our own we write into the config.
+const OURS: &[&str] = &["gandi_vm_cleaned"];
 
 /// Reads the config: an error only when the text is not a JSON object.
 pub fn read(text: &[u8]) -> Result<Config, Problem> {
@@ -129,19 +167,8 @@ pub fn read(text: &[u8]) -> Result<Config, Problem> {
     }
     let mut r = Reader::default();
     let mut c = Config::default();
-    r.twice(
-        &doc,
-        "",
-        &[
-            "vm_hostname",
-            "vm_conf",
-            "nameservers",
-            "vif",
-            "login",
-            "keys",
-            "run",
-        ],
-    );
+    r.twice(&doc, "", TOP);
+    r.unknown(&doc, "", TOP);
 
     c.hostname = r.valid_string(
         doc.get("vm_hostname"),
@@ -150,7 +177,8 @@ pub fn read(text: &[u8]) -> Result<Config, Problem> {
         "hostname",
     );
     if let Some(conf) = r.object(doc.get("vm_conf"), "vm_conf") {
-        r.twice(conf, "vm_conf", &["password", "ssh_key"]);
+        r.twice(conf, "vm_conf", VM_CONF);
+        r.unknown(conf, "vm_conf", VM_CONF);
         let p = conf.get("password");
         if let Some(h) = r.string(p, "vm_conf.password") {
             if valid_hash(h) {
@@ -163,33 +191,22 @@ pub fn read(text: &[u8]) -> Result<Config, Problem> {
                 );
             }
         }
-        let k = conf.get("ssh_key");
-        if let Some(key) = r.string(k, "vm_conf.ssh_key") {
-            match check_key_line(key) {
-                Ok(line) => c.root_keys.push(line),
-                Err(why) => r.bad(k, "vm_conf.ssh_key", why),
+        c.user = r.valid_string(conf.get("user"), "vm_conf.user", valid_login, "user name");
+        keys(&mut r, conf.get("ssh_key"), &mut c);
+        commands(&mut r, conf.get("run"), &mut c);
+        let a = conf.get("script_args");
+        if let Some(args) = r.string(a, "vm_conf.script_args") {
+            if args.contains(['\n', '\r', '\0']) {
+                r.bad(
+                    a,
+                    "vm_conf.script_args",
+                    "the arguments must be one line".into(),
+                );
+            } else {
+                c.script_args = Some(args.to_string());
             }
         }
     }
-    for (i, node) in r.list(doc.get("keys"), "keys").into_iter().enumerate() {
-        let path = format!("keys[{i}]");
-        if let Some(key) = r.string(Some(node), &path) {
-            match check_key_line(key) {
-                Ok(line) => {
-                    if !c.keys.contains(&line) {
-                        c.keys.push(line.clone());
-                    }
-                    if !c.root_keys.contains(&line) {
-                        c.root_keys.push(line);
-                    }
-                }
-                Err(why) => r.bad(Some(node), &path, why),
-            }
-        } else if matches!(node.value, Value::Null) {
-            r.bad(Some(node), &path, "null is not an SSH key".into());
-        }
-    }
-    c.login = r.valid_string(doc.get("login"), "login", valid_login, "user name");
     for (i, node) in r
         .list(doc.get("nameservers"), "nameservers")
         .into_iter()
@@ -218,40 +235,95 @@ pub fn read(text: &[u8]) -> Result<Config, Problem> {
         }
     }
     vifs(&mut r, &doc, &mut c);
-    match doc.get("run").map(|n| &n.value) {
+    c.problems = r.problems;
+    c.notes = r.notes;
+    Ok(c)
+}
+
+/// `vm_conf.ssh_key`: one key per non-empty line (LF or CRLF), or a list of
+/// such strings. Each key is checked on its own.
+fn keys(r: &mut Reader, node: Option<&Node>, c: &mut Config) {
+    let mut take = |r: &mut Reader, n: &Node, path: &str, text: &str| {
+        let lines: Vec<&str> = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        if lines.is_empty() {
+            r.bad(Some(n), path, "empty SSH key".into());
+        }
+        for (j, line) in lines.iter().enumerate() {
+            match check_key_line(line) {
+                Ok(k) if !c.keys.contains(&k) => c.keys.push(k),
+                Ok(_) => {}
+                Err(why) if lines.len() > 1 => {
+                    r.bad(Some(n), path, format!("line {}: {why}", j + 1))
+                }
+                Err(why) => r.bad(Some(n), path, why),
+            }
+        }
+    };
+    let Some(n) = node else {
+        return;
+    };
+    match &n.value {
+        Value::Null => {}
+        Value::String(s) => take(r, n, "vm_conf.ssh_key", s),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("vm_conf.ssh_key[{i}]");
+                match &item.value {
+                    Value::String(s) => take(r, item, &path, s),
+                    other => r.bad(
+                        Some(item),
+                        &path,
+                        format!("expected an SSH key (a string), found {}", other.kind()),
+                    ),
+                }
+            }
+        }
+        other => r.bad(
+            Some(n),
+            "vm_conf.ssh_key",
+            format!(
+                "expected SSH keys (a string or a list), found {}",
+                other.kind()
+            ),
+        ),
+    }
+}
+
+/// `vm_conf.run`: a shell command (a list is taken as several).
+fn commands(r: &mut Reader, node: Option<&Node>, c: &mut Config) {
+    match node.map(|n| &n.value) {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
             if s.trim().is_empty() {
-                r.bad(doc.get("run"), "run", "empty command".into());
+                r.bad(node, "vm_conf.run", "empty command".into());
             } else {
                 c.run.push(s.clone());
             }
         }
         Some(Value::Array(items)) => {
-            for (i, node) in items.iter().enumerate() {
-                let path = format!("run[{i}]");
-                match node.as_str() {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("vm_conf.run[{i}]");
+                match item.as_str() {
                     Some(s) if !s.trim().is_empty() => c.run.push(s.to_string()),
-                    Some(_) => r.bad(Some(node), &path, "empty command".into()),
+                    Some(_) => r.bad(Some(item), &path, "empty command".into()),
                     None => r.bad(
-                        Some(node),
+                        Some(item),
                         &path,
-                        format!("expected a command (a string), found {}", node.value.kind()),
+                        format!("expected a command (a string), found {}", item.value.kind()),
                     ),
                 }
             }
         }
         Some(other) => r.bad(
-            doc.get("run"),
-            "run",
-            format!(
-                "expected a command or a list of commands, found {}",
-                other.kind()
-            ),
+            node,
+            "vm_conf.run",
+            format!("expected a command (a string), found {}", other.kind()),
         ),
     }
-    c.problems = r.problems;
-    Ok(c)
 }
 
 fn vifs(r: &mut Reader, doc: &Node, c: &mut Config) {
@@ -285,7 +357,8 @@ fn vifs(r: &mut Reader, doc: &Node, c: &mut Config) {
             lost_entry = true;
             continue;
         }
-        r.twice(node, &base, &["vif_number", "mac", "pna"]);
+        r.twice(node, &base, VIF);
+        r.unknown(node, &base, VIF);
         let num_node = node.get("vif_number");
         let number = match num_node.map(|n| (&n.value, n.as_u64())) {
             Some((_, Some(n))) if n <= MAX_VIF => n as u32,
@@ -395,15 +468,28 @@ fn address(r: &mut Reader, pna: &Node, path: &str) -> Option<Addr> {
             return None;
         }
     };
-    let pbn = r.object(pna.get("pbn"), &format!("{path}.pbn"));
-    let Some(pbn) = pbn else {
-        if pna.get("pbn").is_none() {
-            r.bad(Some(pna), path, "pbn is missing".into());
+    r.unknown(pna, path, PNA);
+    // A public network (`pbn`) or a private VLAN (`pvn`).
+    let (kind, fields, private) = match (pna.get("pbn"), pna.get("pvn")) {
+        (Some(_), Some(_)) => {
+            r.bad(
+                Some(pna),
+                path,
+                "both pbn and pvn given: neither is used".into(),
+            );
+            return None;
         }
-        return None;
+        (_, Some(_)) => ("pvn", PVN, true),
+        (Some(_), None) => ("pbn", PBN, false),
+        (None, None) => {
+            r.bad(Some(pna), path, "pbn (or pvn) is missing".into());
+            return None;
+        }
     };
-    let n_node = pbn.get("pbn_network");
-    let npath = format!("{path}.pbn.pbn_network");
+    let net = r.object(pna.get(kind), &format!("{path}.{kind}"))?;
+    r.unknown(net, &format!("{path}.{kind}"), fields);
+    let n_node = net.get(fields[0]);
+    let npath = format!("{path}.{kind}.{}", fields[0]);
     let prefix = match r.string(n_node, &npath) {
         Some(n) => match parse_network(n) {
             Some((net, _)) if net.is_ipv4() != addr.is_ipv4() => {
@@ -419,16 +505,16 @@ fn address(r: &mut Reader, pna: &Node, path: &str) -> Option<Addr> {
         None => {
             if n_node.is_none() {
                 r.bad(
-                    Some(pbn),
-                    &format!("{path}.pbn"),
-                    "pbn_network is missing".into(),
+                    Some(net),
+                    &format!("{path}.{kind}"),
+                    format!("{} is missing", fields[0]),
                 );
             }
             return None;
         }
     };
-    let g_node = pbn.get("pbn_gateway");
-    let gpath = format!("{path}.pbn.pbn_gateway");
+    let g_node = net.get(fields[1]);
+    let gpath = format!("{path}.{kind}.{}", fields[1]);
     let gateway = match r.string(g_node, &gpath) {
         None => None,
         Some(g) => match g.parse::<IpAddr>() {
@@ -447,15 +533,49 @@ fn address(r: &mut Reader, pna: &Node, path: &str) -> Option<Addr> {
         addr,
         prefix,
         gateway,
+        private,
     })
 }
 
 #[derive(Default)]
 struct Reader {
     problems: Vec<Problem>,
+    notes: Vec<Problem>,
 }
 
 impl Reader {
+    /// Notes the fields of `obj` that are not among `known`: ignored, and
+    /// said so (the platform writes none; a field of an earlier version
+    /// of ours names the platform's).
+    fn unknown(&mut self, obj: &Node, base: &str, known: &[&str]) {
+        let Value::Object(members) = &obj.value else {
+            return;
+        };
+        for (k, _) in members {
+            let name = k.name.as_str();
+            if known.contains(&name) || (base.is_empty() && OURS.contains(&name)) {
+                continue;
+            }
+            let path = if base.is_empty() {
+                name.to_string()
+            } else {
+                format!("{base}.{name}")
+            };
+            let message = match NOT_OURS
+                .iter()
+                .find(|(old, _)| base.is_empty() && *old == name)
+            {
+                Some((_, real)) => format!("unknown field, ignored (the platform's is {real})"),
+                None => "unknown field, ignored".to_string(),
+            };
+            self.notes.push(Problem {
+                path,
+                at: Some((k.line, k.col)),
+                message,
+            });
+        }
+    }
+
     fn bad(&mut self, node: Option<&Node>, path: &str, message: String) {
         self.problems.push(Problem {
             path: path.to_string(),

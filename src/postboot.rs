@@ -1,7 +1,11 @@
-//! `gandi-vm postboot`: the customer's commands given by the platform (the
-//! config's `run`, and the archive's `init --postboot`), each with a time
-//! limit, output to the journal, result to `status.json`; then the command
-//! material and the password hash are removed from disk.
+//! `gandi-vm postboot`: the customer's commands given by the platform
+//! (`/gandi/script` with `vm_conf.script_args`, then `vm_conf.run`), each
+//! with a time limit, output to the journal, result to `status.json`; the
+//! platform's own script `/gandi/init` only when `CONFIG_PLATFORM_SCRIPT=1`
+//! (see `bootstrap::init`); then the command material and the password
+//! hash are removed from disk. It starts once the `config` stage has ended
+//! (its plugins and hook included): systemd starts it when `config` says
+//! it is ready, and it waits on `config`'s lock.
 //!
 //! At most once per platform config: before a command starts, a mark is
 //! written (and synced) in the state folder, as cloud-init does; a command
@@ -33,9 +37,14 @@ pub struct Options {
 
 /// One post-boot command.
 enum Command {
-    Shell(String),
-    Init,
+    /// A shell command line, and how it is shown (never its text).
+    Shell(String, String),
+    /// The platform's script, with its interpreter.
+    Init(crate::bootstrap::Interpreter),
 }
+
+/// The longest postboot waits for the config stage (its plugins) to end.
+const CONFIG_WAIT: Duration = Duration::from_secs(2 * 3600);
 
 /// Runs the stage; returns the exit code (1 when a command failed).
 pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
@@ -58,12 +67,34 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
             let value: Option<serde_json::Value> = serde_json::from_slice(&text).ok();
             let cleaned = value.as_ref().is_some_and(|v| v.get(CLEANED).is_some());
             let mut commands: Vec<(String, Command)> = Vec::new();
-            match platform::read(&text) {
+            let config = platform::read(&text);
+            match &config {
                 Ok(c) => {
-                    for (i, cmd) in c.run.iter().enumerate() {
-                        commands.push((format!("run[{i}]"), Command::Shell(cmd.clone())));
+                    // The customer's script first, through the shell as the
+                    // original ran it, then the command.
+                    let script = gandi.join("script");
+                    if tree.lstat(&script).is_ok() {
+                        let line = match &c.script_args {
+                            Some(a) => format!("{} {a}", tree.shown(&script).display()),
+                            None => tree.shown(&script).display().to_string(),
+                        };
+                        let shown = format!(
+                            "script ({}, {} bytes of arguments)",
+                            tree.shown(&script).display(),
+                            c.script_args.as_deref().map_or(0, str::len)
+                        );
+                        commands.push(("script".into(), Command::Shell(line, shown)));
                     }
-                    for p in c.problems_at("run") {
+                    for (i, cmd) in c.run.iter().enumerate() {
+                        let name = format!("run[{i}]");
+                        let shown = format!("{name} {}", crate::runner::redacted(cmd));
+                        commands.push((name, Command::Shell(cmd.clone(), shown)));
+                    }
+                    for p in c
+                        .problems_at("vm_conf.run")
+                        .into_iter()
+                        .chain(c.problems_at("vm_conf.script_args"))
+                    {
                         rec.note("commands", Done::failed(format!("left out: {p}")));
                     }
                 }
@@ -73,8 +104,19 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
                 ),
             }
             let init = gandi.join("init");
-            if tree.lstat(&init).is_ok() {
-                commands.push(("init --postboot".into(), Command::Init));
+            if tree.lstat(&init).is_ok() && !cleaned {
+                if !settings.platform_script {
+                    rec.skip(
+                        "init",
+                        "the platform's script is not run (CONFIG_PLATFORM_SCRIPT=0): \
+                         its work is done natively",
+                    );
+                } else {
+                    match crate::bootstrap::interpreter(&tree, &init) {
+                        Ok(how) => commands.push(("init".into(), Command::Init(how))),
+                        Err(why) => rec.note("init", Done::skipped(why)),
+                    }
+                }
             }
             if cleaned {
                 rec.skip("commands", "already run for this config (cleaned)");
@@ -85,7 +127,26 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
                     rec.note(name, Done::deferred("--root: runs at the first boot"));
                 }
             } else {
+                // After the config stage, the admin's plugins included.
+                let waited = crate::util::FileLock::take_for(
+                    &crate::perboot::lock_path(settings),
+                    CONFIG_WAIT,
+                );
+                if !matches!(waited, Ok(Some(_))) {
+                    log::warn!(
+                        "the config stage still runs after {} s: going on",
+                        CONFIG_WAIT.as_secs()
+                    );
+                }
+                drop(waited);
                 run_once(settings, &tree, &text, &commands, limit, &mut rec)?;
+                if commands.iter().any(|(n, _)| n == "init")
+                    && let Ok(c) = &config
+                {
+                    rec.step("restore", || {
+                        crate::bootstrap::restore_after_script(settings, &tree, c)
+                    });
+                }
             }
             if let Some(v) = value {
                 rec.step("secrets", || clean(&tree, gandi, &config_path, v, live));
@@ -151,26 +212,44 @@ fn run_once(
             ledger.save(tree)?;
         }
         rec.step(name, || {
+            let mut before = None;
             let out = match cmd {
-                Command::Shell(c) => Run::new("sh")
+                Command::Shell(c, shown) => Run::new("sh")
                     .arg("-c")
                     .arg(c)
-                    .shown_as(format!("{name} {}", crate::runner::redacted(c)))
+                    .shown_as(shown.clone())
                     .current_dir("/")
                     .limit(limit)
                     .log_as(name.clone())
                     .outcome()?,
-                Command::Init => bootstrap::run_platform_script(
-                    tree,
-                    &settings.gandi_dir.join("init"),
-                    &["--postboot"],
-                    limit,
-                )?,
+                Command::Init(how) => {
+                    before = Some(bootstrap::snapshot(tree));
+                    bootstrap::run_platform_script(
+                        tree,
+                        &settings.gandi_dir.join("init"),
+                        how,
+                        limit,
+                    )?
+                }
             };
+            let mut detail = out.ended();
+            if let Some(before) = before {
+                let changed = bootstrap::changed(&before, &bootstrap::snapshot(tree));
+                let shown: Vec<String> = changed
+                    .iter()
+                    .take(20)
+                    .map(|p| p.display().to_string())
+                    .collect();
+                detail.push_str(&match changed.len() {
+                    0 => "; changed no file of /etc or .ssh".to_string(),
+                    n if n > 20 => format!("; changed {n} files: {} ...", shown.join(", ")),
+                    _ => format!("; changed {}", shown.join(", ")),
+                });
+            }
             if out.success() {
-                Ok(Done::changed(out.ended()))
+                Ok(Done::changed(detail))
             } else {
-                Ok(Done::failed(out.ended()))
+                Ok(Done::failed(detail))
             }
         });
         let mut ledger = Ledger::load(tree, &settings.state_dir);
@@ -180,8 +259,9 @@ fn run_once(
     Ok(())
 }
 
-/// Removes the command material (`/gandi/init`, the config's `run`) and
-/// the secrets (the password hash) from disk, keeping the rest of the
+/// Removes the command material (`/gandi/init`, `/gandi/script`, the
+/// config's `vm_conf.run` and `vm_conf.script_args`) and the secrets (the
+/// password hash) from disk, keeping the rest of the
 /// config (the network setup still reads it). With `--root`, only the hash
 /// goes: the commands are the first boot's.
 fn clean(
@@ -192,18 +272,22 @@ fn clean(
     live: bool,
 ) -> Result<Done> {
     let mut removed = Vec::new();
-    let init = gandi.join("init");
-    if live && tree.remove_file(&init)? {
-        removed.push("init");
+    for (file, name) in [("init", "init"), ("script", "script")] {
+        if live && tree.remove_file(gandi.join(file))? {
+            removed.push(name);
+        }
     }
     if let Some(obj) = v.as_object_mut() {
-        if live && obj.remove("run").is_some() {
-            removed.push("run");
-        }
-        if let Some(conf) = obj.get_mut("vm_conf").and_then(|c| c.as_object_mut())
-            && conf.remove("password").is_some()
-        {
-            removed.push("vm_conf.password");
+        if let Some(conf) = obj.get_mut("vm_conf").and_then(|c| c.as_object_mut()) {
+            if live && conf.remove("run").is_some() {
+                removed.push("vm_conf.run");
+            }
+            if live && conf.remove("script_args").is_some() {
+                removed.push("vm_conf.script_args");
+            }
+            if conf.remove("password").is_some() {
+                removed.push("vm_conf.password");
+            }
         }
         if live && obj.get(CLEANED).is_none() {
             obj.insert(CLEANED.into(), serde_json::Value::Bool(true));

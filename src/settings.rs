@@ -194,6 +194,9 @@ pub struct Settings {
     pub cron: bool,
     pub multiqueue: bool,
     pub network: bool,
+    /// Run the platform's own script `/gandi/init` at postboot
+    /// (`CONFIG_PLATFORM_SCRIPT`, off by default: its work is native).
+    pub platform_script: bool,
     /// Mount options added to the ones of the master map (`CONFIG_MOUNT_PARAMS`).
     pub mount_params: String,
     /// Where data disks appear (`CONFIG_DISK_ROOT`).
@@ -342,6 +345,7 @@ impl Settings {
             cron: v.flag("CONFIG_CRON", true),
             multiqueue: v.flag("CONFIG_MULTIQUEUE", true),
             network: v.flag("CONFIG_NETWORK", true),
+            platform_script: v.flag("CONFIG_PLATFORM_SCRIPT", false),
             mount_params: v.mount_params("CONFIG_MOUNT_PARAMS", "rw,nosuid,nodev,noatime"),
             disk_root: v.abs_path("CONFIG_DISK_ROOT", "/srv"),
             // As the original's shell reads it: an empty value is the empty

@@ -214,7 +214,7 @@ fn nothing_outside_the_tree_is_touched_whatever_the_archive() {
         fs::write(
             canary_path.join("config"),
             format!(
-                r#"{{"vm_hostname": "hijacked", "run": "touch {}"}}"#,
+                r#"{{"vm_hostname": "hijacked", "vm_conf": {{"run": "touch {}"}}}}"#,
                 mark.display()
             ),
         )

@@ -95,8 +95,9 @@ fn applies_the_config_to_a_tree_and_a_second_run_keeps_it() {
     assert_eq!(mode("home/alice/.ssh/authorized_keys"), 0o600);
     assert_eq!(read(&root, "etc/hostname"), "web1.example.net\n");
     let hosts = read(&root, "etc/hosts");
+    // The name at eth0's address, as the platform's script writes it.
     assert!(
-        hosts.contains("127.0.1.1\tweb1.example.net web1"),
+        hosts.contains("192.0.2.10\tweb1.example.net web1"),
         "{hosts}"
     );
     assert!(hosts.contains("10.1.1.1\tbackup"));
@@ -229,7 +230,7 @@ fn the_admin_has_the_last_word_until_the_platform_changes_a_value() {
     let new_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINewPlatformKeyNewKey ops2@gandi";
     let mut cfg: serde_json::Value = serde_json::from_str(&config_json()).unwrap();
     cfg["vm_hostname"] = "web2.example.net".into();
-    cfg["keys"] = serde_json::json!([USER_KEY, new_key]);
+    cfg["vm_conf"]["ssh_key"] = format!("{PLATFORM_KEY}\n{USER_KEY}\n{new_key}").into();
     let archive = tar(&[("gandi/config", cfg.to_string().as_bytes(), 0o600)]);
     let img2 = image(env.path(), "swap2.img", &archive, None);
     let out = bootstrap(&env, &root, &img2);
@@ -283,9 +284,12 @@ fn one_bad_element_fails_only_itself_and_the_vm_stays_reachable() {
         ),
         (
             "one key",
-            with("/keys", json!([USER_KEY, "not a key"])),
+            with(
+                "/vm_conf/ssh_key",
+                json!(format!("{USER_KEY}\r\nnot a key")),
+            ),
             "root-keys",
-            "keys[1]",
+            "vm_conf.ssh_key",
         ),
         (
             "one resolver",
@@ -293,7 +297,12 @@ fn one_bad_element_fails_only_itself_and_the_vm_stays_reachable() {
             "resolvers",
             "nameservers[0]",
         ),
-        ("login", with("/login", json!("Root")), "user", "login"),
+        (
+            "login",
+            with("/vm_conf/user", json!("Root")),
+            "user",
+            "vm_conf.user",
+        ),
         (
             "address",
             with("/vif/0/pna/0/pna_address", json!("192.0.2.300")),
@@ -344,7 +353,9 @@ fn one_bad_element_fails_only_itself_and_the_vm_stays_reachable() {
             assert!(read(&root, "etc/shadow").contains(HASH), "{what}: password");
         }
         let keys = read(&root, "root/.ssh/authorized_keys");
-        assert!(keys.contains(USER_KEY), "{what}: keys {keys}");
+        if what != "ssh_key type" {
+            assert!(keys.contains(USER_KEY), "{what}: keys {keys}");
+        }
         if failing != "root-keys" {
             assert!(keys.contains(PLATFORM_KEY), "{what}: keys {keys}");
         }
@@ -377,7 +388,7 @@ fn a_system_account_as_login_is_refused_and_the_rest_applies() {
         return;
     }
     let (env, root) = setup(&[]);
-    let config = with("/login", serde_json::json!("daemon"));
+    let config = with("/vm_conf/user", serde_json::json!("daemon"));
     let img = image(
         env.path(),
         "swap.img",
@@ -594,7 +605,7 @@ fn hostile_archives_are_refused_whole_and_links_are_never_followed() {
     let (env, root) = setup(&[]);
     let canary = env.path().join("canary");
     fs::create_dir_all(&canary).unwrap();
-    let outside = r#"{"vm_hostname": "hijacked", "run": "touch /tmp/hijacked"}"#;
+    let outside = r#"{"vm_hostname": "hijacked", "vm_conf": {"run": "touch /tmp/hijacked"}}"#;
     fs::write(canary.join("config"), outside).unwrap();
     fs::set_permissions(canary.join("config"), fs::Permissions::from_mode(0o644)).unwrap();
     let before = full_snapshot(&canary);
@@ -666,12 +677,27 @@ fn malformed_config_is_reported_with_its_place_and_validate_lists_every_problem(
     }
     let good = env.path().join("good.json");
     fs::write(&good, config_json()).unwrap();
-    assert_eq!(
-        env.gandi(&["validate", good.to_str().unwrap()])
-            .status
-            .code(),
-        Some(0)
+    let v = env.gandi(&["validate", good.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(0));
+    // Valid, with a note for the field the platform does not write.
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("future_field: unknown field, ignored (note)"),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
     );
+    // The example of the docs: valid, no note.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config-example.json");
+    let v = env.gandi(&["validate", example]);
+    let said = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(0), "{said}");
+    assert!(!said.contains("note"), "{said}");
+    // Our old top-level fields: valid, each noted with the platform's name.
+    fs::write(&good, r#"{"login": "a", "keys": [], "run": "x"}"#).unwrap();
+    let v = env.gandi(&["validate", good.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&v.stdout);
+    for field in ["vm_conf.user", "vm_conf.ssh_key", "vm_conf.run"] {
+        assert!(said.contains(field), "{field}: {said}");
+    }
 }
 
 #[test]

@@ -591,7 +591,7 @@ fn boot_stages_killed_at_random_moments_end_as_an_uninterrupted_run() {
         fs::write(
             gandi.join("config"),
             format!(
-                r#"{{"vm_conf": {{"password": "{HASH}"}}, "run": ["echo one >> {l}", "sleep 0.05; echo two >> {l}"]}}"#,
+                r#"{{"vm_conf": {{"password": "{HASH}", "run": ["echo one >> {l}", "sleep 0.05; echo two >> {l}"]}}}}"#,
                 l = log.display()
             ),
         )

@@ -158,7 +158,11 @@ fn setup(env: &Env, config: &str, nodhcp: &str) -> PathBuf {
     let log = env.path().join("hook.log");
     script(
         &hooks.join("post-iface-attach"),
-        &format!("echo \"$@\" >> {}", log.display()),
+        // Its arguments and the original's environment.
+        &format!(
+            "echo \"$@\" \"$INTERFACE\" \"$ACTION\" >> {}",
+            log.display()
+        ),
     );
     env.settings(&[
         format!("CONFIG_NODHCP=\"{nodhcp}\""),
@@ -231,7 +235,7 @@ fn dhcp_and_static_interfaces_sysctls_routes_and_removal() {
     assert!(!env.path().join("run/udhcpc-eth2.pid").exists());
     // The hook ran for each.
     let hooks = fs::read_to_string(env.path().join("hook.log")).unwrap();
-    assert_eq!(hooks, "eth1\neth2\n");
+    assert_eq!(hooks, "eth1 eth1 add\neth2 eth2 add\n");
 
     // Remove: the DHCP client goes, and what was generated.
     let pid_file = env.path().join("run/udhcpc-eth1.pid");

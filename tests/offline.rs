@@ -94,7 +94,7 @@ fn root_trees_are_set_up_offline_and_the_first_boot_runs_what_was_deferred() {
     fs::create_dir_all(root.join("gandi")).unwrap();
     let mut cfg: serde_json::Value = serde_json::from_str(&config_json()).unwrap();
     cfg["vm_hostname"] = "offline-test".into();
-    cfg["run"] = serde_json::json!(["echo ran >> /ran.log"]);
+    cfg["vm_conf"]["run"] = serde_json::json!(["echo ran >> /ran.log"]);
     fs::write(root.join("gandi/config"), cfg.to_string()).unwrap();
     fs::create_dir_all(root.join("etc/gandi/plugins.d")).unwrap();
     fs::create_dir_all(root.join("etc/gandi/hooks")).unwrap();
@@ -190,7 +190,7 @@ fn root_trees_are_set_up_offline_and_the_first_boot_runs_what_was_deferred() {
     let kept: serde_json::Value =
         serde_json::from_slice(&fs::read(root.join("gandi/config")).unwrap()).unwrap();
     assert!(
-        kept.get("run").is_some(),
+        kept["vm_conf"].get("run").is_some(),
         "the deferred command was removed"
     );
     assert!(

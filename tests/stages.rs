@@ -457,7 +457,7 @@ fn post(run: &str, timeout: u64, init: Option<&str>) -> (Post, String) {
     fs::create_dir_all(&gandi).unwrap();
     let run = run.replace("LOG", &log.display().to_string());
     let config = format!(
-        r#"{{"vm_hostname": "web1", "vm_conf": {{"password": "{HASH}"}}, "run": {run}, "vif": [{{"vif_number": 0}}]}}"#
+        r#"{{"vm_hostname": "web1", "vm_conf": {{"password": "{HASH}", "run": {run}}}, "vif": [{{"vif_number": 0}}]}}"#
     );
     fs::write(gandi.join("config"), &config).unwrap();
     if let Some(body) = init {
@@ -489,8 +489,8 @@ fn lines(p: &Post) -> Vec<String> {
         .collect()
 }
 
-/// A Python script without a shebang, as the platform writes it.
-const INIT: &str = "import sys\nopen('LOG', 'a').write('init ' + ' '.join(sys.argv[1:]) + '\\n')\n";
+/// The platform's script, written for Python 2 as the platform's is.
+const INIT: &str = "#!/usr/bin/python2\nimport sys\nprint 'init'\n";
 
 #[test]
 fn commands_run_once_with_status_and_secrets_are_removed() {
@@ -502,16 +502,29 @@ fn commands_run_once_with_status_and_secrets_are_removed() {
         60,
         Some(INIT),
     );
+    // The customer's script, with its arguments, before the commands.
+    script(
+        &p.gandi.join("script"),
+        "echo \"script $*\" >> LOG"
+            .replace("LOG", &p.log.display().to_string())
+            .as_str(),
+    );
+    let mut cfg: serde_json::Value = serde_json::from_str(&original).unwrap();
+    cfg["vm_conf"]["script_args"] = "--db 'prod one'".into();
+    let original = cfg.to_string();
+    fs::write(p.gandi.join("config"), &original).unwrap();
     let out = postboot(&p);
     assert_eq!(out.status.code(), Some(1)); // a command failed
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("run[0]: hello"),
         "output not logged"
     );
-    assert_eq!(lines(&p), vec!["one", "init --postboot"]);
+    assert_eq!(lines(&p), vec!["script --db prod one", "one"]);
+    assert_eq!(post_result(&p, "script"), "changed");
     assert_eq!(post_result(&p, "run[0]"), "changed");
     assert_eq!(post_result(&p, "run[1]"), "failed");
-    assert_eq!(post_result(&p, "init --postboot"), "changed");
+    // The platform's own script: not run (CONFIG_PLATFORM_SCRIPT=0).
+    assert_eq!(post_result(&p, "init"), "skipped");
     assert_eq!(post_result(&p, "secrets"), "changed");
     assert!(
         !fs::read_to_string(p.gandi.join("config"))
@@ -519,9 +532,11 @@ fn commands_run_once_with_status_and_secrets_are_removed() {
             .contains(HASH)
     );
     assert!(!p.gandi.join("init").exists());
+    assert!(!p.gandi.join("script").exists());
     let cleaned: serde_json::Value =
         serde_json::from_slice(&fs::read(p.gandi.join("config")).unwrap()).unwrap();
-    assert!(cleaned.get("run").is_none() && cleaned["vm_hostname"] == "web1");
+    assert!(cleaned["vm_conf"].get("run").is_none() && cleaned["vm_hostname"] == "web1");
+    assert!(cleaned["vm_conf"].get("script_args").is_none());
     assert_eq!(
         fs::metadata(p.gandi.join("config"))
             .unwrap()
@@ -541,6 +556,7 @@ fn commands_run_once_with_status_and_secrets_are_removed() {
         INIT.replace("LOG", &p.log.display().to_string()),
     )
     .unwrap();
+    script(&p.gandi.join("script"), "echo again >> /dev/null");
     assert!(postboot(&p).status.success());
     assert_eq!(lines(&p).len(), 2);
     assert!(
@@ -552,6 +568,75 @@ fn commands_run_once_with_status_and_secrets_are_removed() {
     fs::write(p.gandi.join("config"), original.replace("web1", "web2")).unwrap();
     assert_eq!(postboot(&p).status.code(), Some(1)); // "exit 3" again
     assert_eq!(lines(&p).iter().filter(|l| *l == "one").count(), 2);
+}
+
+/// Step `name`'s detail in the postboot status.
+fn post_detail(p: &Post, name: &str) -> String {
+    let s: serde_json::Value =
+        serde_json::from_slice(&fs::read(p.env.path().join("run/status.json")).unwrap()).unwrap();
+    step(&s, "postboot", name)["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn the_platforms_script_runs_only_when_asked_with_its_own_interpreter() {
+    if !system_test(&[]) {
+        return;
+    }
+    for (init, mode, ran, why) in [
+        // Python 2 where there is none: never handed to python3.
+        (INIT, 0o700, false, "Python 2"),
+        // Not executable: the original did not run it either.
+        (
+            "#!/bin/sh\necho init >> LOG\n",
+            0o600,
+            false,
+            "not executable",
+        ),
+        (
+            "#!/bin/sh\necho init \"$@\" >> LOG\n",
+            0o700,
+            true,
+            "changed no file",
+        ),
+    ] {
+        let (p, _) = post(r#""echo run >> LOG""#, 60, None);
+        // No value of this config is applied natively on the machine the
+        // test runs on: nothing for the stage to put back after it.
+        let cfg = r#"{"vm_conf": {"run": "echo run >> LOG"}}"#
+            .replace("LOG", &p.log.display().to_string());
+        fs::write(p.gandi.join("config"), cfg).unwrap();
+        fs::write(
+            p.gandi.join("init"),
+            init.replace("LOG", &p.log.display().to_string()),
+        )
+        .unwrap();
+        fs::set_permissions(p.gandi.join("init"), fs::Permissions::from_mode(mode)).unwrap();
+        let mut lines_now = fs::read_to_string(p.env.config()).unwrap();
+        lines_now.push_str("CONFIG_PLATFORM_SCRIPT=1\nCONFIG_HOSTNAME=0\nCONFIG_NAMESERVER=0\n");
+        fs::write(p.env.config(), lines_now).unwrap();
+        let out = postboot(&p);
+        let expect = if ran {
+            vec!["run", "init"]
+        } else {
+            vec!["run"]
+        };
+        assert_eq!(
+            lines(&p),
+            expect,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result = post_result(&p, "init");
+        assert_eq!(result, if ran { "changed" } else { "skipped" });
+        assert!(
+            post_detail(&p, "init").contains(why),
+            "{}",
+            post_detail(&p, "init")
+        );
+    }
 }
 
 #[test]

@@ -19,7 +19,8 @@ pub fn config_json() -> String {
     format!(
         r#"{{
   "vm_hostname": "web1.example.net",
-  "vm_conf": {{"password": "{HASH}", "ssh_key": "{PLATFORM_KEY}"}},
+  "vm_conf": {{"password": "{HASH}", "user": "alice",
+              "ssh_key": "{PLATFORM_KEY}\r\n{USER_KEY}\r\n", "run": "touch /tmp/mark"}},
   "nameservers": ["192.0.2.53", "2001:db8::53"],
   "vif": [
     {{"vif_number": 0, "pna": [
@@ -27,9 +28,6 @@ pub fn config_json() -> String {
       {{"pna_address": "2001:db8::10", "pbn": {{"pbn_network": "2001:db8::/64", "pbn_gateway": "2001:db8::1"}}}}]}},
     {{"vif_number": 1, "pna": []}}
   ],
-  "login": "alice",
-  "keys": ["{USER_KEY}"],
-  "run": "touch /tmp/mark",
   "future_field": [1, 2, 3]
 }}"#
     )

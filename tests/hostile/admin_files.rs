@@ -140,7 +140,7 @@ fn the_admins_backups_and_the_shadow_group_survive_a_user_creation() {
     fs::create_dir_all(root.join("var/lib/gandi")).unwrap();
     fs::write(root.join("var/lib/gandi/useradd-started"), "alice\t0\n").unwrap();
     let config = format!(
-        r#"{{"login": "alice", "keys": ["{USER_KEY}"], "vm_conf": {{"password": "{HASH}"}}}}"#
+        r#"{{"vm_conf": {{"user": "alice", "ssh_key": "{USER_KEY}", "password": "{HASH}"}}}}"#
     );
     let img = image(
         env.path(),

@@ -27,9 +27,8 @@ fn with_alice(home: &str) -> (Env, PathBuf, Canary, PathBuf) {
     );
     add("etc/shadow", "alice:!:19000:0:99999:7:::\n");
     add("etc/group", "alice:x:1000:\n");
-    let config = format!(
-        r#"{{"login": "alice", "keys": ["{USER_KEY}"], "vm_conf": {{"ssh_key": "{PLATFORM_KEY}"}}}}"#
-    );
+    let config =
+        format!(r#"{{"vm_conf": {{"user": "alice", "ssh_key": "{PLATFORM_KEY}\n{USER_KEY}"}}}}"#);
     let img = image(
         env.path(),
         "swap.img",
@@ -69,7 +68,7 @@ fn a_fifo_in_a_home_never_holds_the_boot() {
         let step = if place.starts_with("root") {
             "root-keys"
         } else {
-            "user"
+            "keys alice"
         };
         let (result, detail) = step_of(&root, "bootstrap", step);
         assert_eq!(result, "failed", "{place}: {}", text(&out));
@@ -102,7 +101,7 @@ fn links_a_user_made_are_never_followed_and_roots_are() {
         fs::create_dir_all(root.join("home/alice")).unwrap();
         symlink(target, root.join("home/alice/.ssh")).unwrap();
         let _ = bootstrap(&env, &root, &img);
-        let (result, detail) = step_of(&root, "bootstrap", "user");
+        let (result, detail) = step_of(&root, "bootstrap", "keys alice");
         assert_eq!(result, "failed", "{target}: {detail}");
         assert!(detail.contains("link"), "{detail}");
         // Nothing was written through the link: root's file and folder
@@ -131,7 +130,7 @@ fn links_a_user_made_are_never_followed_and_roots_are() {
     )
     .unwrap();
     let _ = bootstrap(&env, &root, &img);
-    let (result, detail) = step_of(&root, "bootstrap", "user");
+    let (result, detail) = step_of(&root, "bootstrap", "keys alice");
     assert_eq!(result, "failed", "{detail}");
     assert!(detail.contains("hard link"), "{detail}");
     assert!(
@@ -148,7 +147,7 @@ fn links_a_user_made_are_never_followed_and_roots_are() {
     fs::set_permissions(root.join("data/home"), fs::Permissions::from_mode(0o755)).unwrap();
     symlink("data/home", root.join("home")).unwrap();
     let out = bootstrap(&env, &root, &img);
-    let (result, detail) = step_of(&root, "bootstrap", "user");
+    let (result, detail) = step_of(&root, "bootstrap", "keys alice");
     assert_eq!(result, "changed", "{detail} {}", text(&out));
     let keys = root.join("data/home/alice/.ssh/authorized_keys");
     assert!(fs::read_to_string(&keys).unwrap().contains(USER_KEY));
@@ -160,7 +159,7 @@ fn links_a_user_made_are_never_followed_and_roots_are() {
     let (env, root, canary, img) = with_alice("/home/alice");
     symlink("../../canary", root.join("home/alice")).unwrap();
     let _ = bootstrap(&env, &root, &img);
-    assert_eq!(step_of(&root, "bootstrap", "user").0, "failed");
+    assert_eq!(step_of(&root, "bootstrap", "keys alice").0, "failed");
     canary.check();
 }
 
@@ -183,7 +182,7 @@ fn system_accounts_get_no_keys() {
         t.push_str(&format!("{name}:x:{uid}:{uid}::/home/{name}:/bin/false\n"));
         fs::write(p, t).unwrap();
         fs::create_dir_all(root.join(format!("home/{name}"))).unwrap();
-        let config = format!(r#"{{"login": "{name}", "keys": ["{USER_KEY}"]}}"#);
+        let config = format!(r#"{{"vm_conf": {{"user": "{name}", "ssh_key": "{USER_KEY}"}}}}"#);
         let img = image(
             env.path(),
             "swap.img",

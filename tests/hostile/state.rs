@@ -22,7 +22,7 @@ fn a_command_that_cannot_start_leaves_its_secret_nowhere_others_read() {
         let env = Env::new();
         let gandi = env.path().join("gandi");
         fs::create_dir_all(&gandi).unwrap();
-        let config = serde_json::json!({ "run": commands });
+        let config = serde_json::json!({ "vm_conf": { "run": commands } });
         fs::write(gandi.join("config"), config.to_string()).unwrap();
         let bin = env.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
