@@ -61,11 +61,11 @@ pub enum Cmd {
     },
     /// First boot: read the platform's config archive at 512 KiB of the
     /// platform's disk (the one at the place GANDI_PLATFORM_DISK names, never
-    /// one found by its label), extract its gandi/ tree to /gandi, apply it (root password,
-    /// user, SSH keys, hostname, resolvers, network), unpack the kernel's
-    /// modules, (re)create and enable the swap, load the sysctl file, grow
-    /// the root disk and run the platform's script once. Each step's result
-    /// goes to GANDI_RUN_DIR/status.json.
+    /// one found by its label), extract its gandi/ tree to /gandi, apply it
+    /// (the user, the password, SSH keys, hostname, resolvers, network),
+    /// unpack the kernel's modules, (re)create and enable the swap, load the
+    /// sysctl file, grow the root disk and run the admin's early steps. Each
+    /// step's result goes to GANDI_RUN_DIR/status.json.
     Bootstrap {
         /// Set up the tree at DIR instead of the live system: every file is
         /// written under DIR and nothing is done to the running system.
@@ -107,8 +107,10 @@ pub enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// Run the platform's post-boot commands (the config's run, the
-    /// archive's init --postboot) once per config, then remove them and the
+    /// Run the customer's commands of the platform's config once per config,
+    /// after the config stage has ended: /gandi/script with
+    /// vm_conf.script_args, then vm_conf.run (and the platform's own
+    /// /gandi/init with CONFIG_PLATFORM_SCRIPT=1); then remove them and the
     /// password hash from disk; stop autofs with CONFIG_ALLOW_MOUNT=0.
     Postboot {
         /// Use the /gandi and /var/lib/gandi of the tree at DIR.
