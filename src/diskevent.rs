@@ -258,6 +258,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
             format!("{what}: not a mountable filesystem"),
         )
     };
+    let previous = records::read_or_report(settings, &event.name);
     let record = Record {
         name: event.name.clone(),
         devnum: event.devnum.to_string(),
@@ -268,7 +269,8 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         state,
         grower: None,
         note: Some(note),
-        last_grow: records::read_or_report(settings, &event.name).and_then(|r| r.last_grow),
+        last_grow: previous.as_ref().and_then(|r| r.last_grow.clone()),
+        announced: previous.and_then(|r| r.announced),
         updated: now(),
     };
     // The grower holds the lock while it works: it writes the record itself
@@ -386,6 +388,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
             grower: None,
             note: None,
             last_grow: previous.as_ref().and_then(|r| r.last_grow.clone()),
+            announced: previous.as_ref().and_then(|r| r.announced.clone()),
             updated: now(),
         };
         let fstype = dev.fs.fstype.clone().unwrap_or_default();
@@ -517,35 +520,44 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
     Ok(code)
 }
 
-/// Runs `post-disk-attach` when the disk became ready for a new attach;
-/// returns `code`.
+/// Runs `post-disk-attach` when the disk is ready and the hook has not run
+/// for this attach yet (once per attach: a growth makes udev send a change
+/// that records the disk again); returns `code`.
 fn finish(
     settings: &Settings,
     scan: &Scan,
     dev: &crate::device::Device,
     record: &Record,
-    previous: Option<&Record>,
+    _previous: Option<&Record>,
     code: i32,
 ) -> Result<i32> {
-    let newly_ready = record.state == RecordState::Ready
-        && previous.is_none_or(|p| p.diskseq != record.diskseq || p.state != RecordState::Ready);
-    if newly_ready && dev.excluded.is_none() {
-        let devices = scan.devices();
-        let mount_point = served_key(&devices, dev, &settings.disk_root)
-            .map(|k| settings.disk_root.join(k))
-            .unwrap_or_else(|| settings.disk_root.join(&dev.name));
-        let fstype = dev.fs.fstype.clone().unwrap_or_default();
-        hooks::run(
-            settings,
-            "post-disk-attach",
-            &[
-                &scan.dev_path(&dev.name).display().to_string(),
-                &fstype,
-                &mount_point.display().to_string(),
-            ],
-            hooks::HOOK_LIMIT,
-        );
+    let key = records::attach_key(record);
+    let announced = records::read(settings, &dev.name).and_then(|r| r.announced);
+    if record.state != RecordState::Ready
+        || dev.excluded.is_some()
+        || announced.as_deref() == Some(key.as_str())
+    {
+        return Ok(code);
     }
+    let devices = scan.devices();
+    let mount_point = served_key(&devices, dev, &settings.disk_root)
+        .map(|k| settings.disk_root.join(k))
+        .unwrap_or_else(|| settings.disk_root.join(&dev.name));
+    let fstype = dev.fs.fstype.clone().unwrap_or_default();
+    // Marked first: a hook cut short is not run again for this attach.
+    let mut marked = record.clone();
+    marked.announced = Some(key);
+    records::write(settings, &marked)?;
+    hooks::run(
+        settings,
+        "post-disk-attach",
+        &[
+            &scan.dev_path(&dev.name).display().to_string(),
+            &fstype,
+            &mount_point.display().to_string(),
+        ],
+        hooks::HOOK_LIMIT,
+    );
     Ok(code)
 }
 

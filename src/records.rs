@@ -92,8 +92,26 @@ pub struct Record {
     pub note: Option<String>,
     #[serde(default)]
     pub last_grow: Option<Grow>,
+    /// The attach `post-disk-attach` ran for ([`attach_key`]): once per
+    /// attach, whatever events follow (the change udev sends after a
+    /// growth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<String>,
     /// Seconds since the epoch.
     pub updated: u64,
+}
+
+/// What tells one attach of a disk from another: its device number,
+/// attach sequence number (when the kernel has one) and filesystem UUID.
+pub fn attach_key(record: &Record) -> String {
+    format!(
+        "{} {} {}",
+        record.devnum,
+        record
+            .diskseq
+            .map_or_else(|| "-".to_string(), |s| s.to_string()),
+        record.fs.uuid.as_deref().unwrap_or("-")
+    )
 }
 
 /// One growth of a filesystem.
