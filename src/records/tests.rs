@@ -19,6 +19,7 @@ fn record(name: &str, label: Option<&str>) -> Record {
         grower: None,
         note: None,
         last_grow: None,
+        announced: None,
         updated: 1,
     }
 }
