@@ -143,11 +143,14 @@ pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<(Change, S
     let group = user_group(t);
     let shown = group.unwrap_or(login).to_string();
     let mark = state_dir.join("useradd-started");
+    // The mark: the login, whether its home was there, whether a group of
+    // its own was made (marks of earlier versions, without it, made one).
     let cut_short = t.read_string(&mark).ok().and_then(|m| {
-        let (who, home_existed) = m.trim().split_once('\t')?;
-        (who == login).then_some(home_existed == "1")
+        let mut f = m.trim().split('\t');
+        let (who, home_existed, own_group) = (f.next()?, f.next()?, f.next().unwrap_or("1"));
+        (who == login).then_some((home_existed == "1", own_group == "1"))
     });
-    if let Some(home_existed) = cut_short {
+    if let Some((home_existed, own_group)) = cut_short {
         log::warn!("{login}: a creation cut short: made again");
         if let Some(a) = account(t, login)
             && !home_existed
@@ -155,7 +158,7 @@ pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<(Change, S
         {
             t.remove_tree(&a.home)?;
         }
-        remove_account_lines(t, login)?;
+        remove_account_lines(t, login, own_group)?;
     } else if let Some(a) = account(t, login) {
         if system_uid(a.uid) {
             bail!(
@@ -170,7 +173,12 @@ pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<(Change, S
     t.create_dirs(state_dir, 0o700)?;
     t.write_atomic(
         &mark,
-        format!("{login}\t{}\n", u8::from(home_existed)).as_bytes(),
+        format!(
+            "{login}\t{}\t{}\n",
+            u8::from(home_existed),
+            u8::from(group.is_none())
+        )
+        .as_bytes(),
         WriteOpts::mode(0o600),
     )?;
     clear_stale_shadow_locks(t);
@@ -189,11 +197,18 @@ pub fn create_user(t: &Tree, login: &str, state_dir: &Path) -> Result<(Change, S
     Ok((Change::Changed, shown))
 }
 
-/// Removes the lines of `login` (and of the group named after it) from the
-/// account files, under the shadow lock.
-fn remove_account_lines(t: &Tree, login: &str) -> Result<()> {
+/// Removes the lines of `login` from the account files (and of the group
+/// named after it when the creation made one: `own_group`), under the
+/// shadow lock. A group of that name that was there before (`users`,
+/// `docker`) is never taken.
+fn remove_account_lines(t: &Tree, login: &str, own_group: bool) -> Result<()> {
     let _lock = pwd_lock(t)?;
-    for file in ["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow"] {
+    let files: &[&str] = if own_group {
+        &["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow"]
+    } else {
+        &["/etc/passwd", "/etc/shadow"]
+    };
+    for file in files.iter().copied() {
         let Ok((data, meta)) = t.read_owned(file) else {
             continue;
         };
@@ -492,6 +507,11 @@ pub fn set_hostname(t: &Tree, hostname: &str, addr: Option<IpAddr>) -> Result<Ch
         format!("{hostname}\n").as_bytes(),
         WriteOpts::keep(0o644),
     )?;
+    Ok(c0.or(c1).or(set_hosts(t, hostname, addr)?))
+}
+
+/// Our block of `/etc/hosts`: `hostname` at `addr` (else 127.0.1.1).
+pub fn set_hosts(t: &Tree, hostname: &str, addr: Option<IpAddr>) -> Result<Change> {
     let old = match t.read_owned("/etc/hosts") {
         Ok((d, _)) => String::from_utf8_lossy(&d).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => default_hosts(),
@@ -500,8 +520,7 @@ pub fn set_hostname(t: &Tree, hostname: &str, addr: Option<IpAddr>) -> Result<Ch
     let new = hosts_text(&old, hostname, addr).map_err(|why| {
         anyhow::anyhow!("/etc/hosts: our block is damaged ({why}): left as it is")
     })?;
-    let c2 = t.write_if_changed("/etc/hosts", new.as_bytes(), WriteOpts::keep(0o644))?;
-    Ok(c0.or(c1).or(c2))
+    t.write_if_changed("/etc/hosts", new.as_bytes(), WriteOpts::keep(0o644))
 }
 
 /// A minimal `/etc/hosts`.

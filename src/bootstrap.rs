@@ -449,13 +449,38 @@ fn apply_config(
         None => refused(rec, "hostname", "vm_hostname"),
         Some(h) => rec.step("hostname", || {
             let at = eth0_address(config);
-            when_new(ledger, "hostname", h.as_bytes(), || {
+            let address = at.map(|a| a.to_string()).unwrap_or_default();
+            // The address of our /etc/hosts line, tracked on its own: eth0's
+            // address may change while the name does not. (A ledger from
+            // before it records the address as it is, applying nothing.)
+            let address_known = ledger.has("hosts-address");
+            let address_new = ledger.is_new("hosts-address", address.as_bytes());
+            let done = when_new(ledger, "hostname", h.as_bytes(), || {
                 let c = apply::set_hostname(tree, h, at)?;
                 if opts.live() {
                     apply::set_live_hostname(h)?;
                 }
                 Ok(Done::of(c, h.clone()))
-            })
+            })?;
+            let done =
+                if done.result == crate::status::Outcome::Kept && address_known && address_new {
+                    let c = apply::set_hosts(tree, h, at)?;
+                    Done::of(
+                        c,
+                        format!(
+                            "{h}: /etc/hosts at {}",
+                            if address.is_empty() {
+                                "127.0.1.1"
+                            } else {
+                                &address
+                            }
+                        ),
+                    )
+                } else {
+                    done
+                };
+            ledger.set("hosts-address", address.as_bytes());
+            Ok(done)
         }),
     }
     if !settings.nameserver {
@@ -527,21 +552,80 @@ fn resolvers_of(tree: &Tree, config: &Config) -> Vec<std::net::IpAddr> {
     apply::choose_resolvers(&config.nameservers, config.ipv6_only(), &seed)
 }
 
-/// After the platform's own script ran (`CONFIG_PLATFORM_SCRIPT=1`): what
-/// the native apply set, and the script may have rewritten whole
-/// (`/etc/resolv.conf`, the hostname files), is put back where it differs.
-pub fn restore_after_script(settings: &Settings, tree: &Tree, config: &Config) -> Result<Done> {
-    let mut restored = Vec::new();
-    if settings.hostname
-        && let Some(h) = &config.hostname
-        && apply::set_hostname(tree, h, eth0_address(config))? == Change::Changed
-    {
-        restored.push("the hostname files");
+/// What the native apply (and the admin since) has in the files the
+/// platform's own script rewrites whole: our files as they are, our blocks
+/// of the admin's files. Taken before the script runs.
+pub struct NativeState {
+    files: Vec<(&'static str, Option<Vec<u8>>)>,
+    blocks: Vec<(&'static str, &'static crate::marked::Markers, Vec<String>)>,
+}
+
+/// Our files that the script may rewrite.
+const NATIVE_FILES: [&str; 4] = [
+    "/etc/hostname",
+    "/etc/mailname",
+    "/etc/systemd/resolved.conf.d/gandi.conf",
+    "/etc/NetworkManager/conf.d/50-gandi-dns.conf",
+];
+
+/// Our blocks in the admin's files that the script may rewrite.
+const NATIVE_BLOCKS: [(&str, &crate::marked::Markers); 3] = [
+    ("/etc/hosts", &crate::marked::HOSTS),
+    ("/etc/resolv.conf", &crate::marked::RESOLVERS),
+    (
+        "/etc/resolvconf/resolv.conf.d/head",
+        &crate::marked::RESOLVERS,
+    ),
+];
+
+/// Takes the [`NativeState`] of `tree`.
+pub fn native_state(tree: &Tree) -> NativeState {
+    NativeState {
+        files: NATIVE_FILES
+            .iter()
+            .map(|f| (*f, tree.read_owned_limited(f, 1 << 20).ok().map(|(d, _)| d)))
+            .collect(),
+        blocks: NATIVE_BLOCKS
+            .iter()
+            .filter_map(|(f, m)| {
+                let text = tree.read_string(f).ok()?;
+                let lines = crate::marked::ours(&text, m).ok()?;
+                (!lines.is_empty()).then_some((*f, *m, lines))
+            })
+            .collect(),
     }
-    if settings.nameserver && !config.nameservers.is_empty() {
-        let chosen = resolvers_of(tree, config);
-        if !chosen.is_empty() && apply::set_resolvers(tree, &chosen)?.0 == Change::Changed {
-            restored.push("the resolvers");
+}
+
+/// After the platform's own script ran (`CONFIG_PLATFORM_SCRIPT=1`): our
+/// files and blocks are put back as they were before it (what the native
+/// apply set, and what the admin changed since), where it rewrote them;
+/// the rest of its changes stay.
+pub fn restore_native(tree: &Tree, before: &NativeState) -> Result<Done> {
+    let mut restored = Vec::new();
+    for (file, old) in &before.files {
+        let Some(old) = old else {
+            continue;
+        };
+        if tree
+            .read_owned_limited(file, 1 << 20)
+            .ok()
+            .map(|(d, _)| d)
+            .as_ref()
+            != Some(old)
+            && tree.write_if_changed(file, old, crate::tree::WriteOpts::keep(0o644))?
+                == Change::Changed
+        {
+            restored.push(file.to_string());
+        }
+    }
+    for (file, m, lines) in &before.blocks {
+        let place = if *file == "/etc/hosts" {
+            crate::marked::Place::After(|l| l.starts_with("127.0.0.1"))
+        } else {
+            crate::marked::Place::Top
+        };
+        if apply::edit_block(tree, file, m, lines, place)? == Change::Changed {
+            restored.push(format!("our block of {file}"));
         }
     }
     Ok(if restored.is_empty() {

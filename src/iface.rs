@@ -69,20 +69,38 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
     }
     let tree = Tree::open(root)?;
     link_up(name)?;
-    if settings.nodhcp.iter().any(|n| n == name) {
-        log::info!("{name}: in CONFIG_NODHCP: link up only");
-        return Ok(0);
-    }
     if name != "eth0" {
         secondary_sysctls(settings, name)?;
     }
     if settings.multiqueue {
         multiqueue(settings, name);
     }
-    let config = platform_config(settings, &tree);
+    // As the original: CONFIG_NODHCP gates the addressing only (its default,
+    // eth0, is bootstrap's); the queues, sysctls and the hook are for all.
+    if settings.nodhcp.iter().any(|n| n == name) {
+        log::info!("{name}: in CONFIG_NODHCP: its addresses are left to bootstrap or the admin");
+    } else {
+        configure(settings, &tree, name)?;
+    }
+    // As the original's udev hook ran it: the interface as its argument,
+    // and udev's INTERFACE and ACTION.
+    hooks::run_with(
+        settings,
+        "post-iface-attach",
+        &[name],
+        &[("INTERFACE", name), ("ACTION", "add")],
+        hooks::HOOK_LIMIT,
+    );
+    Ok(0)
+}
+
+/// Writes and applies the interface's addresses (from the platform's
+/// config, else DHCP) through the system's stack.
+fn configure(settings: &Settings, tree: &Tree, name: &str) -> Result<()> {
+    let config = platform_config(settings, tree);
     let iface = network::hotplug(name, config.as_ref());
     let m = network::metric(name);
-    match way(&tree) {
+    match way(tree) {
         w @ (Way::Networkd | Way::NetworkManager | Way::Ifupdown) => {
             let stack = match w {
                 Way::Networkd => Stack::Networkd,
@@ -90,9 +108,9 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
                 _ => Stack::Ifupdown,
             };
             let applied = {
-                let mut ledger = Ledger::load(&tree, &settings.state_dir);
-                let a = network::apply_one(&tree, &mut ledger, stack, &iface)?;
-                ledger.save(&tree)?;
+                let mut ledger = Ledger::load(tree, &settings.state_dir);
+                let a = network::apply_one(tree, &mut ledger, stack, &iface)?;
+                ledger.save(tree)?;
                 a
             };
             // systemd-networkd applies the files it has loaded to a new link
@@ -130,16 +148,7 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
         }
         Way::Direct => direct(settings, &iface, m)?,
     }
-    // As the original's udev hook ran it: the interface as its argument,
-    // and udev's INTERFACE and ACTION.
-    hooks::run_with(
-        settings,
-        "post-iface-attach",
-        &[name],
-        &[("INTERFACE", name), ("ACTION", "add")],
-        hooks::HOOK_LIMIT,
-    );
-    Ok(0)
+    Ok(())
 }
 
 /// Makes systemd-networkd read its files again: `networkctl reload` (and

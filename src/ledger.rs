@@ -44,6 +44,11 @@ pub struct Ledger {
     /// Set when the file was damaged: every value is kept as the system
     /// has it, and recorded here as applied when it is asked about.
     kept: std::cell::RefCell<BTreeMap<String, String>>,
+    /// Written again after a damage, and not yet seen by postboot: which
+    /// of the customer's commands ran cannot be told, so none runs again
+    /// until the config changes.
+    recovered: bool,
+    saved_recovered: bool,
 }
 
 /// The fingerprint of `value` for `field`.
@@ -77,6 +82,8 @@ impl Ledger {
             instance: None,
             saved_instance: None,
             kept: Default::default(),
+            recovered: false,
+            saved_recovered: false,
         };
         match lock {
             Ok(Some(l)) => ledger._lock = Some(l),
@@ -99,11 +106,13 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => ledger.damaged = Some(format!("{}: {e}", tree.shown(&ledger.path).display())),
             Ok((data, _)) => match parse(&data) {
-                Some((values, instance)) => {
+                Some((values, instance, recovered)) => {
                     ledger.saved = values.clone();
                     ledger.values = values;
                     ledger.saved_instance = instance.clone();
                     ledger.instance = instance;
+                    ledger.recovered = recovered;
+                    ledger.saved_recovered = recovered;
                 }
                 None => {
                     ledger.damaged = Some(format!(
@@ -134,6 +143,17 @@ impl Ledger {
     /// value is kept as the system has it.
     pub fn keeps_all(&self) -> bool {
         self.damaged.is_some()
+    }
+
+    /// Whether the file was written again after a damage and postboot has
+    /// not seen it since (see [`Ledger::seen_by_postboot`]).
+    pub fn recovered(&self) -> bool {
+        self.recovered || self.damaged.is_some()
+    }
+
+    /// Postboot has dealt with the damage.
+    pub fn seen_by_postboot(&mut self) {
+        self.recovered = false;
     }
 
     /// Takes the ledger for the instance `id`: when the file was written
@@ -179,7 +199,10 @@ impl Ledger {
     /// file's (a field removed and set again to the same value does not
     /// count), or a damaged file to replace.
     pub fn is_changed(&self) -> bool {
-        self.values != self.saved || self.instance != self.saved_instance || self.damaged.is_some()
+        self.values != self.saved
+            || self.instance != self.saved_instance
+            || self.recovered != self.saved_recovered
+            || self.damaged.is_some()
     }
 
     /// Writes the ledger when it changed (0600, in a 0700 folder).
@@ -206,12 +229,16 @@ impl Ledger {
             }
             let kept = std::mem::take(&mut *self.kept.borrow_mut());
             self.values.extend(kept);
+            self.recovered = true;
         }
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "format": FORMAT,
             "instance": self.instance,
             "values": self.values,
         });
+        if self.recovered {
+            doc["recovered"] = serde_json::Value::Bool(true);
+        }
         let mut text = serde_json::to_vec_pretty(&doc)?;
         text.push(b'\n');
         tree.write_atomic(
@@ -228,13 +255,15 @@ impl Ledger {
         )?;
         self.saved = self.values.clone();
         self.saved_instance = self.instance.clone();
+        self.saved_recovered = self.recovered;
         self.damaged = None;
         Ok(())
     }
 }
 
-/// The values and the instance of a ledger's text; `None` when damaged.
-fn parse(data: &[u8]) -> Option<(BTreeMap<String, String>, Option<String>)> {
+/// The values, the instance and whether it was written again after a
+/// damage, of a ledger's text; `None` when damaged.
+fn parse(data: &[u8]) -> Option<(BTreeMap<String, String>, Option<String>, bool)> {
     let v: serde_json::Value = serde_json::from_slice(data).ok()?;
     if v.get("format")?.as_str()? != FORMAT {
         return None;
@@ -249,7 +278,11 @@ fn parse(data: &[u8]) -> Option<(BTreeMap<String, String>, Option<String>)> {
         .iter()
         .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
         .collect::<Option<BTreeMap<_, _>>>()?;
-    Some((values, instance))
+    let recovered = v
+        .get("recovered")
+        .and_then(|r| r.as_bool())
+        .unwrap_or(false);
+    Some((values, instance, recovered))
 }
 
 #[cfg(test)]

@@ -294,7 +294,15 @@ pub fn keyfile(iface: &Iface) -> String {
                     _ => s.push_str(&format!("address{}={addr}\n", i + 1)),
                 }
             }
-            let method = if !list.is_empty() { "manual" } else { dynamic };
+            // IPv6 always takes router advertisements, static addresses
+            // beside them (NetworkManager's `auto` keeps `addressN=`).
+            let method = if section == "ipv6" {
+                "auto"
+            } else if !list.is_empty() {
+                "manual"
+            } else {
+                dynamic
+            };
             s.push_str(&format!("method={method}\nroute-metric={metric}\n"));
         };
     let v4_dynamic = if iface.dhcp4 { "auto" } else { "disabled" };

@@ -140,13 +140,6 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
                 }
                 drop(waited);
                 run_once(settings, &tree, &text, &commands, limit, &mut rec)?;
-                if commands.iter().any(|(n, _)| n == "init")
-                    && let Ok(c) = &config
-                {
-                    rec.step("restore", || {
-                        crate::bootstrap::restore_after_script(settings, &tree, c)
-                    });
-                }
             }
             if let Some(v) = value {
                 rec.step("secrets", || clean(&tree, gandi, &config_path, v, live));
@@ -154,6 +147,13 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         }
     }
 
+    if live {
+        let mut ledger = Ledger::load(&tree, &settings.state_dir);
+        if ledger.damaged.is_none() && ledger.recovered() {
+            ledger.seen_by_postboot();
+            let _ = ledger.save(&tree);
+        }
+    }
     if !settings.allow_mount {
         if live {
             rec.step("autofs", || {
@@ -192,6 +192,20 @@ fn run_once(
                 rec.note(name, Done::failed(format!("{why}: not run")));
                 continue;
             }
+            if ledger.recovered() && ledger.is_new(&ended, config) {
+                // Damaged earlier this boot (bootstrap wrote it again):
+                // whether it ran cannot be told either.
+                rec.note(
+                    name,
+                    Done::failed(
+                        "the state file was damaged: whether it ran for this config cannot \
+                         be told: not run",
+                    ),
+                );
+                ledger.set(&ended, config);
+                ledger.save(tree)?;
+                continue;
+            }
             if !ledger.is_new(&ended, config) {
                 rec.note(name, Done::unchanged("already ran for this config"));
                 continue;
@@ -211,17 +225,25 @@ fn run_once(
             ledger.set(&started, config);
             ledger.save(tree)?;
         }
+        let native = matches!(cmd, Command::Init(_)).then(|| bootstrap::native_state(tree));
         rec.step(name, || {
             let mut before = None;
             let out = match cmd {
-                Command::Shell(c, shown) => Run::new("sh")
-                    .arg("-c")
-                    .arg(c)
-                    .shown_as(shown.clone())
-                    .current_dir("/")
-                    .limit(limit)
-                    .log_as(name.clone())
-                    .outcome()?,
+                Command::Shell(c, shown) => {
+                    // The command's text may carry a secret: through a
+                    // root-only file, never in its arguments (anyone may
+                    // read those in /proc while it runs).
+                    let file = command_file(settings, name, c)?;
+                    let out = Run::new("sh")
+                        .arg(&file)
+                        .shown_as(shown.clone())
+                        .current_dir("/")
+                        .limit(limit)
+                        .log_as(name.clone())
+                        .outcome();
+                    let _ = std::fs::remove_file(&file);
+                    out?
+                }
                 Command::Init(how) => {
                     before = Some(bootstrap::snapshot(tree));
                     bootstrap::run_platform_script(
@@ -255,8 +277,33 @@ fn run_once(
         let mut ledger = Ledger::load(tree, &settings.state_dir);
         ledger.set(&ended, config);
         ledger.save(tree)?;
+        // What the platform's own script rewrote of the native apply's
+        // (and the admin's) files is put back.
+        if let Some(before) = native {
+            rec.step("restore", || bootstrap::restore_native(tree, &before));
+        }
     }
     Ok(())
+}
+
+/// Writes a command's text to a file of its own in a root-only folder of
+/// the run dir (a tmpfs: nothing of it outlives the boot).
+fn command_file(settings: &Settings, name: &str, text: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = settings.run_dir.join("commands");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let file_name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let file = dir.join(file_name);
+    crate::util::write_atomic(&file, format!("{text}\n").as_bytes(), 0o600)?;
+    Ok(file)
 }
 
 /// Removes the command material (`/gandi/init`, `/gandi/script`, the

@@ -148,19 +148,20 @@ pub fn services(mount_point: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The systemd unit a process runs in, from `/proc/PID/cgroup` (the last
-/// part of its path that names a unit).
+/// The system service a process runs in, from `/proc/PID/cgroup`: the
+/// unit right below `/system.slice` (a user's own manager runs units of
+/// any name below `user.slice`: those are never a system service).
 pub fn unit_of(proc_dir: &Path, pid: u32) -> Option<String> {
     let text = crate::util::read_small(&proc_dir.join(pid.to_string()).join("cgroup"))?;
     text.lines()
         .filter_map(|l| l.splitn(3, ':').nth(2))
-        .flat_map(|path| path.rsplit('/'))
-        .find(|part| {
+        .find_map(|path| {
+            let unit = path.strip_prefix("/system.slice/")?.split('/').next()?;
             [".service", ".scope", ".socket", ".mount", ".swap"]
                 .iter()
-                .any(|t| part.ends_with(t))
+                .any(|t| unit.ends_with(t))
+                .then(|| unit.to_string())
         })
-        .map(str::to_string)
 }
 
 fn find<'d>(devices: &'d [Device], key: &str, root: &str) -> Result<&'d Device> {

@@ -160,6 +160,22 @@ fn the_platforms_full_config() {
     // The hostname files.
     assert_eq!(read(&root, "etc/mailname"), "web1.example.net\n");
     assert!(read(&root, "etc/hosts").contains("192.0.2.10\tweb1.example.net web1"));
+    // eth0's address changes, not the name: the hosts line follows, the
+    // admin's hostname stays.
+    fs::write(root.join("etc/hostname"), "mine\n").unwrap();
+    let moved = config.replace("192.0.2.10", "192.0.2.20");
+    bootstrap(
+        &env,
+        &root,
+        &moved,
+        &[("gandi/script", b"#!/bin/sh\necho script\n", 0o700)],
+    );
+    assert_eq!(read(&root, "etc/hostname"), "mine\n");
+    let hosts = read(&root, "etc/hosts");
+    assert!(
+        hosts.contains("192.0.2.20\tweb1.example.net web1") && !hosts.contains("192.0.2.10"),
+        "{hosts}"
+    );
     // The script and the command wait for postboot (deferred with --root).
     let out = Command::new(BIN)
         .args(["postboot", "--root"])

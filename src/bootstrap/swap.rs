@@ -130,6 +130,16 @@ fn protected_header(head: &[u8], first: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether the header `head` lists the pages from `first` on as bad (as
+/// many as fit): the kernel that read it never writes them.
+fn pages_kept_from_use(head: &[u8], first: u32) -> bool {
+    swap_signature(head) && protected_header(head, first).is_none() && {
+        let word =
+            |at: usize| u32::from_ne_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+        word(1032) > 0 && word(BADPAGES_AT) == first
+    }
+}
+
 /// The page of the swap device `device` where the archive starts, when it
 /// lies inside it: the archive is at 512 KiB of `place` (the device
 /// itself, or its whole disk, from which the partition's start is taken).
@@ -238,10 +248,7 @@ pub(super) fn swap(
             .filter_map(|l| l.split_whitespace().next())
             .any(|p| fs::canonicalize(p).ok().as_deref() == Some(device));
         if active {
-            return Ok(Done::unchanged(format!(
-                "{} is in use as swap",
-                device.display()
-            )));
+            return already_active(settings, tree, target);
         }
     }
     let head = read_head(device, archive::CONFIG_OFFSET as usize)
@@ -310,6 +317,47 @@ pub(super) fn swap(
     Ok(Done::of(change, notes.join("; ")))
 }
 
+/// The swap area was enabled before bootstrap (a swap line of `/etc/fstab`
+/// racing it): nothing is formatted; the header gets the archive's pages
+/// for the next boot; the archive is cleared only when the kernel, which
+/// read the header at its `swapon`, already keeps its pages from use (else
+/// it may hold swapped data now).
+fn already_active(settings: &Settings, tree: &Tree, target: &SwapTarget) -> Result<Done> {
+    let device = target.device;
+    let mut notes = vec![format!("{} is in use as swap already", device.display())];
+    let place = target.archive.unwrap_or(device);
+    let first = archive_page(settings, device, place);
+    let head = read_head(device, page_size())
+        .with_context(|| format!("reading the swap header of {}", device.display()))?;
+    let kept_from_use = first.is_none_or(|f| pages_kept_from_use(&head, f));
+    let mut change = Change::Unchanged;
+    if let Some(f) = first
+        && protect(device, f)?
+    {
+        change = Change::Changed;
+        notes.push(format!(
+            "pages {f} and after kept from use from the next boot on"
+        ));
+    }
+    if let Some(place) = target.archive {
+        if kept_from_use {
+            tree.subtree(&settings.gandi_dir)
+                .and_then(|g| g.syncfs())
+                .or_else(|_| tree.syncfs())?;
+            consume_archive(place)?;
+            change = Change::Changed;
+            notes.push(format!("archive cleared on {}", place.display()));
+        } else {
+            notes.push(
+                "the archive is left as it is: the area was enabled before its pages were \
+                 kept from use"
+                    .into(),
+            );
+        }
+    }
+    Ok(Done::of(change, notes.join("; ")))
+}
+
 pub(super) fn swapon(device: &Path) -> Result<()> {
     let c = std::ffi::CString::new(device.as_os_str().as_encoded_bytes())
         .context("a device path with a NUL byte")?;
@@ -357,6 +405,9 @@ mod tests {
             }
         }
         assert_eq!(protected_header(&p, 128), None, "written twice");
+        assert!(pages_kept_from_use(&p, 128));
+        assert!(!pages_kept_from_use(&h, 128), "an unprotected header");
+        assert!(!pages_kept_from_use(&vec![0u8; 4096], 128));
         // A small area: only the pages it has.
         let small = protected_header(&header(200), 128).unwrap();
         assert_eq!(

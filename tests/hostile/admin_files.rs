@@ -173,6 +173,59 @@ fn the_admins_backups_and_the_shadow_group_survive_a_user_creation() {
 }
 
 #[test]
+fn a_creation_cut_short_never_takes_a_group_that_was_there() {
+    if !system_test(&["mkswap", "useradd", "blkid"]) {
+        return;
+    }
+    let env = Env::new();
+    fixtures::root_settings(&env.config(), &[]);
+    let root = root_tree(env.path(), false);
+    let canary = Canary::beside(&root);
+    // The login is also the name of a group of the system's (docker), the
+    // user is made in `users`; its creation was cut short after passwd.
+    fs::write(
+        root.join("etc/group"),
+        "root:x:0:\ndaemon:x:1:\nusers:x:100:\ndocker:x:999:admin\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/gshadow"),
+        "root:*::\ndaemon:*::\nusers:*::\ndocker:!::admin\n",
+    )
+    .unwrap();
+    let mut p = fs::read_to_string(root.join("etc/passwd")).unwrap();
+    p.push_str("docker:x:1000:100::/home/docker:/bin/bash\n");
+    fs::write(root.join("etc/passwd"), p).unwrap();
+    fs::create_dir_all(root.join("var/lib/gandi")).unwrap();
+    fs::write(root.join("var/lib/gandi/useradd-started"), "docker\t0\t0\n").unwrap();
+    let config = r#"{"vm_conf": {"user": "docker"}}"#;
+    let img = image(
+        env.path(),
+        "swap.img",
+        &tar(&[("gandi/config", config.as_bytes(), 0o600)]),
+        None,
+    );
+    let out = bootstrap(&env, &root, &img);
+    assert_eq!(
+        step_of(&root, "bootstrap", "user").0,
+        "changed",
+        "{}",
+        text(&out)
+    );
+    assert!(
+        fs::read_to_string(root.join("etc/group"))
+            .unwrap()
+            .contains("docker:x:999:admin\n")
+    );
+    assert!(
+        fs::read_to_string(root.join("etc/gshadow"))
+            .unwrap()
+            .contains("docker:!::admin\n")
+    );
+    canary.check();
+}
+
+#[test]
 fn hooks_and_plugins_others_could_write_never_run() {
     if !system_test(&[]) {
         return;

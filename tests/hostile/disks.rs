@@ -46,6 +46,15 @@ impl Mounted {
         std::os::unix::fs::symlink(cwd, dir.join("cwd")).unwrap();
     }
 
+    /// A process in cgroup `path` whose working folder is `cwd`.
+    fn process_in(&self, pid: u32, path: &str, cwd: &Path) {
+        let dir = self.env.path().join("proc").join(pid.to_string());
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("comm"), "x\n").unwrap();
+        fs::write(dir.join("cgroup"), format!("0::{path}\n")).unwrap();
+        std::os::unix::fs::symlink(cwd, dir.join("cwd")).unwrap();
+    }
+
     fn release(&self, key: &str, systemctl_log: &Path) -> Output {
         let bin = self.env.path().join("bin");
         script(
@@ -85,6 +94,13 @@ fn a_disks_services_file_stops_only_the_services_that_use_it() {
     .unwrap();
     m.process(4_194_001, "backup.service", &m.mp);
     m.process(4_194_002, "ssh.service", Path::new("/"));
+    // A user's own manager runs a unit named ssh.service on the disk: it
+    // is no system service.
+    m.process_in(
+        4_194_003,
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/ssh.service",
+        &m.mp,
+    );
     let log = m.env.path().join("systemctl.log");
     // The process of ours is a fixture: the unmount sees no real user.
     let out = m.release("media", &log);

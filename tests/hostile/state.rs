@@ -48,6 +48,104 @@ fn a_command_that_cannot_start_leaves_its_secret_nowhere_others_read() {
     }
 }
 
+/// Whether any process's command line holds `needle` now.
+fn in_some_cmdline(needle: &str) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    })
+}
+
+#[test]
+fn a_running_command_shows_its_secret_to_no_one() {
+    let env = Env::new();
+    let gandi = env.path().join("gandi");
+    fs::create_dir_all(&gandi).unwrap();
+    let mark = env.path().join("started");
+    // Split so that this test's own command line does not hold it.
+    let secret = format!("{}-{}", "hunter3", "s3cr3t");
+    let cmd = format!(
+        "DB_PASSWORD={secret} sh -c 'touch {}; sleep 3'",
+        mark.display()
+    );
+    fs::write(
+        gandi.join("config"),
+        serde_json::json!({ "vm_conf": { "run": cmd } }).to_string(),
+    )
+    .unwrap();
+    env.settings(&[format!("GANDI_DIR={}", gandi.display())]);
+    let mut child = Command::new(super::bin())
+        .arg("postboot")
+        .env("GANDI_CONFIG", env.config())
+        .env_remove("JOURNAL_STREAM")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "the command did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = in_some_cmdline(&secret);
+    let _ = child.wait();
+    assert!(
+        !seen,
+        "the secret was in a process's command line while it ran"
+    );
+    // Nor left on disk after it.
+    assert!(
+        !fs::read_dir(env.path().join("run/commands"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    );
+}
+
+#[test]
+fn after_a_damaged_ledger_no_command_runs_again() {
+    let env = Env::new();
+    let gandi = env.path().join("gandi");
+    fs::create_dir_all(&gandi).unwrap();
+    let log = env.path().join("ran");
+    let config =
+        serde_json::json!({ "vm_conf": { "run": format!("echo ran >> {}", log.display()) } })
+            .to_string();
+    fs::write(gandi.join("config"), &config).unwrap();
+    env.settings(&[format!("GANDI_DIR={}", gandi.display())]);
+    // Written again by bootstrap after a damage, this boot: postboot cannot
+    // tell whether the command ran before.
+    fs::create_dir_all(env.path().join("state")).unwrap();
+    fs::write(
+        env.path().join("state/applied.json"),
+        r#"{"format": "gandi-vm applied values 1", "instance": null, "values": {}, "recovered": true}"#,
+    )
+    .unwrap();
+    let out = super::gandi(&env.config(), &["postboot"]);
+    assert!(!log.exists(), "{}", text(&out));
+    let s: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
+    let st = fixtures::step(&s, "postboot", "run[0]");
+    assert!(
+        st["detail"].as_str().unwrap().contains("cannot be told"),
+        "{st}"
+    );
+    // The next boot, the same config: still not (it is marked); another
+    // config: it runs.
+    fs::write(gandi.join("config"), &config).unwrap();
+    let _ = super::gandi(&env.config(), &["postboot"]);
+    assert!(!log.exists());
+    fs::write(
+        gandi.join("config"),
+        config.replace("echo ran", "echo again"),
+    )
+    .unwrap();
+    let out = super::gandi(&env.config(), &["postboot"]);
+    assert_eq!(
+        fs::read_to_string(&log).unwrap_or_default(),
+        "again\n",
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn a_damaged_ledger_keeps_what_the_system_has_and_is_reported() {
     if !system_test(&["mkswap", "blkid", "useradd", "depmod", "gzip"]) {
