@@ -262,6 +262,24 @@ fn clear_stale_shadow_locks(t: &Tree) {
         }
         digits.parse().ok()
     };
+    // A tool killed between creating `FILE.PID` (mode 0600) and writing
+    // its PID leaves it empty. Such a file is taken for a leftover only
+    // when it was made in this boot (live system): an admin's empty file
+    // of an earlier boot is never touched, and a leftover of an earlier
+    // boot is harmless (shadow reads `FILE.lock` only).
+    let just_created = |rel: &str| -> bool {
+        t.lstat(rel).is_ok_and(|m| {
+            let made_this_boot = match booted {
+                Some(b) => m
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+                    .is_some_and(|m| m.as_secs() >= b),
+                None => !live,
+            };
+            m.is_file() && m.len() == 0 && m.mode() & 0o7777 == 0o600 && made_this_boot
+        })
+    };
     let names: Vec<String> = t
         .list_nofollow("/etc")
         .unwrap_or_default()
@@ -283,7 +301,8 @@ fn clear_stale_shadow_locks(t: &Tree) {
                 continue;
             };
             let rel = format!("/etc/{n}");
-            if lock_pid(&rel) == Some(pid) && stale(&rel, pid) {
+            let leftover = lock_pid(&rel) == Some(pid) || just_created(&rel);
+            if leftover && stale(&rel, pid) {
                 log::warn!("{rel}: left by process {pid}, which is gone: removed");
                 let _ = t.remove_file(&rel);
             }

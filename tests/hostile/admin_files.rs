@@ -136,6 +136,13 @@ fn the_admins_backups_and_the_shadow_group_survive_a_user_creation() {
     // A lock of a process that is gone, and its FILE.PID.
     fs::write(root.join("etc/passwd.lock"), "4194000").unwrap();
     fs::write(root.join("etc/passwd.4194000"), "4194000").unwrap();
+    // A FILE.PID of a tool killed before it wrote its PID (empty, 0600),
+    // and an admin's empty file that is not (0644): kept.
+    for (name, mode) in [("group.4194001", 0o600), ("gshadow.4194002", 0o644)] {
+        let path = root.join("etc").join(name);
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
     // A creation of ours cut short (the lines are taken out again).
     fs::create_dir_all(root.join("var/lib/gandi")).unwrap();
     fs::write(root.join("var/lib/gandi/useradd-started"), "alice\t0\n").unwrap();
@@ -160,6 +167,8 @@ fn the_admins_backups_and_the_shadow_group_survive_a_user_creation() {
     }
     assert!(!root.join("etc/passwd.lock").exists());
     assert!(!root.join("etc/passwd.4194000").exists());
+    assert!(!root.join("etc/group.4194001").exists());
+    assert!(root.join("etc/gshadow.4194002").exists());
     for f in ["shadow", "gshadow"] {
         let m = fs::metadata(root.join("etc").join(f)).unwrap();
         assert_eq!(m.gid(), 42, "{f} lost its group");
