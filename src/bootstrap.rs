@@ -60,7 +60,11 @@ impl Options {
 pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     let tree = Tree::open(&opts.root)?;
     let live = opts.live();
-    let mut rec = Recorder::default();
+    let mut rec = Recorder::start(&tree, settings, "bootstrap");
+    if live && let Some(why) = crate::settings::disabled(settings) {
+        rec.skip("disabled", &format!("gandi-vm is turned off: {why}"));
+        return rec.finish(&tree, settings, "bootstrap");
+    }
     let instance = if live { disk::instance(settings) } else { None };
     // The platform's disk: the one given, else the one at the platform's
     // place (never found by its label or partition name: see `disk`).
@@ -201,6 +205,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         .flatten()
     });
     match release {
+        _ if !settings.modules => rec.skip("modules", "CONFIG_MODULES=0"),
         None => rec.skip(
             "modules",
             "no kernel release (use --kernel-release with --root)",
@@ -221,7 +226,13 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
                 partition: *partition,
                 archive: archive_read.as_deref(),
             };
-            rec.step("swap", || swap(settings, &tree, &target, live));
+            if settings.swap {
+                rec.step("swap", || swap(settings, &tree, &target, live));
+            } else {
+                // Not enabled by us: its pages are never the kernel's, and
+                // the archive is left for the next boot.
+                rec.skip("swap", "CONFIG_SWAP=0");
+            }
             // The choice, for the next boot: this instance's disk, by the
             // UUID of its swap area.
             if let Some(pd) = &chosen {
@@ -241,10 +252,14 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     rec.step("sysctl", || sysctl(settings, &tree, live));
 
     if live {
-        rec.step("root-disk", || {
-            let r = rootgrow::grow_root(settings)?;
-            Ok(Done::of(Change::from_bool(r.changed), r.detail))
-        });
+        if settings.root_grow {
+            rec.step("root-disk", || {
+                let r = rootgrow::grow_root(settings)?;
+                Ok(Done::of(Change::from_bool(r.changed), r.detail))
+            });
+        } else {
+            rec.skip("root-disk", "CONFIG_ROOT_GROW=0");
+        }
         plugins::run_all(&settings.bootstrap_dir, &mut rec);
     } else {
         rec.note(
@@ -384,6 +399,7 @@ fn apply_config(
     // The platform's user first: the password and the keys are its too.
     let mut user: Option<&str> = None;
     match &config.user {
+        _ if !settings.user => rec.skip("user", "CONFIG_USER=0"),
         None => refused(rec, "user", "vm_conf.user"),
         Some(login) => rec.step("user", || {
             let created = when_new(ledger, "login", login.as_bytes(), || {
@@ -400,6 +416,7 @@ fn apply_config(
         }),
     }
     match &config.password {
+        _ if !settings.password => rec.skip("password", "CONFIG_PASSWORD=0"),
         None => refused(rec, "password", "vm_conf.password"),
         Some(hash) => rec.step("password", || {
             let mut change = when_new(ledger, "password", hash.as_bytes(), || {
@@ -424,7 +441,9 @@ fn apply_config(
         }),
     }
     let key_problems = || problems_of(config, "vm_conf.ssh_key");
-    if config.keys.is_empty() {
+    if !settings.ssh_keys {
+        rec.skip("root-keys", "CONFIG_SSH_KEYS=0");
+    } else if config.keys.is_empty() {
         refused(rec, "root-keys", "vm_conf.ssh_key");
     } else {
         for who in std::iter::once("root").chain(user) {

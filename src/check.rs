@@ -90,13 +90,13 @@ pub fn run(settings: &Settings, key: &str) -> Result<i32> {
             out::line(&format!("{} ({fstype}) checks clean", dev.name));
             // A resize cut short is completed, the record written again.
             if marks.interrupted().is_some() || dev.excluded.is_some() {
-                diskevent::grow_disk(settings, &dev.name)?;
+                diskevent::grow_disk(settings, &dev.name, None)?;
             }
             Ok(0)
         }
         Err(why) => {
             marks.set_damaged(&why)?;
-            diskevent::grow_disk(settings, &dev.name)?;
+            diskevent::grow_disk(settings, &dev.name, None)?;
             out::line(&format!("{}: {why}; the map refuses it", dev.name));
             Ok(1)
         }

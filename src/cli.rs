@@ -54,10 +54,23 @@ pub enum Cmd {
     },
     /// Grow the filesystem of a data disk to the size of its device, record
     /// it and run the post-disk-attach hook (what gandi-disk@NAME.service
-    /// runs).
+    /// runs). The work runs in a child that is started again when a signal
+    /// kills it.
     DiskGrow {
         /// Kernel name of the device (vdb).
         name: String,
+        /// Do the work in this process (the watched child).
+        #[arg(long, hide = true, conflicts_with_all = ["resume", "adopt"])]
+        worker: bool,
+        /// After the unit stopped: start it again when the growth is not
+        /// done and no grower lives (its ExecStopPost=).
+        #[arg(long, conflicts_with = "adopt")]
+        resume: bool,
+        /// Resume a growth left undone by a grower that was killed (started
+        /// by a lookup or an event without systemd); ends at once when a
+        /// grower holds the disk.
+        #[arg(long)]
+        adopt: bool,
     },
     /// First boot: read the platform's config archive at 512 KiB of the
     /// platform's disk (the one at the place GANDI_PLATFORM_DISK names, never
@@ -117,13 +130,48 @@ pub enum Cmd {
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: std::path::PathBuf,
     },
-    /// Check a platform config file (JSON): print each problem with its
-    /// place; exit 0 when valid.
+    /// Check a platform config file (JSON; - reads standard input): print
+    /// each problem with its place, in the order of the file, then notes on
+    /// fields the platform does not write; exit 0 when valid.
     Validate { file: std::path::PathBuf },
-    /// Show the steps of this boot's stages; non-zero when one failed.
+    /// Show the stages of this boot as they run and their steps (result,
+    /// detail, duration, start and end): 0 when all went well, 1 when a
+    /// step failed or a stage was cut short, 3 when --wait ran out of time.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The previous boot's stages instead of this boot's.
+        #[arg(long, conflicts_with = "wait")]
+        previous: bool,
+        /// Wait until every stage of this boot has ended (a stage whose
+        /// unit is disabled, masked or skipped by its condition counts as
+        /// ended), then show them and exit with their result.
+        #[arg(long)]
+        wait: bool,
+        /// The longest wait, in seconds.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 3600,
+            requires = "wait"
+        )]
+        timeout: u64,
+    },
+    /// Write one archive with what support needs: the status of this boot
+    /// and of the last, the journal of our units and udev's lines about our
+    /// rules, the settings, the disks' records and table, the names of the
+    /// values applied, versions. No secret goes in it: not the platform's
+    /// config, no key, no command nor its output.
+    Report {
+        /// Where the archive goes (a .tar.gz, root-only).
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            default_value = "gandi-vm-report.tar.gz"
+        )]
+        output: std::path::PathBuf,
     },
     /// Grow a partition to the end of its disk when it is the last one (GPT:
     /// named gandiroot), then its filesystem. Without --device, the root's.

@@ -140,6 +140,9 @@ pub struct Device {
     pub mounts: Vec<PathBuf>,
     /// Its record says it is being grown.
     pub growing: bool,
+    /// Its record says its growth is not done while no grower works on it
+    /// (they were killed): the next lookup or event starts one.
+    pub growth_left: bool,
     pub excluded: Option<Exclusion>,
 }
 

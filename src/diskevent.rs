@@ -25,7 +25,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -259,7 +258,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         )
     };
     let previous = records::read_or_report(settings, &event.name);
-    let record = Record {
+    let mut record = Record {
         name: event.name.clone(),
         devnum: event.devnum.to_string(),
         diskseq: event.diskseq,
@@ -268,21 +267,72 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         partitioned,
         state,
         grower: None,
+        watcher: None,
         note: Some(note),
         last_grow: previous.as_ref().and_then(|r| r.last_grow.clone()),
-        announced: previous.and_then(|r| r.announced),
+        resumes: 0,
+        announced: previous.as_ref().and_then(|r| r.announced.clone()),
         updated: now(),
     };
+    if let Some(p) = &previous {
+        // The same attach at the same size (the change udev sends after a
+        // growth, or after a killed tool closed the device): the resumes
+        // of this attach still count, so a grower killed again and again
+        // stops being started. A new attach or size starts them anew.
+        if records::attach_key(p) == records::attach_key(&record) && p.size == size {
+            record.resumes = p.resumes;
+        }
+        // A watcher between two of its workers (it lets the lock go then)
+        // keeps the disk.
+        record.watcher = p.watcher.filter(|w| records::alive_ours(*w));
+    }
     // The grower holds the lock while it works: it writes the record itself
     // and checks the device again when done, so skipping here loses nothing.
     match DiskLock::take(settings, &event.name, false)? {
-        Some(_lock) => records::write(settings, &record)?,
-        None => log::info!("{}: being grown; the grower records it", event.name),
+        Some(_lock) => {
+            // Handed off first, the record then names the process that
+            // will grow it: it never reads as left undone meanwhile.
+            if serviceable && let Some(pid) = hand_off(settings, &event.name)? {
+                record.watcher = Some(pid);
+            }
+            records::write(settings, &record)?;
+        }
+        None => {
+            log::info!("{}: being grown; the grower records it", event.name);
+            if serviceable {
+                hand_off(settings, &event.name)?;
+            }
+        }
     }
-    if serviceable {
-        hand_off(settings, &event.name)?;
-    }
+    adopt_others(settings, &event.name);
     Ok(0)
+}
+
+/// Without systemd, the helper of any event also starts again the growths
+/// of other disks that their growers left undone (killed). From the index
+/// alone: no disk is read in a udev worker; the adopter checks the device.
+fn adopt_others(settings: &Settings, name: &str) {
+    if settings.systemd_dir.is_dir() {
+        return;
+    }
+    let Some(text) = records::read_index(settings) else {
+        return;
+    };
+    let Some(lines) = records::index_lines(&text) else {
+        return;
+    };
+    let mut left: Vec<&str> = lines
+        .iter()
+        .filter(|(n, _)| **n != name)
+        .filter_map(|(n, line)| {
+            let entry = records::IndexEntry::parse(line)?;
+            entry.fs_and_check().growth_left.then_some(*n)
+        })
+        .collect();
+    left.sort_unstable();
+    for other in left.into_iter().take(8) {
+        start_adopter(settings, other);
+    }
 }
 
 /// Escapes a kernel name for a unit instance as `systemd-escape` does
@@ -306,8 +356,9 @@ pub fn grow_log(settings: &Settings) -> PathBuf {
     settings.run_dir.join("disk-grow.log")
 }
 
-/// Starts the growth outside udev's sandbox.
-fn hand_off(settings: &Settings, name: &str) -> Result<()> {
+/// Starts the growth outside udev's sandbox; without systemd, returns the
+/// watcher's PID.
+fn hand_off(settings: &Settings, name: &str) -> Result<Option<u32>> {
     if settings.systemd_dir.is_dir() {
         let unit = format!("gandi-disk@{}.service", unit_escape(name));
         crate::runner::Run::new("systemctl")
@@ -315,7 +366,7 @@ fn hand_off(settings: &Settings, name: &str) -> Result<()> {
             .limit(std::time::Duration::from_secs(30))
             .output()?;
         log::info!("{name}: started {unit}");
-        return Ok(());
+        return Ok(None);
     }
     // No systemd: a detached process in its own session, not killed with
     // the udev worker.
@@ -332,12 +383,257 @@ fn hand_off(settings: &Settings, name: &str) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    // A process group of its own: the udev worker's end does not reach it.
-    cmd.process_group(0);
-    cmd.spawn()
+    // A process group of its own (the udev worker's end does not reach
+    // it), none of the worker's descriptors.
+    crate::runner::detach(&mut cmd);
+    let child = cmd
+        .spawn()
         .with_context(|| format!("starting {}", crate::runner::describe(&cmd)))?;
     log::info!("{name}: growth started in the background (no systemd)");
+    Ok(Some(child.id()))
+}
+
+/// How many times a grower killed (or whose unit ended without growing
+/// the disk) is started again for one attach.
+const MAX_RESUMES: u32 = 5;
+
+/// What [`mark_resumed`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Resume {
+    /// Set back to pending: start the work again.
+    Again,
+    /// Nothing left to do (grown, gone, another grower at work).
+    Done,
+    /// Started again too many times for this attach: the record says so.
+    Spent,
+}
+
+/// Under the disk's lock: when the record says the growth is not done and
+/// no grower works on it, writes it as pending again, watched by this
+/// process, counting the resume.
+fn mark_resumed(settings: &Settings, name: &str, why: &str) -> Result<Resume> {
+    let Some(mut record) = records::read_or_report(settings, name) else {
+        return Ok(Resume::Done);
+    };
+    let ours = record.watcher == Some(std::process::id());
+    let left = match record.state {
+        // Its worker is gone; this process watched it.
+        RecordState::Growing | RecordState::Pending if ours => {
+            !record.grower.is_some_and(records::alive_ours)
+        }
+        _ => record.growth_left(),
+    };
+    if !left {
+        return Ok(Resume::Done);
+    }
+    record.grower = None;
+    record.updated = now();
+    if record.resumes >= MAX_RESUMES {
+        record.state = RecordState::GrowFailed;
+        record.watcher = None;
+        record.note = Some(format!(
+            "its growth was started again {MAX_RESUMES} times and stopped again ({why}): not \
+             started again until its next attach or `gandi-vm disk-event change {name}`"
+        ));
+        records::write(settings, &record)?;
+        log::error!("{name}: its growth was started again {MAX_RESUMES} times: given up");
+        return Ok(Resume::Spent);
+    }
+    record.resumes += 1;
+    record.state = RecordState::Pending;
+    record.watcher = Some(std::process::id());
+    record.note = Some(format!("{why}: growth resumed"));
+    records::write(settings, &record)?;
+    Ok(Resume::Again)
+}
+
+/// `gandi-vm disk-grow NAME`: the grower, watched. The work runs in a
+/// child (`disk-grow --worker`, named in the record beside this watcher);
+/// when a signal kills it, the record is set back to pending and the work
+/// starts again, so the disk ends grown without a new event, with systemd
+/// or without. The record never says `growing` once neither process
+/// lives. Under systemd the unit's `ExecStopPost=` (`disk-grow --resume`)
+/// covers this watcher's own death; without, the next lookup or event
+/// does (`disk-grow --adopt`).
+pub fn grow_supervised(settings: &Settings, name: &str) -> Result<i32> {
+    let exe = std::env::current_exe().context("finding our own executable")?;
+    // The tools of a worker that is killed (a resize2fs, an e2fsck) live
+    // on, and come to this process: waited for before the work starts
+    // again, so that two tools never work on the disk at once.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        log::warn!("{name}: the watcher cannot adopt its worker's tools: {e}");
+    }
+    let mut again = 0;
+    loop {
+        let status = Command::new(&exe)
+            .args(["disk-grow", "--worker", name])
+            .status()
+            .with_context(|| format!("starting the grower of {name}"))?;
+        use std::os::unix::process::ExitStatusExt;
+        let Some(sig) = status.signal() else {
+            // An event that came once the worker let the disk go (the
+            // change udev sends after a growth, a resize) recorded it as
+            // pending, and its start of this unit was merged into this
+            // run: its work is done here.
+            if again < 3 && pending_since_worker(settings, name) {
+                again += 1;
+                log::info!("{name}: an event came meanwhile; once more");
+                continue;
+            }
+            return Ok(status.code().unwrap_or(1));
+        };
+        log::warn!("{name}: its grower was killed (signal {sig})");
+        while nix::sys::wait::wait().is_ok() {}
+        let _lock = DiskLock::take(settings, name, true)?;
+        match mark_resumed(
+            settings,
+            name,
+            &format!("its grower was killed (signal {sig})"),
+        )? {
+            Resume::Again => log::info!("{name}: growth resumed"),
+            Resume::Done => return Ok(0),
+            Resume::Spent => return Ok(1),
+        }
+    }
+}
+
+/// Whether the record says pending (an event wrote it) while no worker
+/// lives and no other watcher than this process (or a dead one) has it.
+fn pending_since_worker(settings: &Settings, name: &str) -> bool {
+    let me = std::process::id();
+    records::read(settings, name).is_some_and(|r| {
+        r.state == RecordState::Pending
+            && r.watcher.is_none_or(|w| w == me || !records::alive_ours(w))
+            && !r.grower.is_some_and(records::alive_ours)
+    })
+}
+
+/// `gandi-vm disk-grow --resume NAME`: what `gandi-disk@NAME.service` runs
+/// once it stopped (`ExecStopPost=`, also after a kill of the whole unit):
+/// when the record says the growth is not done and no grower lives, the
+/// unit is started again (bounded). After a run that succeeded, only for
+/// an event that came at its very end (its start of the unit was merged
+/// into that run).
+pub fn resume(settings: &Settings, name: &str) -> Result<i32> {
+    // Stopped for the shutdown: the next boot's event grows it.
+    let state = crate::runner::Run::new("systemctl")
+        .arg("is-system-running")
+        .limit(std::time::Duration::from_secs(10))
+        .outcome()
+        .map(|o| o.stdout_text())
+        .unwrap_or_default();
+    if state.trim() == "stopping" {
+        return Ok(0);
+    }
+    // Stopped on request (`systemctl stop`, an isolate): systemd ended it
+    // with SIGTERM (or the admin sent INT or HUP). Only a kill it did not
+    // ask for (SIGKILL: the OOM killer, `kill -9`) is resumed.
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    if env("EXIT_CODE") == "killed" && matches!(env("EXIT_STATUS").as_str(), "TERM" | "INT" | "HUP")
+    {
+        log::info!(
+            "{name}: its unit was stopped ({}): not started again",
+            env("EXIT_STATUS")
+        );
+        return Ok(0);
+    }
+    if env("SERVICE_RESULT") == "success" {
+        if pending_since_worker(settings, name) {
+            requeue(name)?;
+            log::info!("{name}: an event came as its growth ended: started again");
+        }
+        return Ok(0);
+    }
+    let Some(_lock) = DiskLock::take_for(settings, name, std::time::Duration::from_secs(5))? else {
+        return Ok(0);
+    };
+    let why = format!("its unit ended ({})", env("SERVICE_RESULT"));
+    if mark_resumed(settings, name, &why)? == Resume::Again {
+        // The unit's own processes are gone: no watcher of this one.
+        if let Some(mut record) = records::read(settings, name) {
+            record.watcher = None;
+            records::write(settings, &record)?;
+        }
+        requeue(name)?;
+        log::info!("{name}: growth resumed after its unit ended");
+    }
+    Ok(0)
+}
+
+/// Starts `gandi-disk@NAME.service` again once this run of it has ended.
+/// Not with `systemctl start` from its own `ExecStopPost=`: systemd merges
+/// that into the unit's start job, which is ending (it fails or succeeds
+/// with this run), and the start is lost. A transient timer (systemd 218)
+/// asks for it two seconds later, as a job of its own.
+fn requeue(name: &str) -> Result<()> {
+    let unit = format!("gandi-disk@{}.service", unit_escape(name));
+    let systemctl = crate::util::find_program("systemctl").context("systemctl is not in PATH")?;
+    let timer = format!("gandi-disk-again-{}-{}", unit_escape(name), now());
+    crate::runner::Run::new("systemd-run")
+        .args([
+            "--no-block",
+            "--on-active=2",
+            "--timer-property=AccuracySec=100ms",
+        ])
+        .arg(format!("--unit={timer}"))
+        .arg(format!("--description=gandi-vm: start {unit} again"))
+        .arg(systemctl)
+        .args(["--no-block", "start", &unit])
+        .limit(std::time::Duration::from_secs(30))
+        .output()?;
     Ok(())
+}
+
+/// `gandi-vm disk-grow --adopt NAME`: started by a lookup or by the helper
+/// of another event when the record of NAME says its growth is not done
+/// and no grower lives (they were killed, without systemd to start them
+/// again). Ends at once when a grower holds the disk.
+pub fn adopt(settings: &Settings, name: &str) -> Result<i32> {
+    {
+        let Some(_lock) = DiskLock::take(settings, name, false)? else {
+            return Ok(0);
+        };
+        if mark_resumed(settings, name, "its grower was gone")? != Resume::Again {
+            return Ok(0);
+        }
+        log::info!("{name}: its growth was left undone (its grower is gone): resumed");
+    }
+    grow_supervised(settings, name)
+}
+
+/// Starts `disk-grow --adopt` for each disk whose growth was left undone,
+/// without waiting for it: in its own process group, holding none of our
+/// descriptors (autofs reads the map's output to its end), so a lookup
+/// never waits on it. Without systemd only: under systemd the unit's
+/// `ExecStopPost=` resumes it.
+pub fn adopt_left(settings: &Settings, devices: &[crate::device::Device]) {
+    if settings.systemd_dir.is_dir() {
+        return;
+    }
+    for dev in devices.iter().filter(|d| d.growth_left).take(8) {
+        start_adopter(settings, &dev.name);
+    }
+}
+
+/// Starts `disk-grow --adopt NAME`, detached, without waiting for it.
+fn start_adopter(settings: &Settings, name: &str) {
+    let exe = crate::util::suite_exe(settings);
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(grow_log(settings));
+    let mut cmd = Command::new(&exe);
+    cmd.args(["disk-grow", "--adopt", name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.map_or_else(|_| Stdio::null(), Stdio::from));
+    crate::runner::detach(&mut cmd);
+    match cmd.spawn() {
+        Ok(_) => log::info!("{name}: its growth was left undone: started again"),
+        Err(e) => log::warn!("{name}: starting {}: {e}", exe.display()),
+    }
 }
 
 /// `gandi-vm disk-event ACTION DEVICE` by hand.
@@ -357,7 +653,7 @@ pub fn by_hand(settings: &Settings, action: Action, device: &str) -> Result<i32>
     }
     match action {
         Action::Remove => forget_on_event(settings, &name).map(|()| 0),
-        Action::Add | Action::Change => grow_disk(settings, &name),
+        Action::Add | Action::Change => grow_disk(settings, &name, None),
     }
 }
 
@@ -365,10 +661,11 @@ pub fn by_hand(settings: &Settings, action: Action, device: &str) -> Result<i32>
 /// the device's lock (waiting for another growth of it), grows, records,
 /// runs `post-disk-attach` when the disk became ready for a new attach.
 /// Checks the device again afterwards, in case it changed meanwhile.
-pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
+pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Result<i32> {
     let _lock = DiskLock::take(settings, name, true)?;
     let mut code = 0;
-    for _ in 0..3 {
+    let mut killed_tools = 0;
+    for _ in 0..6 {
         let previous = records::read_or_report(settings, name);
         let scan = Scan::new(settings)?;
         let Some(mut dev) = scan.describe(&[name.to_string()]).pop() else {
@@ -386,9 +683,11 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
             partitioned: !dev.partitions.is_empty() || dev.fs.part_table.is_some(),
             state: RecordState::Ready,
             grower: None,
+            watcher: None,
             note: None,
             last_grow: previous.as_ref().and_then(|r| r.last_grow.clone()),
             announced: previous.as_ref().and_then(|r| r.announced.clone()),
+            resumes: previous.as_ref().map_or(0, |r| r.resumes),
             updated: now(),
         };
         let fstype = dev.fs.fstype.clone().unwrap_or_default();
@@ -453,6 +752,7 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                 // read again, after the mark.
                 record.state = RecordState::Growing;
                 record.grower = Some(std::process::id());
+                record.watcher = watcher;
                 records::write(settings, &record)?;
                 record.grower = None;
                 let mounts = Scan::new(settings)?
@@ -493,6 +793,20 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                             tool,
                         });
                     }
+                    // Its tool was killed (not failed): the growth is not
+                    // done; once more (a resize cut short is repaired
+                    // first, by its mark).
+                    Err(e) if crate::runner::killed(&e) && killed_tools < 3 => {
+                        killed_tools += 1;
+                        log::warn!("{name}: growing {fstype}: {e:#}; once more");
+                        record.state = RecordState::Pending;
+                        record.grower = Some(std::process::id());
+                        record.watcher = watcher;
+                        record.note = Some(format!("its tool was killed ({e:#}): growth resumed"));
+                        record.updated = now();
+                        records::write(settings, &record)?;
+                        continue;
+                    }
                     Err(e) => {
                         log::error!("{name}: growing {fstype}: {e:#}");
                         record.state = RecordState::GrowFailed;
@@ -501,6 +815,9 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
                     }
                 }
             }
+        }
+        if record.state == RecordState::Ready {
+            record.resumes = 0;
         }
         record.updated = now();
         records::write(settings, &record)?;
@@ -517,7 +834,20 @@ pub fn grow_disk(settings: &Settings, name: &str) -> Result<i32> {
 
         return finish(settings, &scan, &dev, &record, previous.as_ref(), code);
     }
-    Ok(code)
+    // Every round ended in another one (the device kept changing, its tool
+    // kept being killed): said so, never left pending with no one on it.
+    if let Some(mut record) = records::read(settings, name)
+        && record.state == RecordState::Pending
+    {
+        record.state = RecordState::GrowFailed;
+        record.grower = None;
+        record.watcher = None;
+        record.note = Some("its growth kept being cut short: given up until its next event".into());
+        record.updated = now();
+        records::write(settings, &record)?;
+        log::error!("{name}: its growth kept being cut short: given up");
+    }
+    Ok(1)
 }
 
 /// Runs `post-disk-attach` when the disk is ready and the hook has not run

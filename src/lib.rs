@@ -33,6 +33,7 @@ pub mod plugins;
 pub mod postboot;
 pub mod records;
 pub mod release;
+pub mod report;
 pub mod rootgrow;
 pub mod runner;
 pub mod scan;

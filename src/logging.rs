@@ -2,7 +2,10 @@
 //!
 //! Lines carry no timestamp (journald and syslog add theirs). When stderr is
 //! already the journal (`JOURNAL_STREAM` names it, as systemd sets for units)
-//! syslog is skipped so each line is stored once.
+//! syslog is skipped so each line is stored once, and each line starts with
+//! its priority as journald reads it (`<3>` error, `<4>` warning, `<6>`
+//! info, `<7>` debug), so `journalctl -p err` finds our errors; the units
+//! set `SyslogIdentifier=gandi`, the tag of every other line of ours.
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -13,6 +16,8 @@ type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 struct Logger {
     /// The syslog tag, when lines go to syslog as well.
     syslog_tag: Option<String>,
+    /// stderr is the journal: lines carry their priority.
+    journal: bool,
     /// Connected at the first line logged, not before: most runs of the
     /// map log one line, some none.
     syslog: OnceLock<Option<Mutex<Syslog>>>,
@@ -27,8 +32,10 @@ pub fn init(tag: &str) {
         Ok("warn") => log::LevelFilter::Warn,
         _ => log::LevelFilter::Info,
     };
+    let journal = stderr_is_journal();
     let logger = Box::new(Logger {
-        syslog_tag: (!stderr_is_journal()).then(|| tag.to_string()),
+        syslog_tag: (!journal).then(|| tag.to_string()),
+        journal,
         syslog: OnceLock::new(),
         level,
     });
@@ -68,6 +75,34 @@ impl Logger {
     }
 }
 
+/// `text` as one line: a newline (or a carriage return) would start a new
+/// entry in journald and syslog, and a NUL would end it there, each time
+/// without its priority and prefix; other control characters are shown
+/// as `\xNN`.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '\t' => out.push(c),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The syslog priority of a level, as journald reads it from a `<N>`
+/// prefix.
+pub fn priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        _ => 7,
+    }
+}
+
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
         metadata.level() <= self.level
@@ -82,8 +117,15 @@ impl log::Log for Logger {
             log::Level::Warn => "warning: ",
             _ => "",
         };
-        let line = format!("{prefix}{}", record.args());
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        // One line each: journald and syslog take a newline as a new
+        // entry, which would lose its priority.
+        let line = one_line(&format!("{prefix}{}", record.args()));
+        let written = if self.journal {
+            format!("<{}>{line}", priority(record.level()))
+        } else {
+            line.clone()
+        };
+        let _ = writeln!(std::io::stderr().lock(), "{written}");
         if let Some(syslog) = self.syslog()
             && let Ok(mut syslog) = syslog.lock()
         {
@@ -97,4 +139,18 @@ impl log::Log for Logger {
     }
 
     fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_stay_one_entry() {
+        assert_eq!(one_line("a\nb\r\nc"), "a b  c");
+        assert_eq!(one_line("nul\0here\x1b[31m"), "nul\\x00here\\x1b[31m");
+        assert_eq!(one_line("tab\tkept é"), "tab\tkept é");
+        assert_eq!(priority(log::Level::Error), 3);
+        assert_eq!(priority(log::Level::Warn), 4);
+    }
 }

@@ -112,6 +112,9 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
         name == key || label == Some(key) || uuid.is_some_and(|u| u.eq_ignore_ascii_case(key))
     });
     let devices = scan.describe(&wanted);
+    // A growth its grower left undone (killed, without systemd to start it
+    // again): started again, without waiting.
+    crate::diskevent::adopt_left(settings, &devices);
     let root = settings.disk_root.display().to_string();
     let (device, warning) = match choose(&devices, key, &root) {
         Ok(found) => found,

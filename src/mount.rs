@@ -17,8 +17,11 @@ use std::time::Duration;
 /// Disks that udev already handed over are not processed twice. With
 /// `all`, replays `add` for every block device, as the original did.
 pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<i32> {
-    let mut rec = Recorder::default();
-    if !settings.allow_mount {
+    let root = Tree::open(std::path::Path::new("/"))?;
+    let mut rec = Recorder::start(&root, settings, "mount");
+    if let Some(why) = crate::settings::disabled(settings) {
+        rec.skip("disabled", &format!("gandi-vm is turned off: {why}"));
+    } else if !settings.allow_mount {
         rec.skip("replay", "CONFIG_ALLOW_MOUNT=0");
     } else if all {
         rec.step("replay", || {
@@ -61,7 +64,7 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<i32> {
             )))
         });
     }
-    rec.finish(&Tree::open(std::path::Path::new("/"))?, settings, "mount")
+    rec.finish(&root, settings, "mount")
 }
 
 /// The candidate disks with no current record. A current record means

@@ -55,7 +55,11 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         None
     };
     let t = &tree;
-    let mut rec = Recorder::default();
+    let mut rec = Recorder::start(&tree, settings, "config");
+    if live && let Some(why) = crate::settings::disabled(settings) {
+        rec.skip("disabled", &format!("gandi-vm is turned off: {why}"));
+        return rec.finish(&tree, settings, "config");
+    }
     let offline = |rec: &mut Recorder, name: &str, what: &str| {
         rec.note(
             name,

@@ -50,7 +50,11 @@ const CONFIG_WAIT: Duration = Duration::from_secs(2 * 3600);
 pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     let tree = Tree::open(&opts.root)?;
     let live = opts.root == Path::new("/");
-    let mut rec = Recorder::default();
+    let mut rec = Recorder::start(&tree, settings, "postboot");
+    if live && let Some(why) = crate::settings::disabled(settings) {
+        rec.skip("disabled", &format!("gandi-vm is turned off: {why}"));
+        return rec.finish(&tree, settings, "postboot");
+    }
     let gandi = settings.gandi_dir.as_path();
     let config_path = gandi.join("config");
     let limit = Duration::from_secs(settings.postboot_timeout_s);

@@ -72,6 +72,21 @@ pub fn alive(pid: u32) -> bool {
     })
 }
 
+/// Whether `pid` is a live process of ours (`gandi-vm`, by its first
+/// argument): a PID named in a record or a status is not taken for ours
+/// once another program has it (PIDs are reused, early in a boot most of
+/// all).
+pub fn alive_ours(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+            argv0.rsplit(|&b| b == b'/').next() == Some(b"gandi-vm".as_slice())
+        })
+}
+
 /// What the attach helper knows of one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -87,6 +102,11 @@ pub struct Record {
     /// The process growing it, while `Growing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grower: Option<u32>,
+    /// The process watching that grower (`disk-grow NAME`), which starts
+    /// the work again when a signal kills it: while it lives the growth is
+    /// not abandoned, even between two growers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watcher: Option<u32>,
     /// Why the device was left as it is, when it was.
     #[serde(default)]
     pub note: Option<String>,
@@ -97,8 +117,60 @@ pub struct Record {
     /// growth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced: Option<String>,
+    /// How many times its growth was started again after its grower was
+    /// killed (bounded; back to 0 once it is grown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumes: u32,
     /// Seconds since the epoch.
     pub updated: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Whether `state` with these processes says a grower works on the disk
+/// now: `Growing` by a process that lives (or by none named, as records
+/// of older versions have it).
+fn growing_by(state: RecordState, grower: Option<u32>, watcher: Option<u32>) -> bool {
+    state == RecordState::Growing
+        && (grower.is_none() && watcher.is_none()
+            || grower.is_some_and(alive_ours)
+            || watcher.is_some_and(alive_ours))
+}
+
+/// Whether `state` with these processes says the growth is not done while
+/// no process of ours works on it (its grower and watcher were killed):
+/// `Growing` by processes that are gone, or `Pending` with neither a
+/// watcher nor a grower alive.
+fn growth_left_by(state: RecordState, grower: Option<u32>, watcher: Option<u32>) -> bool {
+    match state {
+        RecordState::Growing => !growing_by(state, grower, watcher),
+        RecordState::Pending => !watcher.is_some_and(alive_ours) && !grower.is_some_and(alive_ours),
+        _ => false,
+    }
+}
+
+impl Record {
+    /// A grower works on the disk now (see [`Record::growth_left`]).
+    pub fn growing(&self) -> bool {
+        growing_by(self.state, self.grower, self.watcher)
+    }
+
+    /// The growth is not done and no process of ours works on it: the next
+    /// lookup or event starts it again.
+    pub fn growth_left(&self) -> bool {
+        growth_left_by(self.state, self.grower, self.watcher)
+    }
+
+    /// The state as it stands: `growing` only while its grower lives.
+    pub fn state_now(&self) -> RecordState {
+        if self.state == RecordState::Growing && !self.growing() {
+            RecordState::Pending
+        } else {
+            self.state
+        }
+    }
 }
 
 /// What tells one attach of a disk from another: its device number,
@@ -200,8 +272,8 @@ pub fn forget(settings: &Settings, name: &str) -> anyhow::Result<()> {
 }
 
 /// The index's first line: names the format and its columns.
-const INDEX_HEADER: &str = "# gandi-vm disk index 2: name devnum size diskseq state grower \
-                            fstype usage label uuid part_name part_table";
+const INDEX_HEADER: &str = "# gandi-vm disk index 3: name devnum size diskseq state grower \
+                            watcher fstype usage label uuid part_name part_table";
 
 /// What the index keeps of a record: what a lookup matches on, what tells
 /// whether the record still describes the device, and what `describe`
@@ -215,6 +287,7 @@ pub struct IndexEntry<'a> {
     pub diskseq: Option<u64>,
     pub state: RecordState,
     pub grower: Option<u32>,
+    pub watcher: Option<u32>,
     pub fstype: Option<Cow<'a, str>>,
     pub usage: Option<Cow<'a, str>>,
     pub label: Option<Cow<'a, str>>,
@@ -266,6 +339,7 @@ impl IndexEntry<'_> {
             num(r.diskseq),
             r.state.as_str().to_string(),
             num(r.grower.map(u64::from)),
+            num(r.watcher.map(u64::from)),
             index_field(r.fs.fstype.as_deref()),
             index_field(r.fs.usage.as_deref()),
             index_field(r.fs.label.as_deref()),
@@ -290,6 +364,10 @@ impl IndexEntry<'_> {
             },
             state: RecordState::parse(next()?)?,
             grower: match next()? {
+                "-" => None,
+                n => Some(n.parse().ok()?),
+            },
+            watcher: match next()? {
                 "-" => None,
                 n => Some(n.parse().ok()?),
             },
@@ -322,7 +400,8 @@ impl IndexEntry<'_> {
             devnum: DevNum::parse(&self.devnum),
             size: self.size,
             diskseq: self.diskseq,
-            growing: self.state == RecordState::Growing && self.grower.is_none_or(alive),
+            growing: growing_by(self.state, self.grower, self.watcher),
+            growth_left: growth_left_by(self.state, self.grower, self.watcher),
             fs: self.fs(),
         }
     }
@@ -337,6 +416,8 @@ pub struct Indexed {
     pub diskseq: Option<u64>,
     /// Being grown by a process that still runs.
     pub growing: bool,
+    /// Its growth is not done and no process of ours works on it.
+    pub growth_left: bool,
     pub fs: FsInfo,
 }
 

@@ -60,6 +60,24 @@ pub fn redacted(command: &str) -> String {
     format!("sh -c '{shown}' ({} bytes)", command.len())
 }
 
+/// A program ended by a signal (killed), not by failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KilledBySignal(pub i32);
+
+impl std::fmt::Display for KilledBySignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "killed by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for KilledBySignal {}
+
+/// Whether `e` says a program was killed by a signal.
+pub fn killed(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<KilledBySignal>().is_some())
+}
+
 /// What a run did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -105,7 +123,8 @@ impl Outcome {
     }
 
     /// Ok when it succeeded; else an error naming the command, how it
-    /// ended and what it said on stderr.
+    /// ended and what it said on stderr (holding [`KilledBySignal`] when a
+    /// signal ended it: it did not fail, it was stopped).
     pub fn check(self) -> Result<Outcome> {
         if self.success() {
             return Ok(self);
@@ -116,7 +135,16 @@ impl Outcome {
         } else {
             said
         };
-        bail!("{}", self.summary("failed", &said))
+        let summary = self.summary("failed", &said);
+        use std::os::unix::process::ExitStatusExt;
+        // Stopped from outside (the OOM killer, a kill, a stop), not a
+        // crash of its own (SIGSEGV, SIGABRT: it failed).
+        if let Some(sig) = self.status.and_then(|s| s.signal())
+            && [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGHUP].contains(&sig)
+        {
+            return Err(anyhow::Error::new(KilledBySignal(sig)).context(summary));
+        }
+        bail!("{summary}")
     }
 
     /// "COMMAND VERB (how it ended): SAID", without the colon part when
@@ -334,6 +362,20 @@ fn kill_group(child: &Child) {
     }
 }
 
+/// The longest piece of a program's output logged as one line: far below
+/// journald's `LineMax` (48 KiB), so that every entry of the journal holds
+/// its `NAME: ` prefix (the report leaves out what the customer's commands
+/// printed by that prefix).
+const LOG_PIECE: usize = 4 << 10;
+
+/// Logs `bytes` of a program's output as lines of at most [`LOG_PIECE`]
+/// bytes, each with its `NAME: ` prefix.
+fn log_piece(name: &str, bytes: &[u8]) {
+    for piece in bytes.chunks(LOG_PIECE) {
+        log::info!("{name}: {}", String::from_utf8_lossy(piece).trim_end());
+    }
+}
+
 /// One output stream: kept (up to [`KEEP`]) and logged by line.
 struct Capture<'a> {
     kept: Vec<u8>,
@@ -361,14 +403,11 @@ impl<'a> Capture<'a> {
         self.partial.extend_from_slice(data);
         while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=nl).collect();
-            log::info!(
-                "{name}: {}",
-                String::from_utf8_lossy(&line[..line.len() - 1]).trim_end()
-            );
+            log_piece(name, &line[..line.len() - 1]);
         }
-        if self.partial.len() > 64 << 10 {
-            log::info!("{name}: {}", String::from_utf8_lossy(&self.partial));
-            self.partial.clear();
+        if self.partial.len() > LOG_PIECE {
+            let piece: Vec<u8> = self.partial.drain(..LOG_PIECE).collect();
+            log_piece(name, &piece);
         }
     }
 
@@ -376,8 +415,8 @@ impl<'a> Capture<'a> {
         if let Some(name) = self.log_as
             && !self.partial.is_empty()
         {
-            log::info!("{name}: {}", String::from_utf8_lossy(&self.partial));
-            self.partial.clear();
+            let rest = std::mem::take(&mut self.partial);
+            log_piece(name, &rest);
         }
         std::mem::take(&mut self.kept)
     }
@@ -455,6 +494,51 @@ fn read_some<R: Read>(pipe: &mut Option<R>, buf: &mut [u8], sink: &mut Capture) 
     match p.read(buf) {
         Ok(0) | Err(_) => *pipe = None,
         Ok(n) => sink.push(&buf[..n]),
+    }
+}
+
+/// Makes `cmd` start a process that outlives us and keeps nothing of
+/// ours: a process group of its own (a signal to ours never reaches it),
+/// and every descriptor but its standard three closed at its `exec`, also
+/// those we inherited without close-on-exec (from autofs, from udev's
+/// worker), so a reader of our output sees its end when we end.
+pub fn detach(cmd: &mut Command) {
+    cmd.process_group(0);
+    // The most descriptors we may hold (autofs raises it), for kernels
+    // without CLOSE_RANGE_CLOEXEC; read here, not in the child.
+    let most: i32 = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(4096)
+        .clamp(64, 1 << 16);
+    // SAFETY: the closure runs between fork and exec, where only
+    // async-signal-safe calls may be made: close_range(2) and fcntl(2) are
+    // plain system calls that touch no memory of ours. CLOSE_RANGE_CLOEXEC
+    // marks the descriptors instead of closing them, so the pipe through
+    // which std reports a failed exec still works; kernels before 5.11
+    // lack it, and each descriptor is marked by fcntl instead.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::close_range(
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+            ) != 0
+            {
+                for fd in 3..most {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags >= 0 {
+                        libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                    }
+                }
+            }
+            Ok(())
+        });
     }
 }
 

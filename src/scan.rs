@@ -240,11 +240,12 @@ impl<'a> Scan<'a> {
                 dev.fs = kept.fs.clone();
                 dev.source = MetaSource::Record;
                 dev.growing = kept.growing;
+                dev.growth_left = kept.growth_left;
             } else if let Some(record) = records::lookup(self.settings, dev) {
+                dev.growing = record.growing();
+                dev.growth_left = record.growth_left();
                 dev.fs = record.fs;
                 dev.source = MetaSource::Record;
-                dev.growing = record.state == records::RecordState::Growing
-                    && record.grower.is_none_or(records::alive);
             } else if let Some(fs) = self.udev_fs(dev) {
                 dev.fs = fs;
                 dev.source = MetaSource::Udev;
@@ -330,6 +331,7 @@ impl<'a> Scan<'a> {
                 source: MetaSource::Unknown,
                 mounts: vec![m.mount_point.clone()],
                 growing: false,
+                growth_left: false,
                 excluded: Some(Exclusion::Gone),
             })
             .collect();
@@ -379,6 +381,7 @@ impl<'a> Scan<'a> {
                 source: MetaSource::Unknown,
                 mounts: Vec::new(),
                 growing: false,
+                growth_left: false,
                 excluded: None,
             });
         }
@@ -406,6 +409,7 @@ impl<'a> Scan<'a> {
             source: MetaSource::Unknown,
             mounts,
             growing: false,
+            growth_left: false,
             excluded: None,
         })
     }

@@ -197,6 +197,16 @@ pub struct Settings {
     /// Run the platform's own script `/gandi/init` at postboot
     /// (`CONFIG_PLATFORM_SCRIPT`, off by default: its work is native).
     pub platform_script: bool,
+    /// Bootstrap's steps the original did not gate, each on by default.
+    pub user: bool,
+    pub password: bool,
+    pub ssh_keys: bool,
+    pub swap: bool,
+    pub root_grow: bool,
+    pub modules: bool,
+    /// The file whose presence turns gandi-vm's boot stages and hot-plug
+    /// paths off (`GANDI_DISABLED_FILE`, `/etc/gandi/disabled`).
+    pub disabled_file: PathBuf,
     /// Mount options added to the ones of the master map (`CONFIG_MOUNT_PARAMS`).
     pub mount_params: String,
     /// Where data disks appear (`CONFIG_DISK_ROOT`).
@@ -234,6 +244,9 @@ pub struct Settings {
     /// The automount daemon's PID file, signalled to reload its master map
     /// where systemd is not the init (`GANDI_AUTOFS_PIDFILE`).
     pub autofs_pid_file: PathBuf,
+    /// The suite's program, which the map (a program of its own) starts
+    /// to resume a growth left undone (`GANDI_BIN`).
+    pub bin: PathBuf,
 
     /// Where the kernel's views are read; changed only by tests.
     pub sys_dir: PathBuf,
@@ -249,6 +262,178 @@ pub struct Settings {
 
     /// Line and value problems, to be logged by the caller.
     pub problems: Vec<String>,
+}
+
+/// Every key of the settings file: the keys of a row, their default and
+/// what they mean. The one source of the README's table, of `gandi(5)`
+/// and of the unknown-key check.
+pub const KEYS: &[(&[&str], &str, &str)] = &[
+    (
+        &["CONFIG_ALLOW_MOUNT"],
+        "1",
+        "0: the map serves nothing (disks are still recorded and grown)",
+    ),
+    (
+        &["CONFIG_MOUNT_PARAMS"],
+        "`rw,nosuid,nodev,noatime`",
+        "options added for each disk",
+    ),
+    (
+        &["CONFIG_DISK_ROOT"],
+        "`/srv`",
+        "where disks appear (`gandi-vm mount-root PATH` moves it with the master map)",
+    ),
+    (
+        &["CONFIG_DISK_DEVICES"],
+        "`xvd* sd* vd* nvme*n*`",
+        "kernel names that may be data disks",
+    ),
+    (
+        &["GANDI_PLATFORM_DISK"],
+        "`xvdz xvda2 pci-0000:00:04.0`",
+        "where the platform attaches its swap/config disk: Xen names, PCI slots (`docs/boot.md`)",
+    ),
+    (
+        &["CONFIG_HOSTNAME", "CONFIG_NAMESERVER", "CONFIG_NETWORK"],
+        "1",
+        "bootstrap's hostname, resolvers, network",
+    ),
+    (
+        &["CONFIG_USER", "CONFIG_PASSWORD", "CONFIG_SSH_KEYS"],
+        "1",
+        "bootstrap's user, password, keys",
+    ),
+    (
+        &["CONFIG_SWAP", "CONFIG_ROOT_GROW", "CONFIG_MODULES"],
+        "1",
+        "bootstrap's swap area, root disk growth, kernel modules",
+    ),
+    (
+        &["CONFIG_SYSCTL"],
+        "1",
+        "link and load `/etc/gandi/sysctl.conf`",
+    ),
+    (
+        &["CONFIG_NODHCP"],
+        "`eth0`",
+        "interfaces the hot-plug path gives no address (DHCP nor static)",
+    ),
+    (
+        &[
+            "CONFIG_MOTD",
+            "CONFIG_TIMEZONE",
+            "CONFIG_SSHD",
+            "CONFIG_CONSOLE",
+            "CONFIG_CRON",
+        ],
+        "1",
+        "`config` steps",
+    ),
+    (
+        &["CONFIG_MULTIQUEUE"],
+        "1",
+        "virtio NICs get min(CPUs, 8) queues",
+    ),
+    (
+        &["CONFIG_PLATFORM_SCRIPT"],
+        "0",
+        "1: run the platform's own `/gandi/init` at postboot, as the original did (`docs/boot.md`)",
+    ),
+    (
+        &["CONFIG_MEMORY_ONLINE"],
+        "`online`",
+        "zone of hot-added memory (`online`, `online_movable`)",
+    ),
+    (
+        &["GANDI_POSTBOOT_TIMEOUT"],
+        "600",
+        "time limit of each post-boot command, in seconds",
+    ),
+    (
+        &["GANDI_PLUGIN_DIR", "GANDI_BOOTSTRAP_DIR"],
+        "`/etc/gandi/plugins.d`, `/etc/gandi/bootstrap.d`",
+        "the admin's own steps",
+    ),
+    (&["GANDI_HOOK_DIR"], "`/etc/gandi/hooks`", "hooks"),
+    (
+        &["GANDI_DIR", "GANDI_STATE_DIR", "GANDI_RUN_DIR"],
+        "`/gandi`, `/var/lib/gandi`, `/run/gandi`",
+        "the platform's archive, state kept across boots, runtime state",
+    ),
+    (
+        &["GANDI_DISABLED_FILE"],
+        "`/etc/gandi/disabled`",
+        "when it exists, no boot stage nor hot-plug path of ours runs (as `gandi.disabled=1` on the kernel command line); the units and udev rules look at `/etc/gandi/disabled` itself, the key moves only the check of gandi-vm (tests, unusual systems)",
+    ),
+    (
+        &["SYSLOG_TARGET", "TEMP_DIR_CONF"],
+        "`gandi`, `/var/gandi`",
+        "as the original",
+    ),
+    (
+        &["GANDI_BIN"],
+        "`/usr/bin/gandi-vm`",
+        "the suite's program, started by the map (a program of its own) to resume a growth whose grower was killed",
+    ),
+    (
+        &["GANDI_SYSTEMD_DIR", "GANDI_AUTOFS_PIDFILE"],
+        "`/run/systemd/system`, `/run/autofs.pid`",
+        "how to tell systemd is the init; the automount to reload without it",
+    ),
+    (
+        &[
+            "GANDI_MASTER_MAP",
+            "GANDI_AUTO_MASTER",
+            "GANDI_SYS_DIR",
+            "GANDI_PROC_DIR",
+            "GANDI_DEV_DIR",
+            "GANDI_UDEV_DATA_DIR",
+        ],
+        "the system's",
+        "the system files read or edited, for tests and unusual systems",
+    ),
+    (
+        &["GANDI_PROBE_TIMEOUT_MS"],
+        "3000",
+        "the map's time limit for probing a disk udev has not described yet",
+    ),
+];
+
+/// The README's table of [`KEYS`], row by row.
+pub fn keys_table() -> String {
+    let mut out = String::from("| key | default | meaning |\n| --- | --- | --- |\n");
+    for (keys, default, meaning) in KEYS {
+        let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        out.push_str(&format!(
+            "| {} | {default} | {meaning} |\n",
+            keys.join(", ")
+        ));
+    }
+    out
+}
+
+/// Whether `key` is one of the settings file's.
+pub fn known_key(key: &str) -> bool {
+    key == CONFIG_ENV || KEYS.iter().any(|(keys, _, _)| keys.contains(&key))
+}
+
+/// The kernel command line word that turns gandi-vm off.
+pub const DISABLED_WORD: &str = "gandi.disabled=1";
+
+/// Why gandi-vm is turned off, when it is: `/etc/gandi/disabled` exists,
+/// or the kernel command line holds `gandi.disabled=1` (the units say the
+/// same through `ConditionPathExists=!` and `ConditionKernelCommandLine=!`).
+/// The map and the disk helper go on serving disks (`CONFIG_ALLOW_MOUNT=0`
+/// stops those).
+pub fn disabled(settings: &Settings) -> Option<String> {
+    if std::fs::symlink_metadata(&settings.disabled_file).is_ok() {
+        return Some(format!("{} exists", settings.disabled_file.display()));
+    }
+    let cmdline = crate::util::read_small(&settings.proc_dir.join("cmdline")).unwrap_or_default();
+    cmdline
+        .split_whitespace()
+        .any(|w| w == DISABLED_WORD)
+        .then(|| format!("{DISABLED_WORD} on the kernel command line"))
 }
 
 /// Default globs for `CONFIG_DISK_DEVICES`: Xen, SCSI/SATA, virtio and NVMe
@@ -328,6 +513,13 @@ impl Settings {
     /// Validates raw values, falling back to defaults where needed.
     pub fn from_raw(raw: &RawConfig, source: Option<PathBuf>) -> Settings {
         let mut problems: Vec<String> = raw.errors.iter().map(|e| e.to_string()).collect();
+        let mut unknown: Vec<&String> = raw.values.keys().filter(|k| !known_key(k)).collect();
+        unknown.sort();
+        for key in unknown {
+            problems.push(format!(
+                "{key}: not a setting of gandi-vm (ignored; `man 5 gandi` lists them)"
+            ));
+        }
         let mut v = Values {
             raw,
             problems: &mut problems,
@@ -346,6 +538,13 @@ impl Settings {
             multiqueue: v.flag("CONFIG_MULTIQUEUE", true),
             network: v.flag("CONFIG_NETWORK", true),
             platform_script: v.flag("CONFIG_PLATFORM_SCRIPT", false),
+            user: v.flag("CONFIG_USER", true),
+            password: v.flag("CONFIG_PASSWORD", true),
+            ssh_keys: v.flag("CONFIG_SSH_KEYS", true),
+            swap: v.flag("CONFIG_SWAP", true),
+            root_grow: v.flag("CONFIG_ROOT_GROW", true),
+            modules: v.flag("CONFIG_MODULES", true),
+            disabled_file: v.abs_path("GANDI_DISABLED_FILE", "/etc/gandi/disabled"),
             mount_params: v.mount_params("CONFIG_MOUNT_PARAMS", "rw,nosuid,nodev,noatime"),
             disk_root: v.abs_path("CONFIG_DISK_ROOT", "/srv"),
             // As the original's shell reads it: an empty value is the empty
@@ -368,6 +567,7 @@ impl Settings {
             auto_master: v.abs_path("GANDI_AUTO_MASTER", "/etc/auto.master"),
             systemd_dir: v.abs_path("GANDI_SYSTEMD_DIR", "/run/systemd/system"),
             autofs_pid_file: v.abs_path("GANDI_AUTOFS_PIDFILE", "/run/autofs.pid"),
+            bin: v.abs_path("GANDI_BIN", "/usr/bin/gandi-vm"),
             sys_dir: v.abs_path("GANDI_SYS_DIR", "/sys"),
             proc_dir: v.abs_path("GANDI_PROC_DIR", "/proc"),
             dev_dir: v.abs_path("GANDI_DEV_DIR", "/dev"),

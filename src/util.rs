@@ -230,3 +230,28 @@ impl std::hash::Hasher for Fnv {
 
 /// A hash map keyed by short trusted strings (see [`Fnv`]).
 pub type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
+/// The suite's program: this one when it is `gandi-vm`, else (the map, a
+/// program of its own) the one the settings name.
+pub fn suite_exe(settings: &crate::settings::Settings) -> std::path::PathBuf {
+    match std::env::current_exe() {
+        Ok(exe) if exe.file_name().is_some_and(|n| n == "gandi-vm") => exe,
+        _ => settings.bin.clone(),
+    }
+}
+
+/// Where `program` is in `PATH` (else in the default one): an executable
+/// regular file.
+pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| crate::runner::DEFAULT_PATH.into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| {
+            fs::metadata(p).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
+}

@@ -71,10 +71,15 @@ pub fn run(settings: &Settings, json: bool) -> Result<i32> {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "-".into()),
-            d.excluded
-                .as_ref()
-                .map(|e| format!("excluded: {e}"))
-                .unwrap_or_default(),
+            match &d.excluded {
+                Some(e) => format!("excluded: {e}"),
+                None if d.growth_left => {
+                    "its growth is not done and no grower works on it now: started again \
+                     (by its unit's end under systemd, else by its next lookup or an event)"
+                        .to_string()
+                }
+                None => String::new(),
+            },
         ]);
     }
     for row in rows.iter_mut() {

@@ -4,7 +4,9 @@ use std::ffi::OsString;
 
 /// The map run by autofs through a link named `auto.*`: `auto.gandi KEY`.
 pub fn main(mut args: Vec<OsString>) -> u8 {
-    let Some(settings) = super::load(None) else {
+    // autofs runs the map at every lookup: the settings' problems are said
+    // by each stage and by `gandi-vm settings`, not at each lookup.
+    let Some(settings) = super::load(None, false) else {
         return 1;
     };
     if args.len() != 2 {

@@ -19,6 +19,7 @@ mod mount;
 mod mount_root;
 mod postboot;
 mod queues;
+mod report;
 mod root_disk;
 mod settings;
 mod status;
@@ -45,7 +46,7 @@ pub fn main(args: Vec<OsString>) -> u8 {
         return map::main(args);
     }
     if program == "gandi-udhcpc" {
-        let Some(settings) = load(None) else {
+        let Some(settings) = load(None, true) else {
             return 1;
         };
         return exit(udhcpc::run(&settings, &args));
@@ -59,16 +60,18 @@ pub fn main(args: Vec<OsString>) -> u8 {
         }
         _ => None,
     };
-    let Some(settings) = load(root) else {
+    // The watched grower is a child of the one that said them already.
+    let report = !matches!(cli.command, Cmd::DiskGrow { worker: true, .. });
+    let Some(settings) = load(root, report) else {
         return 1;
     };
     exit(run(&settings, cli.command))
 }
 
 /// Loads the settings (of the tree at `root`, else the system's) and
-/// starts logging; logs the settings file's problems. `None` when the
-/// settings cannot be read at all.
-pub fn load(root: Option<&Path>) -> Option<Settings> {
+/// starts logging; logs the settings file's problems when `report`. `None`
+/// when the settings cannot be read at all.
+pub fn load(root: Option<&Path>, report: bool) -> Option<Settings> {
     let loaded = match root {
         Some(r) => Settings::load_for_root(r),
         None => Settings::load(),
@@ -82,7 +85,7 @@ pub fn load(root: Option<&Path>) -> Option<Settings> {
         }
     };
     logging::init(&settings.syslog_target);
-    for problem in &settings.problems {
+    for problem in settings.problems.iter().filter(|_| report) {
         let file = settings
             .source
             .as_deref()
@@ -101,7 +104,12 @@ fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
         Cmd::Settings => settings::run(settings),
         Cmd::Disk { command } => disk::run(settings, command),
         Cmd::DiskEvent { action, device } => disk_event::run(settings, action, device),
-        Cmd::DiskGrow { name } => disk_grow::run(settings, &name),
+        Cmd::DiskGrow {
+            name,
+            worker,
+            resume,
+            adopt,
+        } => disk_grow::run(settings, &name, worker, resume, adopt),
         Cmd::Bootstrap {
             root,
             device,
@@ -117,8 +125,21 @@ fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
         Cmd::Config { root, cmdline } => config::run(settings, root, cmdline),
         Cmd::Mount { timeout, all } => mount::run(settings, timeout, all),
         Cmd::Postboot { root } => postboot::run(settings, root),
-        Cmd::Status { json } => status::run(settings, json),
+        Cmd::Status {
+            json,
+            previous,
+            wait,
+            timeout,
+        } => status::run(
+            settings,
+            &crate::status::ShowOptions {
+                json,
+                previous,
+                wait: wait.then(|| std::time::Duration::from_secs(timeout)),
+            },
+        ),
         Cmd::RootDisk { device } => root_disk::run(settings, device.as_deref()),
+        Cmd::Report { output } => report::run(settings, &output),
         Cmd::GrowPrivate {
             device,
             fstype,

@@ -9,19 +9,33 @@ use std::path::Path;
 /// exit 1 when there is a problem (notes alone leave it valid).
 pub fn run(file: &Path) -> anyhow::Result<i32> {
     use anyhow::Context;
-    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (problems, notes) = match platform::read(&text) {
+    let text = if file == Path::new("-") {
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut data)
+            .context("reading standard input")?;
+        data
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let (mut problems, notes) = match platform::read(&text) {
         Ok(c) => (c.problems, c.notes),
         Err(p) => (vec![p], Vec::new()),
     };
+    // In the order of the file.
+    problems.sort_by_key(|p| p.at.unwrap_or((0, 0)));
+    let shown = if file == Path::new("-") {
+        "-".to_string()
+    } else {
+        file.display().to_string()
+    };
     for p in &problems {
-        out::line(&format!("{}:{p}", file.display()));
+        out::line(&format!("{shown}:{p}"));
     }
     for n in &notes {
-        out::line(&format!("{}:{n} (note)", file.display()));
+        out::line(&format!("{shown}:{n} (note)"));
     }
     if problems.is_empty() {
-        out::line(&format!("{}: valid", file.display()));
+        out::line(&format!("{shown}: valid"));
         return Ok(0);
     }
     Ok(1)

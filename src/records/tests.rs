@@ -17,9 +17,11 @@ fn record(name: &str, label: Option<&str>) -> Record {
         partitioned: false,
         state: RecordState::Ready,
         grower: None,
+        watcher: None,
         note: None,
         last_grow: None,
         announced: None,
+        resumes: 0,
         updated: 1,
     }
 }
@@ -136,4 +138,54 @@ proptest::proptest! {
             let _ = parse_index(&changed);
         }
     }
+}
+
+/// A PID no process has: above the kernel's largest.
+const DEAD: u32 = 1 << 30;
+
+#[test]
+fn growing_only_while_its_grower_or_watcher_lives() {
+    let me = std::process::id();
+    let mut r = record("vdb", None);
+    r.state = RecordState::Growing;
+    // Named by an older version without any process: taken at its word.
+    assert!(r.growing() && !r.growth_left());
+    r.grower = Some(DEAD);
+    assert!(!r.growing() && r.growth_left());
+    assert_eq!(r.state_now(), RecordState::Pending);
+    // Its worker was killed, its watcher lives: not abandoned.
+    r.watcher = Some(me);
+    assert!(r.growing() && !r.growth_left());
+    assert_eq!(r.state_now(), RecordState::Growing);
+    r.grower = Some(me);
+    r.watcher = Some(DEAD);
+    assert!(r.growing());
+    // Pending: left undone unless a watcher lives.
+    r.state = RecordState::Pending;
+    r.grower = None;
+    assert!(r.growth_left());
+    r.watcher = Some(me);
+    assert!(!r.growth_left());
+    r.state = RecordState::Ready;
+    r.watcher = None;
+    assert!(!r.growth_left() && !r.growing());
+}
+
+#[test]
+fn the_index_keeps_grower_and_watcher() {
+    let mut r = record("vdb", Some("data"));
+    r.state = RecordState::Growing;
+    r.grower = Some(DEAD);
+    r.watcher = Some(std::process::id());
+    let text = format!("{INDEX_HEADER}\n{}\n", IndexEntry::from_record(&r));
+    let entries = parse_index(&text).unwrap();
+    assert_eq!(
+        (entries[0].grower, entries[0].watcher),
+        (Some(DEAD), Some(std::process::id()))
+    );
+    let indexed = entries[0].fs_and_check();
+    assert!(indexed.growing && !indexed.growth_left);
+    // An index of the last version (no watcher column) is not read.
+    let old = text.replace("index 3", "index 2");
+    assert!(parse_index(&old).is_none());
 }
