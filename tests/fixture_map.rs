@@ -732,3 +732,129 @@ fn labels_reach_the_table_escaped_and_json_raw() {
     let v: serde_json::Value = serde_json::from_slice(&run(&["disks", "--json"]).stdout).unwrap();
     assert_eq!(v[1]["label"], "a\x1b[2Jb\nc", "{v}");
 }
+
+#[test]
+fn a_growth_left_undone_is_started_again_by_a_lookup_that_waits_for_nothing() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(3));
+    t.fs("252:16", "ext4", Some("data"), "u");
+    // The program the map starts: a stand-in that says what it holds and
+    // lingers, as a long growth does.
+    let seen = t.p("adopter.txt");
+    let bin = t.p("gandi-vm-stand-in");
+    fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\n{{ echo \"args $*\"; echo \"pgid $(ps -o pgid= $$ | tr -d ' ') pid $$\"; \
+             ls -l /proc/$$/fd; }} > {}.new\n\
+             mv {0}.new {0}\nexec sleep 30\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let extra = format!(
+        "GANDI_BIN={}\nGANDI_SYSTEMD_DIR={}\n",
+        bin.display(),
+        t.p("no-systemd").display()
+    );
+    let s = t.settings(&extra);
+    fs::write(t.p("gandi.conf"), {
+        let mut text = String::new();
+        for (k, v) in [
+            ("GANDI_SYS_DIR", t.p("sys")),
+            ("GANDI_PROC_DIR", t.p("proc")),
+            ("GANDI_DEV_DIR", t.p("dev")),
+            ("GANDI_UDEV_DATA_DIR", t.p("udev")),
+            ("GANDI_RUN_DIR", t.p("run")),
+        ] {
+            text.push_str(&format!("{k}={}\n", v.display()));
+        }
+        text.push_str("CONFIG_DISK_DEVICES=\"vd* xvd*\"\n");
+        text.push_str(&extra);
+        text
+    })
+    .unwrap();
+    // Its grower and watcher were killed: `growing` by processes gone.
+    t.record(
+        &s,
+        &format!(
+            r#"{{"name":"vdb","devnum":"252:16","diskseq":3,"size":{},"fstype":"ext4","usage":"filesystem","label":"data","uuid":"u","part_name":null,"part_table":null,"partitioned":false,"state":"growing","grower":{},"watcher":{},"updated":1}}"#,
+            1u64 << 30,
+            1u32 << 30,
+            (1u32 << 30) + 1
+        ),
+    );
+    let started = std::time::Instant::now();
+    let mut map = std::process::Command::new(env!("CARGO_BIN_EXE_gandi-map"))
+        .arg("data")
+        .env("GANDI_CONFIG", t.p("gandi.conf"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // autofs reads the map's output to its end: it must come while the
+    // program the map started still runs.
+    let mut out = String::new();
+    map.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    map.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = map.wait().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the lookup waited for the program it started"
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.starts_with("-fstype=ext4,"), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !seen.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing started: {err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let said = fs::read_to_string(&seen).unwrap();
+    let pid: i32 = said
+        .split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: the stand-in this test started, by its PID.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(said.contains("args disk-grow --adopt vdb"), "{said}");
+    // Its own process group, none of the map's pipes.
+    let pgid: i32 = said
+        .split_whitespace()
+        .skip_while(|w| *w != "pgid")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(pgid, pid, "{said}");
+    assert!(
+        !said.contains("pipe:") && !said.contains("socket:"),
+        "{said}"
+    );
+    // A growth in progress (a live grower) starts nothing.
+    fs::remove_file(&seen).unwrap();
+    t.record(
+        &s,
+        &format!(
+            r#"{{"name":"vdb","devnum":"252:16","diskseq":3,"size":{},"fstype":"ext4","usage":"filesystem","label":"data","uuid":"u","part_name":null,"part_table":null,"partitioned":false,"state":"ready","updated":1}}"#,
+            1u64 << 30
+        ),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gandi-map"))
+        .arg("data")
+        .env("GANDI_CONFIG", t.p("gandi.conf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!seen.exists(), "a ready disk's lookup started a grower");
+}

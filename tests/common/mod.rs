@@ -304,8 +304,9 @@ impl Env {
         // hook of the machine runs, and only the automount this test
         // started is ever signalled. A line given below wins over these.
         let mut text = format!(
-            "GANDI_RUN_DIR={}\nGANDI_SYSTEMD_DIR={}\nGANDI_AUTOFS_PIDFILE={}\n\
-             GANDI_STATE_DIR={}\nGANDI_HOOK_DIR={}\n",
+            "GANDI_BIN={BIN}\nGANDI_DISABLED_FILE={}\nGANDI_RUN_DIR={}\nGANDI_SYSTEMD_DIR={}\n\
+             GANDI_AUTOFS_PIDFILE={}\nGANDI_STATE_DIR={}\nGANDI_HOOK_DIR={}\n",
+            self.path().join("disabled").display(),
             self.path().join("run").display(),
             self.path().join("no-systemd").display(),
             self.path().join("automount.pid").display(),
