@@ -8,6 +8,13 @@ DESTDIR ?=
 SETTINGS_FILE ?= /etc/default/gandi
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 UDEVDIR ?= $(PREFIX)/lib/udev
+# The map is a program of its own; /etc/auto.gandi is a link to it
+# (absolute in the .deb, across top-level folders as Debian's policy
+# wants; relative in the RPM, as Fedora's rpmlint wants).
+LIBEXECDIR ?= $(PREFIX)/libexec/gandi-vm
+MAP_LINK ?= $(LIBEXECDIR)/gandi-map
+# Debian's zsh reads vendor-completions; Fedora's and RHEL's site-functions.
+ZSH_COMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
 # The shipped binary is linked statically: autofs starts it on every lookup,
 # and a static executable starts faster (no loader, no shared libraries to
 # map and relocate). It also runs on any distribution the RPM lands on.
@@ -39,8 +46,9 @@ docs:
 # Installs under DESTDIR, with the shipped folders at their system places.
 install: build docs
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/gandi-vm
+	install -D -m 0755 $(MAP) $(DESTDIR)$(LIBEXECDIR)/gandi-map
 	install -d $(DESTDIR)/etc $(DESTDIR)/etc/gandi/hooks
-	install -m 0755 $(MAP) $(DESTDIR)/etc/auto.gandi
+	ln -sfn $(MAP_LINK) $(DESTDIR)/etc/auto.gandi
 	install -D -m 0644 auto.master.d/gandi.autofs $(DESTDIR)/etc/auto.master.d/gandi.autofs
 	install -D -m 0644 etc/default/gandi $(DESTDIR)$(SETTINGS_FILE)
 	install -D -m 0644 etc/gandi/sysctl.conf $(DESTDIR)/etc/gandi/sysctl.conf
@@ -54,16 +62,24 @@ install: build docs
 		sed 's#/usr/bin/gandi-vm#$(PREFIX)/bin/gandi-vm#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
 	done
-	install -d $(DESTDIR)$(PREFIX)/share/man/man8
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	for m in $(DOCS)/man8/*.8; do gzip -9n < $$m > $(DESTDIR)$(PREFIX)/share/man/man8/$$(basename $$m).gz; done
+	gzip -9n < $(DOCS)/man5/gandi.5 > $(DESTDIR)$(PREFIX)/share/man/man5/gandi.5.gz
 	install -D -m 0644 $(DOCS)/completions/gandi-vm.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/gandi-vm
-	install -D -m 0644 $(DOCS)/completions/_gandi-vm $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_gandi-vm
+	install -D -m 0644 $(DOCS)/completions/_gandi-vm $(DESTDIR)$(ZSH_COMPDIR)/_gandi-vm
 	install -D -m 0644 $(DOCS)/completions/gandi-vm.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/gandi-vm.fish
-	install -D -m 0644 LICENSE $(DESTDIR)$(PREFIX)/share/doc/gandi-vm/copyright
+	install -D -m 0644 LICENSE $(DESTDIR)$(PREFIX)/share/licenses/gandi-vm/LICENSE
 
+# gandi-vm's .deb, and gandi-hosting-vm2 3.0: a transitional package that
+# moves a VM of the original suite to gandi-vm on `apt upgrade`.
 deb: deps build docs
-	rm -rf $(DIST)/deb-root
+	rm -rf $(DIST)/deb-root $(DIST)/transitional-root
 	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DIST)/deb-root PREFIX=/usr
+	# Debian's copyright names the licence in /usr/share/common-licenses.
+	rm -rf $(DIST)/deb-root/usr/share/licenses
+	install -D -m 0644 packaging/deb/copyright $(DIST)/deb-root/usr/share/doc/gandi-vm/copyright
+	gzip -9n < packaging/changelog > $(DIST)/deb-root/usr/share/doc/gandi-vm/changelog.gz
+	install -D -m 0644 packaging/deb/lintian-overrides $(DIST)/deb-root/usr/share/lintian/overrides/gandi-vm
 	install -d $(DIST)/deb-root/DEBIAN
 	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' \
 		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DIST)/deb-root | cut -f1)/" \
@@ -71,12 +87,25 @@ deb: deps build docs
 	install -m 0644 packaging/deb/conffiles $(DIST)/deb-root/DEBIAN/conffiles
 	./scripts/deb-preinst packaging/deb/preinst $(DIST)/deb-root > $(DIST)/deb-root/DEBIAN/preinst
 	chmod 0755 $(DIST)/deb-root/DEBIAN/preinst
-	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DIST)/deb-root/DEBIAN/
+	install -m 0755 packaging/deb/postinst packaging/deb/postrm $(DIST)/deb-root/DEBIAN/
 	dpkg-deb --root-owner-group -Zxz --build $(DIST)/deb-root $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
+	install -D -m 0644 packaging/deb/copyright $(DIST)/transitional-root/usr/share/doc/gandi-hosting-vm2/copyright
+	gzip -9n < packaging/deb/transitional.changelog > $(DIST)/transitional-root/usr/share/doc/gandi-hosting-vm2/changelog.gz
+	install -d $(DIST)/transitional-root/DEBIAN
+	install -m 0644 packaging/deb/transitional.control $(DIST)/transitional-root/DEBIAN/control
+	dpkg-deb --root-owner-group -Zxz --build $(DIST)/transitional-root $(DIST)/gandi-hosting-vm2_3.0_all.deb
 
 rpm: deps build docs
 	rm -rf $(DIST)/rpm-root $(DIST)/rpmbuild
-	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DIST)/rpm-root PREFIX=/usr SETTINGS_FILE=/etc/sysconfig/gandi
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DIST)/rpm-root PREFIX=/usr \
+		SETTINGS_FILE=/etc/sysconfig/gandi ZSH_COMPDIR=/usr/share/zsh/site-functions \
+		MAP_LINK=../usr/libexec/gandi-vm/gandi-map
+	# Units enabled by `systemctl preset` on the first install only.
+	install -D -m 0644 packaging/rpm/80-gandi-vm.preset $(DIST)/rpm-root/usr/lib/systemd/system-preset/80-gandi-vm.preset
+	# The spec with its %changelog made from packaging/changelog.
+	mkdir -p $(DIST)/rpmbuild
+	{ cat packaging/rpm/gandi-vm.spec; echo; echo '%changelog'; ./scripts/rpm-changelog packaging/changelog; } \
+		> $(DIST)/rpmbuild/gandi-vm.spec
 	rpmbuild -bb --quiet \
 		--define "_topdir $(CURDIR)/$(DIST)/rpmbuild" \
 		--define "version $(VERSION)" \
@@ -84,14 +113,15 @@ rpm: deps build docs
 		--define "_rpmdir $(CURDIR)/$(DIST)" \
 		--define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
 		--define "__os_install_post %{nil}" \
-		packaging/rpm/gandi-vm.spec
+		$(DIST)/rpmbuild/gandi-vm.spec
 
 packages: deb rpm
 
 # File lists, maintainer scripts, man pages; the .deb installed into and
 # purged from a scratch Debian root.
 check-packages: packages
-	BIN=$(BIN) ./scripts/check-packages $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb $(DIST)/gandi-vm-$(VERSION)-1.x86_64.rpm $(DOCS)
+	BIN=$(BIN) ./scripts/check-packages $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb $(DIST)/gandi-vm-$(VERSION)-1.x86_64.rpm $(DOCS) \
+		$(DIST)/gandi-hosting-vm2_3.0_all.deb
 
 lint:
 	$(CARGO) fmt --all --check
@@ -112,10 +142,13 @@ verify-units:
 test: deps lint unit unprivileged verify-units check-packages
 
 # Processes killed at random moments, broken state, a pulled disk, load
-# (fixed seeds; about ten minutes here). One test at a time: each one
-# drives loop devices, udevd or automount of its own.
-fault-test: deps
+# (fixed seeds; a few minutes here). One test at a time: each one drives
+# loop devices, udevd or automount of its own. Then, in a VM (this host
+# refuses online ext4 resizing), a grower of a mounted ext4 killed while
+# it works.
+fault-test: deps deb
 	$(CARGO) test --locked --test faults -- --ignored --test-threads=1
+	./scripts/vm-test --grower $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 # Boots a Debian 12 VM with the package (TCG) and checks every promise.
 vm-test: deb
