@@ -249,13 +249,15 @@ fn clear_stale_shadow_locks(t: &Tree) {
         before_boot || !crate::records::alive(pid)
     };
     // The PID a lock file holds, when it is one: a small regular file of
-    // digits (a newline allowed).
+    // digits, as shadow writes it (its string's NUL included; a newline
+    // allowed).
     let lock_pid = |rel: &str| -> Option<u32> {
         let (data, meta) = t.read_owned_limited(rel, 20).ok()?;
         if !meta.is_file() {
             return None;
         }
         let text = std::str::from_utf8(&data).ok()?;
+        let text = text.strip_suffix('\0').unwrap_or(text);
         let digits = text.strip_suffix('\n').unwrap_or(text);
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;

@@ -984,6 +984,8 @@ fn broken_state_is_ignored_never_trusted() {
     // Damaged indexes: ignored or read for their whole lines only.
     let cut_line = &good_index[..good_index.len() - 3];
     let other_label = String::from_utf8_lossy(&good_index).replace("\tbrk\t", "\tother\t");
+    // The index of the last version: another format, never read.
+    assert!(other_label.contains("disk index 3:"), "{other_label}");
     let damaged_indexes: [(&str, Vec<u8>); 6] = [
         ("empty index", Vec::new()),
         ("index cut inside its last line", cut_line.to_vec()),
@@ -992,7 +994,7 @@ fn broken_state_is_ignored_never_trusted() {
         (
             "index of another format",
             other_label
-                .replace("disk index 2", "disk index 1")
+                .replace("disk index 3:", "disk index 2:")
                 .into_bytes(),
         ),
         (

@@ -133,9 +133,11 @@ fn the_admins_backups_and_the_shadow_group_survive_a_user_creation() {
     for (name, body) in backups {
         fs::write(root.join("etc").join(name), body).unwrap();
     }
-    // A lock of a process that is gone, and its FILE.PID.
-    fs::write(root.join("etc/passwd.lock"), "4194000").unwrap();
-    fs::write(root.join("etc/passwd.4194000"), "4194000").unwrap();
+    // A lock of a process that is gone, and its FILE.PID, as shadow writes
+    // them (the PID's string with its NUL), and one with a newline.
+    fs::write(root.join("etc/passwd.lock"), "4194000\0").unwrap();
+    fs::write(root.join("etc/passwd.4194000"), "4194000\0").unwrap();
+    fs::write(root.join("etc/group.lock"), "4194003\n").unwrap();
     // A FILE.PID of a tool killed before it wrote its PID (empty, 0600),
     // and an admin's empty file that is not (0644): kept.
     for (name, mode) in [("group.4194001", 0o600), ("gshadow.4194002", 0o644)] {
@@ -166,6 +168,7 @@ fn the_admins_backups_and_the_shadow_group_survive_a_user_creation() {
         );
     }
     assert!(!root.join("etc/passwd.lock").exists());
+    assert!(!root.join("etc/group.lock").exists());
     assert!(!root.join("etc/passwd.4194000").exists());
     assert!(!root.join("etc/group.4194001").exists());
     assert!(root.join("etc/gshadow.4194002").exists());
