@@ -246,7 +246,7 @@ fn clear_stale_shadow_locks(t: &Tree) {
                 .and_then(|m| m.into_std().duration_since(std::time::UNIX_EPOCH).ok())
                 .is_some_and(|m| m.as_secs() < b)
         });
-        before_boot || !crate::records::alive(pid)
+        before_boot || !crate::process::alive(pid)
     };
     // The PID a lock file holds, when it is one: a small regular file of
     // digits, as shadow writes it (its string's NUL included; a newline

@@ -284,7 +284,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         }
         // A watcher between two of its workers (it lets the lock go then)
         // keeps the disk.
-        record.watcher = p.watcher.filter(|w| records::alive_ours(*w));
+        record.watcher = p.watcher.filter(|w| crate::process::alive_ours(*w));
     }
     // The grower holds the lock while it works: it writes the record itself
     // and checks the device again when done, so skipping here loses nothing.
@@ -331,7 +331,7 @@ fn adopt_others(settings: &Settings, name: &str) {
         .collect();
     left.sort_unstable();
     for other in left.into_iter().take(8) {
-        start_adopter(settings, other);
+        crate::adopt::start_adopter(settings, other);
     }
 }
 
@@ -350,12 +350,6 @@ pub fn unit_escape(name: &str) -> String {
         .collect()
 }
 
-/// Where a background growth logs when there is no systemd (and so no
-/// journal to keep what it says).
-pub fn grow_log(settings: &Settings) -> PathBuf {
-    settings.run_dir.join("disk-grow.log")
-}
-
 /// Starts the growth outside udev's sandbox; without systemd, returns the
 /// watcher's PID.
 fn hand_off(settings: &Settings, name: &str) -> Result<Option<u32>> {
@@ -371,7 +365,7 @@ fn hand_off(settings: &Settings, name: &str) -> Result<Option<u32>> {
     // No systemd: a detached process in its own session, not killed with
     // the udev worker.
     let exe = std::env::current_exe().context("finding our own executable")?;
-    let log_path = grow_log(settings);
+    let log_path = crate::adopt::grow_log(settings);
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -419,7 +413,7 @@ fn mark_resumed(settings: &Settings, name: &str, why: &str) -> Result<Resume> {
     let left = match record.state {
         // Its worker is gone; this process watched it.
         RecordState::Growing | RecordState::Pending if ours => {
-            !record.grower.is_some_and(records::alive_ours)
+            !record.grower.is_some_and(crate::process::alive_ours)
         }
         _ => record.growth_left(),
     };
@@ -503,8 +497,9 @@ fn pending_since_worker(settings: &Settings, name: &str) -> bool {
     let me = std::process::id();
     records::read(settings, name).is_some_and(|r| {
         r.state == RecordState::Pending
-            && r.watcher.is_none_or(|w| w == me || !records::alive_ours(w))
-            && !r.grower.is_some_and(records::alive_ours)
+            && r.watcher
+                .is_none_or(|w| w == me || !crate::process::alive_ours(w))
+            && !r.grower.is_some_and(crate::process::alive_ours)
     })
 }
 
@@ -599,41 +594,6 @@ pub fn adopt(settings: &Settings, name: &str) -> Result<i32> {
         log::info!("{name}: its growth was left undone (its grower is gone): resumed");
     }
     grow_supervised(settings, name)
-}
-
-/// Starts `disk-grow --adopt` for each disk whose growth was left undone,
-/// without waiting for it: in its own process group, holding none of our
-/// descriptors (autofs reads the map's output to its end), so a lookup
-/// never waits on it. Without systemd only: under systemd the unit's
-/// `ExecStopPost=` resumes it.
-pub fn adopt_left(settings: &Settings, devices: &[crate::device::Device]) {
-    if settings.systemd_dir.is_dir() {
-        return;
-    }
-    for dev in devices.iter().filter(|d| d.growth_left).take(8) {
-        start_adopter(settings, &dev.name);
-    }
-}
-
-/// Starts `disk-grow --adopt NAME`, detached, without waiting for it.
-fn start_adopter(settings: &Settings, name: &str) {
-    let exe = crate::util::suite_exe(settings);
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(grow_log(settings));
-    let mut cmd = Command::new(&exe);
-    cmd.args(["disk-grow", "--adopt", name])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log.map_or_else(|_| Stdio::null(), Stdio::from));
-    crate::runner::detach(&mut cmd);
-    match cmd.spawn() {
-        Ok(_) => log::info!("{name}: its growth was left undone: started again"),
-        Err(e) => log::warn!("{name}: starting {}: {e}", exe.display()),
-    }
 }
 
 /// `gandi-vm disk-event ACTION DEVICE` by hand.

@@ -2,6 +2,7 @@
 //! multicall binary.
 
 pub mod admin;
+pub mod adopt;
 pub mod apply;
 pub mod archive;
 pub mod blkid;
@@ -31,6 +32,7 @@ pub mod perboot;
 pub mod platform;
 pub mod plugins;
 pub mod postboot;
+pub mod process;
 pub mod records;
 pub mod release;
 pub mod report;

@@ -114,7 +114,7 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     let devices = scan.describe(&wanted);
     // A growth its grower left undone (killed, without systemd to start it
     // again): started again, without waiting.
-    crate::diskevent::adopt_left(settings, &devices);
+    crate::adopt::adopt_left(settings, &devices);
     let root = settings.disk_root.display().to_string();
     let (device, warning) = match choose(&devices, key, &root) {
         Ok(found) => found,

@@ -62,31 +62,6 @@ impl RecordState {
     }
 }
 
-/// Whether the process `pid` still runs (a grower that was killed leaves
-/// its `growing` behind; it must not refuse the disk forever).
-pub fn alive(pid: u32) -> bool {
-    // A zombie (dead, not reaped yet) is not alive.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-    })
-}
-
-/// Whether `pid` is a live process of ours (`gandi-vm`, by its first
-/// argument): a PID named in a record or a status is not taken for ours
-/// once another program has it (PIDs are reused, early in a boot most of
-/// all).
-pub fn alive_ours(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    alive(pid)
-        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-            let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-            argv0.rsplit(|&b| b == b'/').next() == Some(b"gandi-vm".as_slice())
-        })
-}
-
 /// What the attach helper knows of one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -135,8 +110,8 @@ fn is_zero(n: &u32) -> bool {
 fn growing_by(state: RecordState, grower: Option<u32>, watcher: Option<u32>) -> bool {
     state == RecordState::Growing
         && (grower.is_none() && watcher.is_none()
-            || grower.is_some_and(alive_ours)
-            || watcher.is_some_and(alive_ours))
+            || grower.is_some_and(crate::process::alive_ours)
+            || watcher.is_some_and(crate::process::alive_ours))
 }
 
 /// Whether `state` with these processes says the growth is not done while
@@ -146,7 +121,10 @@ fn growing_by(state: RecordState, grower: Option<u32>, watcher: Option<u32>) -> 
 fn growth_left_by(state: RecordState, grower: Option<u32>, watcher: Option<u32>) -> bool {
     match state {
         RecordState::Growing => !growing_by(state, grower, watcher),
-        RecordState::Pending => !watcher.is_some_and(alive_ours) && !grower.is_some_and(alive_ours),
+        RecordState::Pending => {
+            !watcher.is_some_and(crate::process::alive_ours)
+                && !grower.is_some_and(crate::process::alive_ours)
+        }
         _ => false,
     }
 }

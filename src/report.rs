@@ -240,7 +240,7 @@ pub fn collect(settings: &Settings) -> Parts {
                 &["--no-pager", "--lines=0", "status", "gandi-*"],
             ),
         );
-    } else if let Some(data) = file(&crate::diskevent::grow_log(settings)) {
+    } else if let Some(data) = file(&crate::adopt::grow_log(settings)) {
         add("disk-grow.log", without_command_output(&data));
     }
     parts

@@ -436,6 +436,12 @@ pub fn disabled(settings: &Settings) -> Option<String> {
         .then(|| format!("{DISABLED_WORD} on the kernel command line"))
 }
 
+/// The places the platform attaches its disk at, by default
+/// (`GANDI_PLATFORM_DISK`): Xen's `xvdz` (and `xvda2` of the old layout,
+/// when it is a disk of its own), and the PCI slot right after the system
+/// disk's on the platform's KVM machines.
+pub const DEFAULT_PLATFORM_DISK: &str = "xvdz xvda2 pci-0000:00:04.0";
+
 /// Default globs for `CONFIG_DISK_DEVICES`: Xen, SCSI/SATA, virtio and NVMe
 /// names, partitions included.
 pub const DEFAULT_DISK_DEVICES: &str = "xvd* sd* vd* nvme*n*";
@@ -551,10 +557,7 @@ impl Settings {
             // list (no interface excluded), not the default.
             nodhcp: v.words_or_none("CONFIG_NODHCP", "eth0"),
             disk_devices: v.words("CONFIG_DISK_DEVICES", DEFAULT_DISK_DEVICES),
-            platform_disk: v.words(
-                "GANDI_PLATFORM_DISK",
-                crate::bootstrap::disk::DEFAULT_PLACES,
-            ),
+            platform_disk: v.words("GANDI_PLATFORM_DISK", DEFAULT_PLATFORM_DISK),
             plugin_dir: v.abs_path("GANDI_PLUGIN_DIR", "/etc/gandi/plugins.d"),
             bootstrap_dir: v.abs_path("GANDI_BOOTSTRAP_DIR", "/etc/gandi/bootstrap.d"),
             gandi_dir: v.abs_path("GANDI_DIR", "/gandi"),

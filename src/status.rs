@@ -135,7 +135,7 @@ impl Stage {
     /// Whether it still runs: said so, and its process alive (a stage
     /// killed half-way has ended, as failed).
     pub fn is_running(&self) -> bool {
-        self.running && self.pid.is_some_and(crate::records::alive_ours)
+        self.running && self.pid.is_some_and(crate::process::alive_ours)
     }
 
     /// Whether it ended badly: a step failed, or it was cut short.

@@ -231,15 +231,6 @@ impl std::hash::Hasher for Fnv {
 /// A hash map keyed by short trusted strings (see [`Fnv`]).
 pub type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
-/// The suite's program: this one when it is `gandi-vm`, else (the map, a
-/// program of its own) the one the settings name.
-pub fn suite_exe(settings: &crate::settings::Settings) -> std::path::PathBuf {
-    match std::env::current_exe() {
-        Ok(exe) if exe.file_name().is_some_and(|n| n == "gandi-vm") => exe,
-        _ => settings.bin.clone(),
-    }
-}
-
 /// Where `program` is in `PATH` (else in the default one): an executable
 /// regular file.
 pub fn find_program(program: &str) -> Option<std::path::PathBuf> {

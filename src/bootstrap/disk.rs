@@ -25,12 +25,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The places the platform attaches its disk at, by default: Xen's
-/// `xvdz` (and `xvda2` of the old layout, when it is a disk of its own),
-/// and the PCI slot right after the system disk's on the platform's KVM
-/// machines.
-pub const DEFAULT_PLACES: &str = "xvdz xvda2 pci-0000:00:04.0";
-
 const RECORD: &str = "platform-disk.json";
 pub const FORMAT: &str = "gandi-vm platform disk 1";
 

@@ -132,7 +132,7 @@ pub(super) fn clear_depmod_leftovers(tree: &Tree, dir: &Path) {
             && parts[..3].iter().all(|p| numeric(p))
             && parts[2]
                 .parse::<u32>()
-                .is_ok_and(|pid| !crate::records::alive(pid))
+                .is_ok_and(|pid| !crate::process::alive(pid))
         {
             let _ = tree.remove_file(dir.join(n));
         }
