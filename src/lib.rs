@@ -1,49 +1,20 @@
-//! gandi-vm: the guest agent of Gandi cloud VMs, as a library with a thin
-//! multicall binary.
+//! gandi-vm: the guest agent of Gandi cloud VMs, as a library with thin
+//! programs (`gandi-vm`, the program map `/etc/auto.gandi`).
+//!
+//! One folder per area, each allowed to import only the areas its own
+//! documentation names (checked by `tests/structure.rs`), so every path
+//! runs downwards: `cmd` → `support`, `boot` → `hotplug`, `automount`,
+//! `disk` → `platform`, `kernel` → `base`.
 
-pub mod admin;
-pub mod adopt;
-pub mod apply;
-pub mod archive;
-pub mod blkid;
-pub mod bootstrap;
-pub mod check;
-pub mod cli;
+pub mod automount;
+pub mod base;
+pub mod boot;
 pub mod cmd;
-pub mod device;
-pub mod diskevent;
-pub mod fsstate;
-pub mod glob;
-pub mod grow;
-pub mod hooks;
-pub mod iface;
-pub mod json;
+pub mod disk;
+pub mod hotplug;
 pub mod kernel;
-pub mod ledger;
-pub mod logging;
-pub mod map;
-pub mod marked;
-pub mod migrate;
-pub mod mount;
-pub mod network;
-pub mod notify;
-pub mod out;
-pub mod perboot;
 pub mod platform;
-pub mod plugins;
-pub mod postboot;
-pub mod process;
-pub mod records;
-pub mod release;
-pub mod report;
-pub mod rootgrow;
-pub mod runner;
-pub mod scan;
-pub mod settings;
-pub mod sshd;
-pub mod status;
-pub mod tree;
-pub mod util;
+pub mod support;
 
 /// What the unit tests share.
 #[cfg(test)]

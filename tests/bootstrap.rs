@@ -857,7 +857,7 @@ fn grow_case(table: &str, fstype: &str) {
     }
     let _u = Unmount(mnt.path().to_path_buf());
     let mp = (fstype == "xfs").then(|| mnt.path());
-    let before = gandi_vm::grow::fs_size_at(Path::new(&part), fstype, mp).unwrap();
+    let before = gandi_vm::disk::fsgrow::fs_size_at(Path::new(&part), fstype, mp).unwrap();
     fs::OpenOptions::new()
         .write(true)
         .open(&disk.image)
@@ -882,7 +882,7 @@ fn grow_case(table: &str, fstype: &str) {
         part_size * 512 > 1000 << 20,
         "{table}: partition not grown: {part_size}"
     );
-    let after = gandi_vm::grow::fs_size_at(Path::new(&part), fstype, mp).unwrap();
+    let after = gandi_vm::disk::fsgrow::fs_size_at(Path::new(&part), fstype, mp).unwrap();
     assert!(
         after > before * 3 / 2 + (300 << 20),
         "{table}/{fstype}: {before} -> {after}"

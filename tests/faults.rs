@@ -311,7 +311,7 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
             d.sum,
             "{fstype} round {round}: the file changed"
         );
-        let fs_size = gandi_vm::grow::fs_size(Path::new(&d.disk.dev), fstype).unwrap();
+        let fs_size = gandi_vm::disk::fsgrow::fs_size(Path::new(&d.disk.dev), fstype).unwrap();
         assert!(
             fs_size + (2 << 20) >= mib << 20,
             "{fstype} round {round}: {fs_size} of {} bytes",
@@ -536,7 +536,7 @@ fn kill_grower(fstype: &str, rng: &mut Rng) -> usize {
             panic!("{at}: not clean: {e}");
         }
         assert_eq!(known_sum(&d.disk.dev), d.sum, "{at}: the file changed");
-        let fs_size = gandi_vm::grow::fs_size(Path::new(&d.disk.dev), fstype).unwrap();
+        let fs_size = gandi_vm::disk::fsgrow::fs_size(Path::new(&d.disk.dev), fstype).unwrap();
         assert!(
             fs_size + (2 << 20) >= mib << 20,
             "{at}: {fs_size} of {} bytes",
@@ -673,7 +673,7 @@ fn a_damaged_filesystem_is_refused_until_disk_check_repairs_it() {
             "{what}: {}",
             String::from_utf8_lossy(&m.stderr)
         );
-        let fs_size = gandi_vm::grow::fs_size(Path::new(&d.disk.dev), "ext4").unwrap();
+        let fs_size = gandi_vm::disk::fsgrow::fs_size(Path::new(&d.disk.dev), "ext4").unwrap();
         assert!(fs_size > 500 << 20, "{what}: {fs_size}");
         if what.starts_with("primary") {
             assert_eq!(known_sum(&d.disk.dev), d.sum, "{what}: the file changed");
@@ -1557,6 +1557,6 @@ fn one_filesystem_through_two_devices_is_never_grown_under_a_mount() {
     }
     checks_clean(&d.disk.dev, "ext4").unwrap();
     assert_eq!(known_sum(&d.disk.dev), d.sum);
-    let fs_size = gandi_vm::grow::fs_size(Path::new(&d.disk.dev), "ext4").unwrap();
+    let fs_size = gandi_vm::disk::fsgrow::fs_size(Path::new(&d.disk.dev), "ext4").unwrap();
     assert!(fs_size > 500 << 20, "{fs_size}");
 }

@@ -1,11 +1,11 @@
 //! The matcher and discovery on fixture trees: a fake sysfs, mount table
 //! and udev database under a temp dir.
 
-use gandi_vm::device::{Exclusion, MetaSource};
-use gandi_vm::map::{MapError, lookup};
-use gandi_vm::records;
-use gandi_vm::scan::Scan;
-use gandi_vm::settings::{RawConfig, Settings};
+use gandi_vm::base::settings::{RawConfig, Settings};
+use gandi_vm::disk::map::{MapError, lookup};
+use gandi_vm::disk::records;
+use gandi_vm::disk::scan::Scan;
+use gandi_vm::kernel::device::{Exclusion, MetaSource};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -503,10 +503,10 @@ fn entries_name_a_key_link_that_a_release_removes() {
     assert!(!location.contains(' '));
     assert_eq!(fs::read_link(&location).unwrap(), t.p("dev/vdb"));
     // Dropped for the device: the kept answer mounts nothing.
-    let dropped = gandi_vm::records::drop_key_links(&s, &t.p("dev/vdb"));
+    let dropped = gandi_vm::disk::records::drop_key_links(&s, &t.p("dev/vdb"));
     assert_eq!(dropped.len(), 1);
     assert!(fs::symlink_metadata(&location).is_err());
-    gandi_vm::records::restore_key_links(&dropped, &t.p("dev/vdb"));
+    gandi_vm::disk::records::restore_key_links(&dropped, &t.p("dev/vdb"));
     assert_eq!(fs::read_link(&location).unwrap(), t.p("dev/vdb"));
 }
 

@@ -6,9 +6,9 @@ mod common;
 
 use common::fixtures::*;
 use common::*;
-use gandi_vm::settings::Settings;
-use gandi_vm::status::Recorder;
-use gandi_vm::tree::Tree;
+use gandi_vm::base::settings::Settings;
+use gandi_vm::base::status::Recorder;
+use gandi_vm::base::tree::Tree;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -346,7 +346,7 @@ fn console_fstab_and_mount_count_steps() {
         ..Default::default()
     };
     let t = Tree::open(&root).unwrap();
-    let done = gandi_vm::perboot::console(&settings, &t).unwrap();
+    let done = gandi_vm::boot::config::console(&settings, &t).unwrap();
     assert_eq!(done.detail, "hvc0 ttyS0");
     for tty in ["hvc0", "ttyS0"] {
         let link = root.join(format!(
@@ -361,10 +361,10 @@ fn console_fstab_and_mount_count_steps() {
     let masked = root.join("etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service");
     fs::remove_file(&masked).unwrap();
     std::os::unix::fs::symlink("/dev/null", &masked).unwrap();
-    gandi_vm::perboot::console(&settings, &t).unwrap();
+    gandi_vm::boot::config::console(&settings, &t).unwrap();
     assert_eq!(fs::read_link(&masked).unwrap(), Path::new("/dev/null"));
     // fstab by UUID, with a backup and the other lines kept.
-    gandi_vm::perboot::fstab(&settings, &t).unwrap();
+    gandi_vm::boot::config::fstab(&settings, &t).unwrap();
     let uuid = sh(Command::new("blkid").args(["-s", "UUID", "-o", "value", &disk.dev]));
     let fstab = fs::read_to_string(root.join("etc/fstab")).unwrap();
     assert!(
@@ -382,15 +382,15 @@ fn console_fstab_and_mount_count_steps() {
     );
     // The mount count of an ext4 root with none.
     sh(Command::new("tune2fs").args(["-c", "-1", &disk.dev]));
-    gandi_vm::perboot::mount_count(&settings).unwrap();
+    gandi_vm::boot::config::mount_count(&settings).unwrap();
     let d = sh(Command::new("dumpe2fs").arg("-h").arg(&disk.dev));
     assert!(
         d.lines()
             .any(|l| l.starts_with("Maximum mount count:") && l.trim_end().ends_with("42")),
         "{d}"
     );
-    let again = gandi_vm::perboot::mount_count(&settings).unwrap();
-    assert_eq!(again.result, gandi_vm::status::Outcome::Unchanged);
+    let again = gandi_vm::boot::config::mount_count(&settings).unwrap();
+    assert_eq!(again.result, gandi_vm::base::status::Outcome::Unchanged);
 }
 
 #[test]
@@ -416,7 +416,7 @@ fn the_admins_plugins_run_in_name_order_and_a_failure_does_not_stop_the_next() {
     }
     fs::write(dir.join("50-not-executable"), "#!/bin/sh\necho no\n").unwrap();
     let mut rec = Recorder::default();
-    gandi_vm::plugins::run_all(&dir, &mut rec);
+    gandi_vm::boot::plugins::run_all(&dir, &mut rec);
     assert_eq!(fs::read_to_string(&log).unwrap(), "10\n20\n30\n");
     let steps: Vec<(String, String)> = rec
         .stage

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use gandi_vm::grow::fs_size;
+use gandi_vm::disk::fsgrow::fs_size;
 use std::fs;
 use std::path::Path;
 use std::process::Command;

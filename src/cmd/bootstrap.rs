@@ -1,7 +1,7 @@
 //! `gandi-vm bootstrap [--root DIR] [--device DEV]`.
 
-use crate::bootstrap;
-use crate::settings::Settings;
+use crate::base::settings::Settings;
+use crate::boot::bootstrap;
 use anyhow::Result;
 use std::path::PathBuf;
 

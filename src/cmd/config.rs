@@ -1,10 +1,10 @@
 //! `gandi-vm config [--root DIR] [--cmdline FILE]`: per-boot housekeeping.
 
-use crate::perboot;
-use crate::settings::Settings;
+use crate::base::settings::Settings;
+use crate::boot::config;
 use anyhow::Result;
 use std::path::PathBuf;
 
 pub fn run(settings: &Settings, root: PathBuf, cmdline: Option<PathBuf>) -> Result<i32> {
-    perboot::run(settings, &perboot::Options { root, cmdline })
+    config::run(settings, &config::Options { root, cmdline })
 }

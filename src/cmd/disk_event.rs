@@ -1,20 +1,20 @@
 //! `gandi-vm disk-event [ACTION DEVICE]`: a block event, from udev (its
 //! environment) or by hand.
 
-use crate::diskevent;
-use crate::settings::Settings;
+use crate::base::settings::Settings;
+use crate::disk::event;
 use anyhow::Result;
 
 pub fn run(settings: &Settings, action: Option<String>, device: Option<String>) -> Result<i32> {
     match (action, device) {
         (Some(action), Some(device)) => {
-            diskevent::Action::parse(&action).and_then(|a| diskevent::by_hand(settings, a, &device))
+            event::Action::parse(&action).and_then(|a| event::by_hand(settings, a, &device))
         }
         _ => {
             let env = std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect();
-            diskevent::from_udev(settings, &env)
+            event::from_udev(settings, &env)
         }
     }
 }

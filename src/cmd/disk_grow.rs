@@ -1,6 +1,6 @@
 //! `gandi-vm disk-grow NAME`: what `gandi-disk@NAME.service` runs.
 
-use crate::settings::Settings;
+use crate::base::settings::Settings;
 use anyhow::{Result, bail};
 
 pub fn run(
@@ -10,17 +10,17 @@ pub fn run(
     resume: bool,
     adopt: bool,
 ) -> Result<i32> {
-    if !crate::diskevent::valid_name(name) {
+    if !crate::disk::event::valid_name(name) {
         bail!("{name:?} is not a kernel device name");
     }
     if resume {
-        crate::diskevent::resume(settings, name)
+        crate::disk::event::resume(settings, name)
     } else if adopt {
-        crate::diskevent::adopt(settings, name)
+        crate::disk::event::adopt(settings, name)
     } else if worker {
         let watcher = std::os::unix::process::parent_id();
-        crate::diskevent::grow_disk(settings, name, Some(watcher))
+        crate::disk::event::grow_disk(settings, name, Some(watcher))
     } else {
-        crate::diskevent::grow_supervised(settings, name)
+        crate::disk::event::grow_supervised(settings, name)
     }
 }

@@ -1,9 +1,9 @@
 //! `gandi-vm disks [--json]`: the candidate disks and what becomes of each.
 
-use crate::device::{Device, human_size};
-use crate::map;
-use crate::scan::Scan;
-use crate::settings::Settings;
+use crate::base::settings::Settings;
+use crate::disk::map;
+use crate::disk::scan::Scan;
+use crate::kernel::device::{Device, human_size};
 use anyhow::Result;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -32,11 +32,11 @@ pub fn run(settings: &Settings, json: bool) -> Result<i32> {
         })
         .collect();
     if json {
-        crate::out::line(&serde_json::to_string_pretty(&listed)?);
+        crate::base::out::line(&serde_json::to_string_pretty(&listed)?);
         return Ok(0);
     }
     if listed.is_empty() {
-        crate::out::line(&format!(
+        crate::base::out::line(&format!(
             "no candidate disks (CONFIG_DISK_DEVICES=\"{}\")",
             settings.disk_devices.join(" ")
         ));
@@ -84,7 +84,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<i32> {
     }
     for row in rows.iter_mut() {
         for cell in row.iter_mut() {
-            *cell = crate::out::printable(cell);
+            *cell = crate::base::out::printable(cell);
         }
     }
     let widths: Vec<usize> = (0..8)
@@ -96,7 +96,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<i32> {
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        crate::out::line(line.join("  ").trim_end());
+        crate::base::out::line(line.join("  ").trim_end());
     }
     Ok(0)
 }

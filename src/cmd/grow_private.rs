@@ -5,5 +5,5 @@ use anyhow::Result;
 use std::path::Path;
 
 pub fn run(device: &Path, fstype: &str, mount_point: &Path) -> Result<i32> {
-    crate::grow::grow_private(device, fstype, mount_point).map(|()| 0)
+    crate::disk::fsgrow::grow_private(device, fstype, mount_point).map(|()| 0)
 }

@@ -1,7 +1,7 @@
 //! `gandi-vm iface NAME [--remove]`: what `gandi-iface@NAME.service` runs.
 
-use crate::iface;
-use crate::settings::Settings;
+use crate::base::settings::Settings;
+use crate::hotplug::iface;
 use anyhow::Result;
 use std::path::Path;
 

@@ -14,5 +14,5 @@ pub fn main(mut args: Vec<OsString>) -> u8 {
         return 2;
     }
     let key = args.swap_remove(1);
-    u8::try_from(crate::map::run(&settings, &key)).unwrap_or(1)
+    u8::try_from(crate::disk::map::run(&settings, &key)).unwrap_or(1)
 }

@@ -2,9 +2,12 @@
 //! calling the library; `main` finds the verb (or the name the program was
 //! run under: `auto.gandi`, `gandi-udhcpc`), loads the settings, starts
 //! logging and maps the outcome to an exit code.
+//!
+//! May import: base, kernel, platform, disk, automount, hotplug, boot, support.
 
 mod automount;
 mod bootstrap;
+pub mod cli;
 mod config;
 mod disk;
 mod disk_event;
@@ -26,9 +29,9 @@ mod status;
 mod udhcpc;
 mod validate;
 
-use crate::cli::{Cli, Cmd};
-use crate::logging;
-use crate::settings::Settings;
+use crate::base::logging;
+use crate::base::settings::Settings;
+use crate::cmd::cli::{Cli, Cmd};
 use anyhow::Result;
 use clap::Parser;
 use std::ffi::OsString;
@@ -99,7 +102,7 @@ pub fn load(root: Option<&Path>, report: bool) -> Option<Settings> {
 /// One verb.
 fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
     match cmd {
-        Cmd::Map { key } => Ok(crate::map::run(settings, &key)),
+        Cmd::Map { key } => Ok(crate::disk::map::run(settings, &key)),
         Cmd::Disks { json } => disks::run(settings, json),
         Cmd::Settings => settings::run(settings),
         Cmd::Disk { command } => disk::run(settings, command),
@@ -132,7 +135,7 @@ fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
             timeout,
         } => status::run(
             settings,
-            &crate::status::ShowOptions {
+            &crate::base::status::ShowOptions {
                 json,
                 previous,
                 wait: wait.then(|| std::time::Duration::from_secs(timeout)),

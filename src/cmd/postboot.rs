@@ -1,7 +1,7 @@
 //! `gandi-vm postboot [--root DIR]`: the platform's post-boot commands.
 
-use crate::postboot;
-use crate::settings::Settings;
+use crate::base::settings::Settings;
+use crate::boot::postboot;
 use anyhow::Result;
 use std::path::PathBuf;
 

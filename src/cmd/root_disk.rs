@@ -1,8 +1,8 @@
 //! `gandi-vm root-disk [--device DEV]`: the root partition and its
 //! filesystem grown.
 
-use crate::rootgrow;
-use crate::settings::Settings;
+use crate::base::settings::Settings;
+use crate::disk::rootgrow;
 use anyhow::Result;
 
 pub fn run(settings: &Settings, device: Option<&str>) -> Result<i32> {
@@ -10,7 +10,7 @@ pub fn run(settings: &Settings, device: Option<&str>) -> Result<i32> {
         Some(d) => rootgrow::grow_partition(settings, d.strip_prefix("/dev/").unwrap_or(d)),
         None => rootgrow::grow_root(settings),
     }?;
-    crate::out::line(&format!(
+    crate::base::out::line(&format!(
         "{}{}",
         if grown.changed {
             "grown: "

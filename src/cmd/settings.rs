@@ -1,13 +1,13 @@
 //! `gandi-vm settings`: every setting in force, and the settings file's
 //! problems.
 
-use crate::settings::Settings;
+use crate::base::settings::Settings;
 use anyhow::Result;
 
 pub fn run(settings: &Settings) -> Result<i32> {
     match &settings.source {
-        Some(p) => crate::out::line(&format!("# read from {}", p.display())),
-        None => crate::out::line("# no settings file: defaults"),
+        Some(p) => crate::base::out::line(&format!("# read from {}", p.display())),
+        None => crate::base::out::line("# no settings file: defaults"),
     }
     let s = settings;
     let flag = |b: bool| if b { "1" } else { "0" }.to_string();
@@ -45,10 +45,10 @@ pub fn run(settings: &Settings) -> Result<i32> {
         ("GANDI_PROBE_TIMEOUT_MS", s.probe_timeout_ms.to_string()),
     ];
     for (k, v) in lines {
-        crate::out::line(&format!("{k}=\"{v}\""));
+        crate::base::out::line(&format!("{k}=\"{v}\""));
     }
     for p in &s.problems {
-        crate::out::line(&format!("# problem: {p}"));
+        crate::base::out::line(&format!("# problem: {p}"));
     }
     Ok(if s.problems.is_empty() { 0 } else { 1 })
 }

@@ -1,6 +1,6 @@
 //! `gandi-udhcpc EVENT`: the script udhcpc runs.
 
-use crate::settings::Settings;
+use crate::base::settings::Settings;
 use anyhow::Result;
 use std::ffi::OsString;
 
@@ -10,5 +10,5 @@ pub fn run(_settings: &Settings, args: &[OsString]) -> Result<i32> {
         .get(1)
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
-    crate::iface::udhcpc_event(&event)
+    crate::hotplug::iface::udhcpc_event(&event)
 }

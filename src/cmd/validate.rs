@@ -1,7 +1,7 @@
 //! `gandi-vm validate FILE`: a platform config checked.
 
-use crate::out;
-use crate::platform;
+use crate::base::out;
+use crate::platform::config;
 use std::path::Path;
 
 /// `gandi-vm validate FILE`: every problem, each with its line and column,
@@ -17,7 +17,7 @@ pub fn run(file: &Path) -> anyhow::Result<i32> {
     } else {
         std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
     };
-    let (mut problems, notes) = match platform::read(&text) {
+    let (mut problems, notes) = match config::read(&text) {
         Ok(c) => (c.problems, c.notes),
         Err(p) => (vec![p], Vec::new()),
     };

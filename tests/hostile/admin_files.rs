@@ -259,8 +259,8 @@ fn hooks_and_plugins_others_could_write_never_run() {
         &format!("echo theirs >> {}", ran.display()),
     );
     std::os::unix::fs::chown(plugins.join("20-theirs"), Some(1000), Some(1000)).unwrap();
-    let mut rec = gandi_vm::status::Recorder::default();
-    gandi_vm::plugins::run_all(&plugins, &mut rec);
+    let mut rec = gandi_vm::base::status::Recorder::default();
+    gandi_vm::boot::plugins::run_all(&plugins, &mut rec);
     let lines = fs::read_to_string(&ran).unwrap_or_default();
     assert_eq!(lines, "mine\n");
     let theirs = rec
@@ -269,7 +269,7 @@ fn hooks_and_plugins_others_could_write_never_run() {
         .iter()
         .find(|s| s.step == "plugin 20-theirs")
         .unwrap();
-    assert_eq!(theirs.result, gandi_vm::status::Outcome::Failed);
+    assert_eq!(theirs.result, gandi_vm::base::status::Outcome::Failed);
     assert!(
         theirs.detail.contains("another user than root"),
         "{}",
@@ -279,35 +279,41 @@ fn hooks_and_plugins_others_could_write_never_run() {
     // what root owns there still does.
     fs::set_permissions(&plugins, fs::Permissions::from_mode(0o1777)).unwrap();
     fs::remove_file(&ran).unwrap();
-    let mut rec = gandi_vm::status::Recorder::default();
-    gandi_vm::plugins::run_all(&plugins, &mut rec);
+    let mut rec = gandi_vm::base::status::Recorder::default();
+    gandi_vm::boot::plugins::run_all(&plugins, &mut rec);
     assert_eq!(fs::read_to_string(&ran).unwrap_or_default(), "mine\n");
     fs::set_permissions(&plugins, fs::Permissions::from_mode(0o777)).unwrap();
     fs::remove_file(&ran).unwrap();
-    let mut rec = gandi_vm::status::Recorder::default();
-    gandi_vm::plugins::run_all(&plugins, &mut rec);
+    let mut rec = gandi_vm::base::status::Recorder::default();
+    gandi_vm::boot::plugins::run_all(&plugins, &mut rec);
     assert!(!ran.exists(), "a plugin ran from a folder others may write");
     assert!(
         rec.stage
             .steps
             .iter()
-            .all(|s| s.result == gandi_vm::status::Outcome::Failed)
+            .all(|s| s.result == gandi_vm::base::status::Outcome::Failed)
     );
     // A hook, group-writable by a group that is not root's; then a FIFO.
     env.settings(&[format!("GANDI_HOOK_DIR={}", hooks.display())]);
-    let settings = gandi_vm::settings::Settings::load_from(&env.config()).unwrap();
+    let settings = gandi_vm::base::settings::Settings::load_from(&env.config()).unwrap();
     std::os::unix::fs::chown(hooks.join("post-vm-config"), Some(0), Some(100)).unwrap();
     fs::set_permissions(
         hooks.join("post-vm-config"),
         fs::Permissions::from_mode(0o775),
     )
     .unwrap();
-    let r = gandi_vm::hooks::run(&settings, "post-vm-config", &[], Duration::from_secs(5));
-    assert!(matches!(r, gandi_vm::hooks::HookResult::Refused(_)), "{r}");
+    let r = gandi_vm::base::hooks::run(&settings, "post-vm-config", &[], Duration::from_secs(5));
+    assert!(
+        matches!(r, gandi_vm::base::hooks::HookResult::Refused(_)),
+        "{r}"
+    );
     fifo(&hooks.join("post-vm-config"));
     let started = Instant::now();
-    let r = gandi_vm::hooks::run(&settings, "post-vm-config", &[], Duration::from_secs(5));
-    assert!(matches!(r, gandi_vm::hooks::HookResult::Refused(_)), "{r}");
+    let r = gandi_vm::base::hooks::run(&settings, "post-vm-config", &[], Duration::from_secs(5));
+    assert!(
+        matches!(r, gandi_vm::base::hooks::HookResult::Refused(_)),
+        "{r}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!ran.exists());
 }

@@ -5,8 +5,8 @@
 use super::common::fixtures::{self, image, tar};
 use super::common::*;
 use super::*;
-use gandi_vm::bootstrap::disk::{self, Choice, Record};
-use gandi_vm::settings::Settings;
+use gandi_vm::base::settings::Settings;
+use gandi_vm::boot::bootstrap::disk::{self, Choice, Record};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::process::Command;
@@ -235,7 +235,7 @@ fn the_platforms_partitioned_layout_and_xens_old_one() {
     image(&m.p("dev"), "vdb1", &[], None);
     let d = disk::choose(&m.settings(), None, None);
     assert_eq!(found(&d).swap, m.dev("vdb1"), "{d:?}");
-    let places = gandi_vm::bootstrap::archive_places(&m.settings(), &m.dev("vdb1"));
+    let places = gandi_vm::boot::bootstrap::archive_places(&m.settings(), &m.dev("vdb1"));
     assert_eq!(places, vec![m.dev("vdb"), m.dev("vdb1")]);
     // A second partition: not the platform's layout.
     m.partition("vdb", "vdb2", 8192);
@@ -329,11 +329,11 @@ fn the_archives_pages_are_never_the_kernels_and_a_read_archive_is_cleared() {
     assert!(detail.contains("pages 128 and after"), "{detail}");
     // The archive itself is still there (--root enables no swap, so it is
     // not cleared): a second run reads it again.
-    assert!(gandi_vm::archive::is_tar_header(
+    assert!(gandi_vm::platform::archive::is_tar_header(
         head[512 * 1024..512 * 1024 + 512].try_into().unwrap()
     ));
     // Cleared, as before a swapon: the first block zeroed, nothing else.
-    gandi_vm::bootstrap::consume_archive(&img).unwrap();
+    gandi_vm::boot::bootstrap::consume_archive(&img).unwrap();
     let now = fs::read(&img).unwrap();
     assert!(now[512 * 1024..512 * 1024 + 512].iter().all(|&b| b == 0));
     assert_eq!(now[..512 * 1024], head[..512 * 1024]);

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
-use gandi_vm::cli::Cli;
+use gandi_vm::cmd::cli::Cli;
 use std::fs;
 use std::path::Path;
 
@@ -333,7 +333,7 @@ fn settings_page() -> String {
          Flags take \\fB1\\fR or \\fB0\\fR. \\fBgandi\\-vm settings\\fR prints the values in force.\n\
          .SH KEYS\n"
     );
-    for (keys, default, meaning) in gandi_vm::settings::KEYS {
+    for (keys, default, meaning) in gandi_vm::base::settings::KEYS {
         let names: Vec<String> = keys
             .iter()
             .map(|k| format!("\\fB{}\\fR", roff(k)))

@@ -1,0 +1,464 @@
+//! Admin commands that change the autofs setup: `mount-root PATH` moves
+//! the automount root, `automount enable|disable` turns it on and off.
+//! Both rewrite our master-map entry atomically, keep `/etc/default/gandi`
+//! in step (only the line of the key changes), reload autofs, and print
+//! what they changed; run twice, they change nothing.
+
+use crate::base::settings::{RawConfig, Settings};
+use crate::base::tree::Change;
+use crate::base::util;
+use crate::kernel::views::parse_mountinfo;
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+/// Folders a data-disk root may not be in (or be).
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
+    "/run", "/sbin", "/sys", "/usr", "/var",
+];
+
+/// Our entry in the master map: its line, root, and whether it is
+/// commented out (disabled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub index: usize,
+    pub root: PathBuf,
+    pub disabled: bool,
+}
+
+/// Finds the line that hands a root to `auto.gandi`, commented or not.
+pub fn find_entry(text: &str) -> Option<Entry> {
+    text.lines().enumerate().find_map(|(index, line)| {
+        let (disabled, body) = match line.trim_start().strip_prefix('#') {
+            Some(rest) => (true, rest.trim_start()),
+            None => (false, line.trim_start()),
+        };
+        let mut words = body.split_whitespace();
+        let root = words.next()?;
+        let map = words.next()?;
+        (root.starts_with('/') && map.contains("auto.gandi")).then(|| Entry {
+            index,
+            root: PathBuf::from(root),
+            disabled,
+        })
+    })
+}
+
+/// The line with its root replaced and its comment state set.
+fn rewrite_line(line: &str, root: &Path, disabled: bool) -> String {
+    let body = line.trim_start();
+    let body = body.strip_prefix('#').map(str::trim_start).unwrap_or(body);
+    let rest = body
+        .split_once(char::is_whitespace)
+        .map(|(_, r)| r)
+        .unwrap_or("");
+    let entry = format!("{} {}", root.display(), rest.trim_start());
+    if disabled { format!("#{entry}") } else { entry }
+}
+
+/// The roots of the other autofs maps: the system master map (and the
+/// folders it includes with `+dir:`), and the autofs mounts in place.
+fn other_roots(settings: &Settings) -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    let mut files = vec![settings.auto_master.clone()];
+    if let Ok(text) = fs::read_to_string(&settings.auto_master) {
+        for line in text.lines() {
+            if let Some(dir) = line.trim().strip_prefix("+dir:")
+                && let Ok(rd) = fs::read_dir(dir.trim())
+            {
+                let mut more: Vec<PathBuf> = rd
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "autofs"))
+                    .collect();
+                more.sort();
+                files.extend(more);
+            }
+        }
+    }
+    for file in files {
+        if file == settings.master_map {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('#') || line.starts_with('+') {
+                continue;
+            }
+            if let Some(root) = line.split_whitespace().next()
+                && root.starts_with('/')
+                && root != "/-"
+                && !line.contains("auto.gandi")
+            {
+                roots.push(PathBuf::from(root));
+            }
+        }
+    }
+    let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
+    for m in parse_mountinfo(&mi) {
+        if m.fstype == "autofs" && !m.source.contains("auto.gandi") {
+            roots.push(m.mount_point);
+        }
+    }
+    roots
+}
+
+/// Checks a new mount root.
+pub fn check_root(settings: &Settings, path: &Path) -> Result<PathBuf> {
+    if !path.is_absolute() {
+        bail!("{} is not an absolute path", path.display());
+    }
+    let mut clean = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => {
+                let s = n.to_string_lossy();
+                if s.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "#$&\\\"'".contains(c))
+                {
+                    bail!(
+                        "{} holds characters a master map cannot carry",
+                        path.display()
+                    );
+                }
+                clean.push(n);
+            }
+            _ => bail!("{} is not a plain path (no '.' or '..')", path.display()),
+        }
+    }
+    if clean == Path::new("/") {
+        bail!("/ cannot be the mount root");
+    }
+    for sys in SYSTEM_DIRS {
+        if clean.starts_with(sys) {
+            bail!("{} is in the system folder {sys}", clean.display());
+        }
+    }
+    for other in other_roots(settings) {
+        if clean.starts_with(&other) || other.starts_with(&clean) {
+            bail!(
+                "{} overlaps the root {} of another autofs map",
+                clean.display(),
+                other.display()
+            );
+        }
+    }
+    Ok(clean)
+}
+
+/// Sets `key` in the settings file, changing only its line (or adding one).
+pub fn set_setting(settings: &Settings, key: &str, value: &str) -> Result<(PathBuf, Change)> {
+    let path = settings
+        .source
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/default/gandi"));
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    let quoted = if value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+    {
+        value.to_string()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    };
+    let new_line = format!("{key}={quoted}");
+    let mut found = false;
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let t = t.strip_prefix("export ").unwrap_or(t);
+        if t.starts_with(&format!("{key}=")) {
+            if !found {
+                lines.push(new_line.clone());
+                found = true;
+            }
+            // A later assignment of the key would win: dropped.
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    if !found {
+        lines.push(new_line);
+    }
+    let new = lines.join("\n") + "\n";
+    // Only the key's value matters: the same value written differently is
+    // left alone.
+    let current = RawConfig::parse(&text);
+    if current.get(key) == Some(value) || (text == new) {
+        return Ok((path, Change::Unchanged));
+    }
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o644)
+    };
+    util::write_atomic(&path, new.as_bytes(), mode)?;
+    Ok((path, Change::Changed))
+}
+
+/// Asks autofs to read its master map again: `systemctl reload` under
+/// systemd, else SIGHUP to the automount daemon named by its PID file
+/// (and no other).
+pub fn reload_autofs(settings: &Settings) -> Result<String> {
+    if settings.systemd_dir.is_dir() {
+        // Started when it is not running: autofs stops once its last map
+        // is gone, as after `automount disable`.
+        crate::base::runner::Run::new("systemctl")
+            .args(["reload-or-restart", "autofs.service"])
+            .limit(std::time::Duration::from_secs(90))
+            .output()?;
+        return Ok("reloaded autofs.service".into());
+    }
+    let pid_file = &settings.autofs_pid_file;
+    let pid = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|&pid| pid > 1);
+    let Some(pid) = pid else {
+        return Ok(format!(
+            "autofs is not running (no PID in {}): the change applies when it starts",
+            pid_file.display()
+        ));
+    };
+    // The PID file may be left from a daemon that is gone, its number
+    // taken since: only an automount process is signalled.
+    let comm = fs::read_to_string(settings.proc_dir.join(pid.to_string()).join("comm"))
+        .unwrap_or_default();
+    if comm.trim() != "automount" {
+        return Ok(format!(
+            "autofs is not running ({} names PID {pid}, not automount): the change applies \
+             when it starts",
+            pid_file.display()
+        ));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .with_context(|| format!("signalling automount ({pid})"))?;
+    Ok(format!("sent SIGHUP to automount ({pid})"))
+}
+
+fn read_map(settings: &Settings) -> Result<(String, Entry)> {
+    let text = fs::read_to_string(&settings.master_map)
+        .with_context(|| format!("reading {}", settings.master_map.display()))?;
+    let entry = find_entry(&text)
+        .with_context(|| format!("{} has no auto.gandi entry", settings.master_map.display()))?;
+    Ok((text, entry))
+}
+
+fn write_map(
+    settings: &Settings,
+    text: &str,
+    entry: &Entry,
+    root: &Path,
+    disabled: bool,
+) -> Result<Change> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let new = rewrite_line(&lines[entry.index], root, disabled);
+    if lines[entry.index] == new {
+        return Ok(Change::Unchanged);
+    }
+    lines[entry.index] = new;
+    util::write_atomic(
+        &settings.master_map,
+        (lines.join("\n") + "\n").as_bytes(),
+        0o644,
+    )?;
+    Ok(Change::Changed)
+}
+
+/// Carries `theirs` (the original's master map line: its root, and
+/// whether it is commented out) into our entry, with `CONFIG_DISK_ROOT`.
+/// Returns what changed.
+pub fn carry_entry(settings: &Settings, theirs: &Entry) -> Result<Vec<String>> {
+    let (text, entry) = read_map(settings)?;
+    let mut changes = Vec::new();
+    if write_map(settings, &text, &entry, &theirs.root, theirs.disabled)? == Change::Changed {
+        changes.push(format!(
+            "{}: the original's line carried (root {}{})",
+            settings.master_map.display(),
+            theirs.root.display(),
+            if theirs.disabled {
+                ", commented out"
+            } else {
+                ""
+            }
+        ));
+    }
+    let (file, c) = set_setting(
+        settings,
+        "CONFIG_DISK_ROOT",
+        &theirs.root.display().to_string(),
+    )?;
+    if c == Change::Changed {
+        changes.push(format!(
+            "{}: CONFIG_DISK_ROOT={}",
+            file.display(),
+            theirs.root.display()
+        ));
+    }
+    Ok(changes)
+}
+
+/// `gandi-vm mount-root PATH [--force]`.
+pub fn mount_root(settings: &Settings, path: &Path, force: bool) -> Result<i32> {
+    let new_root = check_root(settings, path)?;
+    let (text, entry) = read_map(settings)?;
+    let old_root = entry.root.clone();
+    if old_root != new_root {
+        let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
+        let busy: Vec<String> = parse_mountinfo(&mi)
+            .into_iter()
+            .filter(|m| m.fstype != "autofs" && m.mount_point.starts_with(&old_root))
+            .map(|m| format!("{} on {}", m.source, m.mount_point.display()))
+            .collect();
+        if !busy.is_empty() && !force {
+            bail!(
+                "disks are mounted under {}: {}; release them first \
+                 (gandi-vm disk release KEY) or use --force (nothing was changed)",
+                old_root.display(),
+                busy.join(", ")
+            );
+        }
+    }
+    let mut changes = Vec::new();
+    if write_map(settings, &text, &entry, &new_root, entry.disabled)? == Change::Changed {
+        changes.push(format!(
+            "{}: root {} -> {}",
+            settings.master_map.display(),
+            old_root.display(),
+            new_root.display()
+        ));
+    }
+    let (file, c) = set_setting(
+        settings,
+        "CONFIG_DISK_ROOT",
+        &new_root.display().to_string(),
+    )?;
+    if c == Change::Changed {
+        changes.push(format!(
+            "{}: CONFIG_DISK_ROOT={}",
+            file.display(),
+            new_root.display()
+        ));
+    }
+    if !new_root.is_dir() {
+        fs::create_dir_all(&new_root)
+            .with_context(|| format!("creating {}", new_root.display()))?;
+        changes.push(format!("created {}", new_root.display()));
+    }
+    if changes.is_empty() {
+        crate::base::out::line(&format!(
+            "nothing to change: the mount root is {}",
+            new_root.display()
+        ));
+        return Ok(0);
+    }
+    for c in &changes {
+        crate::base::out::line(c);
+    }
+    crate::base::out::line(&reload_autofs(settings)?);
+    Ok(0)
+}
+
+/// `gandi-vm automount enable|disable`.
+pub fn automount(settings: &Settings, enable: bool) -> Result<i32> {
+    let (text, entry) = read_map(settings)?;
+    let mut changes = Vec::new();
+    if write_map(settings, &text, &entry, &entry.root, !enable)? == Change::Changed {
+        changes.push(format!(
+            "{}: entry for {} {}",
+            settings.master_map.display(),
+            entry.root.display(),
+            if enable { "enabled" } else { "commented out" }
+        ));
+    }
+    let (file, c) = set_setting(
+        settings,
+        "CONFIG_ALLOW_MOUNT",
+        if enable { "1" } else { "0" },
+    )?;
+    if c == Change::Changed {
+        changes.push(format!(
+            "{}: CONFIG_ALLOW_MOUNT={}",
+            file.display(),
+            if enable { 1 } else { 0 }
+        ));
+    }
+    if changes.is_empty() {
+        crate::base::out::line(&format!(
+            "nothing to change: automounting is {}",
+            if enable { "on" } else { "off" }
+        ));
+        return Ok(0);
+    }
+    for c in &changes {
+        crate::base::out::line(c);
+    }
+    crate::base::out::line(&reload_autofs(settings)?);
+    Ok(0)
+}
+
+/// `gandi-vm automount auto`: the original's install-time choice. When
+/// another autofs map owns our root, ours is turned off (and the admin told
+/// how to move it); otherwise it is turned on.
+pub fn automount_auto(settings: &Settings) -> Result<i32> {
+    let (_, entry) = read_map(settings)?;
+    let clash = other_roots(settings)
+        .into_iter()
+        .find(|o| entry.root.starts_with(o) || o.starts_with(&entry.root));
+    if let Some(other) = clash {
+        crate::base::out::line(&format!(
+            "another autofs map owns {}: gandi-vm leaves it alone; move ours with              `gandi-vm mount-root PATH` and turn it on with `gandi-vm automount enable`",
+            other.display()
+        ));
+        return automount(settings, false);
+    }
+    let has_automount = ["/usr/sbin/automount", "/sbin/automount"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if !has_automount {
+        crate::base::out::line(&format!(
+            "autofs is not installed: data disks are recorded and grown, and served under {} once autofs is installed",
+            entry.root.display()
+        ));
+    }
+    automount(settings, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries() {
+        let text = "# comment\n/srv program:/etc/auto.gandi --timeout=5 -sync\n";
+        let e = find_entry(text).unwrap();
+        assert_eq!(
+            e,
+            Entry {
+                index: 1,
+                root: "/srv".into(),
+                disabled: false
+            }
+        );
+        let line = text.lines().nth(1).unwrap();
+        assert_eq!(
+            rewrite_line(line, Path::new("/data"), false),
+            "/data program:/etc/auto.gandi --timeout=5 -sync"
+        );
+        let off = rewrite_line(line, Path::new("/srv"), true);
+        assert_eq!(off, "#/srv program:/etc/auto.gandi --timeout=5 -sync");
+        let e = find_entry(&off).unwrap();
+        assert!(e.disabled);
+        assert_eq!(rewrite_line(&off, Path::new("/srv"), false), line);
+        assert!(find_entry("# /srv is where disks go\n").is_none());
+    }
+}

@@ -1,0 +1,625 @@
+//! `GANDI_RUN_DIR/status.json`: each boot stage's steps with their result
+//! and duration; `gandi-vm status [--json]` shows them.
+
+use crate::base::out;
+use crate::base::settings::Settings;
+use crate::base::tree::{Change, Tree, WriteOpts};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Changed,
+    Unchanged,
+    /// The platform's value was applied before: the system is left as the
+    /// admin has it.
+    Kept,
+    Skipped,
+    /// Left for the system's first real boot (`--root`).
+    Deferred,
+    Failed,
+}
+
+impl Outcome {
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Changed => "changed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Kept => "kept",
+            Outcome::Skipped => "skipped",
+            Outcome::Deferred => "deferred",
+            Outcome::Failed => "FAILED",
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub result: Outcome,
+    pub detail: String,
+}
+
+impl Done {
+    pub fn new(result: Outcome, detail: impl Into<String>) -> Done {
+        Done {
+            result,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn of(change: Change, detail: impl Into<String>) -> Done {
+        Done::new(
+            match change {
+                Change::Changed => Outcome::Changed,
+                Change::Unchanged => Outcome::Unchanged,
+            },
+            detail,
+        )
+    }
+
+    pub fn changed(detail: impl Into<String>) -> Done {
+        Done::new(Outcome::Changed, detail)
+    }
+
+    pub fn unchanged(detail: impl Into<String>) -> Done {
+        Done::new(Outcome::Unchanged, detail)
+    }
+
+    pub fn kept(detail: impl Into<String>) -> Done {
+        Done::new(Outcome::Kept, detail)
+    }
+
+    pub fn skipped(detail: impl Into<String>) -> Done {
+        Done::new(Outcome::Skipped, detail)
+    }
+
+    pub fn deferred(detail: impl Into<String>) -> Done {
+        Done::new(Outcome::Deferred, detail)
+    }
+
+    pub fn failed(detail: impl Into<String>) -> Done {
+        Done::new(Outcome::Failed, detail)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    pub step: String,
+    pub result: Outcome,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Duration in microseconds.
+    pub us: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stage {
+    pub steps: Vec<Step>,
+    /// When it started, seconds since the epoch (0: unknown).
+    #[serde(default)]
+    pub started: u64,
+    /// When it ended, seconds since the epoch; 0 while it runs.
+    pub finished: u64,
+    /// It runs still (it writes its state after each step).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub running: bool,
+    /// Its process, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The boot it ran in (`/proc/sys/kernel/random/boot_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
+/// The stages of a boot, in their order.
+pub const STAGES: [&str; 4] = ["bootstrap", "config", "mount", "postboot"];
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+impl Stage {
+    pub fn failed(&self) -> bool {
+        self.steps.iter().any(|s| s.result == Outcome::Failed)
+    }
+
+    /// Whether it still runs: said so, and its process alive (a stage
+    /// killed half-way has ended, as failed).
+    pub fn is_running(&self) -> bool {
+        self.running && self.pid.is_some_and(crate::base::process::alive_ours)
+    }
+
+    /// Whether it ended badly: a step failed, or it was cut short.
+    pub fn bad(&self) -> bool {
+        self.failed() || (self.running && !self.is_running())
+    }
+
+    /// One line: `ok (N steps)`, or which steps failed.
+    pub fn summary(&self) -> String {
+        let failed: Vec<&str> = self
+            .steps
+            .iter()
+            .filter(|s| s.result == Outcome::Failed)
+            .map(|s| s.step.as_str())
+            .collect();
+        if failed.is_empty() {
+            format!("ok ({})", plural(self.steps.len(), "step"))
+        } else {
+            format!(
+                "FAILED: {} (of {}; `gandi-vm status` says why)",
+                failed.join(", "),
+                plural(self.steps.len(), "step")
+            )
+        }
+    }
+}
+
+/// Seconds since the epoch, now.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `2026-12-02 10:11:12 UTC` (no time zone library: the civil date of a
+/// day number, as Howard Hinnant's algorithm gives it).
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// This boot's identity.
+pub fn boot_id(settings: &Settings) -> Option<String> {
+    crate::base::util::read_small(&settings.proc_dir.join("sys/kernel/random/boot_id"))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Where a stage's state goes as it runs.
+struct Saver {
+    tree: Tree,
+    settings: Settings,
+    name: String,
+}
+
+/// Collects a stage's steps as they run; with [`Recorder::start`], writes
+/// the stage's state when it starts and after each step.
+#[derive(Default)]
+pub struct Recorder {
+    pub stage: Stage,
+    saver: Option<Saver>,
+}
+
+impl Recorder {
+    /// Starts stage `name` beneath `tree`: recorded as running at once,
+    /// and after each step. On the live system, the first stage of a boot
+    /// keeps the previous boot's status beside (`status.previous.json` of
+    /// the state folder).
+    pub fn start(tree: &Tree, settings: &Settings, name: &str) -> Recorder {
+        let live = tree.base() == std::path::Path::new("/");
+        let boot = if live { boot_id(settings) } else { None };
+        if live {
+            keep_previous(tree, settings, boot.as_deref());
+        }
+        let stage = Stage {
+            started: now(),
+            running: true,
+            pid: Some(std::process::id()),
+            boot_id: boot,
+            ..Stage::default()
+        };
+        let saver = Tree::open(tree.base()).ok().map(|t| Saver {
+            tree: t,
+            settings: settings.clone(),
+            name: name.to_string(),
+        });
+        let rec = Recorder { stage, saver };
+        rec.save();
+        rec
+    }
+
+    fn save(&self) {
+        if let Some(s) = &self.saver
+            && let Err(e) = save(&s.tree, &s.settings, &s.name, self.stage.clone())
+        {
+            log::warn!("the status of {}: {e:#}", s.name);
+        }
+    }
+
+    /// Runs `f` as step `name`, logging and recording what it did; an
+    /// error is a failed step.
+    pub fn step(&mut self, name: &str, f: impl FnOnce() -> Result<Done>) {
+        let start = Instant::now();
+        let done = f().unwrap_or_else(|e| Done::failed(format!("{e:#}")));
+        self.push(name, done, start.elapsed().as_micros() as u64);
+    }
+
+    /// Records a step that did not run (`Skipped`, `Deferred`, ...).
+    pub fn note(&mut self, name: &str, done: Done) {
+        self.push(name, done, 0);
+    }
+
+    pub fn skip(&mut self, name: &str, why: &str) {
+        self.note(name, Done::skipped(why));
+    }
+
+    fn push(&mut self, name: &str, done: Done, us: u64) {
+        let detail = if done.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", done.detail)
+        };
+        match done.result {
+            Outcome::Failed => log::error!("{name}{detail}"),
+            o => log::info!("{name}: {}{detail}", o.word()),
+        }
+        self.stage.steps.push(Step {
+            step: name.to_string(),
+            result: done.result,
+            detail: done.detail,
+            us,
+        });
+        self.save();
+    }
+
+    /// Saves the stage as ended, prints its one-line summary (the units
+    /// send it to the console too, where support looks first) and returns
+    /// the exit code: 1 when a step failed.
+    pub fn finish(mut self, tree: &Tree, settings: &Settings, name: &str) -> Result<i32> {
+        self.stage.finished = now();
+        self.stage.running = false;
+        self.stage.pid = None;
+        if self.stage.started == 0 {
+            self.stage.started = self.stage.finished;
+        }
+        let failed = self.stage.failed();
+        out::line(&format!("gandi-vm {name}: {}", self.stage.summary()));
+        save(tree, settings, name, self.stage.clone())?;
+        // What the next boot shows as the previous one's.
+        if tree.base() == std::path::Path::new("/") {
+            let all = read(settings);
+            if let Ok(mut json) = serde_json::to_vec_pretty(&all) {
+                json.push(b'\n');
+                let _ = tree.create_dirs(&settings.state_dir, 0o700);
+                if let Err(e) = tree.write_atomic(
+                    settings.state_dir.join("status.json"),
+                    &json,
+                    WriteOpts::mode(0o644),
+                ) {
+                    log::warn!("keeping this boot's status: {e:#}");
+                }
+            }
+        }
+        Ok(if failed { 1 } else { 0 })
+    }
+}
+
+/// The kept status of the last boot that ran a stage, moved aside as the
+/// previous one when this boot is another.
+fn keep_previous(tree: &Tree, settings: &Settings, boot: Option<&str>) {
+    let kept = settings.state_dir.join("status.json");
+    let Ok((data, _)) = tree.read_owned_limited(&kept, MAX_STATUS) else {
+        return;
+    };
+    let Ok(all) = serde_json::from_slice::<BTreeMap<String, Stage>>(&data) else {
+        return;
+    };
+    let other = all.values().any(|s| s.boot_id.as_deref() != boot);
+    if other && boot.is_some() {
+        let _ = tree.rename(&kept, settings.state_dir.join("status.previous.json"));
+    }
+}
+
+fn path(settings: &Settings) -> PathBuf {
+    settings.run_dir.join("status.json")
+}
+
+/// The most a status file may hold.
+const MAX_STATUS: u64 = 4 << 20;
+
+/// All stages recorded this boot (on the live system); a status that
+/// cannot be read (damaged, not a regular file) is empty here, see
+/// [`read_checked`].
+pub fn read(settings: &Settings) -> BTreeMap<String, Stage> {
+    read_checked(settings).unwrap_or_default()
+}
+
+/// All stages recorded this boot: `Err` saying why when the status file is
+/// there but cannot be used.
+pub fn read_checked(settings: &Settings) -> Result<BTreeMap<String, Stage>, String> {
+    let p = path(settings);
+    match crate::base::util::read_state(&p, MAX_STATUS) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+        Ok(text) => {
+            serde_json::from_slice(&text).map_err(|e| format!("{} is damaged ({e})", p.display()))
+        }
+    }
+}
+
+/// Records `stage` under `name` in the status beneath `tree`, keeping the
+/// other stages.
+pub fn save(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Result<()> {
+    let p = path(settings);
+    // Stages may finish at once (bootstrap by hand while mount runs).
+    let _lock = tree.lock(settings.run_dir.join("status.lock"), true)?;
+    let mut all: BTreeMap<String, Stage> = match tree.read_owned_limited(&p, MAX_STATUS) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => {
+            log::warn!("{}: {e}: written anew", tree.shown(&p).display());
+            BTreeMap::new()
+        }
+        Ok((text, _)) => serde_json::from_slice(&text).unwrap_or_else(|e| {
+            log::warn!(
+                "{} is damaged ({e}): written anew",
+                tree.shown(&p).display()
+            );
+            BTreeMap::new()
+        }),
+    };
+    all.insert(name.to_string(), stage);
+    let mut json = serde_json::to_vec_pretty(&all)?;
+    json.push(b'\n');
+    tree.write_atomic(&p, &json, WriteOpts::mode(0o644))
+}
+
+/// What `gandi-vm status` shows.
+#[derive(Debug, Clone, Default)]
+pub struct ShowOptions {
+    pub json: bool,
+    /// The previous boot's, kept in the state folder.
+    pub previous: bool,
+    /// Wait (at most this long) until every stage of this boot has ended.
+    pub wait: Option<std::time::Duration>,
+}
+
+/// The exit code of a wait that ran out of time.
+pub const TIMED_OUT: i32 = 3;
+
+/// What systemd says of the unit of a stage that wrote no status yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// A job is queued for it, or it is starting: it may still run.
+    Coming,
+    /// It failed before it wrote anything (its settings unreadable, its
+    /// program missing).
+    Failed,
+    /// Disabled, masked, skipped by its condition, or no systemd: it does
+    /// not run this boot.
+    Idle,
+}
+
+fn unit_of_stage(settings: &Settings, name: &str) -> Unit {
+    if !settings.systemd_dir.is_dir() {
+        return Unit::Idle;
+    }
+    let unit = format!("gandi-{name}.service");
+    let Ok(out) = crate::base::runner::Run::new("systemctl")
+        .args(["show", "-p", "ActiveState", "-p", "Job", &unit])
+        .limit(std::time::Duration::from_secs(10))
+        .output()
+    else {
+        return Unit::Idle;
+    };
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let job = value("Job");
+    let state = value("ActiveState");
+    if (!job.is_empty() && job != "0") || state == "activating" || state == "reloading" {
+        Unit::Coming
+    } else if state == "failed" {
+        Unit::Failed
+    } else {
+        Unit::Idle
+    }
+}
+
+/// The stages that have not ended yet.
+fn pending(settings: &Settings, all: &BTreeMap<String, Stage>) -> Vec<&'static str> {
+    STAGES
+        .iter()
+        .copied()
+        .filter(|name| match all.get(*name) {
+            Some(s) => s.is_running(),
+            None => unit_of_stage(settings, name) == Unit::Coming,
+        })
+        .collect()
+}
+
+/// `gandi-vm status [--json] [--previous] [--wait [--timeout S]]`:
+/// non-zero when a step failed (1), or when the wait ran out of time (3).
+pub fn show(settings: &Settings, opts: &ShowOptions) -> Result<i32> {
+    if let Some(why) = crate::base::settings::disabled(settings) {
+        let said = format!("gandi-vm is turned off ({why}): no boot stage runs");
+        if opts.json {
+            log::warn!("{said}");
+        } else {
+            out::line(&said);
+        }
+    }
+    let read_all = || {
+        if opts.previous {
+            let p = settings.state_dir.join("status.previous.json");
+            match crate::base::util::read_state(&p, MAX_STATUS) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+                Err(e) => Err(format!("{}: {e}", p.display())),
+                Ok(text) => serde_json::from_slice(&text)
+                    .map_err(|e| format!("{} is damaged ({e})", p.display())),
+            }
+        } else {
+            read_checked(settings)
+        }
+    };
+    let mut timed_out = Vec::new();
+    let all = loop {
+        let all = match read_all() {
+            Ok(all) => all,
+            Err(why) => {
+                out::line(&format!("the status cannot be read: {why}"));
+                return Ok(1);
+            }
+        };
+        let Some(limit) = opts.wait.filter(|_| !opts.previous) else {
+            break all;
+        };
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(Instant::now);
+        let left = pending(settings, &all);
+        if left.is_empty() {
+            break all;
+        }
+        if start.elapsed() >= limit {
+            timed_out = left;
+            break all;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let mut all = all;
+    if opts.previous {
+        // That boot is over: a stage it shows running was cut short (its
+        // PID means nothing now).
+        for s in all.values_mut() {
+            s.pid = None;
+        }
+    }
+    // A stage whose unit failed before it wrote anything failed too.
+    let unit_failed: Vec<&str> = if opts.previous {
+        Vec::new()
+    } else {
+        STAGES
+            .iter()
+            .copied()
+            .filter(|n| !all.contains_key(*n) && unit_of_stage(settings, n) == Unit::Failed)
+            .collect()
+    };
+    let failed = all.values().any(Stage::bad) || !unit_failed.is_empty();
+    if opts.json {
+        out::line(&serde_json::to_string_pretty(&all)?);
+    } else if all.is_empty() {
+        out::line(&if opts.previous {
+            "no status of a previous boot is kept".to_string()
+        } else {
+            format!("no stage has run this boot ({})", path(settings).display())
+        });
+    } else {
+        if opts.previous
+            && let Some(boot) = all.values().find_map(|s| s.boot_id.as_deref())
+        {
+            out::line(&format!("the boot {boot}:"));
+        }
+        for stage in STAGES {
+            let Some(s) = all.get(stage) else {
+                if unit_failed.contains(&stage) {
+                    out::line(&format!(
+                        "{stage}: FAILED (its unit failed before it started: \
+                         `journalctl -u gandi-{stage}` says why)"
+                    ));
+                } else {
+                    out::line(&format!("{stage}: not run"));
+                }
+                continue;
+            };
+            let total: u64 = s.steps.iter().map(|s| s.us).sum();
+            let (word, when) = if s.is_running() {
+                ("running", format!("started {}", utc(s.started)))
+            } else if s.running {
+                (
+                    "CUT SHORT",
+                    format!("started {}, its process is gone", utc(s.started)),
+                )
+            } else if s.failed() {
+                ("FAILED", format!("ended {}", utc(s.finished)))
+            } else {
+                ("ok", format!("ended {}", utc(s.finished)))
+            };
+            out::line(&format!(
+                "{stage}: {word} ({}, {:.1} ms, {when})",
+                plural(s.steps.len(), "step"),
+                total as f64 / 1000.0
+            ));
+            for st in &s.steps {
+                let detail = if st.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", st.detail)
+                };
+                out::line(&format!(
+                    "  {:<14} {:<9} {:>7.1} ms{detail}",
+                    st.step,
+                    st.result.word(),
+                    st.us as f64 / 1000.0
+                ));
+            }
+        }
+    }
+    if !timed_out.is_empty() {
+        let said = format!(
+            "still running after {} s: {}",
+            opts.wait.map_or(0, |w| w.as_secs()),
+            timed_out.join(", ")
+        );
+        // The JSON on stdout stays JSON.
+        if opts.json {
+            log::warn!("{said}");
+        } else {
+            out::line(&said);
+        }
+        return Ok(TIMED_OUT);
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_796_187_025), "2026-12-02 04:50:25 UTC");
+    }
+
+    #[test]
+    fn one_step_is_one_step() {
+        let mut s = Stage::default();
+        s.steps.push(Step {
+            step: "x".into(),
+            result: Outcome::Changed,
+            detail: String::new(),
+            us: 1,
+        });
+        assert_eq!(s.summary(), "ok (1 step)");
+    }
+}

@@ -1,0 +1,608 @@
+//! Disk discovery and exclusion (`Scan`), shared by every command.
+//!
+//! The candidates are the block devices (whole disks and partitions) whose
+//! kernel names match `CONFIG_DISK_DEVICES`. Their metadata comes from
+//! sources that never wait on a disk: the attach helper's records, then
+//! udev's database. A device that neither knows is probed with `blkid` in a
+//! child process, bounded in time, as a last resort.
+//!
+//! Excluded, by detection and never by name: the disks that hold `/` (and
+//! their partitions), swap areas, the platform's swap/config disk, devices
+//! used by another block device (LVM, RAID, dm-crypt), whole disks that
+//! carry a partition table, and devices without a mountable filesystem.
+
+use crate::base::glob::glob_match;
+use crate::base::settings::Settings;
+use crate::disk::records;
+use crate::kernel::blkid::probe;
+use crate::kernel::device::{DevNum, Device, Exclusion, FsInfo, MetaSource, sort_kernel_order};
+use crate::kernel::views::{
+    MountEntry, list_names, mounts_of, parse_mountinfo, parse_partitions, parse_udev_entry,
+    partition_parent, read_proc, read_small, read_swaps, read_u64, root_mount, udev_alive,
+};
+use std::cell::{OnceCell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A block device as the kernel lists it in `/proc/partitions`.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    devnum: DevNum,
+    /// Size in KiB, as listed (never 0: devices without a medium are not).
+    kib: u64,
+    /// For a partition, its whole disk: read from sysfs when first needed.
+    parent: OnceCell<Option<String>>,
+}
+
+/// The system's view, read once per command: the kernel's list of block
+/// devices, then, only when a question needs them, the mounts, the swaps,
+/// the root disks and whether udevd runs. For a map lookup that matches
+/// nothing (every device recorded), it reads the kernel's list and the
+/// records index, lists the released keys, and reads the mount table (a
+/// disk detached while mounted under the key).
+pub struct Scan<'a> {
+    settings: &'a Settings,
+    entries: Vec<Entry>,
+    mounts: OnceCell<Vec<MountEntry>>,
+    swaps: OnceCell<HashSet<DevNum>>,
+    root_disks: OnceCell<HashSet<String>>,
+    /// udev's entries are only up to date while udevd runs; without it they
+    /// may describe an earlier attach or content, so they are not used.
+    udev_alive: OnceCell<bool>,
+    /// Index entries kept by `quick_match` for the devices it returned.
+    indexed: RefCell<HashMap<String, records::Indexed>>,
+}
+
+impl<'a> Scan<'a> {
+    /// Reads the kernel's list of block devices (one file: name, number and
+    /// size of every device that has a medium).
+    pub fn new(settings: &'a Settings) -> anyhow::Result<Scan<'a>> {
+        use anyhow::Context;
+        let path = settings.proc_dir.join("partitions");
+        let text = read_proc(&path).with_context(|| format!("reading {}", path.display()))?;
+        let entries: Vec<Entry> = parse_partitions(&text)
+            .into_iter()
+            .filter(|(_, kib, _)| *kib > 0)
+            .map(|(devnum, kib, name)| Entry {
+                name,
+                devnum,
+                kib,
+                parent: OnceCell::new(),
+            })
+            .collect();
+        Ok(Scan {
+            settings,
+            entries,
+            mounts: OnceCell::new(),
+            swaps: OnceCell::new(),
+            root_disks: OnceCell::new(),
+            udev_alive: OnceCell::new(),
+            indexed: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn mounts(&self) -> &[MountEntry] {
+        self.mounts.get_or_init(|| {
+            let path = self.settings.proc_dir.join("self/mountinfo");
+            parse_mountinfo(&read_proc(&path).unwrap_or_default())
+        })
+    }
+
+    fn swaps(&self) -> &HashSet<DevNum> {
+        self.swaps.get_or_init(|| read_swaps(self.settings))
+    }
+
+    fn root_disks(&self) -> &HashSet<String> {
+        self.root_disks.get_or_init(|| self.find_root_disks())
+    }
+
+    fn udev_alive(&self) -> bool {
+        *self
+            .udev_alive
+            .get_or_init(|| udev_alive(&self.settings.udev_data_dir))
+    }
+
+    /// The whole disk of a partition (one readlink, then remembered).
+    fn parent(&self, entry: &Entry) -> Option<String> {
+        entry
+            .parent
+            .get_or_init(|| {
+                let link = self.settings.sys_dir.join("class/block").join(&entry.name);
+                let target = fs::read_link(link).ok()?;
+                partition_parent(&target, &entry.name)
+            })
+            .clone()
+    }
+
+    /// The partitions of a whole disk: their names start with the disk's.
+    fn partitions_of(&self, disk: &str) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| {
+                e.name.len() > disk.len()
+                    && e.name.starts_with(disk)
+                    && self.parent(e).as_deref() == Some(disk)
+            })
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    /// The attach sequence number of a whole disk.
+    fn diskseq(&self, disk: &str) -> Option<u64> {
+        read_u64(
+            &self
+                .settings
+                .sys_dir
+                .join("class/block")
+                .join(disk)
+                .join("diskseq"),
+        )
+    }
+
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// The candidates whose cheap metadata `wanted` accepts (called with
+    /// the name, label and UUID), and those nothing knows yet, in kernel
+    /// order. The metadata is the records' index (one file for all devices)
+    /// when its entry's number and size agree with the kernel's list, else
+    /// udev's entry (one read, only while udevd runs, and only when it is of
+    /// the disk's current attach: a disk attached under a device number that
+    /// udev has not handled yet still has the entry of the earlier one). The
+    /// index entries of the devices returned are kept for `describe`, which
+    /// checks them in full.
+    pub fn quick_match(
+        &self,
+        wanted: impl Fn(&str, Option<&str>, Option<&str>) -> bool,
+    ) -> Vec<String> {
+        let text = records::read_index(self.settings).unwrap_or_default();
+        let lines = records::index_lines(&text).unwrap_or_default();
+        let mut kept = self.indexed.borrow_mut();
+        let mut found: Vec<String> = self
+            .candidates()
+            .filter(|entry| {
+                let name = entry.name.as_str();
+                // Parsed one at a time: nothing kept but what matched.
+                let indexed = lines
+                    .get(name)
+                    .and_then(|line| records::IndexEntry::parse(line))
+                    .filter(|r| {
+                        r.name == name
+                            && r.size / 1024 == entry.kib
+                            && DevNum::parse(&r.devnum) == Some(entry.devnum)
+                    });
+                match indexed {
+                    Some(r) => {
+                        let hit = wanted(name, r.label.as_deref(), r.uuid.as_deref());
+                        if hit {
+                            kept.insert(name.to_string(), r.fs_and_check());
+                        }
+                        hit
+                    }
+                    None if self.udev_alive() => match self.udev_entry(entry.devnum) {
+                        Some((fs, seq)) if self.udev_current(entry, seq) => {
+                            wanted(name, fs.label.as_deref(), fs.uuid.as_deref())
+                        }
+                        // No entry, or one left from an earlier attach
+                        // (udev has not handled this one yet): as a device
+                        // nothing knows, probed by `describe`.
+                        _ => true,
+                    },
+                    None => true,
+                }
+            })
+            .map(|e| e.name.clone())
+            .collect();
+        sort_kernel_order(&mut found);
+        found
+    }
+
+    /// The entries whose names match `CONFIG_DISK_DEVICES`.
+    fn candidates(&self) -> impl Iterator<Item = &Entry> {
+        let globs = &self.settings.disk_devices;
+        self.entries
+            .iter()
+            .filter(|e| globs.iter().any(|g| glob_match(g, &e.name)))
+    }
+
+    /// Kernel names that match `CONFIG_DISK_DEVICES`, in kernel order.
+    pub fn candidate_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.candidates().map(|e| e.name.clone()).collect();
+        sort_kernel_order(&mut names);
+        names
+    }
+
+    /// Every candidate device with its metadata and exclusion.
+    pub fn devices(&self) -> Vec<Device> {
+        let names = self.candidate_names();
+        self.describe(&names)
+    }
+
+    /// The candidate devices named, with their metadata and exclusion.
+    /// Devices that vanish while being read are left out.
+    pub fn describe(&self, names: &[String]) -> Vec<Device> {
+        let mut devices: Vec<Device> = names.iter().filter_map(|n| self.basic(n)).collect();
+        // Metadata: records, then udev, then one bounded probe for the rest.
+        let mut unknown = Vec::new();
+        for (i, dev) in devices.iter_mut().enumerate() {
+            if dev.size == 0 {
+                continue;
+            } else if let Some(kept) = self
+                .indexed
+                .borrow()
+                .get(&dev.name)
+                .filter(|k| k.describes(dev))
+            {
+                dev.fs = kept.fs.clone();
+                dev.source = MetaSource::Record;
+                dev.growing = kept.growing;
+                dev.growth_left = kept.growth_left;
+            } else if let Some(record) = records::lookup(self.settings, dev) {
+                dev.growing = record.growing();
+                dev.growth_left = record.growth_left();
+                dev.fs = record.fs;
+                dev.source = MetaSource::Record;
+            } else if let Some(fs) = self.udev_fs(dev) {
+                dev.fs = fs;
+                dev.source = MetaSource::Udev;
+            } else if dev.size > 0
+                && !self
+                    .root_disks()
+                    .contains(dev.parent.as_deref().unwrap_or(&dev.name))
+            {
+                // Empty devices (a loop device with no file) and the system
+                // disk are never served: no need to probe them.
+                unknown.push(i);
+            }
+        }
+        if !unknown.is_empty() {
+            let paths: Vec<PathBuf> = unknown
+                .iter()
+                .map(|&i| self.dev_path(&devices[i].name))
+                .collect();
+            let probed = probe(
+                &paths,
+                Duration::from_millis(self.settings.probe_timeout_ms),
+            );
+            for (&i, path) in unknown.iter().zip(&paths) {
+                match &probed {
+                    Some(found) => {
+                        devices[i].fs = found.get(path).cloned().unwrap_or_default();
+                        devices[i].source = MetaSource::Probe;
+                    }
+                    None => devices[i].source = MetaSource::Unknown,
+                }
+            }
+        }
+        let released = records::released(self.settings);
+        let platform_disks = self.platform_disks(&devices);
+        for dev in &mut devices {
+            dev.excluded = self.exclusion(dev, &platform_disks, &released);
+        }
+        devices
+    }
+
+    /// The mounts under the mount root whose block device is gone (detached
+    /// or emptied while mounted), as devices excluded as [`Exclusion::Gone`]
+    /// and named after the mount's source (`loop3`).
+    pub fn gone(&self) -> Vec<Device> {
+        let dev_dir = self.settings.dev_dir.display().to_string();
+        let sys = &self.settings.sys_dir;
+        let mut gone: Vec<Device> = self
+            .mounts()
+            .iter()
+            .filter(|m| {
+                !m.string_source()
+                    && m.mount_point.starts_with(&self.settings.disk_root)
+                    && m.mount_point != self.settings.disk_root
+            })
+            .filter(|m| {
+                let devnum = m.block_devnum(sys);
+                // A btrfs source's name, when sysfs no longer has it.
+                let by_name = (m.fstype == "btrfs")
+                    .then(|| m.source.strip_prefix(&dev_dir))
+                    .flatten()
+                    .map(|n| n.trim_start_matches('/').replace('/', "!"));
+                !self
+                    .entries
+                    .iter()
+                    .any(|e| e.devnum == devnum || by_name.as_deref() == Some(e.name.as_str()))
+            })
+            .map(|m| Device {
+                name: m
+                    .source
+                    .strip_prefix(&dev_dir)
+                    .map(|n| n.trim_start_matches('/').replace('/', "!"))
+                    .unwrap_or_else(|| m.devnum.to_string()),
+                devnum: m.block_devnum(sys),
+                size: 0,
+                diskseq: None,
+                parent: None,
+                partitions: Vec::new(),
+                holders: Vec::new(),
+                fs: FsInfo {
+                    fstype: Some(m.fstype.clone()),
+                    ..FsInfo::default()
+                },
+                source: MetaSource::Unknown,
+                mounts: vec![m.mount_point.clone()],
+                growing: false,
+                growth_left: false,
+                excluded: Some(Exclusion::Gone),
+            })
+            .collect();
+        gone.sort_by(|a, b| a.mounts.cmp(&b.mounts));
+        gone
+    }
+
+    /// Whether `dev`, as described, is still what its device holds and not
+    /// released: its attach sequence number read again, and the release
+    /// marks. For the map's last look, after its key link is made.
+    pub fn still_current(&self, dev: &Device) -> bool {
+        let whole = dev.parent.as_deref().unwrap_or(&dev.name);
+        let released = is_released(&records::released(self.settings), dev);
+        // Gone (no number to read) counts as changed.
+        let same = match (dev.diskseq, self.diskseq(whole)) {
+            (Some(then), Some(now)) => then == now,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        !released && same
+    }
+
+    /// `/dev/NAME` (kernel names use `!` where the device path has `/`).
+    pub fn dev_path(&self, name: &str) -> PathBuf {
+        self.settings.dev_dir.join(name.replace('!', "/"))
+    }
+
+    /// What sysfs and the mount table tell of one device.
+    fn basic(&self, name: &str) -> Option<Device> {
+        let entry = self.entry(name)?;
+        let class = self.settings.sys_dir.join("class/block");
+        let dir = class.join(name);
+        let devnum = entry.devnum;
+        let size = read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512);
+        let parent = self.parent(entry);
+        if size == 0 {
+            // No medium: nothing more to read.
+            return Some(Device {
+                name: name.to_string(),
+                devnum,
+                size,
+                diskseq: None,
+                parent,
+                partitions: Vec::new(),
+                holders: Vec::new(),
+                fs: FsInfo::default(),
+                source: MetaSource::Unknown,
+                mounts: Vec::new(),
+                growing: false,
+                growth_left: false,
+                excluded: None,
+            });
+        }
+        let whole = parent.as_deref().unwrap_or(name);
+        let diskseq = self.diskseq(whole);
+        let partitions = if parent.is_none() {
+            self.partitions_of(name)
+        } else {
+            Vec::new()
+        };
+        let holders = list_names(&dir.join("holders"));
+        let mounts = mounts_of(self.mounts(), devnum, name, &self.settings.sys_dir)
+            .into_iter()
+            .map(|m| m.mount_point.clone())
+            .collect();
+        Some(Device {
+            name: name.to_string(),
+            devnum,
+            size,
+            diskseq,
+            parent,
+            partitions,
+            holders,
+            fs: FsInfo::default(),
+            source: MetaSource::Unknown,
+            mounts,
+            growing: false,
+            growth_left: false,
+            excluded: None,
+        })
+    }
+
+    /// udev's database entry: the metadata and the attach sequence number
+    /// udev saw (kept as the `disk/by-diskseq` link).
+    fn udev_entry(&self, devnum: DevNum) -> Option<(FsInfo, Option<u64>)> {
+        let path = self.settings.udev_data_dir.join(format!("b{devnum}"));
+        let text = read_small(&path)?;
+        Some(parse_udev_entry(&text))
+    }
+
+    /// Whether udev's entry, made when the disk had the attach sequence
+    /// number `seq`, is of the disk's current attach (the disk's number read
+    /// only when the entry has one).
+    fn udev_current(&self, entry: &Entry, seq: Option<u64>) -> bool {
+        seq.is_none() || {
+            let whole = self.parent(entry).unwrap_or_else(|| entry.name.clone());
+            same_attach(self.diskseq(&whole), seq)
+        }
+    }
+
+    /// udev's metadata for the device, unless the entry is left from an
+    /// earlier attach under the same device number (udev stopped since):
+    /// its attach sequence number must be the current one.
+    fn udev_fs(&self, dev: &Device) -> Option<FsInfo> {
+        if !self.udev_alive() {
+            return None;
+        }
+        let (fs, db_seq) = self.udev_entry(dev.devnum)?;
+        same_attach(dev.diskseq, db_seq).then_some(fs)
+    }
+
+    fn find_root_disks(&self) -> HashSet<String> {
+        let mut disks = HashSet::new();
+        let Some(root) = root_mount(self.mounts()) else {
+            return disks;
+        };
+        let devnum = root.block_devnum(&self.settings.sys_dir);
+        let Some(name) = self
+            .entries
+            .iter()
+            .find(|e| e.devnum == devnum)
+            .map(|e| e.name.clone())
+        else {
+            return disks;
+        };
+        let mut todo = vec![name];
+        while let Some(name) = todo.pop() {
+            let whole = self
+                .entry(&name)
+                .and_then(|e| self.parent(e))
+                .unwrap_or_else(|| name.clone());
+            if disks.insert(whole.clone()) {
+                let class = self.settings.sys_dir.join("class/block");
+                todo.extend(list_names(&class.join(&name).join("slaves")));
+                if whole != name {
+                    todo.extend(list_names(&class.join(&whole).join("slaves")));
+                }
+            }
+        }
+        disks
+    }
+
+    /// Whole disks that carry the platform's swap/config area: a partition
+    /// named `gandiswap`, or a swap area labelled `swap` on a partition.
+    fn platform_disks(&self, devices: &[Device]) -> HashSet<String> {
+        let mut set = HashSet::new();
+        for dev in devices {
+            let platform_part = dev.fs.part_name.as_deref() == Some("gandiswap")
+                || (dev.fs.fstype.as_deref() == Some("swap")
+                    && dev.fs.label.as_deref() == Some("swap"));
+            if platform_part && let Some(parent) = &dev.parent {
+                set.insert(parent.clone());
+            }
+        }
+        // Sibling partitions that were not described: the kernel's uevent
+        // names GPT partitions; udev's entry has the rest.
+        let described: HashSet<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+        let disks: HashSet<&str> = devices
+            .iter()
+            .map(|d| d.parent.as_deref().unwrap_or(&d.name))
+            .collect();
+        for disk in disks {
+            for part in self.partitions_of(disk) {
+                if described.contains(part.as_str()) {
+                    continue;
+                }
+                let Some(entry) = self.entry(&part) else {
+                    continue;
+                };
+                if self.platform_partition(entry) {
+                    set.insert(disk.to_string());
+                }
+            }
+        }
+        set
+    }
+
+    /// Whether an undescribed partition is the platform's swap/config one.
+    fn platform_partition(&self, entry: &Entry) -> bool {
+        let uevent = self
+            .settings
+            .sys_dir
+            .join("class/block")
+            .join(&entry.name)
+            .join("uevent");
+        read_small(&uevent).is_some_and(|u| u.lines().any(|l| l == "PARTNAME=gandiswap"))
+            || self.udev_entry(entry.devnum).is_some_and(|(fs, _)| {
+                fs.part_name.as_deref() == Some("gandiswap")
+                    || (fs.fstype.as_deref() == Some("swap") && fs.label.as_deref() == Some("swap"))
+            })
+    }
+
+    fn exclusion(
+        &self,
+        dev: &Device,
+        platform_disks: &HashSet<String>,
+        released: &HashMap<String, Option<u64>>,
+    ) -> Option<Exclusion> {
+        let whole = dev.parent.as_deref().unwrap_or(&dev.name);
+        if self.root_disks().contains(whole) {
+            return Some(Exclusion::RootDisk);
+        }
+        if self.swaps().contains(&dev.devnum) || dev.fs.fstype.as_deref() == Some("swap") {
+            return Some(Exclusion::Swap);
+        }
+        if platform_disks.contains(whole) || dev.fs.part_name.as_deref() == Some("gandiswap") {
+            return Some(Exclusion::PlatformDisk);
+        }
+        if is_released(released, dev) {
+            return Some(Exclusion::Released);
+        }
+        if dev.size == 0 {
+            return Some(Exclusion::Empty);
+        }
+        if dev.growing {
+            return Some(Exclusion::Growing);
+        }
+        if dev.fs.fstype.is_some() {
+            let marks =
+                crate::disk::fsstate::Marks::new(self.settings, dev.fs.uuid.as_deref(), &dev.name);
+            if let Some(why) = marks.damaged() {
+                return Some(Exclusion::Damaged(format!(
+                    "damaged: {why}; `gandi-vm disk check` repairs it"
+                )));
+            }
+            if let Some(what) = marks.interrupted() {
+                return Some(Exclusion::Interrupted(format!(
+                    "an offline resize was cut short ({what}); its next growth repairs it"
+                )));
+            }
+        }
+        if let Some(holder) = dev.holders.first() {
+            return Some(Exclusion::InUse(holder.clone()));
+        }
+        if !dev.partitions.is_empty() || dev.fs.part_table.is_some() && dev.fs.fstype.is_none() {
+            return Some(Exclusion::Partitioned);
+        }
+        if dev.source == MetaSource::Unknown {
+            return Some(Exclusion::Unreadable);
+        }
+        match (&dev.fs.fstype, dev.fs.usage.as_deref()) {
+            (None, _) => Some(Exclusion::NoFilesystem),
+            (Some(t), Some(u)) if u != "filesystem" => Some(Exclusion::NotMountable(t.clone())),
+            (Some(t), _) if !safe_fstype(t) => Some(Exclusion::NotMountable(t.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `dev` is released: a release mark of its name, for this attach
+/// (or of an unknown one). A disk attached again under the name is not.
+fn is_released(released: &HashMap<String, Option<u64>>, dev: &Device) -> bool {
+    released
+        .get(&dev.name)
+        .is_some_and(|seq| seq.is_none() || *seq == dev.diskseq)
+}
+
+/// Whether what was seen at the attach sequence number `then` is of the
+/// attach `now`: an unknown number (an older kernel or udev) does not make
+/// it stale.
+fn same_attach(now: Option<u64>, then: Option<u64>) -> bool {
+    match (now, then) {
+        (Some(now), Some(then)) => now == then,
+        _ => true,
+    }
+}
+
+/// A filesystem type we can hand to autofs as `-fstype=`.
+fn safe_fstype(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 32
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}

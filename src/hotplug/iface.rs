@@ -1,0 +1,524 @@
+//! Hot-plugged network interfaces: `gandi-vm iface IFACE` (what
+//! `gandi-iface@IFACE.service` runs), and memory blocks.
+//!
+//! A NIC gets its link up; unless it is in `CONFIG_NODHCP` (the admin's,
+//! e.g. a private VLAN), it gets its addresses through the system's own
+//! network stack: a systemd-networkd file and a reload, or an ifupdown
+//! stanza and `ifup`, or, as last resort, `udhcpc` (DHCP) or `ip` (static).
+//! Secondary interfaces get the ARP and `rp_filter` settings; virtio NICs
+//! get min(CPUs, 8) queues; every interface's IPv4 default route gets its
+//! own metric (eth0 first), so several coexist and the first one wins.
+
+use crate::base::hooks;
+use crate::base::runner::Run;
+use crate::base::settings::Settings;
+use crate::base::tree::Tree;
+use crate::platform::config::{self, Config};
+use crate::platform::ledger::Ledger;
+use crate::platform::network::{self, Applied, Iface, Stack, valid_iface};
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The platform config of the tree, if readable.
+fn platform_config(settings: &Settings, tree: &Tree) -> Option<Config> {
+    let (text, _) = tree.read_owned(settings.gandi_dir.join("config")).ok()?;
+    match config::read(&text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn!("{}/config: {e}; using DHCP", settings.gandi_dir.display());
+            None
+        }
+    }
+}
+
+fn run_dir_file(settings: &Settings, name: &str) -> PathBuf {
+    settings.run_dir.join(name)
+}
+
+/// Which stack configures the interface: networkd when it runs, ifupdown
+/// when installed and configured, else our own last resort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    Networkd,
+    NetworkManager,
+    Ifupdown,
+    Direct,
+}
+
+fn way(tree: &Tree) -> Way {
+    if tree.exists("/run/systemd/netif/state") {
+        Way::Networkd
+    } else if tree.is_dir("/run/NetworkManager") {
+        Way::NetworkManager
+    } else if network::detect_stack(tree) == Stack::Ifupdown {
+        Way::Ifupdown
+    } else {
+        Way::Direct
+    }
+}
+
+/// `gandi-vm iface IFACE`: brings a hot-plugged interface up and configures
+/// it. `root` is the tree whose config and network files are used (the
+/// interface is the live one). Returns the exit code.
+pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
+    if !valid_iface(name) {
+        bail!("{name:?} is not an interface name");
+    }
+    let tree = Tree::open(root)?;
+    link_up(name)?;
+    if name != "eth0" {
+        secondary_sysctls(settings, name)?;
+    }
+    if settings.multiqueue {
+        multiqueue(settings, name);
+    }
+    // As the original: CONFIG_NODHCP gates the addressing only (its default,
+    // eth0, is bootstrap's); the queues, sysctls and the hook are for all.
+    if settings.nodhcp.iter().any(|n| n == name) {
+        log::info!("{name}: in CONFIG_NODHCP: its addresses are left to bootstrap or the admin");
+    } else {
+        configure(settings, &tree, name)?;
+    }
+    // As the original's udev hook ran it: the interface as its argument,
+    // and udev's INTERFACE and ACTION.
+    hooks::run_with(
+        settings,
+        "post-iface-attach",
+        &[name],
+        &[("INTERFACE", name), ("ACTION", "add")],
+        hooks::HOOK_LIMIT,
+    );
+    Ok(0)
+}
+
+/// Writes and applies the interface's addresses (from the platform's
+/// config, else DHCP) through the system's stack.
+fn configure(settings: &Settings, tree: &Tree, name: &str) -> Result<()> {
+    let config = platform_config(settings, tree);
+    let iface = network::hotplug(name, config.as_ref());
+    let m = network::metric(name);
+    match way(tree) {
+        w @ (Way::Networkd | Way::NetworkManager | Way::Ifupdown) => {
+            let stack = match w {
+                Way::Networkd => Stack::Networkd,
+                Way::NetworkManager => Stack::NetworkManager,
+                _ => Stack::Ifupdown,
+            };
+            let applied = {
+                let mut ledger = Ledger::load(tree, &settings.state_dir);
+                let a = network::apply_one(tree, &mut ledger, stack, &iface)?;
+                ledger.save(tree)?;
+                a
+            };
+            // systemd-networkd applies the files it has loaded to a new link
+            // by itself: a reload is only needed when the file changed. (At
+            // boot the file is bootstrap's, already loaded: a reload there
+            // would restart the interface's configuration mid-boot.)
+            match (stack, applied) {
+                (Stack::Networkd, Applied::Written(crate::base::tree::Change::Changed)) => {
+                    networkd_reload(Some(name))?
+                }
+                (Stack::Networkd, _) => {
+                    log::info!("{name}: its file is unchanged or the admin's: already loaded")
+                }
+                (Stack::NetworkManager, Applied::Written(crate::base::tree::Change::Changed)) => {
+                    let limit = Duration::from_secs(60);
+                    Run::new("nmcli")
+                        .args(["connection", "reload"])
+                        .limit(limit)
+                        .output()?;
+                    Run::new("nmcli")
+                        .args(["connection", "up", "id", &format!("gandi-{name}")])
+                        .limit(limit)
+                        .output()?;
+                }
+                (Stack::NetworkManager, _) => {
+                    log::info!("{name}: its connection is unchanged or the admin's")
+                }
+                (Stack::Ifupdown, _) => {
+                    Run::new("ifup")
+                        .arg(name)
+                        .limit(Duration::from_secs(120))
+                        .output()?;
+                }
+            }
+        }
+        Way::Direct => direct(settings, &iface, m)?,
+    }
+    Ok(())
+}
+
+/// Makes systemd-networkd read its files again: `networkctl reload` (and
+/// `reconfigure IFACE`), which needs D-Bus; without it, a restart of
+/// systemd-networkd (systemctl talks to systemd directly).
+fn networkd_reload(name: Option<&str>) -> Result<()> {
+    let limit = Duration::from_secs(60);
+    let reloaded = Run::new("networkctl")
+        .arg("reload")
+        .limit(limit)
+        .output()
+        .and_then(|_| match name {
+            Some(n) => Run::new("networkctl")
+                .args(["reconfigure", n])
+                .limit(limit)
+                .output()
+                .map(drop),
+            None => Ok(()),
+        });
+    if let Err(e) = reloaded {
+        log::info!("{e:#}; restarting systemd-networkd instead");
+        Run::new("systemctl")
+            .args(["restart", "systemd-networkd.service"])
+            .limit(Duration::from_secs(90))
+            .output()?;
+    }
+    Ok(())
+}
+
+/// `ip link set IFACE up`, once more after 2 s if it fails.
+fn link_up(name: &str) -> Result<()> {
+    let up = || {
+        Run::new("ip")
+            .args(["link", "set", name, "up"])
+            .limit(Duration::from_secs(30))
+            .output()
+    };
+    if up().is_ok() {
+        return Ok(());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    up().map(drop)
+}
+
+/// A secondary interface answers ARP only for its own addresses and
+/// accepts replies on any path.
+fn secondary_sysctls(settings: &Settings, name: &str) -> Result<()> {
+    let dir = settings.proc_dir.join("sys/net/ipv4/conf").join(name);
+    for (key, value) in [
+        ("arp_announce", "2"),
+        ("rp_filter", "0"),
+        ("arp_filter", "0"),
+    ] {
+        let path = dir.join(key);
+        fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `ip ARGS`, bounded.
+fn ip(args: &[&str]) -> Result<String> {
+    Run::new("ip")
+        .args(args)
+        .limit(Duration::from_secs(30))
+        .output()
+}
+
+/// Configures the interface ourselves: static addresses with `ip`, DHCP with
+/// `udhcpc` running with our script (`gandi-udhcpc`).
+fn direct(settings: &Settings, iface: &Iface, metric: u32) -> Result<()> {
+    let name = &iface.name;
+    for (addr, gw) in iface.v4.iter().chain(&iface.v6) {
+        let _ = ip(&["addr", "replace", addr, "dev", name]);
+        if let Some(g) = gw {
+            let family = if g.contains(':') { "-6" } else { "-4" };
+            ip(&[
+                family,
+                "route",
+                "replace",
+                "default",
+                "via",
+                g,
+                "dev",
+                name,
+                "metric",
+                &metric.to_string(),
+            ])?;
+        }
+    }
+    if iface.dhcp4 {
+        fs::create_dir_all(&settings.run_dir)?;
+        let script = run_dir_file(settings, "gandi-udhcpc");
+        let exe = std::env::current_exe().context("finding our own executable")?;
+        if fs::read_link(&script).ok().as_deref() != Some(exe.as_path()) {
+            let _ = fs::remove_file(&script);
+            std::os::unix::fs::symlink(&exe, &script)?;
+        }
+        let pid = run_dir_file(settings, &format!("udhcpc-{name}.pid"));
+        stop_udhcpc(&pid);
+        // Backgrounds itself once a lease is bound (or, with -b, after five
+        // tries) and renews the lease afterwards. Its output is not ours to
+        // wait for: it keeps running.
+        Run::new("udhcpc")
+            .args(["-i", name, "-b", "-t", "5", "-T", "3", "-p"])
+            .arg(&pid)
+            .arg("-s")
+            .arg(&script)
+            .env("GANDI_METRIC", metric.to_string())
+            .limit(Duration::from_secs(60))
+            .output()?;
+        log::info!("{name}: DHCP client started");
+    }
+    Ok(())
+}
+
+fn stop_udhcpc(pid_file: &Path) {
+    if let Some(pid) = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        && pid > 1
+        && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "udhcpc")
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let _ = fs::remove_file(pid_file);
+}
+
+/// The `udhcpc` script (our binary, through a link named `gandi-udhcpc`):
+/// applies a lease with `ip`, the default route with the interface's
+/// metric; resolvers are left to bootstrap.
+pub fn udhcpc_event(event: &str) -> Result<i32> {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let name = env("interface");
+    if !valid_iface(&name) {
+        bail!("udhcpc gave no valid interface");
+    }
+    match event {
+        "deconfig" => {
+            ip(&["-4", "addr", "flush", "dev", &name])?;
+        }
+        "bound" | "renew" => {
+            let lease = env("ip");
+            let mask = env("mask");
+            if lease.parse::<std::net::Ipv4Addr>().is_err()
+                || mask.parse::<u8>().map_or(true, |m| m > 32)
+            {
+                bail!("udhcpc gave a bad lease: ip={lease:?} mask={mask:?}");
+            }
+            ip(&["addr", "replace", &format!("{lease}/{mask}"), "dev", &name])?;
+            let metric = env("GANDI_METRIC");
+            let metric = if metric.is_empty() {
+                "1024".to_string()
+            } else {
+                metric
+            };
+            if let Some(router) = env("router").split_whitespace().next()
+                && router.parse::<std::net::Ipv4Addr>().is_ok()
+            {
+                ip(&[
+                    "-4", "route", "replace", "default", "via", router, "dev", &name, "metric",
+                    &metric,
+                ])?;
+            }
+            log::info!("{name}: DHCP lease {lease}/{mask}");
+        }
+        other => log::info!("{name}: DHCP {other}"),
+    }
+    Ok(0)
+}
+
+/// `gandi-vm iface --remove IFACE`: what `gandi-iface@IFACE` runs when it
+/// stops. Stops the interface's DHCP client of our own; when the NIC is
+/// gone (unplugged), also removes what was generated for it. A NIC still
+/// present keeps its files: the unit also stops at every shutdown, and
+/// removing them then would leave the next boot without the interface's
+/// configuration (and drop the admin's edits of it) until bootstrap
+/// writes it again, if it can.
+pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
+    if !valid_iface(name) {
+        bail!("{name:?} is not an interface name");
+    }
+    stop_udhcpc(&run_dir_file(settings, &format!("udhcpc-{name}.pid")));
+    // Asked of the kernel: /sys/class/net lists the interfaces of our
+    // network namespace.
+    let present = fs::symlink_metadata(settings.sys_dir.join("class/net").join(name)).is_ok();
+    if present {
+        log::info!("{name}: still present (a shutdown or a stop): its network files kept");
+        return Ok(0);
+    }
+    let tree = Tree::open(root)?;
+    let networkd_file = network::file_of(Stack::Networkd, name);
+    let had_networkd = tree.lstat(&networkd_file).is_ok();
+    let removed = {
+        let mut ledger = Ledger::load(&tree, &settings.state_dir);
+        let r = network::forget(&tree, &mut ledger, name)?;
+        ledger.save(&tree)?;
+        r
+    };
+    if removed {
+        log::info!("{name}: its network files removed");
+        if had_networkd && way(&tree) == Way::Networkd {
+            let _ = networkd_reload(None);
+        }
+    }
+    Ok(0)
+}
+
+// ---- multiqueue, through the ethtool ioctl
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_SCHANNELS: u32 = 0x3d;
+
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Channels {
+    cmd: u32,
+    pub max_rx: u32,
+    pub max_tx: u32,
+    pub max_other: u32,
+    pub max_combined: u32,
+    pub rx_count: u32,
+    pub tx_count: u32,
+    pub other_count: u32,
+    pub combined_count: u32,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+fn ethtool(name: &str, ch: &mut Channels) -> std::io::Result<()> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: (ch as *mut Channels).cast(),
+        _pad: [0; 16],
+    };
+    for (d, s) in req
+        .name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: nix and std have no SIOCETHTOOL wrapper (nix's ioctl macros
+    // would still need `unsafe` to call). The socket is ours; `req` is an
+    // `ifreq` whose name is NUL-terminated within IFNAMSIZ and whose data
+    // points at `ch`, an `ethtool_channels` that outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the interface's queues to `want` (combined when the driver has
+/// them, else rx and tx), capped by the driver's maximum. Returns the
+/// channels as set.
+pub fn set_queues(name: &str, want: u32) -> Result<Channels> {
+    let mut ch = Channels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    ethtool(name, &mut ch).with_context(|| format!("{name}: reading its channels"))?;
+    let mut set = ch;
+    set.cmd = ETHTOOL_SCHANNELS;
+    if ch.max_combined > 0 {
+        set.combined_count = want.min(ch.max_combined);
+    } else {
+        set.rx_count = want.min(ch.max_rx).max(ch.rx_count.min(1));
+        set.tx_count = want.min(ch.max_tx).max(ch.tx_count.min(1));
+    }
+    if (set.combined_count, set.rx_count, set.tx_count)
+        != (ch.combined_count, ch.rx_count, ch.tx_count)
+    {
+        ethtool(name, &mut set).with_context(|| format!("{name}: setting its channels"))?;
+    }
+    let mut now = Channels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    ethtool(name, &mut now).with_context(|| format!("{name}: reading its channels"))?;
+    Ok(now)
+}
+
+/// Virtio NICs get min(CPUs, 8) queues.
+fn multiqueue(settings: &Settings, name: &str) {
+    let driver = fs::read_link(
+        settings
+            .sys_dir
+            .join(format!("class/net/{name}/device/driver")),
+    )
+    .ok()
+    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if driver.as_deref() != Some("virtio_net") {
+        return;
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    match set_queues(name, cpus.min(8)) {
+        Ok(ch) => log::info!("{name}: {} queues", ch.combined_count.max(ch.rx_count)),
+        Err(e) => log::warn!("{e:#}"),
+    }
+}
+
+// ---- memory
+
+/// Onlines an added memory block that is offline, with the zone policy of
+/// `CONFIG_MEMORY_ONLINE` (`online`, or `online_movable`).
+pub fn memory_online(settings: &Settings, block: &str) -> Result<i32> {
+    if !block.starts_with("memory")
+        || !block[6..].chars().all(|c| c.is_ascii_digit())
+        || block.len() == 6
+    {
+        bail!("{block:?} is not a memory block");
+    }
+    let state = settings
+        .sys_dir
+        .join("devices/system/memory")
+        .join(block)
+        .join("state");
+    let now = fs::read_to_string(&state).with_context(|| format!("reading {}", state.display()))?;
+    if now.trim() != "offline" {
+        log::debug!("{block}: {} already", now.trim());
+        return Ok(0);
+    }
+    fs::write(&state, &settings.memory_online)
+        .with_context(|| format!("writing {} to {}", settings.memory_online, state.display()))?;
+    log::info!("{block}: {}", settings.memory_online);
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_layout() {
+        assert_eq!(std::mem::size_of::<Channels>(), 36);
+    }
+
+    #[test]
+    fn memory_blocks_are_onlined_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = dir.path().join("devices/system/memory/memory40");
+        fs::create_dir_all(&block).unwrap();
+        fs::write(block.join("state"), "offline\n").unwrap();
+        let mut s = Settings {
+            sys_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        memory_online(&s, "memory40").unwrap();
+        assert_eq!(fs::read_to_string(block.join("state")).unwrap(), "online");
+        s.memory_online = "online_movable".into();
+        fs::write(block.join("state"), "online\n").unwrap();
+        memory_online(&s, "memory40").unwrap();
+        assert_eq!(fs::read_to_string(block.join("state")).unwrap(), "online\n");
+        assert!(memory_online(&s, "memory../x").is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! Hot-plugged NICs, memory and queues (`iface`).
+//!
+//! May import: base, kernel, platform.
+
+pub mod iface;

@@ -1,0 +1,5 @@
+//! What support needs: the report (`report`).
+//!
+//! May import: base, kernel, disk.
+
+pub mod report;
