@@ -1,8 +1,13 @@
-//! `auto.gandi KEY` (autofs's program map) and `gandi-vm map KEY`.
+//! The map's verb: `/etc/auto.gandi KEY` (the program autofs runs) and
+//! `gandi-vm map KEY` both answer through [`run`]: the entry on standard
+//! output, exit 0; a refused key exits 2, no disk 1.
 
-use std::ffi::OsString;
+use crate::base::settings::Settings;
+use crate::disk::map;
+use std::ffi::{OsStr, OsString};
 
-/// The map run by autofs through a link named `auto.*`: `auto.gandi KEY`.
+/// The program map (`maps/main.rs`, installed as `/etc/auto.gandi`):
+/// `auto.gandi KEY`.
 pub fn main(mut args: Vec<OsString>) -> u8 {
     // autofs runs the map at every lookup: the settings' problems are said
     // by each stage and by `gandi-vm settings`, not at each lookup.
@@ -14,5 +19,39 @@ pub fn main(mut args: Vec<OsString>) -> u8 {
         return 2;
     }
     let key = args.swap_remove(1);
-    u8::try_from(crate::disk::map::run(&settings, &key)).unwrap_or(1)
+    u8::try_from(run(&settings, &key)).unwrap_or(1)
+}
+
+/// One lookup: the entry for `key` printed, and the exit code.
+pub fn run(settings: &Settings, key: &OsStr) -> i32 {
+    match map::lookup(settings, key) {
+        Ok(answer) => {
+            if let Some(w) = &answer.warning {
+                log::warn!("{w}");
+            }
+            log::info!(
+                "serving {} ({}) for {:?}",
+                answer.device.name,
+                answer.device.fs.fstype.as_deref().unwrap_or("?"),
+                key
+            );
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{}", answer.entry)
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                return 1;
+            }
+            0
+        }
+        Err(e @ map::MapError::BadKey(_)) => {
+            log::info!("{e}");
+            2
+        }
+        Err(e) => {
+            log::info!("{e}");
+            1
+        }
+    }
 }

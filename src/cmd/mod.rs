@@ -1,6 +1,6 @@
 //! The commands: one module per verb, each reading its arguments and
 //! calling the library; `main` finds the verb (or the name the program was
-//! run under: `auto.gandi`, `gandi-udhcpc`), loads the settings, starts
+//! run under: `gandi-udhcpc`), loads the settings, starts
 //! logging and maps the outcome to an exit code.
 //!
 //! May import: base, kernel, platform, disk, automount, hotplug, boot, support.
@@ -44,10 +44,8 @@ pub fn main(args: Vec<OsString>) -> u8 {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // The map and the DHCP script are run by name, with no subcommand.
-    if program.starts_with("auto.") {
-        return map::main(args);
-    }
+    // The DHCP client runs its script by name, with no subcommand (the
+    // map is a program of its own: `maps/main.rs`).
     if program == "gandi-udhcpc" {
         let Some(settings) = load(None, true) else {
             return 1;
@@ -102,7 +100,7 @@ pub fn load(root: Option<&Path>, report: bool) -> Option<Settings> {
 /// One verb.
 fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
     match cmd {
-        Cmd::Map { key } => Ok(crate::disk::map::run(settings, &key)),
+        Cmd::Map { key } => Ok(map::run(settings, &key)),
         Cmd::Disks { json } => disks::run(settings, json),
         Cmd::Settings => settings::run(settings),
         Cmd::Disk { command } => disk::run(settings, command),

@@ -1,4 +1,5 @@
-//! The autofs program map: `auto.gandi KEY` (or `gandi-vm map KEY`).
+//! The map's lookup: the checks of a key, the choice among candidates and
+//! the entry (printed by `cmd::map`).
 //!
 //! autofs runs it on every lookup of `ROOT/KEY` and waits for it with no
 //! time limit, so it reads only files that never wait on a disk (sysfs, the
@@ -284,40 +285,6 @@ pub fn served_key(devices: &[Device], dev: &Device, root: &Path) -> Option<Strin
                 && choose(devices, key, &root).is_ok_and(|(d, _)| d.name == dev.name)
         })
         .map(str::to_string)
-}
-
-/// The program map's entry point: prints the entry and returns the exit code.
-pub fn run(settings: &Settings, key: &OsStr) -> i32 {
-    match lookup(settings, key) {
-        Ok(answer) => {
-            if let Some(w) = &answer.warning {
-                log::warn!("{w}");
-            }
-            log::info!(
-                "serving {} ({}) for {:?}",
-                answer.device.name,
-                answer.device.fs.fstype.as_deref().unwrap_or("?"),
-                key
-            );
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            if writeln!(out, "{}", answer.entry)
-                .and_then(|_| out.flush())
-                .is_err()
-            {
-                return 1;
-            }
-            0
-        }
-        Err(e @ MapError::BadKey(_)) => {
-            log::info!("{e}");
-            2
-        }
-        Err(e) => {
-            log::info!("{e}");
-            1
-        }
-    }
 }
 
 #[cfg(test)]
