@@ -5,8 +5,8 @@
 //! what they changed; run twice, they change nothing.
 
 use crate::base::settings::{RawConfig, Settings};
+use crate::base::tree;
 use crate::base::tree::Change;
-use crate::base::util;
 use crate::kernel::views::parse_mountinfo;
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -198,7 +198,7 @@ pub fn set_setting(settings: &Settings, key: &str, value: &str) -> Result<(PathB
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o644)
     };
-    util::write_atomic(&path, new.as_bytes(), mode)?;
+    tree::write_atomic(&path, new.as_bytes(), mode)?;
     Ok((path, Change::Changed))
 }
 
@@ -266,7 +266,7 @@ fn write_map(
         return Ok(Change::Unchanged);
     }
     lines[entry.index] = new;
-    util::write_atomic(
+    tree::write_atomic(
         &settings.master_map,
         (lines.join("\n") + "\n").as_bytes(),
         0o644,

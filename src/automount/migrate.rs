@@ -106,7 +106,7 @@ pub fn run(settings: &Settings) -> Result<i32> {
     for path in ["/etc/default/gandi", "/etc/sysconfig/gandi"].map(Path::new) {
         if let Some((theirs, copy)) = admins_copy(settings, path) {
             if path.parent().is_some_and(Path::exists) {
-                crate::base::util::write_atomic(path, theirs.as_bytes(), 0o644)?;
+                crate::base::tree::write_atomic(path, theirs.as_bytes(), 0o644)?;
                 done.push(format!("{}: the admin's settings kept", path.display()));
             }
             applied(&copy)?;
@@ -116,7 +116,7 @@ pub fn run(settings: &Settings) -> Result<i32> {
     let sysctl = Path::new("/etc/gandi/sysctl.conf");
     if let Some((theirs, copy)) = admins_copy(settings, sysctl) {
         if theirs != ORIGINAL_SYSCTL {
-            crate::base::util::write_atomic(sysctl, theirs.as_bytes(), 0o644)?;
+            crate::base::tree::write_atomic(sysctl, theirs.as_bytes(), 0o644)?;
             done.push(format!(
                 "{}: the admin's edited file kept",
                 sysctl.display()
@@ -177,7 +177,7 @@ fn master_map(settings: &Settings) -> Result<Vec<String>> {
             .map(|s| with_suffix(path, s))
             .find_map(|p| fs::read_to_string(p).ok())
             .unwrap_or_else(|| OUR_MASTER_MAP.to_string());
-        crate::base::util::write_atomic(path, new.as_bytes(), 0o644)?;
+        crate::base::tree::write_atomic(path, new.as_bytes(), 0o644)?;
     }
     match master::find_entry(&theirs) {
         Some(entry) => {

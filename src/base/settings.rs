@@ -430,7 +430,7 @@ pub fn disabled(settings: &Settings) -> Option<String> {
         return Some(format!("{} exists", settings.disabled_file.display()));
     }
     let cmdline =
-        crate::base::util::read_small(&settings.proc_dir.join("cmdline")).unwrap_or_default();
+        crate::base::read::read_small(&settings.proc_dir.join("cmdline")).unwrap_or_default();
     cmdline
         .split_whitespace()
         .any(|w| w == DISABLED_WORD)
@@ -509,7 +509,7 @@ impl Settings {
     /// Reads the settings from one file.
     pub fn load_from(path: &Path) -> anyhow::Result<Settings> {
         use anyhow::Context;
-        let text = crate::base::util::read_text(path)
+        let text = crate::base::read::read_text(path)
             .with_context(|| format!("reading settings {}", path.display()))?;
         Ok(Settings::from_raw(
             &RawConfig::parse(&text),

@@ -196,7 +196,7 @@ pub fn utc(secs: u64) -> String {
 
 /// This boot's identity.
 pub fn boot_id(settings: &Settings) -> Option<String> {
-    crate::base::util::read_small(&settings.proc_dir.join("sys/kernel/random/boot_id"))
+    crate::base::read::read_small(&settings.proc_dir.join("sys/kernel/random/boot_id"))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
 }
@@ -354,7 +354,7 @@ pub fn read(settings: &Settings) -> BTreeMap<String, Stage> {
 /// there but cannot be used.
 pub fn read_checked(settings: &Settings) -> Result<BTreeMap<String, Stage>, String> {
     let p = path(settings);
-    match crate::base::util::read_state(&p, MAX_STATUS) {
+    match crate::base::read::read_state(&p, MAX_STATUS) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(format!("{}: {e}", p.display())),
         Ok(text) => {
@@ -471,7 +471,7 @@ pub fn show(settings: &Settings, opts: &ShowOptions) -> Result<i32> {
     let read_all = || {
         if opts.previous {
             let p = settings.state_dir.join("status.previous.json");
-            match crate::base::util::read_state(&p, MAX_STATUS) {
+            match crate::base::read::read_state(&p, MAX_STATUS) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
                 Err(e) => Err(format!("{}: {e}", p.display())),
                 Ok(text) => serde_json::from_slice(&text)

@@ -47,7 +47,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     let live = opts.root == Path::new("/");
     // Held until the stage ends (or its process dies).
     let _running = if live {
-        crate::base::util::FileLock::take(&lock_path(settings), true)
+        crate::base::lock::FileLock::take(&lock_path(settings), true)
             .map_err(|e| log::warn!("{e:#}: postboot will not wait for the plugins"))
             .ok()
             .flatten()
@@ -259,7 +259,7 @@ fn machine_number(t: &Tree) -> Result<u64> {
     if id.is_empty() {
         bail!("/etc/machine-id is empty: the spread would be the same on every VM");
     }
-    Ok(crate::base::util::fnv1a(id.as_bytes()))
+    Ok(crate::base::fingerprint::fnv1a(id.as_bytes()))
 }
 
 /// A `run-parts` job of the system crontab, as the distribution ships it.

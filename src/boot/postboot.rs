@@ -132,7 +132,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
                 }
             } else {
                 // After the config stage, the admin's plugins included.
-                let waited = crate::base::util::FileLock::take_for(
+                let waited = crate::base::lock::FileLock::take_for(
                     &crate::boot::config::lock_path(settings),
                     CONFIG_WAIT,
                 );
@@ -306,7 +306,7 @@ fn command_file(settings: &Settings, name: &str, text: &str) -> Result<PathBuf> 
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let file = dir.join(file_name);
-    crate::base::util::write_atomic(&file, format!("{text}\n").as_bytes(), 0o600)?;
+    crate::base::tree::write_atomic(&file, format!("{text}\n").as_bytes(), 0o600)?;
     Ok(file)
 }
 

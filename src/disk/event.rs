@@ -12,8 +12,8 @@
 
 use crate::base::glob::glob_match;
 use crate::base::hooks;
+use crate::base::lock;
 use crate::base::settings::Settings;
-use crate::base::util;
 use crate::disk::fsgrow;
 use crate::disk::fsstate::Marks;
 use crate::disk::map::served_key;
@@ -132,7 +132,7 @@ fn now() -> u64 {
 }
 
 /// An exclusive lock on one device, held while it is recorded and grown.
-pub struct DiskLock(#[allow(dead_code)] util::FileLock);
+pub struct DiskLock(#[allow(dead_code)] lock::FileLock);
 
 impl DiskLock {
     fn path(settings: &Settings, name: &str) -> PathBuf {
@@ -141,7 +141,7 @@ impl DiskLock {
 
     /// Waits for the lock when `wait`, else fails at once when it is held.
     pub fn take(settings: &Settings, name: &str, wait: bool) -> Result<Option<DiskLock>> {
-        Ok(util::FileLock::take(&Self::path(settings, name), wait)?.map(DiskLock))
+        Ok(lock::FileLock::take(&Self::path(settings, name), wait)?.map(DiskLock))
     }
 
     /// Waits for the lock at most `limit`.
@@ -150,7 +150,7 @@ impl DiskLock {
         name: &str,
         limit: std::time::Duration,
     ) -> Result<Option<DiskLock>> {
-        Ok(util::FileLock::take_for(&Self::path(settings, name), limit)?.map(DiskLock))
+        Ok(lock::FileLock::take_for(&Self::path(settings, name), limit)?.map(DiskLock))
     }
 }
 
@@ -159,7 +159,7 @@ impl DiskLock {
 /// again while its old device lives on, as a detached loop device does
 /// while a resize holds it) is grown by one process at a time. `None` for
 /// a filesystem without a usable UUID.
-fn fs_lock(settings: &Settings, uuid: Option<&str>) -> Result<Option<util::FileLock>> {
+fn fs_lock(settings: &Settings, uuid: Option<&str>) -> Result<Option<lock::FileLock>> {
     let Some(uuid) = uuid.filter(|u| {
         !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
     }) else {
@@ -169,7 +169,7 @@ fn fs_lock(settings: &Settings, uuid: Option<&str>) -> Result<Option<util::FileL
         .run_dir
         .join("locks")
         .join(format!("fs-{}.lock", uuid.to_ascii_lowercase()));
-    util::FileLock::take(&path, true)
+    lock::FileLock::take(&path, true)
 }
 
 /// Where the ext filesystem of `dev` (`fs`) is mounted through another
@@ -563,7 +563,7 @@ pub fn resume(settings: &Settings, name: &str) -> Result<i32> {
 fn requeue(name: &str) -> Result<()> {
     let unit = format!("gandi-disk@{}.service", unit_escape(name));
     let systemctl =
-        crate::base::util::find_program("systemctl").context("systemctl is not in PATH")?;
+        crate::base::runner::find_program("systemctl").context("systemctl is not in PATH")?;
     let timer = format!("gandi-disk-again-{}-{}", unit_escape(name), now());
     crate::base::runner::Run::new("systemd-run")
         .args([

@@ -8,8 +8,9 @@
 
 use crate::kernel::device::{DevNum, Device, FsInfo};
 
+use crate::base::read;
 use crate::base::settings::Settings;
-use crate::base::util;
+use crate::base::tree;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -193,7 +194,7 @@ pub fn read(settings: &Settings, name: &str) -> Option<Record> {
 /// garbage, another format).
 pub fn read_checked(settings: &Settings, name: &str) -> Result<Option<Record>, String> {
     let path = disks_dir(settings).join(format!("{name}.json"));
-    let text = match util::read_state(&path, 1 << 20) {
+    let text = match read::read_state(&path, 1 << 20) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -223,7 +224,7 @@ pub fn write(settings: &Settings, record: &Record) -> anyhow::Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut json = serde_json::to_vec_pretty(record)?;
     json.push(b'\n');
-    util::write_atomic(&path(settings, &record.name), &json, 0o644)?;
+    tree::write_atomic(&path(settings, &record.name), &json, 0o644)?;
     write_index(settings)
 }
 
@@ -421,7 +422,7 @@ pub fn index_path(settings: &Settings) -> PathBuf {
 /// every change in the index.
 pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
     let _lock =
-        crate::base::util::FileLock::take(&settings.run_dir.join("locks/index.lock"), true)?;
+        crate::base::lock::FileLock::take(&settings.run_dir.join("locks/index.lock"), true)?;
     let mut all: Vec<Record> = recorded_names(settings)
         .iter()
         .filter_map(|name| match read_checked(settings, name) {
@@ -439,20 +440,20 @@ pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
         text.push_str(&IndexEntry::from_record(r));
         text.push('\n');
     }
-    crate::base::util::write_atomic(&index_path(settings), text.as_bytes(), 0o644)
+    crate::base::tree::write_atomic(&index_path(settings), text.as_bytes(), 0o644)
 }
 
 /// The index's text; `None` when there is no index (nothing was recorded
 /// yet).
 pub fn read_index(settings: &Settings) -> Option<String> {
-    util::read_small(&index_path(settings))
+    read::read_small(&index_path(settings))
 }
 
 /// The lines of an index's text by device name, unparsed: a lookup parses
 /// only the lines of its candidates, one at a time ([`IndexEntry::parse`]).
 /// `None` when it is not an index of this format. A last line without its
 /// newline was cut short and is left out.
-pub fn index_lines(text: &str) -> Option<crate::base::util::FastMap<&str, &str>> {
+pub fn index_lines(text: &str) -> Option<std::collections::HashMap<&str, &str>> {
     let whole = match text.rfind('\n') {
         Some(end) => &text[..=end],
         None => return None,
@@ -503,7 +504,7 @@ pub fn released(settings: &Settings) -> HashMap<String, Option<u64>> {
     rd.filter_map(|e| {
         let e = e.ok()?;
         let name = e.file_name().into_string().ok()?;
-        let seq = util::read_state(&e.path(), 64)
+        let seq = read::read_state(&e.path(), 64)
             .ok()
             .and_then(|s| String::from_utf8(s).ok()?.trim().parse().ok());
         Some((name, seq))

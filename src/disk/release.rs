@@ -10,7 +10,7 @@
 
 use crate::base::hooks;
 use crate::base::settings::Settings;
-use crate::base::util;
+use crate::base::tree;
 use crate::disk::map;
 use crate::disk::records;
 use crate::disk::scan::Scan;
@@ -154,7 +154,7 @@ pub fn services(mount_point: &Path) -> Vec<String> {
 /// unit right below `/system.slice` (a user's own manager runs units of
 /// any name below `user.slice`: those are never a system service).
 pub fn unit_of(proc_dir: &Path, pid: u32) -> Option<String> {
-    let text = crate::base::util::read_small(&proc_dir.join(pid.to_string()).join("cgroup"))?;
+    let text = crate::base::read::read_small(&proc_dir.join(pid.to_string()).join("cgroup"))?;
     text.lines()
         .filter_map(|l| l.splitn(3, ':').nth(2))
         .find_map(|path| {
@@ -309,7 +309,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     fs::create_dir_all(mark.parent().unwrap_or(Path::new("/")))
         .with_context(|| format!("creating {}", records::released_dir(settings).display()))?;
     let seq = dev.diskseq.map(|s| s.to_string()).unwrap_or_default();
-    util::write_atomic(&mark, format!("{seq}\n").as_bytes(), 0o644)?;
+    tree::write_atomic(&mark, format!("{seq}\n").as_bytes(), 0o644)?;
     let dropped = records::drop_key_links(settings, &dev_path);
     // What a refusal takes back, and says it did.
     let undo = |why: String| -> anyhow::Error {

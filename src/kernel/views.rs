@@ -95,13 +95,13 @@ pub fn read_u64(path: &Path) -> Option<u64> {
     read_small(path)?.trim().parse().ok()
 }
 
-pub use crate::base::util::read_small;
+pub use crate::base::read::read_small;
 
 /// Reads a procfs file to its end, in large reads: procfs files have no
 /// size to ask for (as `fs::read_to_string` does, starting small), and may
 /// return less than asked before their end.
 pub fn read_proc(path: &Path) -> std::io::Result<String> {
-    crate::base::util::read_text(path)
+    crate::base::read::read_text(path)
 }
 
 pub fn list_names(dir: &Path) -> Vec<String> {

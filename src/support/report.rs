@@ -44,7 +44,7 @@ fn command(program: &str, args: &[&str]) -> Vec<u8> {
 /// A file of ours, when it is a regular file (bounded, without waiting);
 /// `None` when there is none, what went wrong when it cannot be read.
 fn file(path: &Path) -> Option<Vec<u8>> {
-    match crate::base::util::read_state(path, MAX_PART) {
+    match crate::base::read::read_state(path, MAX_PART) {
         Ok(data) => Some(data),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => Some(format!("# {} not read: {e}\n", path.display()).into_bytes()),
@@ -115,7 +115,7 @@ pub fn collect(settings: &Settings) -> Parts {
     let versions = format!(
         "gandi-vm {}\nkernel {}\n",
         env!("CARGO_PKG_VERSION"),
-        crate::base::util::read_small(&settings.proc_dir.join("sys/kernel/osrelease"))
+        crate::base::read::read_small(&settings.proc_dir.join("sys/kernel/osrelease"))
             .unwrap_or_default()
             .trim()
     );
@@ -271,7 +271,7 @@ pub fn write(settings: &Settings, output: &Path) -> Result<Vec<String>> {
     let gz = gz.finish().context("compressing the report")?;
     // Root-only from the start; put in place atomically (a link planted
     // at the output's name is replaced, never followed).
-    crate::base::util::write_atomic(output, &gz, 0o600)
+    crate::base::tree::write_atomic(output, &gz, 0o600)
         .with_context(|| format!("writing {}", output.display()))?;
     Ok(parts.into_iter().map(|(n, _)| n).collect())
 }
