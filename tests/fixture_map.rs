@@ -2,8 +2,8 @@
 //! and udev database under a temp dir.
 
 use gandi_vm::base::settings::{RawConfig, Settings};
+use gandi_vm::disk::index;
 use gandi_vm::disk::map::{MapError, lookup};
-use gandi_vm::disk::records;
 use gandi_vm::disk::scan::Scan;
 use gandi_vm::kernel::device::{Exclusion, MetaSource};
 use std::ffi::OsStr;
@@ -127,7 +127,7 @@ impl Tree {
         let name: serde_json::Value = serde_json::from_str(json).unwrap();
         let name = name["name"].as_str().unwrap();
         fs::write(self.p(&format!("run/disks/{name}.json")), json).unwrap();
-        records::write_index(settings).unwrap();
+        index::write_index(settings).unwrap();
     }
 
     /// udev's database entry.
@@ -503,10 +503,10 @@ fn entries_name_a_key_link_that_a_release_removes() {
     assert!(!location.contains(' '));
     assert_eq!(fs::read_link(&location).unwrap(), t.p("dev/vdb"));
     // Dropped for the device: the kept answer mounts nothing.
-    let dropped = gandi_vm::disk::records::drop_key_links(&s, &t.p("dev/vdb"));
+    let dropped = gandi_vm::disk::keylinks::drop_key_links(&s, &t.p("dev/vdb"));
     assert_eq!(dropped.len(), 1);
     assert!(fs::symlink_metadata(&location).is_err());
-    gandi_vm::disk::records::restore_key_links(&dropped, &t.p("dev/vdb"));
+    gandi_vm::disk::keylinks::restore_key_links(&dropped, &t.p("dev/vdb"));
     assert_eq!(fs::read_link(&location).unwrap(), t.p("dev/vdb"));
 }
 

@@ -16,9 +16,11 @@ use crate::base::lock;
 use crate::base::settings::Settings;
 use crate::disk::fsgrow;
 use crate::disk::fsstate::Marks;
+use crate::disk::index;
 use crate::disk::map::served_key;
 use crate::disk::records::{self, Grow, Record, RecordState};
 use crate::disk::scan::Scan;
+use crate::disk::store;
 use crate::kernel::device::{DevNum, Exclusion, FsInfo};
 use crate::kernel::views::unescape_hex;
 use anyhow::{Context, Result, anyhow, bail};
@@ -200,7 +202,7 @@ fn forget_on_event(settings: &Settings, name: &str) -> Result<()> {
     if lock.is_none() {
         log::warn!("{name}: its grower still works on it: forgotten anyway");
     }
-    records::forget(settings, name)
+    store::forget(settings, name)
 }
 
 /// Whether the candidate globs cover `name`.
@@ -295,7 +297,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
             if serviceable && let Some(pid) = hand_off(settings, &event.name)? {
                 record.watcher = Some(pid);
             }
-            records::write(settings, &record)?;
+            store::write(settings, &record)?;
         }
         None => {
             log::info!("{}: being grown; the grower records it", event.name);
@@ -315,17 +317,17 @@ fn adopt_others(settings: &Settings, name: &str) {
     if settings.systemd_dir.is_dir() {
         return;
     }
-    let Some(text) = records::read_index(settings) else {
+    let Some(text) = index::read_index(settings) else {
         return;
     };
-    let Some(lines) = records::index_lines(&text) else {
+    let Some(lines) = index::index_lines(&text) else {
         return;
     };
     let mut left: Vec<&str> = lines
         .iter()
         .filter(|(n, _)| **n != name)
         .filter_map(|(n, line)| {
-            let entry = records::IndexEntry::parse(line)?;
+            let entry = index::IndexEntry::parse(line)?;
             entry.fs_and_check().growth_left.then_some(*n)
         })
         .collect();
@@ -429,7 +431,7 @@ fn mark_resumed(settings: &Settings, name: &str, why: &str) -> Result<Resume> {
             "its growth was started again {MAX_RESUMES} times and stopped again ({why}): not \
              started again until its next attach or `gandi-vm disk-event change {name}`"
         ));
-        records::write(settings, &record)?;
+        store::write(settings, &record)?;
         log::error!("{name}: its growth was started again {MAX_RESUMES} times: given up");
         return Ok(Resume::Spent);
     }
@@ -437,7 +439,7 @@ fn mark_resumed(settings: &Settings, name: &str, why: &str) -> Result<Resume> {
     record.state = RecordState::Pending;
     record.watcher = Some(std::process::id());
     record.note = Some(format!("{why}: growth resumed"));
-    records::write(settings, &record)?;
+    store::write(settings, &record)?;
     Ok(Resume::Again)
 }
 
@@ -547,7 +549,7 @@ pub fn resume(settings: &Settings, name: &str) -> Result<i32> {
         // The unit's own processes are gone: no watcher of this one.
         if let Some(mut record) = records::read(settings, name) {
             record.watcher = None;
-            records::write(settings, &record)?;
+            store::write(settings, &record)?;
         }
         requeue(name)?;
         log::info!("{name}: growth resumed after its unit ended");
@@ -631,7 +633,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
         let scan = Scan::new(settings)?;
         let Some(mut dev) = scan.describe(&[name.to_string()]).pop() else {
             log::info!("{name}: gone");
-            records::forget(settings, name)?;
+            store::forget(settings, name)?;
             return Ok(0);
         };
         let dev_path = scan.dev_path(name);
@@ -696,7 +698,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
                     record.note = Some(format!(
                         "its filesystem is mounted through {other}: grown once that is unmounted"
                     ));
-                    records::write(settings, &record)?;
+                    store::write(settings, &record)?;
                     return finish(settings, &scan, &dev, &record, previous.as_ref(), code);
                 }
                 if !fsgrow::needs_work(&dev_path, &fstype, dev.size, mounted_now, &marks)
@@ -705,7 +707,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
                     // Fits already (an event that changed nothing): the
                     // disk is never marked, so never refused, for it.
                     record.updated = now();
-                    records::write(settings, &record)?;
+                    store::write(settings, &record)?;
                     return finish(settings, &scan, &dev, &record, previous.as_ref(), code);
                 }
                 // Marked first: from now on the map refuses the disk, so no
@@ -714,7 +716,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
                 record.state = RecordState::Growing;
                 record.grower = Some(std::process::id());
                 record.watcher = watcher;
-                records::write(settings, &record)?;
+                store::write(settings, &record)?;
                 record.grower = None;
                 let mounts = Scan::new(settings)?
                     .describe(&[name.to_string()])
@@ -765,7 +767,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
                         record.watcher = watcher;
                         record.note = Some(format!("its tool was killed ({e:#}): growth resumed"));
                         record.updated = now();
-                        records::write(settings, &record)?;
+                        store::write(settings, &record)?;
                         continue;
                     }
                     Err(e) => {
@@ -781,7 +783,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
             record.resumes = 0;
         }
         record.updated = now();
-        records::write(settings, &record)?;
+        store::write(settings, &record)?;
 
         // Changed while we worked (resized again, reattached)? Once more.
         let again = Scan::new(settings)?.describe(&[name.to_string()]).pop();
@@ -805,7 +807,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
         record.watcher = None;
         record.note = Some("its growth kept being cut short: given up until its next event".into());
         record.updated = now();
-        records::write(settings, &record)?;
+        store::write(settings, &record)?;
         log::error!("{name}: its growth kept being cut short: given up");
     }
     Ok(1)
@@ -838,7 +840,7 @@ fn finish(
     // Marked first: a hook cut short is not run again for this attach.
     let mut marked = record.clone();
     marked.announced = Some(key);
-    records::write(settings, &marked)?;
+    store::write(settings, &marked)?;
     hooks::run(
         settings,
         "post-disk-attach",

@@ -14,7 +14,7 @@
 //! and the status is non-zero.
 
 use crate::base::settings::Settings;
-use crate::disk::records;
+use crate::disk::keylinks;
 use crate::disk::scan::Scan;
 use crate::kernel::device::Device;
 use std::ffi::OsStr;
@@ -172,7 +172,7 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     // autofs keeps the answer for the key, and a release or a detach
     // removes the link, so a kept answer can never mount the disk again
     // (nor another disk that takes the same name later).
-    let link = records::set_key_link(settings, key, &dev_path);
+    let link = keylinks::set_key_link(settings, key, &dev_path);
     // Released, or detached and another disk attached under its name,
     // since it was described? A release writes its mark and then drops the
     // key links: with the link made, one more look closes the window (an

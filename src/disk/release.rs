@@ -11,9 +11,11 @@
 use crate::base::hooks;
 use crate::base::settings::Settings;
 use crate::base::tree;
+use crate::disk::keylinks;
 use crate::disk::map;
 use crate::disk::records;
 use crate::disk::scan::Scan;
+use crate::disk::store;
 use crate::kernel::device::{Device, Exclusion};
 use anyhow::{Context, Result, bail};
 use std::ffi::OsStr;
@@ -310,11 +312,11 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
         .with_context(|| format!("creating {}", records::released_dir(settings).display()))?;
     let seq = dev.diskseq.map(|s| s.to_string()).unwrap_or_default();
     tree::write_atomic(&mark, format!("{seq}\n").as_bytes(), 0o644)?;
-    let dropped = records::drop_key_links(settings, &dev_path);
+    let dropped = keylinks::drop_key_links(settings, &dev_path);
     // What a refusal takes back, and says it did.
     let undo = |why: String| -> anyhow::Error {
         let _ = fs::remove_file(&mark);
-        records::restore_key_links(&dropped, &dev_path);
+        keylinks::restore_key_links(&dropped, &dev_path);
         let mut undone = vec!["took back the release mark".to_string()];
         undone.extend(start_again(&stopped));
         let hook_note = match &hook {
@@ -375,11 +377,11 @@ fn release_gone(settings: &Settings, scan: &Scan, gone: &Device) -> Result<i32> 
     }
     // Its key links, and its record when it describes the disk that is no
     // more (udev's remove event may have dropped it already).
-    records::drop_key_links(settings, &dev_path);
+    keylinks::drop_key_links(settings, &dev_path);
     if records::read(settings, &gone.name)
         .is_some_and(|r| crate::kernel::device::DevNum::parse(&r.devnum) == Some(gone.devnum))
     {
-        records::forget(settings, &gone.name)?;
+        store::forget(settings, &gone.name)?;
     }
     crate::base::out::line(&format!("released {}: nothing of it is left", gone.name));
     Ok(0)

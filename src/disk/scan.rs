@@ -13,6 +13,7 @@
 
 use crate::base::glob::glob_match;
 use crate::base::settings::Settings;
+use crate::disk::index;
 use crate::disk::records;
 use crate::kernel::blkid::probe;
 use crate::kernel::device::{DevNum, Device, Exclusion, FsInfo, MetaSource, sort_kernel_order};
@@ -53,7 +54,7 @@ pub struct Scan<'a> {
     /// may describe an earlier attach or content, so they are not used.
     udev_alive: OnceCell<bool>,
     /// Index entries kept by `quick_match` for the devices it returned.
-    indexed: RefCell<HashMap<String, records::Indexed>>,
+    indexed: RefCell<HashMap<String, index::Indexed>>,
 }
 
 impl<'a> Scan<'a> {
@@ -159,8 +160,8 @@ impl<'a> Scan<'a> {
         &self,
         wanted: impl Fn(&str, Option<&str>, Option<&str>) -> bool,
     ) -> Vec<String> {
-        let text = records::read_index(self.settings).unwrap_or_default();
-        let lines = records::index_lines(&text).unwrap_or_default();
+        let text = index::read_index(self.settings).unwrap_or_default();
+        let lines = index::index_lines(&text).unwrap_or_default();
         let mut kept = self.indexed.borrow_mut();
         let mut found: Vec<String> = self
             .candidates()
@@ -169,7 +170,7 @@ impl<'a> Scan<'a> {
                 // Parsed one at a time: nothing kept but what matched.
                 let indexed = lines
                     .get(name)
-                    .and_then(|line| records::IndexEntry::parse(line))
+                    .and_then(|line| index::IndexEntry::parse(line))
                     .filter(|r| {
                         r.name == name
                             && r.size / 1024 == entry.kib

@@ -1,4 +1,6 @@
-use super::*;
+use crate::disk::index::*;
+use crate::disk::records::*;
+use crate::kernel::device::FsInfo;
 
 fn record(name: &str, label: Option<&str>) -> Record {
     Record {
