@@ -164,7 +164,7 @@ impl Stage {
 }
 
 /// Seconds since the epoch, now.
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -14,13 +14,13 @@ pub fn run(
         bail!("{name:?} is not a kernel device name");
     }
     if resume {
-        crate::disk::event::resume(settings, name)
+        crate::disk::supervise::resume(settings, name)
     } else if adopt {
-        crate::disk::event::adopt(settings, name)
+        crate::disk::supervise::adopt(settings, name)
     } else if worker {
         let watcher = std::os::unix::process::parent_id();
-        crate::disk::event::grow_disk(settings, name, Some(watcher))
+        crate::disk::growjob::grow_disk(settings, name, Some(watcher))
     } else {
-        crate::disk::event::grow_supervised(settings, name)
+        crate::disk::supervise::grow_supervised(settings, name)
     }
 }

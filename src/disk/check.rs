@@ -6,8 +6,9 @@
 use crate::base::out;
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
-use crate::disk::event::{self, DiskLock};
+use crate::disk::disklock::DiskLock;
 use crate::disk::fsstate::Marks;
+use crate::disk::growjob;
 use crate::disk::map;
 use crate::disk::scan::Scan;
 use crate::kernel::device::{Device, Exclusion};
@@ -90,13 +91,13 @@ pub fn run(settings: &Settings, key: &str) -> Result<i32> {
             out::line(&format!("{} ({fstype}) checks clean", dev.name));
             // A resize cut short is completed, the record written again.
             if marks.interrupted().is_some() || dev.excluded.is_some() {
-                event::grow_disk(settings, &dev.name, None)?;
+                growjob::grow_disk(settings, &dev.name, None)?;
             }
             Ok(0)
         }
         Err(why) => {
             marks.set_damaged(&why)?;
-            event::grow_disk(settings, &dev.name, None)?;
+            growjob::grow_disk(settings, &dev.name, None)?;
             out::line(&format!("{}: {why}; the map refuses it", dev.name));
             Ok(1)
         }

@@ -7,9 +7,12 @@
 
 pub mod adopt;
 pub mod check;
+pub mod disklock;
 pub mod event;
 pub mod fsgrow;
 pub mod fsstate;
+pub mod growjob;
+pub mod handoff;
 pub mod index;
 pub mod keylinks;
 pub mod map;
@@ -18,3 +21,4 @@ pub mod release;
 pub mod rootgrow;
 pub mod scan;
 pub mod store;
+pub mod supervise;

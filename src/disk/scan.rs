@@ -92,6 +92,17 @@ impl<'a> Scan<'a> {
         })
     }
 
+    /// Where `dev` is mounted now: the mount table read again, not the
+    /// one this scan read first (a mount may have landed since).
+    pub fn mounts_now(&self, dev: &Device) -> Vec<PathBuf> {
+        let path = self.settings.proc_dir.join("self/mountinfo");
+        let now = parse_mountinfo(&read_proc(&path).unwrap_or_default());
+        mounts_of(&now, dev.devnum, &dev.name, &self.settings.sys_dir)
+            .into_iter()
+            .map(|m| m.mount_point.clone())
+            .collect()
+    }
+
     fn swaps(&self) -> &HashSet<DevNum> {
         self.swaps.get_or_init(|| read_swaps(self.settings))
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::disk::handoff::unit_escape;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
