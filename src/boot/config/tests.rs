@@ -1,3 +1,5 @@
+use super::cron::{cron_fields, cron_line};
+use super::timezone::valid_zone;
 use super::*;
 
 /// The original's answers and ours, for the kernel command lines the
