@@ -133,7 +133,7 @@ fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
             timeout,
         } => status::run(
             settings,
-            &crate::base::status::ShowOptions {
+            &status::ShowOptions {
                 json,
                 previous,
                 wait: wait.then(|| std::time::Duration::from_secs(timeout)),
