@@ -4,5 +4,5 @@ use crate::base::settings::Settings;
 use anyhow::Result;
 
 pub fn run(settings: &Settings, block: &str) -> Result<i32> {
-    crate::hotplug::iface::memory_online(settings, block)
+    crate::hotplug::memory::memory_online(settings, block)
 }

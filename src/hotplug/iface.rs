@@ -1,5 +1,5 @@
 //! Hot-plugged network interfaces: `gandi-vm iface IFACE` (what
-//! `gandi-iface@IFACE.service` runs), and memory blocks.
+//! `gandi-iface@IFACE.service` runs) and the DHCP client's script.
 //!
 //! A NIC gets its link up; unless it is in `CONFIG_NODHCP` (the admin's,
 //! e.g. a private VLAN), it gets its addresses through the system's own
@@ -13,12 +13,12 @@ use crate::base::hooks;
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
 use crate::base::tree::Tree;
+use crate::hotplug::queues::multiqueue;
 use crate::platform::config::{self, Config};
 use crate::platform::ledger::Ledger;
 use crate::platform::network::{self, Applied, Iface, Stack, valid_iface};
 use anyhow::{Context, Result, bail};
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -360,139 +360,6 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
 }
 
 // ---- multiqueue, through the ethtool ioctl
-
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
-const ETHTOOL_GCHANNELS: u32 = 0x3c;
-const ETHTOOL_SCHANNELS: u32 = 0x3d;
-
-#[repr(C)]
-#[derive(Default, Debug, Clone, Copy)]
-pub struct Channels {
-    cmd: u32,
-    pub max_rx: u32,
-    pub max_tx: u32,
-    pub max_other: u32,
-    pub max_combined: u32,
-    pub rx_count: u32,
-    pub tx_count: u32,
-    pub other_count: u32,
-    pub combined_count: u32,
-}
-
-#[repr(C)]
-struct IfReq {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    data: *mut libc::c_void,
-    _pad: [u8; 16],
-}
-
-fn ethtool(name: &str, ch: &mut Channels) -> std::io::Result<()> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        data: (ch as *mut Channels).cast(),
-        _pad: [0; 16],
-    };
-    for (d, s) in req
-        .name
-        .iter_mut()
-        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
-    {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: nix and std have no SIOCETHTOOL wrapper (nix's ioctl macros
-    // would still need `unsafe` to call). The socket is ours; `req` is an
-    // `ifreq` whose name is NUL-terminated within IFNAMSIZ and whose data
-    // points at `ch`, an `ethtool_channels` that outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Sets the interface's queues to `want` (combined when the driver has
-/// them, else rx and tx), capped by the driver's maximum. Returns the
-/// channels as set.
-pub fn set_queues(name: &str, want: u32) -> Result<Channels> {
-    let mut ch = Channels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
-    };
-    ethtool(name, &mut ch).with_context(|| format!("{name}: reading its channels"))?;
-    let mut set = ch;
-    set.cmd = ETHTOOL_SCHANNELS;
-    if ch.max_combined > 0 {
-        set.combined_count = want.min(ch.max_combined);
-    } else {
-        set.rx_count = want.min(ch.max_rx).max(ch.rx_count.min(1));
-        set.tx_count = want.min(ch.max_tx).max(ch.tx_count.min(1));
-    }
-    if (set.combined_count, set.rx_count, set.tx_count)
-        != (ch.combined_count, ch.rx_count, ch.tx_count)
-    {
-        ethtool(name, &mut set).with_context(|| format!("{name}: setting its channels"))?;
-    }
-    let mut now = Channels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
-    };
-    ethtool(name, &mut now).with_context(|| format!("{name}: reading its channels"))?;
-    Ok(now)
-}
-
-/// Virtio NICs get min(CPUs, 8) queues.
-fn multiqueue(settings: &Settings, name: &str) {
-    let driver = fs::read_link(
-        settings
-            .sys_dir
-            .join(format!("class/net/{name}/device/driver")),
-    )
-    .ok()
-    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    if driver.as_deref() != Some("virtio_net") {
-        return;
-    }
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    match set_queues(name, cpus.min(8)) {
-        Ok(ch) => log::info!("{name}: {} queues", ch.combined_count.max(ch.rx_count)),
-        Err(e) => log::warn!("{e:#}"),
-    }
-}
-
-// ---- memory
-
-/// Onlines an added memory block that is offline, with the zone policy of
-/// `CONFIG_MEMORY_ONLINE` (`online`, or `online_movable`).
-pub fn memory_online(settings: &Settings, block: &str) -> Result<i32> {
-    if !block.starts_with("memory")
-        || !block[6..].chars().all(|c| c.is_ascii_digit())
-        || block.len() == 6
-    {
-        bail!("{block:?} is not a memory block");
-    }
-    let state = settings
-        .sys_dir
-        .join("devices/system/memory")
-        .join(block)
-        .join("state");
-    let now = fs::read_to_string(&state).with_context(|| format!("reading {}", state.display()))?;
-    if now.trim() != "offline" {
-        log::debug!("{block}: {} already", now.trim());
-        return Ok(0);
-    }
-    fs::write(&state, &settings.memory_online)
-        .with_context(|| format!("writing {} to {}", settings.memory_online, state.display()))?;
-    log::info!("{block}: {}", settings.memory_online);
-    Ok(0)
-}
 
 #[cfg(test)]
 mod tests;

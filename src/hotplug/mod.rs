@@ -1,5 +1,8 @@
-//! Hot-plugged NICs, memory and queues (`iface`).
+//! Hot-plugged NICs (`iface`), their queues (`queues`) and memory blocks
+//! (`memory`).
 //!
 //! May import: base, kernel, platform.
 
 pub mod iface;
+pub mod memory;
+pub mod queues;

@@ -1,4 +1,6 @@
 use super::*;
+use crate::hotplug::memory::memory_online;
+use crate::hotplug::queues::Channels;
 
 #[test]
 fn channels_layout() {
