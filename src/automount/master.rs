@@ -307,8 +307,46 @@ pub fn carry_entry(settings: &Settings, theirs: &Entry) -> Result<Vec<String>> {
     Ok(changes)
 }
 
-/// `gandi-vm mount-root PATH [--force]`.
-pub fn mount_root(settings: &Settings, path: &Path, force: bool) -> Result<i32> {
+/// What an edit of the automount setup did, for the verb to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// What the admin should know first (another map owns the root, autofs
+    /// missing).
+    pub notes: Vec<String>,
+    pub result: EditResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditResult {
+    /// Nothing to change: the setup already says so (why, in words).
+    Unchanged(String),
+    /// Each change made, and what the reload of autofs said.
+    Changed {
+        changes: Vec<String>,
+        reload: String,
+    },
+}
+
+impl Edit {
+    fn of(changes: Vec<String>, unchanged: String, settings: &Settings) -> Result<Edit> {
+        let result = if changes.is_empty() {
+            EditResult::Unchanged(unchanged)
+        } else {
+            EditResult::Changed {
+                changes,
+                reload: reload_autofs(settings)?,
+            }
+        };
+        Ok(Edit {
+            notes: Vec::new(),
+            result,
+        })
+    }
+}
+
+/// `gandi-vm mount-root PATH [--force]`: the master map's root moved, the
+/// setting with it, the folder made.
+pub fn mount_root(settings: &Settings, path: &Path, force: bool) -> Result<Edit> {
     let new_root = check_root(settings, path)?;
     let (text, entry) = read_map(settings)?;
     let old_root = entry.root.clone();
@@ -354,22 +392,16 @@ pub fn mount_root(settings: &Settings, path: &Path, force: bool) -> Result<i32> 
             .with_context(|| format!("creating {}", new_root.display()))?;
         changes.push(format!("created {}", new_root.display()));
     }
-    if changes.is_empty() {
-        crate::base::out::line(&format!(
-            "nothing to change: the mount root is {}",
-            new_root.display()
-        ));
-        return Ok(0);
-    }
-    for c in &changes {
-        crate::base::out::line(c);
-    }
-    crate::base::out::line(&reload_autofs(settings)?);
-    Ok(0)
+    let unchanged = format!(
+        "nothing to change: the mount root is {}",
+        new_root.display()
+    );
+    Edit::of(changes, unchanged, settings)
 }
 
-/// `gandi-vm automount enable|disable`.
-pub fn automount(settings: &Settings, enable: bool) -> Result<i32> {
+/// `gandi-vm automount enable|disable`: our master map entry and
+/// `CONFIG_ALLOW_MOUNT` set together.
+pub fn automount(settings: &Settings, enable: bool) -> Result<Edit> {
     let (text, entry) = read_map(settings)?;
     let mut changes = Vec::new();
     if write_map(settings, &text, &entry, &entry.root, !enable)? == Change::Changed {
@@ -392,45 +424,42 @@ pub fn automount(settings: &Settings, enable: bool) -> Result<i32> {
             if enable { 1 } else { 0 }
         ));
     }
-    if changes.is_empty() {
-        crate::base::out::line(&format!(
-            "nothing to change: automounting is {}",
-            if enable { "on" } else { "off" }
-        ));
-        return Ok(0);
-    }
-    for c in &changes {
-        crate::base::out::line(c);
-    }
-    crate::base::out::line(&reload_autofs(settings)?);
-    Ok(0)
+    let unchanged = format!(
+        "nothing to change: automounting is {}",
+        if enable { "on" } else { "off" }
+    );
+    Edit::of(changes, unchanged, settings)
 }
 
 /// `gandi-vm automount auto`: the original's install-time choice. When
 /// another autofs map owns our root, ours is turned off (and the admin told
 /// how to move it); otherwise it is turned on.
-pub fn automount_auto(settings: &Settings) -> Result<i32> {
+pub fn automount_auto(settings: &Settings) -> Result<Edit> {
     let (_, entry) = read_map(settings)?;
     let clash = other_roots(settings)
         .into_iter()
         .find(|o| entry.root.starts_with(o) || o.starts_with(&entry.root));
     if let Some(other) = clash {
-        crate::base::out::line(&format!(
-            "another autofs map owns {}: gandi-vm leaves it alone; move ours with              `gandi-vm mount-root PATH` and turn it on with `gandi-vm automount enable`",
+        let mut edit = automount(settings, false)?;
+        edit.notes.push(format!(
+            "another autofs map owns {}: gandi-vm leaves it alone; move ours with \
+             `gandi-vm mount-root PATH` and turn it on with `gandi-vm automount enable`",
             other.display()
         ));
-        return automount(settings, false);
+        return Ok(edit);
     }
     let has_automount = ["/usr/sbin/automount", "/sbin/automount"]
         .iter()
         .any(|p| Path::new(p).exists());
+    let mut edit = automount(settings, true)?;
     if !has_automount {
-        crate::base::out::line(&format!(
-            "autofs is not installed: data disks are recorded and grown, and served under {} once autofs is installed",
+        edit.notes.push(format!(
+            "autofs is not installed: data disks are recorded and grown, and served under {} \
+             once autofs is installed",
             entry.root.display()
         ));
     }
-    automount(settings, true)
+    Ok(edit)
 }
 
 #[cfg(test)]

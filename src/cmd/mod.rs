@@ -19,7 +19,6 @@ pub mod map;
 mod memory_online;
 mod migrate_original;
 mod mount;
-mod mount_root;
 mod postboot;
 mod queues;
 mod report;
@@ -117,7 +116,7 @@ fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
             kernel_release,
         } => bootstrap::run(settings, root, device, kernel_release),
         Cmd::Validate { file } => validate::run(&file),
-        Cmd::MountRoot { path, force } => mount_root::run(settings, &path, force),
+        Cmd::MountRoot { path, force } => automount::mount_root(settings, &path, force),
         Cmd::Automount { action } => automount::run(settings, &action),
         Cmd::Iface { name, remove, root } => iface::run(settings, &name, remove, &root),
         Cmd::MigrateOriginal => migrate_original::run(settings),
