@@ -11,31 +11,13 @@ use crate::disk::fsstate::Marks;
 use crate::disk::growjob;
 use crate::disk::map;
 use crate::disk::scan::Scan;
-use crate::kernel::device::{Device, Exclusion};
+use crate::kernel::device::Exclusion;
 use anyhow::{Result, bail};
 use std::ffi::OsStr;
 use std::time::Duration;
 
 /// How long a repair may run (a large filesystem takes long).
 const REPAIR_LIMIT: Duration = Duration::from_secs(4 * 3600);
-
-/// The device for `key`, served or not (a damaged one is what we look for).
-pub fn find<'d>(devices: &'d [Device], key: &str, root: &str) -> Result<&'d Device> {
-    match map::choose(devices, key, root) {
-        Ok((dev, _)) => Ok(dev),
-        Err(err) => devices
-            .iter()
-            .find(|d| {
-                d.name == key
-                    || d.fs.label.as_deref() == Some(key)
-                    || d.fs
-                        .uuid
-                        .as_deref()
-                        .is_some_and(|u| u.eq_ignore_ascii_case(key))
-            })
-            .ok_or_else(|| err.into()),
-    }
-}
 
 /// `gandi-vm disk check KEY`. Returns 0 when the filesystem checks clean
 /// (repaired or not), 1 when errors remain.
@@ -44,7 +26,8 @@ pub fn run(settings: &Settings, key: &str) -> Result<i32> {
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
     let root = settings.disk_root.display().to_string();
-    let dev = find(&devices, key, &root)?.clone();
+    // Served or not: a damaged one is what we look for.
+    let dev = map::find_for_admin(&devices, key, &root, |_| true)?.clone();
     if let Some(at) = dev.mounts.first() {
         bail!(
             "{} is mounted at {}: release it first (gandi-vm disk release {key})",

@@ -109,9 +109,7 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     // devices it does not know, udev's entries; then read in full, and
     // check, only the devices that matched and those nothing knows yet
     // (probed, bounded).
-    let wanted = scan.quick_match(|name, label, uuid| {
-        name == key || label == Some(key) || uuid.is_some_and(|u| u.eq_ignore_ascii_case(key))
-    });
+    let wanted = scan.quick_match(|name, label, uuid| answers_to(key, name, label, uuid));
     let devices = scan.describe(&wanted);
     // A growth its grower left undone (killed, without systemd to start it
     // again): started again, without waiting.
@@ -212,6 +210,64 @@ fn gone_at(scan: &Scan, settings: &Settings, key: &str) -> Option<MapError> {
         })
 }
 
+/// The ways a key names a disk, in the order a lookup tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    Label,
+    Name,
+    Uuid,
+}
+
+impl Spelling {
+    pub const TIERS: [Spelling; 3] = [Spelling::Label, Spelling::Name, Spelling::Uuid];
+
+    /// Whether `key` names, this way, the disk of this kernel name, label
+    /// and UUID (a UUID in any case).
+    pub fn names(self, key: &str, name: &str, label: Option<&str>, uuid: Option<&str>) -> bool {
+        match self {
+            Spelling::Label => label == Some(key),
+            Spelling::Name => name == key,
+            Spelling::Uuid => uuid.is_some_and(|u| u.eq_ignore_ascii_case(key)),
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Spelling::Label => "label",
+            Spelling::Name => "name",
+            Spelling::Uuid => "UUID",
+        }
+    }
+}
+
+/// Whether `key` names the disk in any way (the one test of a key against
+/// a disk: the index, the map's choice, `disk check` and `disk release`).
+pub fn answers_to(key: &str, name: &str, label: Option<&str>, uuid: Option<&str>) -> bool {
+    Spelling::TIERS
+        .iter()
+        .any(|s| s.names(key, name, label, uuid))
+}
+
+/// The device for `key` as the map would serve it or, failing that, the
+/// first that answers to `key` and that `also` accepts (a damaged disk for
+/// `disk check`, a released one for `disk release`).
+pub fn find_for_admin<'d>(
+    devices: &'d [Device],
+    key: &str,
+    root: &str,
+    also: impl Fn(&Device) -> bool,
+) -> Result<&'d Device, MapError> {
+    match choose(devices, key, root) {
+        Ok((dev, _)) => Ok(dev),
+        Err(err) => devices
+            .iter()
+            .find(|d| {
+                answers_to(key, &d.name, d.fs.label.as_deref(), d.fs.uuid.as_deref()) && also(d)
+            })
+            .ok_or(err),
+    }
+}
+
 /// Picks the device for `key`: labels, then kernel names, then UUIDs. Within
 /// a tier only served devices count; among several, the first in kernel
 /// order wins and a warning names the others.
@@ -220,19 +276,13 @@ pub fn choose<'d>(
     key: &str,
     root: &str,
 ) -> Result<(&'d Device, Option<String>), MapError> {
-    type Tier = fn(&Device, &str) -> bool;
-    let tiers: [(&str, Tier); 3] = [
-        ("label", |d, k| d.fs.label.as_deref() == Some(k)),
-        ("name", |d, k| d.name == k),
-        ("UUID", |d, k| {
-            d.fs.uuid
-                .as_deref()
-                .is_some_and(|u| u.eq_ignore_ascii_case(k))
-        }),
-    ];
     let mut first_excluded: Option<&Device> = None;
-    for (what, hit) in tiers {
-        let matches: Vec<&Device> = devices.iter().filter(|d| hit(d, key)).collect();
+    for spelling in Spelling::TIERS {
+        let what = spelling.what();
+        let matches: Vec<&Device> = devices
+            .iter()
+            .filter(|d| spelling.names(key, &d.name, d.fs.label.as_deref(), d.fs.uuid.as_deref()))
+            .collect();
         let served: Vec<&Device> = matches
             .iter()
             .copied()

@@ -168,25 +168,6 @@ pub fn unit_of(proc_dir: &Path, pid: u32) -> Option<String> {
         })
 }
 
-fn find<'d>(devices: &'d [Device], key: &str, root: &str) -> Result<&'d Device> {
-    match map::choose(devices, key, root) {
-        Ok((dev, _)) => Ok(dev),
-        // choose() leaves excluded devices out; a released one is ours.
-        Err(err) => devices
-            .iter()
-            .find(|d| {
-                d.excluded == Some(Exclusion::Released)
-                    && (d.name == key
-                        || d.fs.label.as_deref() == Some(key)
-                        || d.fs
-                            .uuid
-                            .as_deref()
-                            .is_some_and(|u| u.eq_ignore_ascii_case(key)))
-            })
-            .ok_or_else(|| err.into()),
-    }
-}
-
 /// Runs `pre-disk-detach DEV MOUNTPOINT` and says how it went.
 fn pre_detach_hook(settings: &Settings, dev: &Path, mount_point: &Path) -> hooks::HookResult {
     let hook = hooks::run(
@@ -272,7 +253,10 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
     let root = settings.disk_root.display().to_string();
-    let dev = match find(&devices, key, &root) {
+    // choose() leaves excluded devices out; a released one is ours.
+    let dev = match map::find_for_admin(&devices, key, &root, |d| {
+        d.excluded == Some(Exclusion::Released)
+    }) {
         Ok(dev) => dev,
         Err(err) => {
             let at = settings.disk_root.join(key);
@@ -282,7 +266,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
                 .find(|d| d.mounts.contains(&at) || d.name == key)
             {
                 Some(gone) => release_gone(settings, &scan, &gone),
-                None => Err(err),
+                None => Err(err.into()),
             };
         }
     };
