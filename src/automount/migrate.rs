@@ -22,7 +22,6 @@
 //! Run again, it does nothing.
 
 use crate::automount::master;
-use crate::base::out;
 use crate::base::settings::Settings;
 use anyhow::{Context, Result};
 use std::fs;
@@ -98,8 +97,9 @@ fn ours_format(text: &str) -> bool {
     })
 }
 
-/// `gandi-vm migrate-original`. Prints what it did.
-pub fn run(settings: &Settings) -> Result<i32> {
+/// `gandi-vm migrate-original`. Returns what it did, one line per change
+/// (none: nothing of the original was there).
+pub fn run(settings: &Settings) -> Result<Vec<String>> {
     let mut done = Vec::new();
 
     // The admin's settings file, as they left it.
@@ -151,13 +151,7 @@ pub fn run(settings: &Settings) -> Result<i32> {
             ));
         }
     }
-    if done.is_empty() {
-        out::line("nothing of the original suite to migrate");
-    }
-    for d in &done {
-        out::line(d);
-    }
-    Ok(0)
+    Ok(done)
 }
 
 /// Carries the admin's master map line into ours.

@@ -3,7 +3,6 @@
 //! check passes, so that the map serves it again. A resize cut short is
 //! completed afterwards by a growth.
 
-use crate::base::out;
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
 use crate::disk::disklock::DiskLock;
@@ -21,7 +20,7 @@ const REPAIR_LIMIT: Duration = Duration::from_secs(4 * 3600);
 
 /// `gandi-vm disk check KEY`. Returns 0 when the filesystem checks clean
 /// (repaired or not), 1 when errors remain.
-pub fn run(settings: &Settings, key: &str) -> Result<i32> {
+pub fn run(settings: &Settings, key: &str, say: crate::disk::release::Say) -> Result<i32> {
     map::check_key(OsStr::new(key))?;
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
@@ -71,7 +70,7 @@ pub fn run(settings: &Settings, key: &str) -> Result<i32> {
     match outcome {
         Ok(()) => {
             marks.clear_damaged()?;
-            out::line(&format!("{} ({fstype}) checks clean", dev.name));
+            say(&format!("{} ({fstype}) checks clean", dev.name));
             // A resize cut short is completed, the record written again.
             if marks.interrupted().is_some() || dev.excluded.is_some() {
                 growjob::grow_disk(settings, &dev.name, None)?;
@@ -81,7 +80,7 @@ pub fn run(settings: &Settings, key: &str) -> Result<i32> {
         Err(why) => {
             marks.set_damaged(&why)?;
             growjob::grow_disk(settings, &dev.name, None)?;
-            out::line(&format!("{}: {why}; the map refuses it", dev.name));
+            say(&format!("{}: {why}; the map refuses it", dev.name));
             Ok(1)
         }
     }

@@ -23,6 +23,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Where the release says each thing it does, as it does it (the verb
+/// prints; the library never does).
+pub type Say<'a> = &'a mut dyn FnMut(&str);
+
 /// A process that uses a path below a mount point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -101,10 +105,10 @@ fn umount(path: &Path, flags: nix::mount::MntFlags) -> std::io::Result<()> {
 
 /// Unmounts `mp` lazily (it goes when its last user does) and says who
 /// still holds it.
-fn umount_lazily(mp: &Path, held: &[Holder], why: &str) -> Result<()> {
+fn umount_lazily(mp: &Path, held: &[Holder], why: &str, say: Say) -> Result<()> {
     umount(mp, nix::mount::MntFlags::MNT_DETACH)
         .with_context(|| format!("unmounting {} lazily", mp.display()))?;
-    crate::base::out::line(&format!(
+    say(&format!(
         "unmounted {} lazily{why}; still in use by: {}",
         mp.display(),
         list(held)
@@ -169,7 +173,12 @@ pub fn unit_of(proc_dir: &Path, pid: u32) -> Option<String> {
 }
 
 /// Runs `pre-disk-detach DEV MOUNTPOINT` and says how it went.
-fn pre_detach_hook(settings: &Settings, dev: &Path, mount_point: &Path) -> hooks::HookResult {
+fn pre_detach_hook(
+    settings: &Settings,
+    dev: &Path,
+    mount_point: &Path,
+    say: Say,
+) -> hooks::HookResult {
     let hook = hooks::run(
         settings,
         "pre-disk-detach",
@@ -180,7 +189,7 @@ fn pre_detach_hook(settings: &Settings, dev: &Path, mount_point: &Path) -> hooks
         hooks::HOOK_LIMIT,
     );
     if hook != hooks::HookResult::Absent {
-        crate::base::out::line(&format!("pre-disk-detach hook: {hook}"));
+        say(&format!("pre-disk-detach hook: {hook}"));
     }
     hook
 }
@@ -201,7 +210,7 @@ fn systemctl(verb: &str, service: &str) -> Result<(), String> {
 /// Stops the services named by each mount point that use it (a process
 /// of theirs holds a file there); a service named but not using it is
 /// left running, and said so. Returns those stopped.
-fn stop_services(proc_dir: &Path, mounts: &[PathBuf]) -> Vec<String> {
+fn stop_services(proc_dir: &Path, mounts: &[PathBuf], say: Say) -> Vec<String> {
     let mut stopped = Vec::new();
     for mp in mounts {
         let listed = services(mp);
@@ -214,7 +223,7 @@ fn stop_services(proc_dir: &Path, mounts: &[PathBuf]) -> Vec<String> {
             .collect();
         for service in listed {
             if !using.contains(&service) {
-                crate::base::out::line(&format!(
+                say(&format!(
                     "{service} not stopped: it does not use {}",
                     mp.display()
                 ));
@@ -225,7 +234,7 @@ fn stop_services(proc_dir: &Path, mounts: &[PathBuf]) -> Vec<String> {
             }
             match systemctl("stop", &service) {
                 Ok(()) => {
-                    crate::base::out::line(&format!("stopped {service}"));
+                    say(&format!("stopped {service}"));
                     stopped.push(service);
                 }
                 Err(why) => log::warn!("could not stop {service}: {why}"),
@@ -248,7 +257,7 @@ fn start_again(stopped: &[String]) -> Vec<String> {
 }
 
 /// `gandi-vm disk release KEY [--force]`. Prints what it did.
-pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
+pub fn release(settings: &Settings, key: &str, force: bool, say: Say) -> Result<i32> {
     map::check_key(OsStr::new(key))?;
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
@@ -265,7 +274,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
                 .into_iter()
                 .find(|d| d.mounts.contains(&at) || d.name == key)
             {
-                Some(gone) => release_gone(settings, &scan, &gone),
+                Some(gone) => release_gone(settings, &scan, &gone, say),
                 None => Err(err.into()),
             };
         }
@@ -273,7 +282,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     let dev_path = scan.dev_path(&dev.name);
     let mark = records::released_dir(settings).join(&dev.name);
     if dev.excluded == Some(Exclusion::Released) && dev.mounts.is_empty() {
-        crate::base::out::line(&format!(
+        say(&format!(
             "{} is already released: it can be detached",
             dev.name
         ));
@@ -287,8 +296,8 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
         .cloned()
         .unwrap_or_else(|| settings.disk_root.join(key));
 
-    let hook = pre_detach_hook(settings, &dev_path, &mount_point);
-    let stopped = stop_services(&settings.proc_dir, &dev.mounts);
+    let hook = pre_detach_hook(settings, &dev_path, &mount_point, say);
+    let stopped = stop_services(&settings.proc_dir, &dev.mounts, say);
 
     // Mark first, so no lookup mounts it again between unmount and detach;
     // and drop the key links autofs may have kept answers for.
@@ -317,11 +326,11 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     for mp in &mounts {
         match umount(mp, nix::mount::MntFlags::empty()) {
-            Ok(()) => crate::base::out::line(&format!("unmounted {}", mp.display())),
+            Ok(()) => say(&format!("unmounted {}", mp.display())),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 let held = holders(&settings.proc_dir, mp);
                 if force {
-                    umount_lazily(mp, &held, " (--force)")?;
+                    umount_lazily(mp, &held, " (--force)", say)?;
                 } else {
                     return Err(undo(format!(
                         "{} is busy: in use by {}; stop them and try again, or use --force",
@@ -333,7 +342,7 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
             Err(e) => return Err(undo(format!("unmounting {}: {e}", mp.display()))),
         }
     }
-    crate::base::out::line(&format!(
+    say(&format!(
         "released {} ({}): it can be detached; the map refuses it until then",
         dev.name,
         crate::base::out::printable(dev.fs.label.as_deref().unwrap_or("no label"))
@@ -344,20 +353,25 @@ pub fn release(settings: &Settings, key: &str, force: bool) -> Result<i32> {
 /// Releases what is left of a disk detached while mounted: runs the hook,
 /// unmounts (lazily: its device no longer answers), drops its key links and
 /// its record.
-fn release_gone(settings: &Settings, scan: &Scan, gone: &Device) -> Result<i32> {
+fn release_gone(settings: &Settings, scan: &Scan, gone: &Device, say: Say) -> Result<i32> {
     let dev_path = scan.dev_path(&gone.name);
     let Some(mount_point) = gone.mounts.first() else {
         bail!("{}: nothing to release", gone.name);
     };
-    crate::base::out::line(&format!(
+    say(&format!(
         "{}: its disk is gone (detached while mounted at {})",
         gone.name,
         mount_point.display()
     ));
-    pre_detach_hook(settings, &dev_path, mount_point);
+    pre_detach_hook(settings, &dev_path, mount_point, say);
     match umount(mount_point, nix::mount::MntFlags::empty()) {
-        Ok(()) => crate::base::out::line(&format!("unmounted {}", mount_point.display())),
-        Err(_) => umount_lazily(mount_point, &holders(&settings.proc_dir, mount_point), "")?,
+        Ok(()) => say(&format!("unmounted {}", mount_point.display())),
+        Err(_) => umount_lazily(
+            mount_point,
+            &holders(&settings.proc_dir, mount_point),
+            "",
+            say,
+        )?,
     }
     // Its key links, and its record when it describes the disk that is no
     // more (udev's remove event may have dropped it already).
@@ -367,7 +381,7 @@ fn release_gone(settings: &Settings, scan: &Scan, gone: &Device) -> Result<i32> 
     {
         store::forget(settings, &gone.name)?;
     }
-    crate::base::out::line(&format!("released {}: nothing of it is left", gone.name));
+    say(&format!("released {}: nothing of it is left", gone.name));
     Ok(0)
 }
 
