@@ -314,7 +314,7 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
         let fs_size = gandi_vm::disk::fsgrow::fs_size(Path::new(&d.disk.dev), fstype).unwrap();
         assert!(
             fs_size + (2 << 20) >= mib << 20,
-            "{fstype} round {round}: {fs_size} of {} bytes",
+            "{fstype} round {round} (killed {at}): {fs_size} of {} bytes; the grower said: {said}",
             mib << 20
         );
         let served = env.gandi(&["map", &label]);
