@@ -2,6 +2,7 @@
 //! total and the time of the steps that run no external tool (the goal
 //! excludes mkswap, useradd, depmod and resize tools); asserts nothing
 //! about time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -99,7 +100,7 @@ fn stage(
 
 fn main() {
     // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         eprintln!("bench: needs root");
         std::process::exit(1);
     }

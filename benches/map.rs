@@ -19,6 +19,7 @@
 //! Prints figures; asserts nothing about time (machines are noisy).
 //! Needs root. A running udevd is reused, else one is started for the run
 //! and stopped at the end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -325,7 +326,7 @@ fn spread(r: &[f64]) -> String {
 
 fn main() {
     // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         eprintln!("bench: needs root (loop devices, udevd)");
         std::process::exit(1);
     }

@@ -7,6 +7,7 @@
 //! outside the tree is created, changed, chmodded, linked or even opened;
 //! and its config is never read (its hostname never applied) nor its
 //! command run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 
@@ -186,7 +187,7 @@ fn nothing_outside_the_tree_is_touched_whatever_the_archive() {
     }
     // The canary's absolute path differs per case; the strategy needs one
     // known in advance: a fixed place per test run, made fresh per case.
-    let base = common::tempdir();
+    let base = tempdir();
     let canary_path = base.path().join("canary");
     let mut runner = proptest::test_runner::TestRunner::new(config());
     // The issue's own archives, then the generated ones.

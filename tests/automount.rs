@@ -1,4 +1,5 @@
 //! The program map under the real automount daemon, on loop devices.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 
@@ -100,7 +101,7 @@ fn names_uuids_partitions_duplicates_and_exclusions() {
     swap.mkfs("swap", Some(&label("swap")));
     let busy = LoopDisk::new(env.path(), "busy.img", 32);
     busy.mkfs("ext4", Some(&label("busy")));
-    let elsewhere = common::tempdir();
+    let elsewhere = tempdir();
     sh(std::process::Command::new("mount")
         .arg(&busy.dev)
         .arg(elsewhere.path()));

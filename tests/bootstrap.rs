@@ -2,6 +2,7 @@
 //! file with a tar archive at 512 KiB): what is applied, what is kept as
 //! the admin left it, what one bad field does, hostile archives; and the
 //! root disk growth on loop devices.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 
@@ -845,7 +846,7 @@ fn grow_case(table: &str, fstype: &str) {
     // Mounted, as a root is, for XFS. This machine's kernel refuses online
     // ext4 resizing (EPERM from EXT4_IOC_RESIZE_FS, even by hand), so ext4
     // is grown unmounted here; the VM test covers the online case.
-    let mnt = common::tempdir();
+    let mnt = tempdir();
     if fstype == "xfs" {
         sh(Command::new("mount").arg(&part).arg(mnt.path()));
     }

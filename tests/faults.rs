@@ -2,6 +2,7 @@
 //! a disk pulled while mounted, load. Each test is `#[ignore]`d in a plain
 //! `cargo test` (they take minutes); `make fault-test` runs them. Random
 //! moments come from a fixed seed, so a run is repeatable.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 
@@ -149,7 +150,7 @@ fn fault_disk(dir: &Path, fstype: &str, label: &str, mib: u64, fs_mib: u64) -> F
             &disk.dev,
         ])),
     };
-    let mnt = common::tempdir();
+    let mnt = tempdir();
     run_ok(Command::new("mount").arg(&disk.dev).arg(mnt.path()));
     let data: Vec<u8> = (0..(4u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -170,7 +171,7 @@ fn sha(data: &[u8]) -> String {
 
 /// The checksum of the known file, read from a read-only mount.
 fn known_sum(dev: &str) -> String {
-    let mnt = common::tempdir();
+    let mnt = tempdir();
     run_ok(
         Command::new("mount")
             .args(["-o", "ro"])
@@ -251,7 +252,7 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
     };
     // How long an uninterrupted growth takes, to kill within it, and how
     // long its offline resize (if any) lasts.
-    let probe_dir = common::tempdir();
+    let probe_dir = tempdir();
     let probe = fault_disk(probe_dir.path(), fstype, "probe", mib, fs_mib);
     let env = fault_env(&probe.disk.name());
     let t = Instant::now();
@@ -270,7 +271,7 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
     drop(probe);
     let mut recovered = 0;
     for round in 0..20 {
-        let dir = common::tempdir();
+        let dir = tempdir();
         let label = format!("kill{round}");
         let d = fault_disk(dir.path(), fstype, &label, mib, fs_mib);
         let name = d.disk.name();
@@ -434,7 +435,7 @@ fn kill_grower(fstype: &str, rng: &mut Rng) -> usize {
         "xfs" => (4096, 320),
         _ => (2048, 160),
     };
-    let probe_dir = common::tempdir();
+    let probe_dir = tempdir();
     let probe = fault_disk(probe_dir.path(), fstype, "probe", mib, fs_mib);
     let env = fault_env(&probe.disk.name());
     let t = Instant::now();
@@ -452,7 +453,7 @@ fn kill_grower(fstype: &str, rng: &mut Rng) -> usize {
         if landed == 5 {
             break;
         }
-        let dir = common::tempdir();
+        let dir = tempdir();
         let label = format!("grow{attempt}");
         let d = fault_disk(dir.path(), fstype, &label, mib, fs_mib);
         let name = d.disk.name();
@@ -623,7 +624,7 @@ fn a_damaged_filesystem_is_refused_until_disk_check_repairs_it() {
         }),
     ];
     for (what, damage) in damages {
-        let dir = common::tempdir();
+        let dir = tempdir();
         let d = fault_disk(dir.path(), "ext4", "hurt", 512, 64);
         let name = d.disk.name();
         let env = fault_env(&name);
@@ -714,7 +715,7 @@ fn tree_files(root: &Path) -> std::collections::BTreeMap<String, String> {
 /// random moment and run again; each time the tree must equal the
 /// uninterrupted run's.
 fn kill_stage(what: &str, rng: &mut Rng, prepare: &dyn Fn(&Path) -> (Command, PathBuf)) {
-    let reference_dir = common::tempdir();
+    let reference_dir = tempdir();
     let (mut cmd, root) = prepare(reference_dir.path());
     let t = Instant::now();
     let out = cmd.output().unwrap();
@@ -726,7 +727,7 @@ fn kill_stage(what: &str, rng: &mut Rng, prepare: &dyn Fn(&Path) -> (Command, Pa
     );
     let reference = tree_files(&root);
     for round in 0..20 {
-        let dir = common::tempdir();
+        let dir = tempdir();
         let (mut cmd, root) = prepare(dir.path());
         let mut child = cmd
             .stdout(Stdio::null())
@@ -814,7 +815,7 @@ fn boot_stages_killed_at_random_moments_end_as_an_uninterrupted_run() {
     });
     // postboot runs commands: each at most once, however often it is cut.
     for round in 0..20 {
-        let dir = common::tempdir();
+        let dir = tempdir();
         let gandi = dir.path().join("gandi");
         fs::create_dir_all(&gandi).unwrap();
         let log = dir.path().join("ran.log");
@@ -934,7 +935,7 @@ fn broken_state_is_ignored_never_trusted() {
         return;
     }
     let _serial = serial("loop-faults");
-    let dir = common::tempdir();
+    let dir = tempdir();
     let disk = LoopDisk::new(dir.path(), "broken.img", 64);
     disk.mkfs("ext4", Some("brk"));
     let name = disk.name();
@@ -1402,7 +1403,7 @@ fn a_resize_refused_because_a_mount_landed_leaves_no_cut_short_mark() {
         ),
         ("failed offline", "", true),
     ] {
-        let dir = common::tempdir();
+        let dir = tempdir();
         let label = if refused_after { "offfail" } else { "online" };
         let d = fault_disk(dir.path(), "ext4", label, 64, 32);
         let name = d.disk.name();
@@ -1452,7 +1453,7 @@ fn a_disk_swapped_during_its_check_is_not_marked_damaged() {
         return;
     }
     let _serial = serial("loop-faults");
-    let dir = common::tempdir();
+    let dir = tempdir();
     let d = fault_disk(dir.path(), "ext4", "swapped", 64, 32);
     let name = d.disk.name();
     let other = dir.path().join("other.img");
@@ -1517,7 +1518,7 @@ fn one_filesystem_through_two_devices_is_never_grown_under_a_mount() {
         return;
     }
     let _serial = serial("loop-faults");
-    let dir = common::tempdir();
+    let dir = tempdir();
     let d = fault_disk(dir.path(), "ext4", "twice", 512, 64);
     // The same image through a second loop device, as when a disk is
     // attached again while its old device lives on.
@@ -1532,7 +1533,7 @@ fn one_filesystem_through_two_devices_is_never_grown_under_a_mount() {
     let name = second.trim_start_matches("/dev/").to_string();
     let env = fault_env(&format!("{name} {}", d.disk.name()));
     // Mounted through the first device: the second is not grown.
-    let mnt = common::tempdir();
+    let mnt = tempdir();
     run_ok(Command::new("mount").arg(&d.disk.dev).arg(mnt.path()));
     let out = grower(&env, &name).output().unwrap();
     let record: serde_json::Value = serde_json::from_slice(

@@ -1,5 +1,6 @@
 //! The matcher and discovery on fixture trees: a fake sysfs, mount table
 //! and udev database under a temp dir.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 use gandi_vm::base::settings::{RawConfig, Settings};
 use gandi_vm::disk::index;
@@ -15,7 +16,7 @@ struct Tree {
     dir: tempfile::TempDir,
     mountinfo: String,
     /// A listening socket standing for udevd's control socket.
-    udevd: Option<i32>,
+    udevd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Drop for Tree {
@@ -25,22 +26,19 @@ impl Drop for Tree {
 }
 
 /// Listens on a SOCK_SEQPACKET socket at `path`, as udevd does.
-fn listen(path: &std::path::Path) -> i32 {
-    use std::os::unix::ffi::OsStrExt;
-    // SAFETY: test-only plain syscalls; sockaddr_un zeroed is valid.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0);
-        assert!(fd >= 0);
-        let mut addr: libc::sockaddr_un = std::mem::zeroed();
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
-            *d = *s as libc::c_char;
-        }
-        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
-        assert_eq!(libc::listen(fd, 16), 0);
-        fd
-    }
+fn listen(path: &std::path::Path) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+    nix::sys::socket::listen(&fd, Backlog::new(16).unwrap()).unwrap();
+    fd
 }
 
 impl Tree {
@@ -69,8 +67,7 @@ impl Tree {
 
     fn stop_udevd(&mut self) {
         if let Some(fd) = self.udevd.take() {
-            // SAFETY: our own socket.
-            unsafe { libc::close(fd) };
+            drop(fd);
             let _ = fs::remove_file(self.p("control"));
         }
     }
@@ -825,7 +822,10 @@ fn a_growth_left_undone_is_started_again_by_a_lookup_that_waits_for_nothing() {
         .parse()
         .unwrap();
     // SAFETY: the stand-in this test started, by its PID.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     assert!(said.contains("args disk-grow --adopt vdb"), "{said}");
     // Its own process group, none of the map's pipes.
     let pgid: i32 = said

@@ -1,6 +1,7 @@
 //! Hot-plugged NICs on real kernel interfaces: a "VM" network namespace and
 //! a peer namespace with a real DHCP server (dnsmasq), joined by veth pairs.
 //! Nothing touches the machine's own network.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 

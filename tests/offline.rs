@@ -5,6 +5,7 @@
 //! call. Afterwards no host device's bytes have changed, no host file
 //! outside DIR has, no tool of the list ran; then `postboot` run inside the
 //! tree (chroot), as its first boot does, runs the deferred command once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 

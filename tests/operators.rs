@@ -2,6 +2,7 @@
 //! seen while they run (and waited for), the previous boot's status, the
 //! support report without secrets, the off switch, settings and configs
 //! checked with clear words.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 
@@ -587,7 +588,10 @@ fn kill_tree(child: &mut std::process::Child) {
     }
     for p in all {
         // SAFETY: plain syscall on processes this test started.
-        unsafe { libc::kill(p, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     let _ = child.wait();
 }

@@ -1,6 +1,7 @@
 //! Every command that prints ends quietly when its reader has gone
 //! (`gandi-vm status | head -1`): the same exit code as with a reader (or
 //! 141, as shells expect), and no panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 

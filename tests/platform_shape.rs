@@ -2,6 +2,7 @@
 //! keys in one CRLF string, `vm_conf.run`, `/gandi/script` with arguments,
 //! a private VLAN, an IPv6-only VM, four resolvers), applied with
 //! `bootstrap --root` on fixture trees.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 
@@ -56,7 +57,7 @@ fn read(root: &Path, p: &str) -> String {
 
 fn step(root: &Path, name: &str) -> (String, String) {
     let s = root_status(root);
-    let st = common::fixtures::step(&s, "bootstrap", name);
+    let st = fixtures::step(&s, "bootstrap", name);
     (
         st["result"].as_str().unwrap_or_default().into(),
         st["detail"].as_str().unwrap_or_default().into(),
@@ -188,7 +189,7 @@ fn the_platforms_full_config() {
     let s = root_status(&root);
     for name in ["script", "run[0]"] {
         assert_eq!(
-            common::fixtures::step(&s, "postboot", name)["result"],
+            fixtures::step(&s, "postboot", name)["result"],
             "deferred",
             "{name}"
         );

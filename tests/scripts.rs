@@ -1,6 +1,7 @@
 //! The project's shell scripts: no reader that may stop early after a pipe
 //! under `pipefail` (the writer then fails with SIGPIPE, and the check
 //! with it, at random under load).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 use std::fs;
 

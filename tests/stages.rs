@@ -1,6 +1,7 @@
 //! The per-boot `config` stage on temp root trees (`--root`), its live-only
 //! steps on a tree of their own, the admin's plugins, and the `postboot`
 //! stage with its paths moved to a temp folder.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 
@@ -101,8 +102,7 @@ fn config_says_ready_to_systemd_once() {
     let t = tree(true, true, &[]);
     let sock_path = t.env.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let out = config_env(&t, None, &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
     assert!(
         out.status.success(),

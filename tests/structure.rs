@@ -1,6 +1,7 @@
 //! The plan of `src/` as its folders state it: each area's documentation
 //! (`src/AREA/mod.rs`) names, on a line `May import: ...`, the areas it may
 //! use; no file imports outside them and no module imports in a circle.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -1,6 +1,7 @@
 //! The attach helper under the real systemd-udevd, on loop devices: the
 //! shipped rules, made to match this test's loop devices, installed under
 //! /run/udev/rules.d for the test's duration.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 mod common;
 

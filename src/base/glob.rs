@@ -95,6 +95,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)] // see the SAFETY comment
     fn globs_agree_with_fnmatch() {
         let patterns = [
             "vd*",

@@ -62,16 +62,15 @@ fn check_walk(path: &Path) -> Result<(), String> {
         let meta = std::fs::metadata(&at).map_err(|e| format!("{}: {e}", at.display()))?;
         if let Some(p) = &parent
             && others_write(p)
-            && std::os::unix::fs::PermissionsExt::mode(&p.permissions()) & 0o1000 == 0
+            && PermissionsExt::mode(&p.permissions()) & 0o1000 == 0
         {
             return Err(format!(
                 "{}, which another user than root may change",
                 at.parent().unwrap_or(Path::new("/")).display()
             ));
         }
-        let sticky_dir = meta.is_dir()
-            && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o1000 != 0
-            && {
+        let sticky_dir =
+            meta.is_dir() && PermissionsExt::mode(&meta.permissions()) & 0o1000 != 0 && {
                 use std::os::unix::fs::MetadataExt;
                 meta.uid() == 0 || meta.uid() == nix::unistd::geteuid().as_raw()
             };

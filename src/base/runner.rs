@@ -251,7 +251,7 @@ impl Run {
 
     /// Starts it in a process group of its own, its output piped (its input
     /// too when it has one); returns its command line and the child.
-    fn spawn(&mut self) -> Result<(String, std::process::Child)> {
+    fn spawn(&mut self) -> Result<(String, Child)> {
         let command = self.describe();
         self.cmd
             .stdin(if self.input.is_some() {
@@ -370,6 +370,7 @@ fn kill_group(child: &Child) {
 /// and every descriptor but its standard three closed at its `exec`, also
 /// those we inherited without close-on-exec (from autofs, from udev's
 /// worker), so a reader of our output sees its end when we end.
+#[allow(unsafe_code)] // see the SAFETY comment
 pub fn detach(cmd: &mut Command) {
     cmd.process_group(0);
     // The most descriptors we may hold (autofs raises it), for kernels

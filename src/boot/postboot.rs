@@ -40,7 +40,7 @@ enum Command {
     /// A shell command line, and how it is shown (never its text).
     Shell(String, String),
     /// The platform's script, with its interpreter.
-    Init(crate::boot::bootstrap::Interpreter),
+    Init(bootstrap::Interpreter),
 }
 
 /// The longest postboot waits for the config stage (its plugins) to end.
@@ -116,7 +116,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
                          its work is done natively",
                     );
                 } else {
-                    match crate::boot::bootstrap::interpreter(&tree, &init) {
+                    match bootstrap::interpreter(&tree, &init) {
                         Ok(how) => commands.push(("init".into(), Command::Init(how))),
                         Err(why) => rec.note("init", Done::skipped(why)),
                     }

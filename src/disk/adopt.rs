@@ -51,7 +51,7 @@ pub fn start_adopter(settings: &Settings, name: &str) {
 
 /// The suite's program: this one when it is `gandi-vm`, else (the map, a
 /// program of its own) the one the settings name.
-fn suite_exe(settings: &Settings) -> std::path::PathBuf {
+fn suite_exe(settings: &Settings) -> PathBuf {
     match std::env::current_exe() {
         Ok(exe) if exe.file_name().is_some_and(|n| n == "gandi-vm") => exe,
         _ => settings.bin.clone(),

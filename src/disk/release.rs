@@ -121,18 +121,16 @@ fn umount_lazily(mp: &Path, held: &[Holder], why: &str, say: Say) -> Result<()> 
 /// disk's: read only when it is a regular file of at most 64 KiB, reached
 /// without a link, and opened without waiting.
 pub fn services(mount_point: &Path) -> Vec<String> {
-    let read = crate::base::tree::Tree::open(mount_point)
-        .ok()
-        .and_then(
-            |t| match t.read_owned_limited(".gandi/services", 64 << 10) {
-                Ok((data, _)) => Some(data),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    log::warn!("{}/.gandi/services: {e}", mount_point.display());
-                    None
-                }
-            },
-        );
+    let read = tree::Tree::open(mount_point).ok().and_then(|t| {
+        match t.read_owned_limited(".gandi/services", 64 << 10) {
+            Ok((data, _)) => Some(data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                log::warn!("{}/.gandi/services: {e}", mount_point.display());
+                None
+            }
+        }
+    });
     let Some(data) = read else {
         return Vec::new();
     };

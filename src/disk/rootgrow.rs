@@ -334,12 +334,9 @@ fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Resu
         .cloned();
     let fstype = match &mounted {
         Some(m) => m.fstype.clone(),
-        None => crate::kernel::blkid::probe(
-            std::slice::from_ref(&dev),
-            std::time::Duration::from_secs(10),
-        )
-        .and_then(|m| m.get(&dev).and_then(|f| f.fstype.clone()))
-        .unwrap_or_default(),
+        None => crate::kernel::blkid::probe(std::slice::from_ref(&dev), Duration::from_secs(10))
+            .and_then(|m| m.get(&dev).and_then(|f| f.fstype.clone()))
+            .unwrap_or_default(),
     };
     if !fsgrow::supported(&fstype) {
         return Ok(Growth {

@@ -31,6 +31,7 @@ struct IfReq {
     _pad: [u8; 16],
 }
 
+#[allow(unsafe_code)] // see the SAFETY comment
 fn ethtool(name: &str, ch: &mut Channels) -> std::io::Result<()> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     let sock = socket(

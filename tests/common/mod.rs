@@ -5,7 +5,6 @@
 pub mod fixtures;
 
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,7 +34,7 @@ pub fn system_test(tools: &[&str]) -> bool {
         return skip("GANDI_SKIP_SYSTEM_TESTS=1");
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return skip("needs root (loop devices, mounts, real daemons)");
     }
     // The kernel has to mount autofs for the real automount to run: on a
@@ -80,8 +79,7 @@ pub struct Serial(File);
 pub fn serial(name: &str) -> Serial {
     let path = format!("/run/lock/gandi-vm-test-{name}.lock");
     let f = File::create(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    // SAFETY: valid fd.
-    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    f.lock().unwrap();
     Serial(f)
 }
 
@@ -244,7 +242,10 @@ pub fn udevd_pids() -> Vec<i32> {
 /// Stops a daemon by PID and waits (up to 10 s) for it to be gone.
 pub fn stop_pid(pid: i32) {
     // SAFETY: plain syscall.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -258,7 +259,10 @@ pub fn stop_pid(pid: i32) {
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: plain syscall.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// A private settings file and run directory.
@@ -271,7 +275,7 @@ pub struct Env {
 /// system's temporary folder.
 pub fn test_base() -> PathBuf {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return std::env::temp_dir();
     }
     let base = PathBuf::from("/run/gandi-vm-test");
@@ -464,7 +468,10 @@ impl Drop for Automount {
     fn drop(&mut self) {
         let pid = self.child.id() as i32;
         // SAFETY: plain syscall on our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(_)) = self.child.try_wait() {

@@ -2,7 +2,7 @@
 //! stay, the admin's backups are never taken for leftovers, and programs
 //! run as root only when root alone could have written them.
 
-use super::common::fixtures::{self, *};
+use super::common::fixtures::*;
 use super::common::*;
 use super::*;
 use std::fs;
@@ -15,7 +15,7 @@ fn config(env: &Env, root: &Path) -> Output {
 #[test]
 fn the_crontab_keeps_every_line_it_does_not_own_byte_for_byte() {
     let env = Env::new();
-    fixtures::root_settings(&env.config(), &[]);
+    root_settings(&env.config(), &[]);
     let root = config_tree(env.path());
     let canary = Canary::beside(&root);
     let admin = "SHELL=/bin/sh\r\n\
@@ -67,7 +67,7 @@ fn the_crontab_keeps_every_line_it_does_not_own_byte_for_byte() {
 #[test]
 fn sshd_settings_never_override_the_admins() {
     let env = Env::new();
-    fixtures::root_settings(&env.config(), &[]);
+    root_settings(&env.config(), &[]);
     let root = config_tree(env.path());
     let canary = Canary::beside(&root);
     fs::write(
@@ -117,7 +117,7 @@ fn the_admins_backups_and_the_shadow_group_survive_a_user_creation() {
         return;
     }
     let env = Env::new();
-    fixtures::root_settings(&env.config(), &[]);
+    root_settings(&env.config(), &[]);
     let root = root_tree(env.path(), false);
     let canary = Canary::beside(&root);
     for f in ["shadow", "gshadow"] {
@@ -190,7 +190,7 @@ fn a_creation_cut_short_never_takes_a_group_that_was_there() {
         return;
     }
     let env = Env::new();
-    fixtures::root_settings(&env.config(), &[]);
+    root_settings(&env.config(), &[]);
     let root = root_tree(env.path(), false);
     let canary = Canary::beside(&root);
     // The login is also the name of a group of the system's (docker), the

@@ -2,7 +2,7 @@
 //! platform's keys. Nothing there is followed, waited on or trusted; the
 //! links root made to reach a home are.
 
-use super::common::fixtures::{self, *};
+use super::common::fixtures::*;
 use super::common::*;
 use super::*;
 use std::fs;
@@ -12,7 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 /// and root the platform's key.
 fn with_alice(home: &str) -> (Env, PathBuf, Canary, PathBuf) {
     let env = Env::new();
-    fixtures::root_settings(&env.config(), &[]);
+    root_settings(&env.config(), &[]);
     let root = root_tree(env.path(), false);
     let canary = Canary::beside(&root);
     let add = |file: &str, line: &str| {
@@ -174,7 +174,7 @@ fn system_accounts_get_no_keys() {
         ("nobody2", 4294967294u32),
     ] {
         let env = Env::new();
-        fixtures::root_settings(&env.config(), &[]);
+        root_settings(&env.config(), &[]);
         let root = root_tree(env.path(), false);
         let canary = Canary::beside(&root);
         let p = root.join("etc/passwd");

@@ -4,6 +4,7 @@
 //! fixture `/dev` and `/sys`, image files and loop devices; every tree a
 //! test writes to has a canary tree beside it, compared before and after;
 //! every run that could wait is bounded in time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 #[path = "../common/mod.rs"]
 mod common;

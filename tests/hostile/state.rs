@@ -2,7 +2,7 @@
 //! read, damaged state is reported and keeps what the system has, the
 //! modules tarball replaces no admin file and follows no link.
 
-use super::common::fixtures::{self, *};
+use super::common::fixtures::*;
 use super::common::*;
 use super::*;
 use std::fs;
@@ -74,7 +74,7 @@ fn a_running_command_shows_its_secret_to_no_one() {
     )
     .unwrap();
     env.settings(&[format!("GANDI_DIR={}", gandi.display())]);
-    let mut child = Command::new(super::bin())
+    let mut child = Command::new(bin())
         .arg("postboot")
         .env("GANDI_CONFIG", env.config())
         .env_remove("JOURNAL_STREAM")
@@ -122,7 +122,7 @@ fn after_a_damaged_ledger_no_command_runs_again() {
     assert!(!log.exists(), "{}", text(&out));
     let s: serde_json::Value =
         serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
-    let st = fixtures::step(&s, "postboot", "run[0]");
+    let st = step(&s, "postboot", "run[0]");
     assert!(
         st["detail"].as_str().unwrap().contains("cannot be told"),
         "{st}"
@@ -152,7 +152,7 @@ fn a_damaged_ledger_keeps_what_the_system_has_and_is_reported() {
         return;
     }
     let env = Env::new();
-    fixtures::root_settings(&env.config(), &[]);
+    root_settings(&env.config(), &[]);
     let root = root_tree(env.path(), false);
     let canary = Canary::beside(&root);
     let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
@@ -237,7 +237,7 @@ fn the_modules_tarball_follows_no_link_and_replaces_no_admin_file() {
         return;
     }
     let env = Env::new();
-    fixtures::root_settings(&env.config(), &[]);
+    root_settings(&env.config(), &[]);
     let root = root_tree(env.path(), false);
     let canary = Canary::beside(&root);
     fs::create_dir_all(root.join("boot/grub")).unwrap();
@@ -272,7 +272,7 @@ fn the_modules_tarball_follows_no_link_and_replaces_no_admin_file() {
             (&format!("gandi/{RELEASE}-modules.tar.gz"), &tarball, 0o644),
         ]);
         let img = image(env.path(), "swap.img", &archive, None);
-        let etc_before = fixtures::full_snapshot(&root.join("etc"));
+        let etc_before = full_snapshot(&root.join("etc"));
         let out = bootstrap(&env, &root, &img);
         let (result, detail) = step_of(&root, "bootstrap", "modules");
         assert_eq!(result, "changed", "{detail} {}", text(&out));
@@ -286,7 +286,7 @@ fn the_modules_tarball_follows_no_link_and_replaces_no_admin_file() {
         );
         // /etc saw nothing of the tarball (the status and state are not
         // in /etc).
-        let etc_now = fixtures::full_snapshot(&root.join("etc"));
+        let etc_now = full_snapshot(&root.join("etc"));
         assert!(
             etc_now.keys().all(|k| etc_before.contains_key(k)),
             "the tarball wrote into /etc: {:?}",

@@ -62,7 +62,7 @@ pub fn interpreter(tree: &Tree, init: &Path) -> Result<Interpreter, String> {
         let Some(name) = arg.clone() else {
             return Err(format!("{}: `#!{line}` names no program", shown.display()));
         };
-        let found = super::which(&name);
+        let found = which(&name);
         (name, found)
     } else {
         let name = program

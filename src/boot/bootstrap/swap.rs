@@ -358,6 +358,7 @@ fn already_active(settings: &Settings, tree: &Tree, target: &SwapTarget) -> Resu
     Ok(Done::of(change, notes.join("; ")))
 }
 
+#[allow(unsafe_code)] // see the SAFETY comment
 pub(super) fn swapon(device: &Path) -> Result<()> {
     let c = std::ffi::CString::new(device.as_os_str().as_encoded_bytes())
         .context("a device path with a NUL byte")?;

@@ -4,7 +4,7 @@ use crate::hotplug::queues::Channels;
 
 #[test]
 fn channels_layout() {
-    assert_eq!(std::mem::size_of::<Channels>(), 36);
+    assert_eq!(size_of::<Channels>(), 36);
 }
 
 #[test]

@@ -19,7 +19,7 @@ fn the_platforms_three_resolvers_picked_the_same_per_machine() {
     assert_eq!(a.iter().filter(|x| x.is_ipv4()).count(), 2);
     assert!(a[0].is_ipv4() && a[1].is_ipv4() && a[2].is_ipv6());
     assert_eq!(a, choose_resolvers(&all, false, "machine-a"), "not stable");
-    let picks: std::collections::HashSet<Vec<IpAddr>> = (0..20)
+    let picks: HashSet<Vec<IpAddr>> = (0..20)
         .map(|i| choose_resolvers(&all, false, &format!("m{i}")))
         .collect();
     assert!(picks.len() > 1, "every machine picks the same");
