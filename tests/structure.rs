@@ -1,6 +1,7 @@
 //! The plan of `src/` as its folders state it: each area's documentation
 //! (`src/AREA/mod.rs`) names, on a line `May import: ...`, the areas it may
-//! use; no file imports outside them and no module imports in a circle.
+//! use; no file imports outside them, no module imports in a circle, and
+//! no file of code is over 500 lines.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // tests and benches: a failure is a panic, output is the report
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -253,4 +254,19 @@ fn the_checks_see_a_broken_rule() {
             ("disk".into(), Some("map".into())),
         ]
     );
+}
+
+#[test]
+fn no_file_of_code_is_over_the_limit() {
+    // Unit tests live in their own `tests.rs`, which the limit leaves out.
+    const MAX_LINES: usize = 500;
+    let long: Vec<String> = all_files()
+        .into_iter()
+        .filter(|p| !p.ends_with("tests.rs"))
+        .filter_map(|p| {
+            let n = fs::read_to_string(&p).unwrap().lines().count();
+            (n > MAX_LINES).then(|| format!("src/{} ({n} lines)", parts(&p).join("/")))
+        })
+        .collect();
+    assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
 }
