@@ -1,10 +1,12 @@
 //! Admin commands that change the autofs setup: `mount-root PATH` moves
 //! the automount root, `automount enable|disable` turns it on and off.
 //! Both rewrite our master-map entry atomically, keep `/etc/default/gandi`
-//! in step (only the line of the key changes), reload autofs, and print
-//! what they changed; run twice, they change nothing.
+//! in step (only the line of the key changes, `setting`), reload autofs
+//! (`reload`) and return what they changed; run twice, they change nothing.
 
-use crate::base::settings::{RawConfig, Settings};
+use crate::automount::reload::reload_autofs;
+use crate::automount::setting::set_setting;
+use crate::base::settings::Settings;
 use crate::base::tree;
 use crate::base::tree::Change;
 use crate::kernel::views::parse_mountinfo;
@@ -149,100 +151,6 @@ pub fn check_root(settings: &Settings, path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(clean)
-}
-
-/// Sets `key` in the settings file, changing only its line (or adding one).
-pub fn set_setting(settings: &Settings, key: &str, value: &str) -> Result<(PathBuf, Change)> {
-    let path = settings
-        .source
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/etc/default/gandi"));
-    let text = fs::read_to_string(&path).unwrap_or_default();
-    let quoted = if value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
-    {
-        value.to_string()
-    } else {
-        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
-    };
-    let new_line = format!("{key}={quoted}");
-    let mut found = false;
-    let mut lines: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let t = line.trim_start();
-        let t = t.strip_prefix("export ").unwrap_or(t);
-        if t.starts_with(&format!("{key}=")) {
-            if !found {
-                lines.push(new_line.clone());
-                found = true;
-            }
-            // A later assignment of the key would win: dropped.
-        } else {
-            lines.push(line.to_string());
-        }
-    }
-    if !found {
-        lines.push(new_line);
-    }
-    let new = lines.join("\n") + "\n";
-    // Only the key's value matters: the same value written differently is
-    // left alone.
-    let current = RawConfig::parse(&text);
-    if current.get(key) == Some(value) || (text == new) {
-        return Ok((path, Change::Unchanged));
-    }
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(&path)
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o644)
-    };
-    tree::write_atomic(&path, new.as_bytes(), mode)?;
-    Ok((path, Change::Changed))
-}
-
-/// Asks autofs to read its master map again: `systemctl reload` under
-/// systemd, else SIGHUP to the automount daemon named by its PID file
-/// (and no other).
-pub fn reload_autofs(settings: &Settings) -> Result<String> {
-    if settings.systemd_dir.is_dir() {
-        // Started when it is not running: autofs stops once its last map
-        // is gone, as after `automount disable`.
-        crate::base::runner::Run::new("systemctl")
-            .args(["reload-or-restart", "autofs.service"])
-            .limit(std::time::Duration::from_secs(90))
-            .output()?;
-        return Ok("reloaded autofs.service".into());
-    }
-    let pid_file = &settings.autofs_pid_file;
-    let pid = fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-        .filter(|&pid| pid > 1);
-    let Some(pid) = pid else {
-        return Ok(format!(
-            "autofs is not running (no PID in {}): the change applies when it starts",
-            pid_file.display()
-        ));
-    };
-    // The PID file may be left from a daemon that is gone, its number
-    // taken since: only an automount process is signalled.
-    let comm = fs::read_to_string(settings.proc_dir.join(pid.to_string()).join("comm"))
-        .unwrap_or_default();
-    if comm.trim() != "automount" {
-        return Ok(format!(
-            "autofs is not running ({} names PID {pid}, not automount): the change applies \
-             when it starts",
-            pid_file.display()
-        ));
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .with_context(|| format!("signalling automount ({pid})"))?;
-    Ok(format!("sent SIGHUP to automount ({pid})"))
 }
 
 fn read_map(settings: &Settings) -> Result<(String, Entry)> {

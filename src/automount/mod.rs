@@ -5,3 +5,5 @@
 
 pub mod master;
 pub mod migrate;
+pub mod reload;
+pub mod setting;
