@@ -9,7 +9,7 @@ use crate::automount::setting::set_setting;
 use crate::base::settings::Settings;
 use crate::base::tree;
 use crate::base::tree::Change;
-use crate::kernel::views::parse_mountinfo;
+use crate::kernel::mounts::parse_mountinfo;
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Component, Path, PathBuf};

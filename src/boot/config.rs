@@ -14,7 +14,7 @@ use crate::base::settings::Settings;
 use crate::base::status::{Done, Recorder};
 use crate::base::tree::{Change, Tree, WriteOpts};
 use crate::boot::plugins;
-use crate::kernel::{blkid, views as kernel};
+use crate::kernel::blkid;
 use crate::platform::apply;
 use crate::platform::ledger::Ledger;
 use anyhow::{Context, Result, bail};
@@ -280,8 +280,8 @@ fn motd(settings: &Settings, t: &Tree) -> Result<Done> {
 /// mounts or 2 months, as the original set (live system only).
 pub fn mount_count(settings: &Settings) -> Result<Done> {
     let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
-    let mounts = kernel::parse_mountinfo(&mi);
-    let dev = kernel::root_mount(&mounts)
+    let mounts = crate::kernel::mounts::parse_mountinfo(&mi);
+    let dev = crate::kernel::mounts::root_mount(&mounts)
         .filter(|m| m.fstype == "ext3" || m.fstype == "ext4")
         .map(|m| PathBuf::from(&m.source));
     let Some(dev) = dev.filter(|d| d.exists()) else {

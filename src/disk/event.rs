@@ -20,7 +20,7 @@ use crate::disk::index;
 use crate::disk::records::{self, Record, RecordState};
 use crate::disk::store;
 use crate::kernel::device::{DevNum, Exclusion, FsInfo};
-use crate::kernel::views::unescape_hex;
+use crate::kernel::escape::unescape_hex;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 
@@ -160,7 +160,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
     let holds_root = crate::kernel::views::read_proc(&settings.proc_dir.join("self/mountinfo"))
         .ok()
         .and_then(|mi| {
-            crate::kernel::views::root_mount(&crate::kernel::views::parse_mountinfo(&mi))
+            crate::kernel::mounts::root_mount(&crate::kernel::mounts::parse_mountinfo(&mi))
                 .map(|m| m.block_devnum(&settings.sys_dir))
         })
         == Some(event.devnum);

@@ -25,7 +25,7 @@ fn mounted_elsewhere(settings: &Settings, dev: &std::path::Path, fs: &FsInfo) ->
         return None;
     }
     let mi = crate::kernel::views::read_proc(&settings.proc_dir.join("self/mountinfo")).ok()?;
-    crate::kernel::views::parse_mountinfo(&mi)
+    crate::kernel::mounts::parse_mountinfo(&mi)
         .into_iter()
         .filter(|m| matches!(m.fstype.as_str(), "ext2" | "ext3" | "ext4"))
         .filter(|m| m.source.starts_with('/') && std::path::Path::new(&m.source) != dev)

@@ -66,7 +66,7 @@ fn parse_field(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.as_bytes().contains(&b'\\') {
         return Some(Cow::Borrowed(raw));
     }
-    Some(Cow::Owned(crate::kernel::views::unescape_hex(raw)))
+    Some(Cow::Owned(crate::kernel::escape::unescape_hex(raw)))
 }
 
 impl IndexEntry<'_> {

@@ -9,7 +9,8 @@ use crate::base::runner::Run;
 use crate::base::settings::Settings;
 use crate::disk::fsgrow;
 use crate::kernel::device::DevNum;
-use crate::kernel::views::{parse_mountinfo, read_small, root_mount};
+use crate::kernel::mounts::{parse_mountinfo, root_mount};
+use crate::kernel::views::read_small;
 use anyhow::{Context, Result};
 use std::fs;
 use std::io::Read;
@@ -328,7 +329,7 @@ fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Resu
         .context("reading the device number")?;
     let dev = settings.dev_dir.join(name);
     let mounts = parse_mountinfo(&mountinfo);
-    let mounted = crate::kernel::views::mounts_of(&mounts, devnum, name, &settings.sys_dir)
+    let mounted = crate::kernel::mounts::mounts_of(&mounts, devnum, name, &settings.sys_dir)
         .into_iter()
         .next()
         .cloned();

@@ -17,9 +17,10 @@ use crate::disk::index;
 use crate::disk::records;
 use crate::kernel::blkid::probe;
 use crate::kernel::device::{DevNum, Device, Exclusion, FsInfo, MetaSource, sort_kernel_order};
+use crate::kernel::mounts::{MountEntry, mounts_of, parse_mountinfo, root_mount};
+use crate::kernel::udev::{parse_udev_entry, udev_alive};
 use crate::kernel::views::{
-    MountEntry, list_names, mounts_of, parse_mountinfo, parse_partitions, parse_udev_entry,
-    partition_parent, read_proc, read_small, read_swaps, read_u64, root_mount, udev_alive,
+    list_names, parse_partitions, partition_parent, read_proc, read_small, read_swaps, read_u64,
 };
 use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
