@@ -148,22 +148,22 @@ test: deps lint unit unprivileged verify-units check-packages
 # it works.
 fault-test: deps deb
 	$(CARGO) test --locked --test faults -- --ignored --test-threads=1
-	./scripts/vm-test --grower $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
+	./tests/vm/vm_test.py --grower $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 # Boots a Debian 12 VM with the package (TCG) and checks every promise.
 vm-test: deb
-	./scripts/vm-test $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
+	./tests/vm/vm_test.py $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 # Power cuts (QEMU killed) during bootstrap, root growth and data growth,
 # three times each; the VM must come back whole (about 20 minutes).
 vm-fault-test: deb
-	./scripts/vm-test --faults $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
+	./tests/vm/vm_test.py --faults $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 # The same image booted bare, with our package, and with cloud-init, 10
 # interleaved first boots each (GANDI_BENCH_BOOTS) plus second boots of
 # bare and ours (GANDI_BENCH_SECOND): close to two hours here.
 vm-bench: deb
-	./scripts/vm-test --bench $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
+	./tests/vm/vm_test.py --bench $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 demo: deps build
 	BIN=$(BIN) MAP=$(MAP) ./scripts/demo
