@@ -706,11 +706,11 @@ fn labels_reach_the_table_escaped_and_json_raw() {
         format!(
             "GANDI_SYS_DIR={}\nGANDI_PROC_DIR={}\nGANDI_DEV_DIR={}\nGANDI_UDEV_DATA_DIR={}\n\
              GANDI_RUN_DIR={}\nCONFIG_DISK_DEVICES=vd*\n",
-            s.sys_dir.display(),
-            s.proc_dir.display(),
-            s.dev_dir.display(),
-            s.udev_data_dir.display(),
-            s.run_dir.display()
+            s.paths.sys_dir.display(),
+            s.paths.proc_dir.display(),
+            s.paths.dev_dir.display(),
+            s.paths.udev_data_dir.display(),
+            s.paths.run_dir.display()
         ),
     )
     .unwrap();

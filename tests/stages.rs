@@ -340,11 +340,10 @@ fn console_fstab_and_mount_count_steps() {
         format!("# <fs> <mp> <type>\n{}\t/\text4\terrors=remount-ro 0 1\n/dev/vdb1\t/data\text4\tdefaults 0 2\n", disk.dev),
     )
     .unwrap();
-    let settings = Settings {
-        sys_dir: env.path().join("sys"),
-        proc_dir: env.path().join("proc"),
-        ..Default::default()
-    };
+    let settings = Settings::default().with_paths(|p| {
+        p.sys_dir = env.path().join("sys");
+        p.proc_dir = env.path().join("proc");
+    });
     let t = Tree::open(&root).unwrap();
     let done = gandi_vm::boot::config::console(&settings, &t).unwrap();
     assert_eq!(done.detail, "hvc0 ttyS0");

@@ -63,8 +63,8 @@ fn rewrite_line(line: &str, root: &Path, disabled: bool) -> String {
 /// folders it includes with `+dir:`), and the autofs mounts in place.
 fn other_roots(settings: &Settings) -> Vec<PathBuf> {
     let mut roots = Vec::new();
-    let mut files = vec![settings.auto_master.clone()];
-    if let Ok(text) = fs::read_to_string(&settings.auto_master) {
+    let mut files = vec![settings.paths.auto_master.clone()];
+    if let Ok(text) = fs::read_to_string(&settings.paths.auto_master) {
         for line in text.lines() {
             if let Some(dir) = line.trim().strip_prefix("+dir:")
                 && let Ok(rd) = fs::read_dir(dir.trim())
@@ -80,7 +80,7 @@ fn other_roots(settings: &Settings) -> Vec<PathBuf> {
         }
     }
     for file in files {
-        if file == settings.master_map {
+        if file == settings.paths.master_map {
             continue;
         }
         let Ok(text) = fs::read_to_string(&file) else {
@@ -100,7 +100,7 @@ fn other_roots(settings: &Settings) -> Vec<PathBuf> {
             }
         }
     }
-    let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
+    let mi = fs::read_to_string(settings.paths.proc_dir.join("self/mountinfo")).unwrap_or_default();
     for m in parse_mountinfo(&mi) {
         if m.fstype == "autofs" && !m.source.contains("auto.gandi") {
             roots.push(m.mount_point);
@@ -154,10 +154,14 @@ pub fn check_root(settings: &Settings, path: &Path) -> Result<PathBuf> {
 }
 
 fn read_map(settings: &Settings) -> Result<(String, Entry)> {
-    let text = fs::read_to_string(&settings.master_map)
-        .with_context(|| format!("reading {}", settings.master_map.display()))?;
-    let entry = find_entry(&text)
-        .with_context(|| format!("{} has no auto.gandi entry", settings.master_map.display()))?;
+    let text = fs::read_to_string(&settings.paths.master_map)
+        .with_context(|| format!("reading {}", settings.paths.master_map.display()))?;
+    let entry = find_entry(&text).with_context(|| {
+        format!(
+            "{} has no auto.gandi entry",
+            settings.paths.master_map.display()
+        )
+    })?;
     Ok((text, entry))
 }
 
@@ -175,7 +179,7 @@ fn write_map(
     }
     lines[entry.index] = new;
     tree::write_atomic(
-        &settings.master_map,
+        &settings.paths.master_map,
         (lines.join("\n") + "\n").as_bytes(),
         0o644,
     )?;
@@ -191,7 +195,7 @@ pub fn carry_entry(settings: &Settings, theirs: &Entry) -> Result<Vec<String>> {
     if write_map(settings, &text, &entry, &theirs.root, theirs.disabled)? == Change::Changed {
         changes.push(format!(
             "{}: the original's line carried (root {}{})",
-            settings.master_map.display(),
+            settings.paths.master_map.display(),
             theirs.root.display(),
             if theirs.disabled {
                 ", commented out"
@@ -259,7 +263,8 @@ pub fn mount_root(settings: &Settings, path: &Path, force: bool) -> Result<Edit>
     let (text, entry) = read_map(settings)?;
     let old_root = entry.root.clone();
     if old_root != new_root {
-        let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
+        let mi =
+            fs::read_to_string(settings.paths.proc_dir.join("self/mountinfo")).unwrap_or_default();
         let busy: Vec<String> = parse_mountinfo(&mi)
             .into_iter()
             .filter(|m| m.fstype != "autofs" && m.mount_point.starts_with(&old_root))
@@ -278,7 +283,7 @@ pub fn mount_root(settings: &Settings, path: &Path, force: bool) -> Result<Edit>
     if write_map(settings, &text, &entry, &new_root, entry.disabled)? == Change::Changed {
         changes.push(format!(
             "{}: root {} -> {}",
-            settings.master_map.display(),
+            settings.paths.master_map.display(),
             old_root.display(),
             new_root.display()
         ));
@@ -315,7 +320,7 @@ pub fn automount(settings: &Settings, enable: bool) -> Result<Edit> {
     if write_map(settings, &text, &entry, &entry.root, !enable)? == Change::Changed {
         changes.push(format!(
             "{}: entry for {} {}",
-            settings.master_map.display(),
+            settings.paths.master_map.display(),
             entry.root.display(),
             if enable { "enabled" } else { "commented out" }
         ));

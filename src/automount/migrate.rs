@@ -58,13 +58,13 @@ pub fn saved(settings: &Settings, path: &Path) -> PathBuf {
         .to_string_lossy()
         .trim_start_matches('/')
         .replace('/', "_");
-    settings.state_dir.join("replaced").join(flat)
+    settings.paths.state_dir.join("replaced").join(flat)
 }
 
 /// The marker that tells the package's scripts a master map choice was
 /// carried (so the first-install choice is not made again).
 pub fn carried_marker(settings: &Settings) -> PathBuf {
-    settings.state_dir.join("replaced/master-map-carried")
+    settings.paths.state_dir.join("replaced/master-map-carried")
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -139,9 +139,9 @@ pub fn run(settings: &Settings) -> Result<Vec<String>> {
         ));
     }
     for name in ORIGINAL {
-        let p = settings.plugin_dir.join(name);
+        let p = settings.paths.plugin_dir.join(name);
         if fs::symlink_metadata(&p).is_ok() {
-            let aside_dir = settings.state_dir.join("replaced/plugins.d");
+            let aside_dir = settings.paths.state_dir.join("replaced/plugins.d");
             fs::create_dir_all(&aside_dir)?;
             fs::rename(&p, aside_dir.join(name))?;
             done.push(format!(
@@ -156,7 +156,7 @@ pub fn run(settings: &Settings) -> Result<Vec<String>> {
 
 /// Carries the admin's master map line into ours.
 fn master_map(settings: &Settings) -> Result<Vec<String>> {
-    let path = settings.master_map.as_path();
+    let path = settings.paths.master_map.as_path();
     let current = fs::read_to_string(path).unwrap_or_default();
     let (theirs, copy) = match admins_copy(settings, path) {
         Some((t, c)) => (t, Some(c)),

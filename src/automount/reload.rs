@@ -9,7 +9,7 @@ use std::fs;
 /// systemd, else SIGHUP to the automount daemon named by its PID file
 /// (and no other).
 pub fn reload_autofs(settings: &Settings) -> Result<String> {
-    if settings.systemd_dir.is_dir() {
+    if settings.paths.systemd_dir.is_dir() {
         // Started when it is not running: autofs stops once its last map
         // is gone, as after `automount disable`.
         crate::base::runner::Run::new("systemctl")
@@ -18,7 +18,7 @@ pub fn reload_autofs(settings: &Settings) -> Result<String> {
             .output()?;
         return Ok("reloaded autofs.service".into());
     }
-    let pid_file = &settings.autofs_pid_file;
+    let pid_file = &settings.paths.autofs_pid_file;
     let pid = fs::read_to_string(pid_file)
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok())
@@ -31,7 +31,7 @@ pub fn reload_autofs(settings: &Settings) -> Result<String> {
     };
     // The PID file may be left from a daemon that is gone, its number
     // taken since: only an automount process is signalled.
-    let comm = fs::read_to_string(settings.proc_dir.join(pid.to_string()).join("comm"))
+    let comm = fs::read_to_string(settings.paths.proc_dir.join(pid.to_string()).join("comm"))
         .unwrap_or_default();
     if comm.trim() != "automount" {
         return Ok(format!(

@@ -130,7 +130,7 @@ pub fn run_with(
     env: &[(&str, &str)],
     limit: Duration,
 ) -> HookResult {
-    let path = settings.hook_dir.join(name);
+    let path = settings.paths.hook_dir.join(name);
     if std::fs::symlink_metadata(&path).is_err() {
         return HookResult::Absent;
     }

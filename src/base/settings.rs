@@ -22,6 +22,47 @@ pub const DEFAULT_LOCATIONS: &[&str] = &["/etc/default/gandi", "/etc/sysconfig/g
 /// The environment variable that names another settings file.
 pub const CONFIG_ENV: &str = "GANDI_CONFIG";
 
+/// Where the system's files are: the standard places on a VM. Tests point
+/// them elsewhere through the `GANDI_*` keys of their settings file (and
+/// `--root` reads that file from the tree); no admin needs to.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The file whose presence turns gandi-vm's boot stages and hot-plug
+    /// paths off (`GANDI_DISABLED_FILE`, `/etc/gandi/disabled`).
+    pub disabled_file: PathBuf,
+    pub plugin_dir: PathBuf,
+    /// The admin's early boot steps, run by `bootstrap`
+    /// (`GANDI_BOOTSTRAP_DIR`).
+    pub bootstrap_dir: PathBuf,
+    /// Where the platform's archive is extracted (`GANDI_DIR`).
+    pub gandi_dir: PathBuf,
+    /// State kept across boots (`GANDI_STATE_DIR`): what was applied, the
+    /// marks of what runs once.
+    pub state_dir: PathBuf,
+    pub temp_dir_conf: PathBuf,
+    pub hook_dir: PathBuf,
+    /// Runtime state (`GANDI_RUN_DIR`).
+    pub run_dir: PathBuf,
+    /// Our autofs master map entry (`GANDI_MASTER_MAP`).
+    pub master_map: PathBuf,
+    /// The system's master map, for the other maps' roots (`GANDI_AUTO_MASTER`).
+    pub auto_master: PathBuf,
+    /// Present when systemd is the init (`GANDI_SYSTEMD_DIR`): growths go
+    /// to `gandi-disk@` units and autofs is reloaded through systemctl.
+    pub systemd_dir: PathBuf,
+    /// The automount daemon's PID file, signalled to reload its master map
+    /// where systemd is not the init (`GANDI_AUTOFS_PIDFILE`).
+    pub autofs_pid_file: PathBuf,
+    /// The suite's program, which the map (a program of its own) starts
+    /// to resume a growth left undone (`GANDI_BIN`).
+    pub bin: PathBuf,
+    /// Where the kernel's views are read; changed only by tests.
+    pub sys_dir: PathBuf,
+    pub proc_dir: PathBuf,
+    pub dev_dir: PathBuf,
+    pub udev_data_dir: PathBuf,
+}
+
 /// Validated settings. Every path the suite reads or writes comes from here.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -49,9 +90,6 @@ pub struct Settings {
     pub swap: bool,
     pub root_grow: bool,
     pub modules: bool,
-    /// The file whose presence turns gandi-vm's boot stages and hot-plug
-    /// paths off (`GANDI_DISABLED_FILE`, `/etc/gandi/disabled`).
-    pub disabled_file: PathBuf,
     /// Mount options added to the ones of the master map (`CONFIG_MOUNT_PARAMS`).
     pub mount_params: String,
     /// Where data disks appear (`CONFIG_DISK_ROOT`).
@@ -64,40 +102,8 @@ pub struct Settings {
     /// (`GANDI_PLATFORM_DISK`): Xen kernel names, `pci-ADDRESS` slots.
     pub platform_disk: Vec<String>,
 
-    pub plugin_dir: PathBuf,
-    /// The admin's early boot steps, run by `bootstrap`
-    /// (`GANDI_BOOTSTRAP_DIR`).
-    pub bootstrap_dir: PathBuf,
-    /// Where the platform's archive is extracted (`GANDI_DIR`).
-    pub gandi_dir: PathBuf,
-    /// State kept across boots (`GANDI_STATE_DIR`): what was applied, the
-    /// marks of what runs once.
-    pub state_dir: PathBuf,
-    pub temp_dir_conf: PathBuf,
     pub syslog_target: String,
-    pub hook_dir: PathBuf,
-    /// Runtime state (`GANDI_RUN_DIR`).
-    pub run_dir: PathBuf,
-    /// Our autofs master map entry (`GANDI_MASTER_MAP`).
-    pub master_map: PathBuf,
-    /// The system's master map, for the other maps' roots (`GANDI_AUTO_MASTER`).
-    pub auto_master: PathBuf,
 
-    /// Present when systemd is the init (`GANDI_SYSTEMD_DIR`): growths go
-    /// to `gandi-disk@` units and autofs is reloaded through systemctl.
-    pub systemd_dir: PathBuf,
-    /// The automount daemon's PID file, signalled to reload its master map
-    /// where systemd is not the init (`GANDI_AUTOFS_PIDFILE`).
-    pub autofs_pid_file: PathBuf,
-    /// The suite's program, which the map (a program of its own) starts
-    /// to resume a growth left undone (`GANDI_BIN`).
-    pub bin: PathBuf,
-
-    /// Where the kernel's views are read; changed only by tests.
-    pub sys_dir: PathBuf,
-    pub proc_dir: PathBuf,
-    pub dev_dir: PathBuf,
-    pub udev_data_dir: PathBuf,
     /// Longest time a direct probe of the disks may take, in milliseconds.
     pub probe_timeout_ms: u64,
     /// Time limit of each post-boot command, in seconds.
@@ -106,6 +112,10 @@ pub struct Settings {
     pub memory_online: String,
 
     /// Line and value problems, to be logged by the caller.
+    /// Where the system's files are (tests and `--root` point them
+    /// elsewhere).
+    pub paths: Paths,
+
     pub problems: Vec<String>,
 }
 
@@ -118,11 +128,11 @@ pub const DISABLED_WORD: &str = "gandi.disabled=1";
 /// The map and the disk helper go on serving disks (`CONFIG_ALLOW_MOUNT=0`
 /// stops those).
 pub fn disabled(settings: &Settings) -> Option<String> {
-    if std::fs::symlink_metadata(&settings.disabled_file).is_ok() {
-        return Some(format!("{} exists", settings.disabled_file.display()));
+    if std::fs::symlink_metadata(&settings.paths.disabled_file).is_ok() {
+        return Some(format!("{} exists", settings.paths.disabled_file.display()));
     }
     let cmdline =
-        crate::base::read::read_small(&settings.proc_dir.join("cmdline")).unwrap_or_default();
+        crate::base::read::read_small(&settings.paths.proc_dir.join("cmdline")).unwrap_or_default();
     cmdline
         .split_whitespace()
         .any(|w| w == DISABLED_WORD)
@@ -146,6 +156,12 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// These settings with their paths changed by `f` (tests).
+    pub fn with_paths(mut self, f: impl FnOnce(&mut Paths)) -> Settings {
+        f(&mut self.paths);
+        self
+    }
+
     /// Reads the settings from `GANDI_CONFIG`, else the first default
     /// location that exists, else uses the defaults. A file named by
     /// `GANDI_CONFIG` that cannot be read is an error; so is an existing
@@ -243,7 +259,6 @@ impl Settings {
             swap: v.flag("CONFIG_SWAP", true),
             root_grow: v.flag("CONFIG_ROOT_GROW", true),
             modules: v.flag("CONFIG_MODULES", true),
-            disabled_file: v.abs_path("GANDI_DISABLED_FILE", "/etc/gandi/disabled"),
             mount_params: v.mount_params("CONFIG_MOUNT_PARAMS", "rw,nosuid,nodev,noatime"),
             disk_root: v.abs_path("CONFIG_DISK_ROOT", "/srv"),
             // As the original's shell reads it: an empty value is the empty
@@ -251,26 +266,29 @@ impl Settings {
             nodhcp: v.words_or_none("CONFIG_NODHCP", "eth0"),
             disk_devices: v.words("CONFIG_DISK_DEVICES", DEFAULT_DISK_DEVICES),
             platform_disk: v.words("GANDI_PLATFORM_DISK", DEFAULT_PLATFORM_DISK),
-            plugin_dir: v.abs_path("GANDI_PLUGIN_DIR", "/etc/gandi/plugins.d"),
-            bootstrap_dir: v.abs_path("GANDI_BOOTSTRAP_DIR", "/etc/gandi/bootstrap.d"),
-            gandi_dir: v.abs_path("GANDI_DIR", "/gandi"),
-            state_dir: v.abs_path("GANDI_STATE_DIR", "/var/lib/gandi"),
-            temp_dir_conf: v.abs_path("TEMP_DIR_CONF", "/var/gandi"),
             syslog_target: v.string("SYSLOG_TARGET", "gandi"),
-            hook_dir: v.abs_path("GANDI_HOOK_DIR", "/etc/gandi/hooks"),
-            run_dir: v.abs_path("GANDI_RUN_DIR", "/run/gandi"),
-            master_map: v.abs_path("GANDI_MASTER_MAP", "/etc/auto.master.d/gandi.autofs"),
-            auto_master: v.abs_path("GANDI_AUTO_MASTER", "/etc/auto.master"),
-            systemd_dir: v.abs_path("GANDI_SYSTEMD_DIR", "/run/systemd/system"),
-            autofs_pid_file: v.abs_path("GANDI_AUTOFS_PIDFILE", "/run/autofs.pid"),
-            bin: v.abs_path("GANDI_BIN", "/usr/bin/gandi-vm"),
-            sys_dir: v.abs_path("GANDI_SYS_DIR", "/sys"),
-            proc_dir: v.abs_path("GANDI_PROC_DIR", "/proc"),
-            dev_dir: v.abs_path("GANDI_DEV_DIR", "/dev"),
-            udev_data_dir: v.abs_path("GANDI_UDEV_DATA_DIR", "/run/udev/data"),
             probe_timeout_ms: v.number("GANDI_PROBE_TIMEOUT_MS", 3000, 10, 60_000),
             postboot_timeout_s: v.number("GANDI_POSTBOOT_TIMEOUT", 600, 1, 86_400),
             memory_online: v.choice("CONFIG_MEMORY_ONLINE", &["online", "online_movable"]),
+            paths: Paths {
+                disabled_file: v.abs_path("GANDI_DISABLED_FILE", "/etc/gandi/disabled"),
+                plugin_dir: v.abs_path("GANDI_PLUGIN_DIR", "/etc/gandi/plugins.d"),
+                bootstrap_dir: v.abs_path("GANDI_BOOTSTRAP_DIR", "/etc/gandi/bootstrap.d"),
+                gandi_dir: v.abs_path("GANDI_DIR", "/gandi"),
+                state_dir: v.abs_path("GANDI_STATE_DIR", "/var/lib/gandi"),
+                temp_dir_conf: v.abs_path("TEMP_DIR_CONF", "/var/gandi"),
+                hook_dir: v.abs_path("GANDI_HOOK_DIR", "/etc/gandi/hooks"),
+                run_dir: v.abs_path("GANDI_RUN_DIR", "/run/gandi"),
+                master_map: v.abs_path("GANDI_MASTER_MAP", "/etc/auto.master.d/gandi.autofs"),
+                auto_master: v.abs_path("GANDI_AUTO_MASTER", "/etc/auto.master"),
+                systemd_dir: v.abs_path("GANDI_SYSTEMD_DIR", "/run/systemd/system"),
+                autofs_pid_file: v.abs_path("GANDI_AUTOFS_PIDFILE", "/run/autofs.pid"),
+                bin: v.abs_path("GANDI_BIN", "/usr/bin/gandi-vm"),
+                sys_dir: v.abs_path("GANDI_SYS_DIR", "/sys"),
+                proc_dir: v.abs_path("GANDI_PROC_DIR", "/proc"),
+                dev_dir: v.abs_path("GANDI_DEV_DIR", "/dev"),
+                udev_data_dir: v.abs_path("GANDI_UDEV_DATA_DIR", "/run/udev/data"),
+            },
             problems: Vec::new(),
         };
         Settings {

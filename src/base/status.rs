@@ -196,7 +196,7 @@ pub fn utc(secs: u64) -> String {
 
 /// This boot's identity.
 pub fn boot_id(settings: &Settings) -> Option<String> {
-    crate::base::read::read_small(&settings.proc_dir.join("sys/kernel/random/boot_id"))
+    crate::base::read::read_small(&settings.paths.proc_dir.join("sys/kernel/random/boot_id"))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
 }
@@ -306,9 +306,9 @@ impl Recorder {
             let all = read(settings);
             if let Ok(mut json) = serde_json::to_vec_pretty(&all) {
                 json.push(b'\n');
-                let _ = tree.create_dirs(&settings.state_dir, 0o700);
+                let _ = tree.create_dirs(&settings.paths.state_dir, 0o700);
                 if let Err(e) = tree.write_atomic(
-                    settings.state_dir.join("status.json"),
+                    settings.paths.state_dir.join("status.json"),
                     &json,
                     WriteOpts::mode(0o644),
                 ) {
@@ -323,7 +323,7 @@ impl Recorder {
 /// The kept status of the last boot that ran a stage, moved aside as the
 /// previous one when this boot is another.
 fn keep_previous(tree: &Tree, settings: &Settings, boot: Option<&str>) {
-    let kept = settings.state_dir.join("status.json");
+    let kept = settings.paths.state_dir.join("status.json");
     let Ok((data, _)) = tree.read_owned_limited(&kept, MAX_STATUS) else {
         return;
     };
@@ -332,12 +332,12 @@ fn keep_previous(tree: &Tree, settings: &Settings, boot: Option<&str>) {
     };
     let other = all.values().any(|s| s.boot_id.as_deref() != boot);
     if other && boot.is_some() {
-        let _ = tree.rename(&kept, settings.state_dir.join("status.previous.json"));
+        let _ = tree.rename(&kept, settings.paths.state_dir.join("status.previous.json"));
     }
 }
 
 pub fn path(settings: &Settings) -> PathBuf {
-    settings.run_dir.join("status.json")
+    settings.paths.run_dir.join("status.json")
 }
 
 /// The most a status file may hold.
@@ -368,7 +368,7 @@ pub fn read_checked(settings: &Settings) -> Result<BTreeMap<String, Stage>, Stri
 pub fn save(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Result<()> {
     let p = path(settings);
     // Stages may finish at once (bootstrap by hand while mount runs).
-    let _lock = tree.lock(settings.run_dir.join("status.lock"), true)?;
+    let _lock = tree.lock(settings.paths.run_dir.join("status.lock"), true)?;
     let mut all: BTreeMap<String, Stage> = match tree.read_owned_limited(&p, MAX_STATUS) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => {

@@ -80,6 +80,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
             let partition = live
                 && d.file_name().is_some_and(|n| {
                     settings
+                        .paths
                         .sys_dir
                         .join("class/block")
                         .join(n)
@@ -115,7 +116,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         }
         None => None,
     };
-    let gandi = settings.gandi_dir.as_path();
+    let gandi = settings.paths.gandi_dir.as_path();
 
     // The config archive.
     let mut archive_read: Option<PathBuf> = None;
@@ -184,7 +185,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         }
     };
 
-    let mut ledger = Ledger::load(&tree, &settings.state_dir);
+    let mut ledger = Ledger::load(&tree, &settings.paths.state_dir);
     if let Some(why) = &ledger.damaged {
         rec.note("state", Done::failed(why.clone()));
     }
@@ -204,7 +205,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     // Kernel modules of the booted kernel.
     let release = opts.kernel_release.clone().or_else(|| {
         live.then(|| {
-            fs::read_to_string(settings.proc_dir.join("sys/kernel/osrelease"))
+            fs::read_to_string(settings.paths.proc_dir.join("sys/kernel/osrelease"))
                 .ok()
                 .map(|s| s.trim().to_string())
         })
@@ -266,7 +267,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         } else {
             rec.skip("root-disk", "CONFIG_ROOT_GROW=0");
         }
-        plugins::run_all(&settings.bootstrap_dir, &mut rec);
+        plugins::run_all(&settings.paths.bootstrap_dir, &mut rec);
     } else {
         rec.note(
             "root-disk",
@@ -276,7 +277,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
             "plugins",
             Done::deferred(format!(
                 "--root: {} runs at the first boot",
-                settings.bootstrap_dir.display()
+                settings.paths.bootstrap_dir.display()
             )),
         );
     }
@@ -286,7 +287,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         ledger.save(&tree)?;
         Ok(Done::of(
             Change::from_bool(writes),
-            tree.shown(settings.state_dir.join("applied.json"))
+            tree.shown(settings.paths.state_dir.join("applied.json"))
                 .display()
                 .to_string(),
         ))

@@ -46,7 +46,7 @@ const OWNED: &str = "# Written by gandi-vm config at each boot; edits are overwr
 /// customer's commands) waits on it, since systemd starts it once `config`
 /// says it is ready, before the admin's plugins have run.
 pub fn lock_path(settings: &Settings) -> PathBuf {
-    settings.run_dir.join("locks/config.lock")
+    settings.paths.run_dir.join("locks/config.lock")
 }
 
 /// Runs the stage; returns the exit code (1 when a step failed).
@@ -107,9 +107,9 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
             (Some(file), _) => Some(
                 fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
             ),
-            (None, true) => {
-                Some(fs::read_to_string(settings.proc_dir.join("cmdline")).unwrap_or_default())
-            }
+            (None, true) => Some(
+                fs::read_to_string(settings.paths.proc_dir.join("cmdline")).unwrap_or_default(),
+            ),
             (None, false) => None,
         };
         rec.step("timezone", || timezone(settings, t, cmdline.as_deref()));
@@ -125,7 +125,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     // Postboot waits for the whole stage through its lock.
     crate::base::notify::ready("running the admin's plugins and the post-vm-config hook");
     if live {
-        plugins::run_all(&settings.plugin_dir, &mut rec);
+        plugins::run_all(&settings.paths.plugin_dir, &mut rec);
         rec.step("hook", || {
             match hooks::run(settings, "post-vm-config", &[], hooks::HOOK_LIMIT) {
                 hooks::HookResult::Absent => Ok(Done::skipped("no post-vm-config hook")),
@@ -151,10 +151,10 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
 /// when the kernel has it, `ttyS0` when it is a kernel console.
 pub fn console(settings: &Settings, t: &Tree) -> Result<Done> {
     let mut ttys = Vec::new();
-    if settings.sys_dir.join("class/tty/hvc0").exists() {
+    if settings.paths.sys_dir.join("class/tty/hvc0").exists() {
         ttys.push("hvc0");
     }
-    let consoles = fs::read_to_string(settings.proc_dir.join("consoles")).unwrap_or_default();
+    let consoles = fs::read_to_string(settings.paths.proc_dir.join("consoles")).unwrap_or_default();
     if consoles
         .lines()
         .any(|l| l.split_whitespace().next() == Some("ttyS0"))
@@ -279,7 +279,7 @@ fn motd(settings: &Settings, t: &Tree) -> Result<Done> {
 /// An ext3/4 root with an unlimited mount count gets a check every 42
 /// mounts or 2 months, as the original set (live system only).
 pub fn mount_count(settings: &Settings) -> Result<Done> {
-    let mi = fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
+    let mi = fs::read_to_string(settings.paths.proc_dir.join("self/mountinfo")).unwrap_or_default();
     let mounts = crate::kernel::mounts::parse_mountinfo(&mi);
     let dev = crate::kernel::mounts::root_mount(&mounts)
         .filter(|m| m.fstype == "ext3" || m.fstype == "ext4")

@@ -55,7 +55,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
         rec.skip("disabled", &format!("gandi-vm is turned off: {why}"));
         return rec.finish(&tree, settings, "postboot");
     }
-    let gandi = settings.gandi_dir.as_path();
+    let gandi = settings.paths.gandi_dir.as_path();
     let config_path = gandi.join("config");
     let limit = Duration::from_secs(settings.postboot_timeout_s);
 
@@ -152,7 +152,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
     }
 
     if live {
-        let mut ledger = Ledger::load(&tree, &settings.state_dir);
+        let mut ledger = Ledger::load(&tree, &settings.paths.state_dir);
         if ledger.damaged.is_none() && ledger.recovered() {
             ledger.seen_by_postboot();
             let _ = ledger.save(&tree);
@@ -190,7 +190,7 @@ fn run_once(
         {
             // The ledger is held only while its marks change, not while a
             // command runs.
-            let mut ledger = Ledger::load(tree, &settings.state_dir);
+            let mut ledger = Ledger::load(tree, &settings.paths.state_dir);
             if let Some(why) = &ledger.damaged {
                 // Which commands ran cannot be told: none runs again.
                 rec.note(name, Done::failed(format!("{why}: not run")));
@@ -252,7 +252,7 @@ fn run_once(
                     before = Some(bootstrap::snapshot(tree));
                     bootstrap::run_platform_script(
                         tree,
-                        &settings.gandi_dir.join("init"),
+                        &settings.paths.gandi_dir.join("init"),
                         how,
                         limit,
                     )?
@@ -278,7 +278,7 @@ fn run_once(
                 Ok(Done::failed(detail))
             }
         });
-        let mut ledger = Ledger::load(tree, &settings.state_dir);
+        let mut ledger = Ledger::load(tree, &settings.paths.state_dir);
         ledger.set(&ended, config);
         ledger.save(tree)?;
         // What the platform's own script rewrote of the native apply's
@@ -294,7 +294,7 @@ fn run_once(
 /// the run dir (a tmpfs: nothing of it outlives the boot).
 fn command_file(settings: &Settings, name: &str, text: &str) -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let dir = settings.run_dir.join("commands");
+    let dir = settings.paths.run_dir.join("commands");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

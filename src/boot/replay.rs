@@ -53,7 +53,7 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<i32> {
                 .args(
                     missing
                         .iter()
-                        .map(|name| settings.sys_dir.join("class/block").join(name)),
+                        .map(|name| settings.paths.sys_dir.join("class/block").join(name)),
                 )
                 .limit(Duration::from_secs(60))
                 .output()?;

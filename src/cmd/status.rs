@@ -36,7 +36,7 @@ enum Unit {
 }
 
 fn unit_of_stage(settings: &Settings, name: &str) -> Unit {
-    if !settings.systemd_dir.is_dir() {
+    if !settings.paths.systemd_dir.is_dir() {
         return Unit::Idle;
     }
     let unit = format!("gandi-{name}.service");
@@ -90,7 +90,7 @@ pub fn show(settings: &Settings, opts: &ShowOptions) -> Result<i32> {
     }
     let read_all = || {
         if opts.previous {
-            let p = settings.state_dir.join("status.previous.json");
+            let p = settings.paths.state_dir.join("status.previous.json");
             match crate::base::read::read_state(&p, MAX_STATUS) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
                 Err(e) => Err(format!("{}: {e}", p.display())),

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 /// Where a background growth logs when there is no systemd (and so no
 /// journal to keep what it says).
 pub fn grow_log(settings: &Settings) -> PathBuf {
-    settings.run_dir.join("disk-grow.log")
+    settings.paths.run_dir.join("disk-grow.log")
 }
 
 /// Starts `disk-grow --adopt` for each disk whose growth was left undone,
@@ -20,7 +20,7 @@ pub fn grow_log(settings: &Settings) -> PathBuf {
 /// never waits on it. Without systemd only: under systemd the unit's
 /// `ExecStopPost=` resumes it.
 pub fn adopt_left(settings: &Settings, devices: &[crate::kernel::device::Device]) {
-    if settings.systemd_dir.is_dir() {
+    if settings.paths.systemd_dir.is_dir() {
         return;
     }
     for dev in devices.iter().filter(|d| d.growth_left).take(8) {
@@ -54,6 +54,6 @@ pub fn start_adopter(settings: &Settings, name: &str) {
 fn suite_exe(settings: &Settings) -> PathBuf {
     match std::env::current_exe() {
         Ok(exe) if exe.file_name().is_some_and(|n| n == "gandi-vm") => exe,
-        _ => settings.bin.clone(),
+        _ => settings.paths.bin.clone(),
     }
 }

@@ -11,7 +11,11 @@ pub struct DiskLock(#[allow(dead_code)] lock::FileLock);
 
 impl DiskLock {
     fn path(settings: &Settings, name: &str) -> PathBuf {
-        settings.run_dir.join("locks").join(format!("{name}.lock"))
+        settings
+            .paths
+            .run_dir
+            .join("locks")
+            .join(format!("{name}.lock"))
     }
 
     /// Waits for the lock when `wait`, else fails at once when it is held.
@@ -41,6 +45,7 @@ pub fn fs_lock(settings: &Settings, uuid: Option<&str>) -> Result<Option<lock::F
         return Ok(None);
     };
     let path = settings
+        .paths
         .run_dir
         .join("locks")
         .join(format!("fs-{}.lock", uuid.to_ascii_lowercase()));

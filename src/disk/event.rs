@@ -145,7 +145,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
     if event.action == Action::Remove {
         return forget_on_event(settings, &event.name).map(|()| 0);
     }
-    let sys = settings.sys_dir.join("class/block").join(&event.name);
+    let sys = settings.paths.sys_dir.join("class/block").join(&event.name);
     let size = crate::kernel::views::read_small(&sys.join("size"))
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0)
@@ -157,13 +157,14 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
     let partitioned = event.fs.part_table.is_some();
     // The device of the filesystem mounted on /: never served nor grown, so
     // no growth service is started for it at every boot.
-    let holds_root = crate::kernel::views::read_proc(&settings.proc_dir.join("self/mountinfo"))
-        .ok()
-        .and_then(|mi| {
-            crate::kernel::mounts::root_mount(&crate::kernel::mounts::parse_mountinfo(&mi))
-                .map(|m| m.block_devnum(&settings.sys_dir))
-        })
-        == Some(event.devnum);
+    let holds_root =
+        crate::kernel::views::read_proc(&settings.paths.proc_dir.join("self/mountinfo"))
+            .ok()
+            .and_then(|mi| {
+                crate::kernel::mounts::root_mount(&crate::kernel::mounts::parse_mountinfo(&mi))
+                    .map(|m| m.block_devnum(&settings.paths.sys_dir))
+            })
+            == Some(event.devnum);
     let serviceable = event.fs.usage.as_deref() == Some("filesystem") && !holds_root;
     let (state, note) = if holds_root {
         (RecordState::Excluded, Exclusion::RootDisk.to_string())
@@ -239,7 +240,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
 /// of other disks that their growers left undone (killed). From the index
 /// alone: no disk is read in a udev worker; the adopter checks the device.
 fn adopt_others(settings: &Settings, name: &str) {
-    if settings.systemd_dir.is_dir() {
+    if settings.paths.systemd_dir.is_dir() {
         return;
     }
     let Some(text) = index::read_index(settings) else {

@@ -28,7 +28,7 @@ fn key(uuid: Option<&str>, name: &str) -> String {
 }
 
 fn path(settings: &Settings, kind: &str, uuid: Option<&str>, name: &str) -> PathBuf {
-    settings.state_dir.join(kind).join(key(uuid, name))
+    settings.paths.state_dir.join(kind).join(key(uuid, name))
 }
 
 /// Writes a mark and syncs it and its folder: it must survive a power cut.
@@ -136,10 +136,9 @@ mod tests {
     #[test]
     fn marks_survive_and_refuse() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Settings {
-            state_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
+        let s = Settings::default().with_paths(|p| {
+            p.state_dir = dir.path().to_path_buf();
+        });
         let m = Marks::new(&s, Some("0b9c-AB/../x"), "vdb");
         assert!(m.refusal().is_none());
         m.start_resize("64 MiB to 1 GiB").unwrap();

@@ -24,7 +24,8 @@ fn mounted_elsewhere(settings: &Settings, dev: &std::path::Path, fs: &FsInfo) ->
     if !matches!(fs.fstype.as_deref(), Some("ext2" | "ext3" | "ext4")) {
         return None;
     }
-    let mi = crate::kernel::views::read_proc(&settings.proc_dir.join("self/mountinfo")).ok()?;
+    let mi =
+        crate::kernel::views::read_proc(&settings.paths.proc_dir.join("self/mountinfo")).ok()?;
     crate::kernel::mounts::parse_mountinfo(&mi)
         .into_iter()
         .filter(|m| matches!(m.fstype.as_str(), "ext2" | "ext3" | "ext4"))
@@ -143,7 +144,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
                     &fstype,
                     dev.size,
                     mounted,
-                    &settings.run_dir,
+                    &settings.paths.run_dir,
                     &marks,
                 );
                 match grown {

@@ -27,7 +27,7 @@ pub fn unit_escape(name: &str) -> String {
 /// Starts the growth outside udev's sandbox; without systemd, returns the
 /// watcher's PID.
 pub fn hand_off(settings: &Settings, name: &str) -> Result<Option<u32>> {
-    if settings.systemd_dir.is_dir() {
+    if settings.paths.systemd_dir.is_dir() {
         let unit = format!("gandi-disk@{}.service", unit_escape(name));
         crate::base::runner::Run::new("systemctl")
             .args(["--no-block", "start", &unit])

@@ -175,7 +175,7 @@ impl Indexed {
 /// file with one line per device and tab-separated columns (see
 /// `INDEX_HEADER`), parsed without allocating.
 pub fn index_path(settings: &Settings) -> PathBuf {
-    settings.run_dir.join("disks.index")
+    settings.paths.run_dir.join("disks.index")
 }
 
 /// Rewrites the index from the records as they are now. Each writer calls
@@ -183,7 +183,7 @@ pub fn index_path(settings: &Settings) -> PathBuf {
 /// every change in the index.
 pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
     let _lock =
-        crate::base::lock::FileLock::take(&settings.run_dir.join("locks/index.lock"), true)?;
+        crate::base::lock::FileLock::take(&settings.paths.run_dir.join("locks/index.lock"), true)?;
     let mut all: Vec<Record> = recorded_names(settings)
         .iter()
         .filter_map(|name| match read_checked(settings, name) {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// The folder of the per-key links the map answers with.
 pub fn keys_dir(settings: &Settings) -> PathBuf {
-    settings.run_dir.join("keys")
+    settings.paths.run_dir.join("keys")
 }
 
 /// The link for `key`: its name is the key in hex, so any key (blanks,

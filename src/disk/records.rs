@@ -172,11 +172,11 @@ pub struct Grow {
 }
 
 pub fn disks_dir(settings: &Settings) -> PathBuf {
-    settings.run_dir.join("disks")
+    settings.paths.run_dir.join("disks")
 }
 
 pub fn released_dir(settings: &Settings) -> PathBuf {
-    settings.run_dir.join("released")
+    settings.paths.run_dir.join("released")
 }
 
 /// Reads the record of `name`, if any (not checked against the device).

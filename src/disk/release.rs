@@ -295,7 +295,7 @@ pub fn release(settings: &Settings, key: &str, force: bool, say: Say) -> Result<
         .unwrap_or_else(|| settings.disk_root.join(key));
 
     let hook = pre_detach_hook(settings, &dev_path, &mount_point, say);
-    let stopped = stop_services(&settings.proc_dir, &dev.mounts, say);
+    let stopped = stop_services(&settings.paths.proc_dir, &dev.mounts, say);
 
     // Mark first, so no lookup mounts it again between unmount and detach;
     // and drop the key links autofs may have kept answers for.
@@ -326,7 +326,7 @@ pub fn release(settings: &Settings, key: &str, force: bool, say: Say) -> Result<
         match umount(mp, nix::mount::MntFlags::empty()) {
             Ok(()) => say(&format!("unmounted {}", mp.display())),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                let held = holders(&settings.proc_dir, mp);
+                let held = holders(&settings.paths.proc_dir, mp);
                 if force {
                     umount_lazily(mp, &held, " (--force)", say)?;
                 } else {
@@ -366,7 +366,7 @@ fn release_gone(settings: &Settings, scan: &Scan, gone: &Device, say: Say) -> Re
         Ok(()) => say(&format!("unmounted {}", mount_point.display())),
         Err(_) => umount_lazily(
             mount_point,
-            &holders(&settings.proc_dir, mount_point),
+            &holders(&settings.paths.proc_dir, mount_point),
             "",
             say,
         )?,

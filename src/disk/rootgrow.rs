@@ -29,18 +29,18 @@ pub struct Growth {
 
 /// Grows the partition holding `/`.
 pub fn grow_root(settings: &Settings) -> Result<Growth> {
-    let mountinfo = fs::read_to_string(settings.proc_dir.join("self/mountinfo"))
+    let mountinfo = fs::read_to_string(settings.paths.proc_dir.join("self/mountinfo"))
         .context("reading the mount table")?;
     let mounts = parse_mountinfo(&mountinfo);
     let root = root_mount(&mounts).context("no root in the mount table")?;
-    let devnum = root.block_devnum(&settings.sys_dir);
+    let devnum = root.block_devnum(&settings.paths.sys_dir);
     let name =
         name_of(settings, devnum).with_context(|| format!("no block device {devnum} for /"))?;
     grow_partition(settings, &name)
 }
 
 fn name_of(settings: &Settings, devnum: DevNum) -> Option<String> {
-    let link = fs::read_link(settings.sys_dir.join(format!("dev/block/{devnum}"))).ok()?;
+    let link = fs::read_link(settings.paths.sys_dir.join(format!("dev/block/{devnum}"))).ok()?;
     Some(link.file_name()?.to_string_lossy().into_owned())
 }
 
@@ -64,7 +64,7 @@ fn random_uuid() -> Result<String> {
 /// Grows partition `name` (a kernel name such as `vda1`) to the end of its
 /// disk when it is the last one, then its filesystem.
 pub fn grow_partition(settings: &Settings, name: &str) -> Result<Growth> {
-    let class = settings.sys_dir.join("class/block");
+    let class = settings.paths.sys_dir.join("class/block");
     let Some(number) = read_small(&class.join(name).join("partition")) else {
         // A whole-disk root: only the filesystem can follow.
         return grow_fs(settings, name, "no partition".into(), false);
@@ -79,8 +79,8 @@ pub fn grow_partition(settings: &Settings, name: &str) -> Result<Growth> {
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .context("finding the disk of the partition")?;
-    let disk_dev = settings.dev_dir.join(&disk);
-    let part_dev = settings.dev_dir.join(name);
+    let disk_dev = settings.paths.dev_dir.join(&disk);
+    let part_dev = settings.paths.dev_dir.join(name);
     // At every boot but the first, the partition fills its disk already:
     // sysfs says so without starting a partitioning tool.
     if fills_disk(&class, &disk, name) {
@@ -322,14 +322,14 @@ fn partition_number(p: &serde_json::Value, disk_dev: &Path) -> Option<u32> {
 /// root is), else as a data disk is grown.
 fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Result<Growth> {
     let mountinfo =
-        fs::read_to_string(settings.proc_dir.join("self/mountinfo")).unwrap_or_default();
-    let class = settings.sys_dir.join("class/block").join(name);
+        fs::read_to_string(settings.paths.proc_dir.join("self/mountinfo")).unwrap_or_default();
+    let class = settings.paths.sys_dir.join("class/block").join(name);
     let devnum = read_small(&class.join("dev"))
         .and_then(|s| DevNum::parse(&s))
         .context("reading the device number")?;
-    let dev = settings.dev_dir.join(name);
+    let dev = settings.paths.dev_dir.join(name);
     let mounts = parse_mountinfo(&mountinfo);
-    let mounted = crate::kernel::mounts::mounts_of(&mounts, devnum, name, &settings.sys_dir)
+    let mounted = crate::kernel::mounts::mounts_of(&mounts, devnum, name, &settings.paths.sys_dir)
         .into_iter()
         .next()
         .cloned();
@@ -356,7 +356,7 @@ fn grow_fs(settings: &Settings, name: &str, note: String, changed: bool) -> Resu
             &fstype,
             size,
             mount_point,
-            &settings.run_dir,
+            &settings.paths.run_dir,
             &crate::disk::fsstate::Marks::new(settings, None, name),
         )? {
             fsgrow::Outcome::Fits { .. } => Growth {

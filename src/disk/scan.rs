@@ -66,7 +66,7 @@ impl<'a> Scan<'a> {
     /// size of every device that has a medium).
     pub fn new(settings: &'a Settings) -> anyhow::Result<Scan<'a>> {
         use anyhow::Context;
-        let path = settings.proc_dir.join("partitions");
+        let path = settings.paths.proc_dir.join("partitions");
         let text = read_proc(&path).with_context(|| format!("reading {}", path.display()))?;
         let entries: Vec<Entry> = parse_partitions(&text)
             .into_iter()
@@ -91,7 +91,7 @@ impl<'a> Scan<'a> {
 
     fn mounts(&self) -> &[MountEntry] {
         self.mounts.get_or_init(|| {
-            let path = self.settings.proc_dir.join("self/mountinfo");
+            let path = self.settings.paths.proc_dir.join("self/mountinfo");
             parse_mountinfo(&read_proc(&path).unwrap_or_default())
         })
     }
@@ -99,9 +99,9 @@ impl<'a> Scan<'a> {
     /// Where `dev` is mounted now: the mount table read again, not the
     /// one this scan read first (a mount may have landed since).
     pub fn mounts_now(&self, dev: &Device) -> Vec<PathBuf> {
-        let path = self.settings.proc_dir.join("self/mountinfo");
+        let path = self.settings.paths.proc_dir.join("self/mountinfo");
         let now = parse_mountinfo(&read_proc(&path).unwrap_or_default());
-        mounts_of(&now, dev.devnum, &dev.name, &self.settings.sys_dir)
+        mounts_of(&now, dev.devnum, &dev.name, &self.settings.paths.sys_dir)
             .into_iter()
             .map(|m| m.mount_point.clone())
             .collect()
@@ -118,7 +118,7 @@ impl<'a> Scan<'a> {
     fn udev_alive(&self) -> bool {
         *self
             .udev_alive
-            .get_or_init(|| udev_alive(&self.settings.udev_data_dir))
+            .get_or_init(|| udev_alive(&self.settings.paths.udev_data_dir))
     }
 
     /// The whole disk of a partition (one readlink, then remembered).
@@ -126,7 +126,12 @@ impl<'a> Scan<'a> {
         entry
             .parent
             .get_or_init(|| {
-                let link = self.settings.sys_dir.join("class/block").join(&entry.name);
+                let link = self
+                    .settings
+                    .paths
+                    .sys_dir
+                    .join("class/block")
+                    .join(&entry.name);
                 let target = fs::read_link(link).ok()?;
                 partition_parent(&target, &entry.name)
             })
@@ -151,6 +156,7 @@ impl<'a> Scan<'a> {
         read_u64(
             &self
                 .settings
+                .paths
                 .sys_dir
                 .join("class/block")
                 .join(disk)
@@ -306,8 +312,8 @@ impl<'a> Scan<'a> {
     /// or emptied while mounted), as devices excluded as [`Exclusion::Gone`]
     /// and named after the mount's source (`loop3`).
     pub fn gone(&self) -> Vec<Device> {
-        let dev_dir = self.settings.dev_dir.display().to_string();
-        let sys = &self.settings.sys_dir;
+        let dev_dir = self.settings.paths.dev_dir.display().to_string();
+        let sys = &self.settings.paths.sys_dir;
         let mut gone: Vec<Device> = self
             .mounts()
             .iter()
@@ -372,13 +378,13 @@ impl<'a> Scan<'a> {
 
     /// `/dev/NAME` (kernel names use `!` where the device path has `/`).
     pub fn dev_path(&self, name: &str) -> PathBuf {
-        self.settings.dev_dir.join(name.replace('!', "/"))
+        self.settings.paths.dev_dir.join(name.replace('!', "/"))
     }
 
     /// What sysfs and the mount table tell of one device.
     fn basic(&self, name: &str) -> Option<Device> {
         let entry = self.entry(name)?;
-        let class = self.settings.sys_dir.join("class/block");
+        let class = self.settings.paths.sys_dir.join("class/block");
         let dir = class.join(name);
         let devnum = entry.devnum;
         let size = read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512);
@@ -409,7 +415,7 @@ impl<'a> Scan<'a> {
             Vec::new()
         };
         let holders = list_names(&dir.join("holders"));
-        let mounts = mounts_of(self.mounts(), devnum, name, &self.settings.sys_dir)
+        let mounts = mounts_of(self.mounts(), devnum, name, &self.settings.paths.sys_dir)
             .into_iter()
             .map(|m| m.mount_point.clone())
             .collect();
@@ -433,7 +439,7 @@ impl<'a> Scan<'a> {
     /// udev's database entry: the metadata and the attach sequence number
     /// udev saw (kept as the `disk/by-diskseq` link).
     fn udev_entry(&self, devnum: DevNum) -> Option<(FsInfo, Option<u64>)> {
-        let path = self.settings.udev_data_dir.join(format!("b{devnum}"));
+        let path = self.settings.paths.udev_data_dir.join(format!("b{devnum}"));
         let text = read_small(&path)?;
         Some(parse_udev_entry(&text))
     }

@@ -22,7 +22,10 @@ pub fn write(settings: &Settings, record: &Record) -> anyhow::Result<()> {
 /// Forgets a device: its record, its release mark and the key links that
 /// point at it.
 pub fn forget(settings: &Settings, name: &str) -> anyhow::Result<()> {
-    drop_key_links(settings, &settings.dev_dir.join(name.replace('!', "/")));
+    drop_key_links(
+        settings,
+        &settings.paths.dev_dir.join(name.replace('!', "/")),
+    );
     let record = path(settings, name);
     let mut removed_record = false;
     for path in [&record, &released_dir(settings).join(name)] {

@@ -24,18 +24,23 @@ use std::time::Duration;
 
 /// The platform config of the tree, if readable.
 fn platform_config(settings: &Settings, tree: &Tree) -> Option<Config> {
-    let (text, _) = tree.read_owned(settings.gandi_dir.join("config")).ok()?;
+    let (text, _) = tree
+        .read_owned(settings.paths.gandi_dir.join("config"))
+        .ok()?;
     match config::read(&text) {
         Ok(c) => Some(c),
         Err(e) => {
-            log::warn!("{}/config: {e}; using DHCP", settings.gandi_dir.display());
+            log::warn!(
+                "{}/config: {e}; using DHCP",
+                settings.paths.gandi_dir.display()
+            );
             None
         }
     }
 }
 
 fn run_dir_file(settings: &Settings, name: &str) -> PathBuf {
-    settings.run_dir.join(name)
+    settings.paths.run_dir.join(name)
 }
 
 /// Which stack configures the interface: networkd when it runs, ifupdown
@@ -108,7 +113,7 @@ fn configure(settings: &Settings, tree: &Tree, name: &str) -> Result<()> {
                 _ => Stack::Ifupdown,
             };
             let applied = {
-                let mut ledger = Ledger::load(tree, &settings.state_dir);
+                let mut ledger = Ledger::load(tree, &settings.paths.state_dir);
                 let a = network::apply_one(tree, &mut ledger, stack, &iface)?;
                 ledger.save(tree)?;
                 a
@@ -196,7 +201,7 @@ fn link_up(name: &str) -> Result<()> {
 /// A secondary interface answers ARP only for its own addresses and
 /// accepts replies on any path.
 fn secondary_sysctls(settings: &Settings, name: &str) -> Result<()> {
-    let dir = settings.proc_dir.join("sys/net/ipv4/conf").join(name);
+    let dir = settings.paths.proc_dir.join("sys/net/ipv4/conf").join(name);
     for (key, value) in [
         ("arp_announce", "2"),
         ("rp_filter", "0"),
@@ -239,7 +244,7 @@ fn direct(settings: &Settings, iface: &Iface, metric: u32) -> Result<()> {
         }
     }
     if iface.dhcp4 {
-        fs::create_dir_all(&settings.run_dir)?;
+        fs::create_dir_all(&settings.paths.run_dir)?;
         let script = run_dir_file(settings, "gandi-udhcpc");
         let exe = std::env::current_exe().context("finding our own executable")?;
         if fs::read_link(&script).ok().as_deref() != Some(exe.as_path()) {
@@ -336,7 +341,7 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
     stop_udhcpc(&run_dir_file(settings, &format!("udhcpc-{name}.pid")));
     // Asked of the kernel: /sys/class/net lists the interfaces of our
     // network namespace.
-    let present = fs::symlink_metadata(settings.sys_dir.join("class/net").join(name)).is_ok();
+    let present = fs::symlink_metadata(settings.paths.sys_dir.join("class/net").join(name)).is_ok();
     if present {
         log::info!("{name}: still present (a shutdown or a stop): its network files kept");
         return Ok(0);
@@ -345,7 +350,7 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
     let networkd_file = network::file_of(Stack::Networkd, name);
     let had_networkd = tree.lstat(&networkd_file).is_ok();
     let removed = {
-        let mut ledger = Ledger::load(&tree, &settings.state_dir);
+        let mut ledger = Ledger::load(&tree, &settings.paths.state_dir);
         let r = network::forget(&tree, &mut ledger, name)?;
         ledger.save(&tree)?;
         r

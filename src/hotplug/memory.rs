@@ -15,6 +15,7 @@ pub fn memory_online(settings: &Settings, block: &str) -> Result<i32> {
         bail!("{block:?} is not a memory block");
     }
     let state = settings
+        .paths
         .sys_dir
         .join("devices/system/memory")
         .join(block)

@@ -96,6 +96,7 @@ pub fn set_queues(name: &str, want: u32) -> Result<Channels> {
 pub fn multiqueue(settings: &Settings, name: &str) {
     let driver = fs::read_link(
         settings
+            .paths
             .sys_dir
             .join(format!("class/net/{name}/device/driver")),
     )

@@ -78,7 +78,7 @@ pub fn list_names(dir: &Path) -> Vec<String> {
 }
 
 pub fn read_swaps(settings: &Settings) -> HashSet<DevNum> {
-    let text = read_proc(&settings.proc_dir.join("swaps")).unwrap_or_default();
+    let text = read_proc(&settings.paths.proc_dir.join("swaps")).unwrap_or_default();
     text.lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())

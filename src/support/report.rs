@@ -79,7 +79,7 @@ fn without_command_output(journal: &[u8]) -> Vec<u8> {
 
 /// The names of the values the ledger tracks, one per line.
 fn ledger_names(settings: &Settings) -> Vec<u8> {
-    let Some(data) = file(&settings.state_dir.join("applied.json")) else {
+    let Some(data) = file(&settings.paths.state_dir.join("applied.json")) else {
         return b"# no ledger\n".to_vec();
     };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
@@ -115,7 +115,7 @@ pub fn collect(settings: &Settings) -> Parts {
     let versions = format!(
         "gandi-vm {}\nkernel {}\n",
         env!("CARGO_PKG_VERSION"),
-        crate::base::read::read_small(&settings.proc_dir.join("sys/kernel/osrelease"))
+        crate::base::read::read_small(&settings.paths.proc_dir.join("sys/kernel/osrelease"))
             .unwrap_or_default()
             .trim()
     );
@@ -125,12 +125,12 @@ pub fn collect(settings: &Settings) -> Parts {
     v.extend(command("automount", &["-V"]));
     add("versions.txt", v);
     for (name, path) in [
-        ("status.json", settings.run_dir.join("status.json")),
+        ("status.json", settings.paths.run_dir.join("status.json")),
         (
             "status.previous.json",
-            settings.state_dir.join("status.previous.json"),
+            settings.paths.state_dir.join("status.previous.json"),
         ),
-        ("disks.index", settings.run_dir.join("disks.index")),
+        ("disks.index", settings.paths.run_dir.join("disks.index")),
     ] {
         if let Some(data) = file(&path) {
             add(name, data);
@@ -152,7 +152,7 @@ pub fn collect(settings: &Settings) -> Parts {
     add("ledger-fields.txt", ledger_names(settings));
     add("disks.txt", command(&exe, &["disks"]));
     add("disks.json", command(&exe, &["disks", "--json"]));
-    if settings.systemd_dir.is_dir() {
+    if settings.paths.systemd_dir.is_dir() {
         let units = [
             "-u",
             "gandi-bootstrap",

@@ -30,13 +30,12 @@ impl Machine {
     }
 
     fn settings(&self) -> Settings {
-        Settings {
-            sys_dir: self.p("sys"),
-            dev_dir: self.p("dev"),
-            proc_dir: self.p("proc"),
-            state_dir: self.p("state"),
-            ..Settings::default()
-        }
+        Settings::default().with_paths(|p| {
+            p.sys_dir = self.p("sys");
+            p.dev_dir = self.p("dev");
+            p.proc_dir = self.p("proc");
+            p.state_dir = self.p("state");
+        })
     }
 
     /// A virtio disk `name` in PCI slot `slot` (`0000:00:04.0`).

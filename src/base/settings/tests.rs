@@ -68,7 +68,7 @@ fn defaults_when_missing_empty_or_invalid() {
     assert_eq!(s.problems.len(), 4, "{:?}", s.problems);
     assert!(s.problems.iter().any(|p| p.starts_with("UNKNOWN_KEY:")));
     assert!(s.problems.iter().any(|p| p.starts_with("CONFIG_MOTD:")));
-    assert_eq!(s.run_dir, PathBuf::from("/run/gandi"));
+    assert_eq!(s.paths.run_dir, PathBuf::from("/run/gandi"));
     assert_eq!(s.nodhcp, vec!["eth0".to_string()]);
     assert_eq!(s.disk_devices.len(), 4);
     // An empty CONFIG_NODHCP excludes no interface, as in the original.
@@ -90,7 +90,7 @@ fn typed_values() {
     assert!(!s.cron);
     assert_eq!(s.disk_root, PathBuf::from("/data"));
     assert_eq!(s.disk_devices, vec!["loop*", "vd?"]);
-    assert_eq!(s.run_dir, PathBuf::from("/tmp/run"));
+    assert_eq!(s.paths.run_dir, PathBuf::from("/tmp/run"));
     assert!(s.problems.is_empty());
 }
 

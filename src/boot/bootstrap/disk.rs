@@ -65,7 +65,7 @@ pub struct Record {
 pub fn instance(settings: &Settings) -> Option<String> {
     ["class/dmi/id/product_uuid", "hypervisor/uuid"]
         .iter()
-        .filter_map(|p| read_small(&settings.sys_dir.join(p)))
+        .filter_map(|p| read_small(&settings.paths.sys_dir.join(p)))
         .map(|v| v.trim().to_ascii_lowercase())
         .find(|v| {
             v.len() >= 8
@@ -78,7 +78,7 @@ pub fn instance(settings: &Settings) -> Option<String> {
 /// The places a whole disk sits at: its kernel name for a Xen virtual disk,
 /// and `pci-ADDRESS` for a disk alone on its PCI function (virtio-blk).
 pub fn places_of(settings: &Settings, name: &str) -> Vec<String> {
-    let class = settings.sys_dir.join("class/block");
+    let class = settings.paths.sys_dir.join("class/block");
     let mut out = Vec::new();
     if name.starts_with("xvd") {
         out.push(name.to_string());
@@ -127,7 +127,7 @@ fn pci_address(s: &str) -> bool {
 
 /// The whole disks sysfs lists (no partitions).
 fn whole_disks(settings: &Settings) -> Vec<String> {
-    let class = settings.sys_dir.join("class/block");
+    let class = settings.paths.sys_dir.join("class/block");
     list_names(&class)
         .into_iter()
         .filter(|n| !class.join(n).join("partition").exists())
@@ -136,7 +136,7 @@ fn whole_disks(settings: &Settings) -> Vec<String> {
 
 /// The partitions of a whole disk.
 fn partitions(settings: &Settings, disk: &str) -> Vec<String> {
-    let class = settings.sys_dir.join("class/block");
+    let class = settings.paths.sys_dir.join("class/block");
     list_names(&class)
         .into_iter()
         .filter(|n| {
@@ -193,7 +193,7 @@ fn signature(device: &Path) -> Result<Option<crate::kernel::device::FsInfo>, Str
 /// The swap device of a disk that holds nothing but swap and the archive,
 /// else why it does not qualify.
 fn qualifies(settings: &Settings, disk: &str) -> Result<PathBuf, String> {
-    let whole = settings.dev_dir.join(disk);
+    let whole = settings.paths.dev_dir.join(disk);
     let found = signature(&whole)?;
     match found {
         None => Ok(whole),
@@ -212,7 +212,7 @@ fn qualifies(settings: &Settings, disk: &str) -> Result<PathBuf, String> {
                     parts.len()
                 ));
             };
-            let path = settings.dev_dir.join(part);
+            let path = settings.paths.dev_dir.join(part);
             match signature(&path)? {
                 None => Ok(path),
                 Some(fs) if fs.fstype.as_deref() == Some("swap") || fs.fstype.is_none() => Ok(path),
@@ -230,7 +230,7 @@ fn qualifies(settings: &Settings, disk: &str) -> Result<PathBuf, String> {
 /// Reads the record of the last choice; a damaged one is reported (the
 /// second value) and not used.
 pub fn load(tree: &Tree, settings: &Settings) -> (Option<Record>, Option<String>) {
-    let path = settings.state_dir.join(RECORD);
+    let path = settings.paths.state_dir.join(RECORD);
     match tree.read_owned_limited(&path, 4096) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
         Err(e) => (None, Some(format!("{}: {e}", tree.shown(&path).display()))),
@@ -249,11 +249,11 @@ pub fn load(tree: &Tree, settings: &Settings) -> (Option<Record>, Option<String>
 
 /// Records the choice (root-only, in the state folder).
 pub fn save(tree: &Tree, settings: &Settings, record: &Record) -> anyhow::Result<()> {
-    tree.create_dirs(&settings.state_dir, 0o700)?;
+    tree.create_dirs(&settings.paths.state_dir, 0o700)?;
     let mut text = serde_json::to_vec_pretty(record)?;
     text.push(b'\n');
     tree.write_if_changed(
-        settings.state_dir.join(RECORD),
+        settings.paths.state_dir.join(RECORD),
         &text,
         WriteOpts::mode(0o600),
     )?;
@@ -284,18 +284,18 @@ pub fn choose(settings: &Settings, record: Option<&Record>, instance: Option<&st
             if place != &r.place {
                 continue;
             }
-            let mut devices = vec![settings.dev_dir.join(disk)];
+            let mut devices = vec![settings.paths.dev_dir.join(disk)];
             devices.extend(
                 partitions(settings, disk)
                     .iter()
-                    .map(|p| settings.dev_dir.join(p)),
+                    .map(|p| settings.paths.dev_dir.join(p)),
             );
             if let Some(swap) = devices
                 .into_iter()
                 .find(|d| swap_uuid(d).as_deref() == Some(uuid.as_str()))
             {
                 return Choice::Found(PlatformDisk {
-                    disk: settings.dev_dir.join(disk),
+                    disk: settings.paths.dev_dir.join(disk),
                     swap,
                     place: place.clone(),
                     why: format!("the disk at {place} with the swap area recorded"),
@@ -308,7 +308,7 @@ pub fn choose(settings: &Settings, record: Option<&Record>, instance: Option<&st
     for (disk, place) in &at_places {
         match qualifies(settings, disk) {
             Ok(swap) => good.push(PlatformDisk {
-                disk: settings.dev_dir.join(disk),
+                disk: settings.paths.dev_dir.join(disk),
                 swap,
                 place: place.clone(),
                 why: format!("the one disk at {place} holding only swap and the archive"),

@@ -52,7 +52,7 @@ pub(super) fn apply_config(
         None => refused(rec, "user", "vm_conf.user"),
         Some(login) => rec.step("user", || {
             let created = when_new(ledger, "login", login.as_bytes(), || {
-                let (c, group) = apply::create_user(tree, login, &settings.state_dir)?;
+                let (c, group) = apply::create_user(tree, login, &settings.paths.state_dir)?;
                 Ok(Done::of(c, format!("{login} (group {group})")))
             })?;
             if apply::account(tree, login).is_none() {
@@ -241,7 +241,7 @@ pub(super) fn network_step(
                 continue;
             };
             match live
-                .then(|| network::interface_with_mac(&settings.sys_dir, &mac))
+                .then(|| network::interface_with_mac(&settings.paths.sys_dir, &mac))
                 .flatten()
             {
                 Some(name) if name != iface.name => {

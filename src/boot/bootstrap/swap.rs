@@ -28,7 +28,7 @@ pub fn archive_places(settings: &Settings, device: &Path) -> Vec<PathBuf> {
     let Some(name) = device.file_name().and_then(|n| n.to_str()) else {
         return vec![device.to_path_buf()];
     };
-    let class = settings.sys_dir.join("class/block").join(name);
+    let class = settings.paths.sys_dir.join("class/block").join(name);
     if !class.join("partition").exists() {
         return vec![device.to_path_buf()];
     }
@@ -36,7 +36,7 @@ pub fn archive_places(settings: &Settings, device: &Path) -> Vec<PathBuf> {
         .ok()
         .and_then(|l| l.parent()?.file_name().map(|n| n.to_os_string()));
     match disk {
-        Some(d) => vec![settings.dev_dir.join(d), device.to_path_buf()],
+        Some(d) => vec![settings.paths.dev_dir.join(d), device.to_path_buf()],
         None => vec![device.to_path_buf()],
     }
 }
@@ -151,6 +151,7 @@ fn archive_page(settings: &Settings, device: &Path, place: &Path) -> Option<u32>
         let name = device.file_name()?.to_str()?;
         let sectors = crate::kernel::views::read_u64(
             &settings
+                .paths
                 .sys_dir
                 .join("class/block")
                 .join(name)
@@ -241,7 +242,7 @@ pub(super) fn swap(
 ) -> Result<Done> {
     let device = target.device;
     if live {
-        let active = fs::read_to_string(settings.proc_dir.join("swaps"))
+        let active = fs::read_to_string(settings.paths.proc_dir.join("swaps"))
             .unwrap_or_default()
             .lines()
             .skip(1)
@@ -257,7 +258,7 @@ pub(super) fn swap(
     let labelled = is_swap && swap_label(&head).as_deref() == Some("swap");
     // A format of ours cut short leaves a head that is neither zero nor
     // swap: the mark, written before mkswap, says it is ours to finish.
-    let mark = settings.state_dir.join("mkswap-started");
+    let mark = settings.paths.state_dir.join("mkswap-started");
     let ours = tree
         .read_string(&mark)
         .is_ok_and(|d| d.trim() == device.display().to_string());
@@ -274,7 +275,7 @@ pub(super) fn swap(
             device.display()
         )));
     } else if is_swap || ours || target.partition || head.iter().all(|&b| b == 0) {
-        tree.create_dirs(&settings.state_dir, 0o700)?;
+        tree.create_dirs(&settings.paths.state_dir, 0o700)?;
         tree.write_atomic(
             &mark,
             format!("{}\n", device.display()).as_bytes(),
@@ -305,7 +306,7 @@ pub(super) fn swap(
     if live {
         if let Some(place) = target.archive {
             // What the archive gave is on disk before the archive goes.
-            tree.subtree(&settings.gandi_dir)
+            tree.subtree(&settings.paths.gandi_dir)
                 .and_then(|g| g.syncfs())
                 .or_else(|_| tree.syncfs())?;
             consume_archive(place)?;
@@ -341,7 +342,7 @@ fn already_active(settings: &Settings, tree: &Tree, target: &SwapTarget) -> Resu
     }
     if let Some(place) = target.archive {
         if kept_from_use {
-            tree.subtree(&settings.gandi_dir)
+            tree.subtree(&settings.paths.gandi_dir)
                 .and_then(|g| g.syncfs())
                 .or_else(|_| tree.syncfs())?;
             consume_archive(place)?;

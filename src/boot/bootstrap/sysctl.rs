@@ -77,10 +77,10 @@ pub(super) fn load_sysctl_files(settings: &Settings) -> Result<usize> {
     let mut n = 0;
     for path in files.values() {
         let text = fs::read_to_string(path).unwrap_or_default();
-        n += load_sysctl(&settings.proc_dir.join("sys"), &text);
+        n += load_sysctl(&settings.paths.proc_dir.join("sys"), &text);
     }
     if let Ok(text) = fs::read_to_string("/etc/sysctl.conf") {
-        n += load_sysctl(&settings.proc_dir.join("sys"), &text);
+        n += load_sysctl(&settings.paths.proc_dir.join("sys"), &text);
     }
     Ok(n)
 }

@@ -75,7 +75,7 @@ pub(super) fn timezone(settings: &Settings, t: &Tree, cmdline: Option<&str>) -> 
         }
         Zone::Default => DEFAULT_TIMEZONE.to_string(),
     };
-    let mut ledger = Ledger::load(t, &settings.state_dir);
+    let mut ledger = Ledger::load(t, &settings.paths.state_dir);
     if !ledger.is_new("timezone", zone.as_bytes()) {
         return Ok(Done::kept(format!(
             "{zone} was applied before; left as the admin has it"

@@ -10,7 +10,7 @@ impl Scan<'_> {
         let Some(root) = root_mount(self.mounts()) else {
             return disks;
         };
-        let devnum = root.block_devnum(&self.settings.sys_dir);
+        let devnum = root.block_devnum(&self.settings.paths.sys_dir);
         let Some(name) = self
             .entries
             .iter()
@@ -26,7 +26,7 @@ impl Scan<'_> {
                 .and_then(|e| self.parent(e))
                 .unwrap_or_else(|| name.clone());
             if disks.insert(whole.clone()) {
-                let class = self.settings.sys_dir.join("class/block");
+                let class = self.settings.paths.sys_dir.join("class/block");
                 todo.extend(list_names(&class.join(&name).join("slaves")));
                 if whole != name {
                     todo.extend(list_names(&class.join(&whole).join("slaves")));
@@ -75,6 +75,7 @@ impl Scan<'_> {
     pub(super) fn platform_partition(&self, entry: &Entry) -> bool {
         let uevent = self
             .settings
+            .paths
             .sys_dir
             .join("class/block")
             .join(&entry.name)

@@ -13,10 +13,9 @@ fn memory_blocks_are_onlined_once() {
     let block = dir.path().join("devices/system/memory/memory40");
     fs::create_dir_all(&block).unwrap();
     fs::write(block.join("state"), "offline\n").unwrap();
-    let mut s = Settings {
-        sys_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
+    let mut s = Settings::default().with_paths(|p| {
+        p.sys_dir = dir.path().to_path_buf();
+    });
     memory_online(&s, "memory40").unwrap();
     assert_eq!(fs::read_to_string(block.join("state")).unwrap(), "online");
     s.memory_online = "online_movable".into();
