@@ -169,16 +169,21 @@ demo: deps build
 	BIN=$(BIN) MAP=$(MAP) ./scripts/demo
 
 # The map is timed beside another build's (BENCH_BASE, a revision; empty
-# for none): by default the last one whose map was gandi-vm itself.
-BENCH_BASE ?= f2b4a2d
+# for none): by default the last release before the folders (0.3.0 as
+# first built, flat src/).
+BENCH_BASE ?= 2400806
 BASE_DIR := target/bench-base
 
 bench: deps build
 ifneq ($(BENCH_BASE),)
 	rm -rf $(BASE_DIR) && git worktree prune
 	git worktree add --detach --force $(BASE_DIR) $(BENCH_BASE)
-	cd $(BASE_DIR) && $(CARGO) build --release --locked $(STATIC) --bin gandi-vm
-	GANDI_BENCH_BASELINE=$(BASE_DIR)/target/$(HOST)/release/gandi-vm \
+	# Its program map where it has one (maps/main.rs), else gandi-vm, which
+	# acted as the map through a link named auto.gandi.
+	cd $(BASE_DIR) && if [ -f maps/main.rs ]; then bin=gandi-map; else bin=gandi-vm; fi && \
+		$(CARGO) build --release --locked $(STATIC) --bin $$bin && \
+		ln -sfn target/$(HOST)/release/$$bin baseline-map
+	GANDI_BENCH_BASELINE=$(BASE_DIR)/baseline-map \
 		$(CARGO) bench --locked $(STATIC) --bench map
 	git worktree remove --force $(BASE_DIR)
 else
