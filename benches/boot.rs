@@ -99,7 +99,6 @@ fn stage(
 }
 
 fn main() {
-    // SAFETY: plain syscall.
     if !nix::unistd::geteuid().is_root() {
         eprintln!("bench: needs root");
         std::process::exit(1);

@@ -821,7 +821,6 @@ fn a_growth_left_undone_is_started_again_by_a_lookup_that_waits_for_nothing() {
         .unwrap()
         .parse()
         .unwrap();
-    // SAFETY: the stand-in this test started, by its PID.
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,

@@ -587,7 +587,6 @@ fn kill_tree(child: &mut std::process::Child) {
         i += 1;
     }
     for p in all {
-        // SAFETY: plain syscall on processes this test started.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(p),
             nix::sys::signal::Signal::SIGKILL,

@@ -6,22 +6,27 @@ use crate::automount::master::{self, Edit, EditResult};
 use crate::base::out;
 use crate::base::settings::Settings;
 use anyhow::Result;
-use std::path::Path;
 
-pub fn run(settings: &Settings, action: &str) -> Result<i32> {
-    let edit = match action {
+/// Turn automounting on or off: the master map entry (commented out
+/// when off) and CONFIG_ALLOW_MOUNT, then reload autofs. `auto` (run by
+/// the package on first install) enables it unless another autofs map
+/// already owns the mount root, and says so when autofs is missing.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(value_parser = ["enable", "disable", "auto"])]
+    pub action: String,
+}
+
+pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+    let edit = match args.action.as_str() {
         "auto" => master::automount_auto(settings)?,
         a => master::automount(settings, a == "enable")?,
     };
     Ok(say(&edit))
 }
 
-pub fn mount_root(settings: &Settings, path: &Path, force: bool) -> Result<i32> {
-    Ok(say(&master::mount_root(settings, path, force)?))
-}
-
 /// Prints what an edit did; its exit code.
-fn say(edit: &Edit) -> i32 {
+pub(super) fn say(edit: &Edit) -> i32 {
     for note in &edit.notes {
         out::line(note);
     }

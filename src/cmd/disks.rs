@@ -8,6 +8,15 @@ use anyhow::Result;
 use serde::Serialize;
 use std::path::PathBuf;
 
+/// List the candidate data disks: label, UUID, type, size, where they are
+/// mounted, their path under the mount root, or why they are left out.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// A device and where it appears under the mount root.
 #[derive(Serialize)]
 struct Listed<'a> {
@@ -18,7 +27,8 @@ struct Listed<'a> {
 }
 
 /// `gandi-vm disks [--json]`.
-pub fn run(settings: &Settings, json: bool) -> Result<i32> {
+pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+    let json = args.json;
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
     let gone = scan.gone();

@@ -6,6 +6,17 @@ use crate::base::settings::Settings;
 use crate::disk::map;
 use std::ffi::{OsStr, OsString};
 
+/// The autofs program map: print the map entry of the data disk named
+/// KEY: its label when the label leads to it, else its kernel name (one
+/// path per disk: another of its names, its UUID included, is refused
+/// and names that path). Same as /etc/auto.gandi KEY, the program
+/// autofs runs.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The name looked up under the mount root.
+    pub key: OsString,
+}
+
 /// The program map (`maps/main.rs`, installed as `/etc/auto.gandi`):
 /// `auto.gandi KEY`.
 pub fn main(mut args: Vec<OsString>) -> u8 {

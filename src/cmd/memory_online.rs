@@ -3,6 +3,14 @@
 use crate::base::settings::Settings;
 use anyhow::Result;
 
-pub fn run(settings: &Settings, block: &str) -> Result<i32> {
+/// Online a hot-added memory block (memoryN) that is offline, as
+/// CONFIG_MEMORY_ONLINE says (online or online_movable).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub block: String,
+}
+
+pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+    let block = args.block.as_str();
     crate::hotplug::memory::memory_online(settings, block)
 }

@@ -19,6 +19,7 @@ pub mod map;
 mod memory_online;
 mod migrate_original;
 mod mount;
+mod mount_root;
 mod postboot;
 mod queues;
 mod report;
@@ -55,13 +56,13 @@ pub fn main(args: Vec<OsString>) -> u8 {
     // A system tree (`--root DIR`) has its own settings file; the host's is
     // not read.
     let root = match &cli.command {
-        Cmd::Bootstrap { root, .. } | Cmd::Config { root, .. } | Cmd::Postboot { root } => {
-            Some(root.as_path())
-        }
+        Cmd::Bootstrap(a) => Some(a.root.as_path()),
+        Cmd::Config(a) => Some(a.root.as_path()),
+        Cmd::Postboot(a) => Some(a.root.as_path()),
         _ => None,
     };
     // The watched grower is a child of the one that said them already.
-    let report = !matches!(cli.command, Cmd::DiskGrow { worker: true, .. });
+    let report = !matches!(&cli.command, Cmd::DiskGrow(a) if a.worker);
     let Some(settings) = load(root, report) else {
         return 1;
     };
@@ -99,52 +100,27 @@ pub fn load(root: Option<&Path>, report: bool) -> Option<Settings> {
 /// One verb.
 fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
     match cmd {
-        Cmd::Map { key } => Ok(map::run(settings, &key)),
-        Cmd::Disks { json } => disks::run(settings, json),
+        Cmd::Map(a) => Ok(map::run(settings, &a.key)),
+        Cmd::Disks(a) => disks::run(settings, a),
         Cmd::Settings => settings::run(settings),
-        Cmd::Disk { command } => disk::run(settings, command),
-        Cmd::DiskEvent { action, device } => disk_event::run(settings, action, device),
-        Cmd::DiskGrow {
-            name,
-            worker,
-            resume,
-            adopt,
-        } => disk_grow::run(settings, &name, worker, resume, adopt),
-        Cmd::Bootstrap {
-            root,
-            device,
-            kernel_release,
-        } => bootstrap::run(settings, root, device, kernel_release),
-        Cmd::Validate { file } => validate::run(&file),
-        Cmd::MountRoot { path, force } => automount::mount_root(settings, &path, force),
-        Cmd::Automount { action } => automount::run(settings, &action),
-        Cmd::Iface { name, remove, root } => iface::run(settings, &name, remove, &root),
+        Cmd::Disk(a) => disk::run(settings, a),
+        Cmd::DiskEvent(a) => disk_event::run(settings, a),
+        Cmd::DiskGrow(a) => disk_grow::run(settings, a),
+        Cmd::Bootstrap(a) => bootstrap::run(settings, a),
+        Cmd::Validate(a) => validate::run(a),
+        Cmd::MountRoot(a) => mount_root::run(settings, a),
+        Cmd::Automount(a) => automount::run(settings, a),
+        Cmd::Iface(a) => iface::run(settings, a),
         Cmd::MigrateOriginal => migrate_original::run(settings),
-        Cmd::MemoryOnline { block } => memory_online::run(settings, &block),
-        Cmd::Queues { name, count } => queues::run(&name, count),
-        Cmd::Config { root, cmdline } => config::run(settings, root, cmdline),
-        Cmd::Mount { timeout, all } => mount::run(settings, timeout, all),
-        Cmd::Postboot { root } => postboot::run(settings, root),
-        Cmd::Status {
-            json,
-            previous,
-            wait,
-            timeout,
-        } => status::run(
-            settings,
-            &status::ShowOptions {
-                json,
-                previous,
-                wait: wait.then(|| std::time::Duration::from_secs(timeout)),
-            },
-        ),
-        Cmd::RootDisk { device } => root_disk::run(settings, device.as_deref()),
-        Cmd::Report { output } => report::run(settings, &output),
-        Cmd::GrowPrivate {
-            device,
-            fstype,
-            mount_point,
-        } => grow_private::run(&device, &fstype, &mount_point),
+        Cmd::MemoryOnline(a) => memory_online::run(settings, a),
+        Cmd::Queues(a) => queues::run(a),
+        Cmd::Config(a) => config::run(settings, a),
+        Cmd::Mount(a) => mount::run(settings, a),
+        Cmd::Postboot(a) => postboot::run(settings, a),
+        Cmd::Status(a) => status::run(settings, a),
+        Cmd::RootDisk(a) => root_disk::run(settings, a),
+        Cmd::Report(a) => report::run(settings, a),
+        Cmd::GrowPrivate(a) => grow_private::run(a),
     }
 }
 

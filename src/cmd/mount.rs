@@ -3,6 +3,23 @@
 use crate::base::settings::Settings;
 use anyhow::Result;
 
-pub fn run(settings: &Settings, timeout: u64, all: bool) -> Result<i32> {
+/// Make sure every data disk attached during boot was handed to the
+/// attach helper before services start: done at once when every
+/// candidate disk is recorded; else wait for udev's queue, then replay
+/// add events for the candidate disks not recorded yet (nothing with
+/// CONFIG_ALLOW_MOUNT=0).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Longest wait for udev's queue, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Replay add events of every block device, recorded or not (as
+    /// the original did at every boot).
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+    let Args { timeout, all } = args;
     crate::boot::replay::run(settings, std::time::Duration::from_secs(timeout), all)
 }

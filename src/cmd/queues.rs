@@ -2,7 +2,15 @@
 
 use anyhow::Result;
 
-pub fn run(name: &str, count: u32) -> Result<i32> {
+/// Internal: set an interface's queues through the ethtool ioctl.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub name: String,
+    pub count: u32,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let (name, count) = (args.name.as_str(), args.count);
     let ch = crate::hotplug::queues::set_queues(name, count)?;
     crate::base::out::line(&format!(
         "combined {} rx {} tx {} (max combined {} rx {} tx {})",

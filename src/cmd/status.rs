@@ -9,6 +9,32 @@ use anyhow::Result;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+/// Show the stages of this boot as they run and their steps (result,
+/// detail, duration, start and end): 0 when all went well, 1 when a
+/// step failed or a stage was cut short, 3 when --wait ran out of time.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The previous boot's stages instead of this boot's.
+    #[arg(long, conflicts_with = "wait")]
+    pub previous: bool,
+    /// Wait until every stage of this boot has ended (a stage whose
+    /// unit is disabled, masked or skipped by its condition counts as
+    /// ended), then show them and exit with their result.
+    #[arg(long)]
+    pub wait: bool,
+    /// The longest wait, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 3600,
+        requires = "wait"
+    )]
+    pub timeout: u64,
+}
+
 /// What `gandi-vm status` shows.
 #[derive(Debug, Clone, Default)]
 pub struct ShowOptions {
@@ -220,6 +246,13 @@ pub fn show(settings: &Settings, opts: &ShowOptions) -> Result<i32> {
     Ok(if failed { 1 } else { 0 })
 }
 
-pub fn run(settings: &Settings, opts: &ShowOptions) -> Result<i32> {
-    show(settings, opts)
+pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+    let opts = ShowOptions {
+        json: args.json,
+        previous: args.previous,
+        wait: args
+            .wait
+            .then(|| std::time::Duration::from_secs(args.timeout)),
+    };
+    show(settings, &opts)
 }

@@ -4,10 +4,19 @@ use crate::base::out;
 use crate::platform::config;
 use std::path::Path;
 
+/// Check a platform config file (JSON; - reads standard input): print
+/// each problem with its place, in the order of the file, then notes on
+/// fields the platform does not write; exit 0 when valid.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub file: std::path::PathBuf,
+}
+
 /// `gandi-vm validate FILE`: every problem, each with its line and column,
 /// then the notes (fields the platform's config does not have, ignored);
 /// exit 1 when there is a problem (notes alone leave it valid).
-pub fn run(file: &Path) -> anyhow::Result<i32> {
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let file = args.file.as_path();
     use anyhow::Context;
     let text = if file == Path::new("-") {
         let mut data = Vec::new();

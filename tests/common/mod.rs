@@ -33,7 +33,6 @@ pub fn system_test(tools: &[&str]) -> bool {
     if std::env::var_os("GANDI_SKIP_SYSTEM_TESTS").is_some_and(|v| v == "1") {
         return skip("GANDI_SKIP_SYSTEM_TESTS=1");
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
     if !nix::unistd::geteuid().is_root() {
         return skip("needs root (loop devices, mounts, real daemons)");
     }
@@ -241,7 +240,6 @@ pub fn udevd_pids() -> Vec<i32> {
 
 /// Stops a daemon by PID and waits (up to 10 s) for it to be gone.
 pub fn stop_pid(pid: i32) {
-    // SAFETY: plain syscall.
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGTERM,
@@ -258,7 +256,6 @@ pub fn stop_pid(pid: i32) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: plain syscall.
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -274,7 +271,6 @@ pub struct Env {
 /// alone, like the places hooks and plugins run from); otherwise the
 /// system's temporary folder.
 pub fn test_base() -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
     if !nix::unistd::geteuid().is_root() {
         return std::env::temp_dir();
     }
@@ -467,7 +463,6 @@ pub fn master_line(root: &Path, map: &Path, timeout: u32) -> String {
 impl Drop for Automount {
     fn drop(&mut self) {
         let pid = self.child.id() as i32;
-        // SAFETY: plain syscall on our own child.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGTERM,
