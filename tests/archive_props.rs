@@ -264,8 +264,8 @@ fn nothing_outside_the_tree_is_touched_whatever_the_archive() {
                 .iter()
                 .map(|e| (e.mask, e.name.clone()))
                 .collect::<Vec<_>>(),
-            String::from_utf8_lossy(&boot.stderr),
-            String::from_utf8_lossy(&post.stderr)
+            stderr(&boot),
+            stderr(&post)
         );
         prop_assert_eq!(full_snapshot(&canary_path), before);
         prop_assert!(!mark.exists(), "the canary's command ran");

@@ -141,12 +141,12 @@ fn names_uuids_partitions_duplicates_and_exclusions() {
     assert!(!lookup(&root.join(uuid.to_uppercase())));
     let out = env.map(uuid);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!(
+        stderr(&out).contains(&format!(
             "served at {}",
             root.join(unlabelled.name()).display()
         )),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr(&out)
     );
 
     // Partitioned disk: the labelled partition is served, the disk is not.
@@ -165,7 +165,7 @@ fn names_uuids_partitions_duplicates_and_exclusions() {
     let out = env.map(&label("dup"));
     assert!(out.status.success());
     assert_eq!(entry_device(&out.stdout), first.dev);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 devices have the label"));
+    assert!(stderr(&out).contains("2 devices have the label"));
     let who_first = if first.dev == dup_a.dev { "a" } else { "b" };
     let who_second = if who_first == "a" { "b" } else { "a" };
     assert_eq!(
@@ -215,7 +215,7 @@ fn allow_mount_off_serves_nothing() {
     assert!(am.mounted().is_empty());
     let out = env.map(&label("off"));
     assert!(!out.status.success() && out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CONFIG_ALLOW_MOUNT=0"));
+    assert!(stderr(&out).contains("CONFIG_ALLOW_MOUNT=0"));
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
         .unwrap();
     let out = release(&[]);
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains(&format!("pid {} (sleep) by its cwd", busy.id())),
         "{err}"
@@ -312,11 +312,7 @@ fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
 
     // Free: hook, services, unmount, mark.
     let out = release(&[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let calls = fs::read_to_string(&log).unwrap();
     assert!(
         calls.contains(&format!("hook {} {}", disk.dev, mp.display())),
@@ -332,10 +328,7 @@ fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
     for key in [label("rel"), disk.name()] {
         let out = env.map(&key);
         assert!(!out.status.success() && out.stdout.is_empty());
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("released"),
-            "{key}"
-        );
+        assert!(stderr(&out).contains("released"), "{key}");
     }
     assert!(!lookup(&root.join(disk.name())));
     // The key it was mounted under: autofs kept the map's answer, but the
@@ -349,7 +342,7 @@ fn release_runs_hooks_stops_services_unmounts_and_the_map_refuses() {
     // Twice: says so, changes nothing.
     let out = release(&[]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("already released"));
+    assert!(stdout(&out).contains("already released"));
     // Attached again (a new attach sequence number): served again.
     sh(std::process::Command::new("losetup").args(["-d", &disk.dev]));
     sh(std::process::Command::new("losetup")
@@ -394,12 +387,8 @@ fn release_force_unmounts_a_busy_disk_lazily() {
     let out = env.gandi(&["disk", "release", &label("force"), "--force"]);
     let _ = busy.kill();
     let _ = busy.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("lazily"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("lazily"));
     assert!(am.mounted().is_empty());
 }
 
@@ -462,7 +451,7 @@ fn mount_root_moves_the_root_refuses_when_busy_and_is_idempotent() {
     assert!(lookup(&old.join(label("move"))));
     let out = env.gandi(&["mount-root", new.to_str().unwrap()]);
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains(&disk.dev) && err.contains("nothing was changed"),
         "{err}"
@@ -492,12 +481,8 @@ fn mount_root_moves_the_root_refuses_when_busy_and_is_idempotent() {
         .unwrap();
     let_autofs_age();
     let out = env.gandi(&["mount-root", new.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
     assert!(
         said.contains("CONFIG_DISK_ROOT") && said.contains("SIGHUP"),
         "{said}"
@@ -531,7 +516,7 @@ fn mount_root_moves_the_root_refuses_when_busy_and_is_idempotent() {
     let settings = fs::read(env.config()).unwrap();
     let out = env.gandi(&["mount-root", new.to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to change"));
+    assert!(stdout(&out).contains("nothing to change"));
     assert_eq!(fs::read(env.path().join("auto.master")).unwrap(), master);
     assert_eq!(fs::read(env.config()).unwrap(), settings);
     drop(am);
@@ -553,11 +538,7 @@ fn automount_disable_and_enable() {
 
     let_autofs_age();
     let out = env.gandi(&["automount", "disable"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(wait_autofs(&root, false), "still served after disable");
     assert!(
         fs::read_to_string(env.path().join("auto.master"))
@@ -570,7 +551,7 @@ fn automount_disable_and_enable() {
             .contains("CONFIG_ALLOW_MOUNT=0")
     );
     let again = env.gandi(&["automount", "disable"]);
-    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to change"));
+    assert!(stdout(&again).contains("nothing to change"));
     // With its last map gone, automount stops (autofs's own behaviour).
     let lock = am.stop_keep_lock();
 
@@ -578,7 +559,7 @@ fn automount_disable_and_enable() {
     // `systemctl reload-or-restart` does on a VM), serves the disk.
     let out = env.gandi(&["automount", "enable"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("entry for"));
+    assert!(stdout(&out).contains("entry for"));
     assert!(
         fs::read_to_string(env.config())
             .unwrap()
@@ -593,7 +574,7 @@ fn automount_disable_and_enable() {
     fs::write(&other, format!("{} /etc/auto.other\n", root.display())).unwrap();
     let out = env.gandi(&["automount", "auto"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("another autofs map owns"));
+    assert!(stdout(&out).contains("another autofs map owns"));
     assert!(
         fs::read_to_string(env.path().join("auto.master"))
             .unwrap()

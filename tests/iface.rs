@@ -139,7 +139,7 @@ impl Drop for Net {
         for ns in [&self.vm, &self.peer] {
             // Processes left in the namespace (udhcpc) go with it.
             if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                for pid in stdout(&out).split_whitespace() {
                     if let Ok(pid) = pid.parse::<i32>() {
                         stop_pid(pid);
                     }
@@ -192,11 +192,7 @@ fn dhcp_and_static_interfaces_sysctls_routes_and_removal() {
 
     // eth1 is not in the config: DHCP, from the real server.
     let out = net.gandi(&env, &["iface", "eth1", "--root", root_arg]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     net.wait("a DHCP lease on eth1", || {
         net.addrs("eth1").contains("inet 10.77.1.1")
     });
@@ -212,11 +208,7 @@ fn dhcp_and_static_interfaces_sysctls_routes_and_removal() {
 
     // eth2 has a static address in the config: no DHCP.
     let out = net.gandi(&env, &["iface", "eth2", "--root", root_arg]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         net.addrs("eth2").contains("inet 10.88.0.5/24"),
         "{}",
@@ -264,11 +256,7 @@ fn nodhcp_interfaces_get_no_address_and_still_the_hook() {
     net.link("eth1", "p1", "10.77.2.1/24", 1);
     net.dhcp("p1", "10.77.2.100,10.77.2.150", "10.77.2.1");
     let out = net.gandi(&env, &["iface", "eth1", "--root", root.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     std::thread::sleep(Duration::from_secs(2));
     let link = net.vm_cmd(&["ip", "link", "show", "dev", "eth1"]);
     assert!(link.contains(",UP"), "{link}");
@@ -297,16 +285,12 @@ fn queues_through_the_ethtool_ioctl() {
     let net = Net::new(env.path(), "q");
     net.link("eth1", "p1", "10.77.3.1/24", 4);
     let out = net.gandi(&env, &["queues", "eth1", "2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
     assert!(said.contains("rx 2 tx 2"), "{said}");
     // Capped at what the device has.
     let out = net.gandi(&env, &["queues", "eth1", "8"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("rx 4 tx 4"));
+    assert!(stdout(&out).contains("rx 4 tx 4"));
 }
 
 /// With systemd-networkd, the interface's file is written, and networkd is
@@ -343,11 +327,7 @@ fn networkd_reloads_only_when_the_file_changed() {
             .env("PATH", path_with(&bin))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", stderr(&out));
     };
     let attach = || iface(&[]);
     let file = root.join("etc/systemd/network/50-gandi-eth2.network");

@@ -45,7 +45,7 @@ fn install_with_libs(bin: &Path, root: &Path, at: &str) {
     fs::create_dir_all(dest.parent().unwrap()).unwrap();
     fs::copy(bin, &dest).unwrap();
     let ldd = Command::new("ldd").arg(bin).output().unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+    for line in stdout(&ldd).lines() {
         let lib = line
             .split_whitespace()
             .find(|w| w.starts_with('/'))
@@ -150,11 +150,7 @@ fn root_trees_are_set_up_offline_and_the_first_boot_runs_what_was_deferred() {
             .env_remove("JOURNAL_STREAM")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{stage}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{stage}: {}", stderr(&out));
     }
     let calls_made = fs::read_to_string(&calls).unwrap_or_default();
     assert!(calls_made.is_empty(), "tools ran: {calls_made}");
@@ -217,11 +213,7 @@ fn root_trees_are_set_up_offline_and_the_first_boot_runs_what_was_deferred() {
             .env_remove("JOURNAL_STREAM")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", stderr(&out));
     }
     assert_eq!(fs::read_to_string(root.join("ran.log")).unwrap(), "ran\n");
 }

@@ -151,8 +151,7 @@ fn status_json(env: &Env, previous: bool) -> serde_json::Value {
         args.push("--previous");
     }
     let out = env.gandi(&args);
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
 }
 
 /// Kills `child` and what it started.
@@ -200,7 +199,7 @@ fn a_running_stage_is_shown_waited_for_and_a_killed_one_is_cut_short() {
     assert!(shown.contains("postboot: running"), "{shown}");
     // --wait returns once it ended, with its result.
     let waited = env.gandi(&["status", "--wait", "--timeout", "120"]);
-    let text = String::from_utf8_lossy(&waited.stdout);
+    let text = stdout(&waited);
     assert_eq!(waited.status.code(), Some(0), "{text}");
     assert_eq!(fs::read_to_string(&runlog).unwrap(), "done\n");
     assert!(text.contains("postboot: ok ("), "{text}");
@@ -231,16 +230,11 @@ fn a_running_stage_is_shown_waited_for_and_a_killed_one_is_cut_short() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let waited = env.gandi(&["status", "--wait", "--timeout", "1"]);
-    assert_eq!(
-        waited.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&waited.stdout)
-    );
-    assert!(String::from_utf8_lossy(&waited.stdout).contains("postboot"));
+    assert_eq!(waited.status.code(), Some(3), "{}", stdout(&waited));
+    assert!(stdout(&waited).contains("postboot"));
     kill_tree(&mut child.0);
     let shown = env.gandi(&["status"]);
-    let text = String::from_utf8_lossy(&shown.stdout);
+    let text = stdout(&shown);
     assert!(text.contains("postboot: CUT SHORT"), "{text}");
     assert_eq!(shown.status.code(), Some(1), "{text}");
     // Nothing runs any more: --wait returns at once.
@@ -261,18 +255,14 @@ fn the_previous_boots_status_is_kept_beside() {
         "started": 1700000000, "finished": 1700000001, "boot_id": "0-earlier-boot"}}"#;
     fs::write(state.join("status.json"), earlier).unwrap();
     let out = env.gandi(&["postboot"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let previous = status_json(&env, true);
     assert_eq!(
         previous["postboot"]["boot_id"], "0-earlier-boot",
         "{previous}"
     );
     let shown = env.gandi(&["status", "--previous"]);
-    let text = String::from_utf8_lossy(&shown.stdout);
+    let text = stdout(&shown);
     assert!(text.contains("postboot: FAILED"), "{text}");
     assert!(text.contains("2023-11-14 22:13:21 UTC"), "{text}");
     assert_eq!(shown.status.code(), Some(1));
@@ -303,11 +293,7 @@ fn turned_off_by_its_file_postboot_runs_nothing_and_says_why() {
     fs::write(env.path().join("gandi/config"), cfg).unwrap();
     fs::write(env.path().join("disabled"), "").unwrap();
     let out = env.gandi(&["postboot"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(!ran.exists(), "a command ran while turned off");
     let s = status_json(&env, false);
     assert_eq!(s["postboot"]["steps"][0]["step"], "disabled", "{s}");
@@ -317,11 +303,7 @@ fn turned_off_by_its_file_postboot_runs_nothing_and_says_why() {
     // Back on: it runs.
     fs::remove_file(env.path().join("disabled")).unwrap();
     let out = env.gandi(&["postboot"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fs::read_to_string(&ran).unwrap(), "ran\n");
 }
 
@@ -357,11 +339,7 @@ fn archive_files(path: &Path) -> Vec<(String, Vec<u8>)> {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let mut files = Vec::new();
     let mut stack = vec![dir.path().to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -388,11 +366,7 @@ fn the_report_holds_what_support_needs_and_no_secret() {
     }
     let env = postboot_env("echo OUTPUT-OF-RUN-7f3a; true SECRET-IN-RUN-9c2e");
     let out = env.gandi(&["postboot"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     // A disk record, and a ledger that tracks the password and keys.
     let disks = env.path().join("run/disks");
     fs::create_dir_all(&disks).unwrap();
@@ -415,11 +389,7 @@ fn the_report_holds_what_support_needs_and_no_secret() {
     let report = env.path().join("out/report.tar.gz");
     fs::create_dir_all(report.parent().unwrap()).unwrap();
     let out = env.gandi(&["report", "--output", report.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let meta = fs::metadata(&report).unwrap();
     assert_eq!(meta.mode() & 0o077, 0, "the report is readable by others");
     let files = archive_files(&report);
@@ -461,11 +431,7 @@ fn the_report_holds_what_support_needs_and_no_secret() {
     fs::remove_file(&report).unwrap();
     std::os::unix::fs::symlink(&target, &report).unwrap();
     let out = env.gandi(&["report", "--output", report.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fs::read_to_string(&target).unwrap(), "precious");
     assert!(
         !fs::symlink_metadata(&report)
@@ -480,11 +446,7 @@ fn unknown_keys_and_typos_get_named() {
     let env = Env::new();
     env.settings(&["CONFIG_MOTD=1".into(), "CONFIG_MOTDD=0".into()]);
     let out = env.gandi(&["settings"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains("CONFIG_MOTDD: not a setting of gandi-vm"),
@@ -492,10 +454,10 @@ fn unknown_keys_and_typos_get_named() {
     );
     // At each stage's start too (any command logs them).
     let out = env.gandi(&["status"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CONFIG_MOTDD"));
+    assert!(stderr(&out).contains("CONFIG_MOTDD"));
     let out = env.gandi(&["dsks"]);
     assert_eq!(out.status.code(), Some(2));
-    let said = String::from_utf8_lossy(&out.stderr);
+    let said = stderr(&out);
     assert!(
         said.contains("similar subcommand") && said.contains("disks"),
         "{said}"
@@ -522,13 +484,8 @@ fn validate_reads_stdin_and_lists_problems_in_order() {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(config).unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
     let places: Vec<(u64, u64)> = text
         .lines()
         .filter_map(|l| {
@@ -561,11 +518,7 @@ fn the_motd_names_the_mount_root_in_force() {
         "CONFIG_CONSOLE=0".into(),
     ]);
     let out = env.gandi(&["config", "--root", root.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let motd = fs::read_to_string(root.join("etc/motd.d/gandi")).unwrap();
     assert!(motd.contains("/data/LABEL"), "{motd}");
     assert!(!motd.contains("/srv"), "{motd}");

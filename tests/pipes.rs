@@ -71,7 +71,7 @@ fn printing_commands_end_quietly_when_their_reader_is_gone() {
             .status()
             .unwrap();
         let out = closed(&env, &args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr(&out);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         let code = out.status.code();
         assert!(

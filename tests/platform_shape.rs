@@ -28,11 +28,7 @@ fn bootstrap(env: &Env, root: &Path, config: &str, extra: &[(&str, &[u8], u32)])
         .env_remove("JOURNAL_STREAM")
         .output()
         .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", stdout(&out), stderr(&out))
 }
 
 fn tree() -> (Env, PathBuf) {

@@ -104,11 +104,7 @@ fn config_says_ready_to_systemd_once() {
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let out = config_env(&t, None, &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let mut buf = [0u8; 512];
     let n = sock.recv(&mut buf).expect("no notification from config");
     let said = String::from_utf8_lossy(&buf[..n]);
@@ -127,12 +123,8 @@ fn every_step_on_a_tree_then_a_second_run_changes_nothing() {
     }
     let t = tree(true, true, &[]);
     let out = config(&t, Some("root=/dev/vda1 gandi=America/New_York quiet"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("gandi-vm config: ok"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("gandi-vm config: ok"));
     // Cron spread; the admin's job kept.
     let cron = read(&t, "etc/crontab");
     assert!(!cron.contains("17 *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly"));
@@ -210,11 +202,7 @@ fn timezones_as_the_platform_sends_them() {
         for (zoneinfo, expect) in [(true, with), (false, without)] {
             let t = tree(true, zoneinfo, &[]);
             let out = config(&t, Some(line));
-            assert!(
-                out.status.success(),
-                "{line}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{line}: {}", stderr(&out));
             assert_eq!(
                 read(&t, "etc/timezone"),
                 format!("{expect}\n"),
@@ -284,7 +272,7 @@ fn a_damaged_sshd_block_leaves_the_file_byte_for_byte() {
     assert_eq!(read(&t, "etc/ssh/sshd_config"), text);
     assert_eq!(result(&t, "sshd"), "failed");
     assert_eq!(result(&t, "motd"), "changed");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED: sshd"));
+    assert!(stdout(&out).contains("FAILED: sshd"));
 }
 
 #[test]
@@ -514,10 +502,7 @@ fn commands_run_once_with_status_and_secrets_are_removed() {
     fs::write(p.gandi.join("config"), &original).unwrap();
     let out = postboot(&p);
     assert_eq!(out.status.code(), Some(1)); // a command failed
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("run[0]: hello"),
-        "output not logged"
-    );
+    assert!(stderr(&out).contains("run[0]: hello"), "output not logged");
     assert_eq!(lines(&p), vec!["script --db prod one", "one"]);
     assert_eq!(post_result(&p, "script"), "changed");
     assert_eq!(post_result(&p, "run[0]"), "changed");
@@ -622,12 +607,7 @@ fn the_platforms_script_runs_only_when_asked_with_its_own_interpreter() {
         } else {
             vec!["run"]
         };
-        assert_eq!(
-            lines(&p),
-            expect,
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(lines(&p), expect, "{}", stderr(&out));
         let result = post_result(&p, "init");
         assert_eq!(result, if ran { "changed" } else { "skipped" });
         assert!(
@@ -693,7 +673,7 @@ fn a_hanging_command_is_stopped_at_its_limit() {
     assert!(!p.log.exists());
     let shown = p.env.gandi(&["status"]);
     assert_eq!(shown.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&shown.stdout);
+    let text = stdout(&shown);
     assert!(
         text.contains("postboot: FAILED") && text.contains("killed after 1 s"),
         "{text}"

@@ -312,11 +312,7 @@ fn sixteen_disks_at_once_with_a_concurrent_reader() {
     assert!(reads.load(Ordering::Relaxed) > 0);
     // The map serves what the records say.
     let out = env.map("many7");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(entry_device(&out.stdout), disks[7].dev);
 }
 
@@ -361,7 +357,7 @@ fn malformed_udev_environment_changes_nothing() {
     ] {
         let out = run(&pairs);
         assert!(!out.status.success(), "{pairs:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = stderr(&out);
         assert!(err.contains(expect), "{pairs:?}: {err}");
     }
     assert!(!env.path().join("run").exists(), "something was written");
@@ -398,7 +394,7 @@ fn by_hand_with_a_missing_tool_reports_it_and_changes_nothing() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(err.contains("e2fsck"), "{err}");
     let r = record(&env, &d.name()).unwrap();
     assert_eq!(r["state"], "grow-failed");
@@ -409,11 +405,7 @@ fn by_hand_with_a_missing_tool_reports_it_and_changes_nothing() {
         .env("GANDI_CONFIG", env.config())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(grown(&record(&env, &d.name()).unwrap()));
     assert!(fs_size(Path::new(&d.dev), "ext4").unwrap() > before);
 }
@@ -434,11 +426,7 @@ fn the_mount_stage_replays_the_disks_attached_during_boot() {
     assert!(record(&env, &d.name()).is_none());
     settings_for(&env, &[d.name()]);
     let out = env.gandi(&["mount", "--timeout", "60"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     wait_record(&env, &d.name(), grown);
     let status = || -> serde_json::Value {
         serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap()
@@ -475,7 +463,7 @@ fn hotplug_rules_under_udevadm_test() {
             .args(["test", "--action=add", dev])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+        stdout(&out) + &stderr(&out)
     };
     // Every device class our rules look at: the file is read without errors.
     let mut checked = 0;
@@ -550,11 +538,7 @@ fn the_root_filesystem_is_recorded_as_excluded_without_a_growth() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let r = record(&env, &name).expect("no record");
     assert_eq!(r["state"], "excluded", "{r}");
     assert!(r["note"].as_str().unwrap().contains("root"), "{r}");
@@ -615,12 +599,12 @@ fn a_lookup_before_udev_handles_an_attach_probes_the_new_disk() {
     let queue = QueueStopped::new();
     sh(Command::new("losetup").arg(&d.dev).arg(&later));
     let out = env.map("later");
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let said = stderr(&out);
     assert!(
         out.status.success(),
         "not served before udev's event: {said}"
     );
-    let location = String::from_utf8_lossy(&out.stdout)
+    let location = stdout(&out)
         .trim()
         .rsplit_once(" :")
         .map(|(_, l)| l.to_string())

@@ -10,12 +10,8 @@ fn applies_the_config_to_a_tree_and_a_second_run_keeps_it() {
     let (env, root) = setup(&[]);
     let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
     let out = bootstrap(&env, &root, &img);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("gandi-vm bootstrap: ok"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("gandi-vm bootstrap: ok"));
 
     let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("gandi"), 0o700);
@@ -109,11 +105,7 @@ fn applies_the_config_to_a_tree_and_a_second_run_keeps_it() {
     let before = tree_state(&root);
     let image_before = fs::read(&img).unwrap();
     let out = bootstrap(&env, &root, &img);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(before, tree_state(&root));
     assert!(
         fs::read(&img).unwrap() == image_before,
@@ -148,11 +140,7 @@ fn the_admin_has_the_last_word_until_the_platform_changes_a_value() {
     // A second boot, the same platform config: every change of the admin
     // stays.
     let out = bootstrap(&env, &root, &img);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(read(&root, "etc/shadow").contains(admin_hash));
     let now = read(&root, "root/.ssh/authorized_keys");
     assert!(
@@ -177,11 +165,7 @@ fn the_admin_has_the_last_word_until_the_platform_changes_a_value() {
     let archive = tar(&[("gandi/config", cfg.to_string().as_bytes(), 0o600)]);
     let img2 = image(env.path(), "swap2.img", &archive, None);
     let out = bootstrap(&env, &root, &img2);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(read(&root, "etc/hostname"), "web2.example.net\n");
     let now = read(&root, "root/.ssh/authorized_keys");
     assert!(
@@ -412,10 +396,6 @@ fn the_trees_own_settings_file_is_read() {
         .env_remove("GANDI_CONFIG")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(result(&root, "hostname"), "skipped");
 }

@@ -155,7 +155,7 @@ fn malformed_config_is_reported_with_its_place_and_validate_lists_every_problem(
     .unwrap();
     let v = env.gandi(&["validate", cfg.to_str().unwrap()]);
     assert_eq!(v.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&v.stdout);
+    let text = stdout(&v);
     for expect in [
         ":1:17: vm_hostname: expected a string",
         ":2:18: nameservers[0]:",
@@ -170,20 +170,20 @@ fn malformed_config_is_reported_with_its_place_and_validate_lists_every_problem(
     assert_eq!(v.status.code(), Some(0));
     // Valid, with a note for the field the platform does not write.
     assert!(
-        String::from_utf8_lossy(&v.stdout).contains("future_field: unknown field, ignored (note)"),
+        stdout(&v).contains("future_field: unknown field, ignored (note)"),
         "{}",
-        String::from_utf8_lossy(&v.stdout)
+        stdout(&v)
     );
     // The example of the docs: valid, no note.
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config-example.json");
     let v = env.gandi(&["validate", example]);
-    let said = String::from_utf8_lossy(&v.stdout);
+    let said = stdout(&v);
     assert_eq!(v.status.code(), Some(0), "{said}");
     assert!(!said.contains("note"), "{said}");
     // Our old top-level fields: valid, each noted with the platform's name.
     fs::write(&good, r#"{"login": "a", "keys": [], "run": "x"}"#).unwrap();
     let v = env.gandi(&["validate", good.to_str().unwrap()]);
-    let said = String::from_utf8_lossy(&v.stdout);
+    let said = stdout(&v);
     for field in ["vm_conf.user", "vm_conf.ssh_key", "vm_conf.run"] {
         assert!(said.contains(field), "{field}: {said}");
     }
@@ -227,11 +227,7 @@ fn a_non_empty_device_without_swap_is_never_formatted() {
     );
     let before = fs::read(&img).unwrap();
     let out = bootstrap(&env, &root, &img);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fs::read(&img).unwrap(), before, "the image was changed");
     assert_eq!(result(&root, "swap"), "skipped");
     assert!(detail(&root, "swap").contains("does not seem empty"));

@@ -130,12 +130,8 @@ fn grow_case(table: &str, fstype: &str) {
         .unwrap();
     sh(Command::new("losetup").args(["-c", &disk.dev]));
     let out = env.gandi(&["root-disk", "--device", &part]);
-    assert!(
-        out.status.success(),
-        "{table}/{fstype}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}/{fstype}: {}", stderr(&out));
+    let stdout = stdout(&out);
     assert!(stdout.starts_with("grown"), "{stdout}");
     let part_size: u64 = fs::read_to_string(format!("/sys/class/block/{}p1/size", disk.name()))
         .unwrap()
@@ -161,5 +157,5 @@ fn grow_case(table: &str, fstype: &str) {
         assert!(stdout.contains("GUIDs randomised"), "{stdout}");
     }
     let out = env.gandi(&["root-disk", "--device", &part]);
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("unchanged"));
+    assert!(common::stdout(&out).starts_with("unchanged"));
 }

@@ -12,11 +12,7 @@ fn ifupdown_systems_get_interfaces_d_stanzas() {
     let root = root_tree(env.path(), true);
     let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
     let out = bootstrap(&env, &root, &img);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let eth0 = read(&root, "etc/network/interfaces.d/gandi-eth0");
     assert!(
         eth0.contains("iface eth0 inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1"),
@@ -110,11 +106,7 @@ fn networkmanager_guests_get_keyfiles_its_parser_reads() {
     .unwrap();
     let img = image(env.path(), "swap.img", &good_archive(env.path()), None);
     let out = bootstrap(&env, &root, &img);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(!root.join("etc/systemd/network").exists());
     for (name, expect) in [
         (
@@ -150,12 +142,8 @@ fn networkmanager_guests_get_keyfiles_its_parser_reads() {
             .stdin(fs::File::open(&file).unwrap())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let parsed = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let parsed = stdout(&out);
         for e in expect {
             assert!(
                 parsed.contains(e),

@@ -660,3 +660,13 @@ pub fn entry_device(stdout: &[u8]) -> String {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| location.to_string())
 }
+
+/// What a program wrote on its standard output, as text.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a program wrote on its standard error, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

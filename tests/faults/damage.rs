@@ -53,12 +53,7 @@ fn a_damaged_filesystem_is_refused_until_disk_check_repairs_it() {
             "{what}: not damaged"
         );
         let out = grower(&env, &name).output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{what}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
         let record: serde_json::Value = serde_json::from_slice(
             &fs::read(env.path().join(format!("run/disks/{name}.json"))).unwrap(),
         )
@@ -67,11 +62,7 @@ fn a_damaged_filesystem_is_refused_until_disk_check_repairs_it() {
         // Refused by the map, with the reason; shown so by `disks`.
         let m = env.gandi(&["map", "hurt"]);
         assert_eq!(m.status.code(), Some(1), "{what}");
-        assert!(
-            String::from_utf8_lossy(&m.stderr).contains("damaged"),
-            "{what}: {}",
-            String::from_utf8_lossy(&m.stderr)
-        );
+        assert!(stderr(&m).contains("damaged"), "{what}: {}", stderr(&m));
         let listed = String::from_utf8_lossy(&env.gandi(&["disks"]).stdout).into_owned();
         assert!(listed.contains("damaged"), "{what}: {listed}");
         // Again: still refused (the mark survives; a growth does not clear
@@ -80,19 +71,10 @@ fn a_damaged_filesystem_is_refused_until_disk_check_repairs_it() {
         assert_eq!(env.gandi(&["map", "hurt"]).status.code(), Some(1));
         // The repair by hand: served again, grown, the file intact.
         let c = env.gandi(&["disk", "check", "hurt"]);
-        assert!(
-            c.status.success(),
-            "{what}: {}{}",
-            String::from_utf8_lossy(&c.stdout),
-            String::from_utf8_lossy(&c.stderr)
-        );
+        assert!(c.status.success(), "{what}: {}{}", stdout(&c), stderr(&c));
         checks_clean(&d.disk.dev, "ext4").unwrap();
         let m = env.gandi(&["map", "hurt"]);
-        assert!(
-            m.status.success(),
-            "{what}: {}",
-            String::from_utf8_lossy(&m.stderr)
-        );
+        assert!(m.status.success(), "{what}: {}", stderr(&m));
         let fs_size = gandi_vm::disk::fsgrow::fs_size(Path::new(&d.disk.dev), "ext4").unwrap();
         assert!(fs_size > 500 << 20, "{what}: {fs_size}");
         if what.starts_with("primary") {
@@ -144,7 +126,7 @@ fn a_disk_swapped_during_its_check_is_not_marked_damaged() {
         .env("PATH", path_with(&bin))
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let said = stderr(&out);
     assert!(said.contains("resizing offline"), "{said}");
     assert!(
         said.contains("holds another filesystem now"),
@@ -158,15 +140,11 @@ fn a_disk_swapped_during_its_check_is_not_marked_damaged() {
     run_ok(Command::new("losetup").args(["-d", &d.disk.dev]));
     run_ok(Command::new("losetup").arg(&d.disk.dev).arg(&d.disk.image));
     let again = grower(&env, &name).output().unwrap();
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    assert!(again.status.success(), "{}", stderr(&again));
     let served = env.gandi(&["map", "swapped"]);
     assert!(
         served.status.success(),
         "refused for the other disk's errors: {}",
-        String::from_utf8_lossy(&served.stderr)
+        stderr(&served)
     );
 }

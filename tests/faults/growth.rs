@@ -71,14 +71,14 @@ fn a_resize_refused_because_a_mount_landed_leaves_no_cut_short_mark() {
             .env("PATH", path_with(&bin))
             .output()
             .unwrap();
-        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        let said = stderr(&out);
         assert!(
             !out.status.success(),
             "{case}: the growth did not fail: {said}"
         );
         assert!(said.contains("resizing offline"), "{case}: {said}");
         let served = env.gandi(&["map", label]);
-        let refusal = String::from_utf8_lossy(&served.stderr).into_owned();
+        let refusal = stderr(&served);
         if refused_after {
             assert!(!served.status.success(), "{case}: served");
             assert!(refusal.contains("cut short"), "{case}: {refusal}");

@@ -95,10 +95,10 @@ fn run_ok(cmd: &mut Command) -> String {
     assert!(
         out.status.success(),
         "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout(&out),
+        stderr(&out)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout(&out)
 }
 
 /// Whether the filesystem on `dev` checks clean, read-only.
@@ -114,11 +114,7 @@ fn checks_clean(dev: &str, fstype: &str) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        Err(format!("{}{}", stdout(&out), stderr(&out)))
     }
 }
 
@@ -272,7 +268,7 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
     // growth may all miss a resize of a few milliseconds on a fast
     // machine, so every other round waits for the resize's mark and kills
     // at a random moment of the resize itself (at once in round 1).
-    let offline = String::from_utf8_lossy(&probe_out.stderr).contains("resizing offline");
+    let offline = stderr(&probe_out).contains("resizing offline");
     drop(probe);
     let mut recovered = 0;
     for round in 0..20 {
@@ -301,7 +297,7 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
         // The next growth (a retry, or the next boot's) recovers and ends
         // the work.
         let out = grower(&env, &name).output().unwrap();
-        let said = String::from_utf8_lossy(&out.stderr);
+        let said = stderr(&out);
         assert!(
             out.status.success(),
             "{fstype} round {round} (killed {at}): {said}"
@@ -327,7 +323,7 @@ fn kill_growth(fstype: &str, rng: &mut Rng) {
         assert!(
             served.status.success(),
             "{fstype} round {round}: not served: {}",
-            String::from_utf8_lossy(&served.stderr)
+            stderr(&served)
         );
     }
     let resize = match window {
@@ -432,11 +428,7 @@ fn kill_grower(fstype: &str, rng: &mut Rng) -> usize {
     let env = fault_env(&probe.disk.name());
     let t = Instant::now();
     let out = grower(&env, &probe.disk.name()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let full = t.elapsed().as_micros() as u64;
     drop(probe);
     let mut landed = 0;
@@ -539,7 +531,7 @@ fn kill_grower(fstype: &str, rng: &mut Rng) -> usize {
         assert!(
             served.status.success(),
             "{at}: not served: {}",
-            String::from_utf8_lossy(&served.stderr)
+            stderr(&served)
         );
         let log = fs::read_to_string(env.path().join("grow.log")).unwrap_or_default();
         assert!(
@@ -596,11 +588,7 @@ fn kill_stage(what: &str, rng: &mut Rng, prepare: &dyn Fn(&Path) -> (Command, Pa
     let t = Instant::now();
     let out = cmd.output().unwrap();
     let full = t.elapsed().as_millis() as u64;
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{what}: {}", stderr(&out));
     let reference = tree_files(&root);
     for round in 0..20 {
         let dir = tempdir();
@@ -618,7 +606,7 @@ fn kill_stage(what: &str, rng: &mut Rng, prepare: &dyn Fn(&Path) -> (Command, Pa
         assert!(
             out.status.success(),
             "{what} round {round} (killed at {at} ms of {full}): {}",
-            String::from_utf8_lossy(&out.stderr)
+            stderr(&out)
         );
         let now = tree_files(&root);
         for (p, v) in &reference {
@@ -686,11 +674,7 @@ impl Drop for Tmpfs {
 }
 
 fn said(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", stdout(out), stderr(out))
 }
 
 /// The map serves `key` from `dev`; an unknown key is refused.

@@ -336,8 +336,7 @@ fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
                     .output()
                     .unwrap();
                 if out.status.success() {
-                    attached.lock().unwrap().0[i] =
-                        Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+                    attached.lock().unwrap().0[i] = Some(stdout(&out).trim().to_string());
                 }
                 cycles.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(50));

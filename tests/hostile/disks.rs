@@ -157,7 +157,7 @@ fn labels_are_printed_escaped_in_the_table_and_raw_in_json() {
     settle();
     env.settings(&["CONFIG_DISK_DEVICES=\"loop*\"".into()]);
     let out = gandi(&env.config(), &["disks"]);
-    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let table = stdout(&out).to_string();
     let row = table
         .lines()
         .find(|l| l.starts_with(&disk.name()))

@@ -49,7 +49,7 @@ pub fn bounded(cmd: &mut Command, limit: Duration) -> Output {
             panic!(
                 "{cmd:?} still ran after {} s (it waits on something): {}",
                 limit.as_secs(),
-                String::from_utf8_lossy(&out.stderr)
+                stderr(&out)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -135,9 +135,5 @@ pub fn step_of(root: &Path, stage: &str, name: &str) -> (String, String) {
 }
 
 pub fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", stdout(out), stderr(out))
 }
