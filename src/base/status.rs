@@ -163,6 +163,36 @@ impl Stage {
     }
 }
 
+/// How a stage or a job ended: what the library returns where a verb
+/// needs an exit code (the verb maps it, `cmd` prints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Everything it set out to do is done (or had nothing to do).
+    Ok,
+    /// A step failed or a disk was left as it was; said in the log and the
+    /// status.
+    Failed,
+}
+
+impl Ended {
+    /// The exit code: 0, else 1.
+    pub fn code(self) -> i32 {
+        match self {
+            Ended::Ok => 0,
+            Ended::Failed => 1,
+        }
+    }
+
+    /// From a child's exit code (a watched worker's): anything but 0 failed.
+    pub fn from_code(code: Option<i32>) -> Ended {
+        if code == Some(0) {
+            Ended::Ok
+        } else {
+            Ended::Failed
+        }
+    }
+}
+
 /// Seconds since the epoch, now.
 pub fn now() -> u64 {
     SystemTime::now()
@@ -290,8 +320,8 @@ impl Recorder {
 
     /// Saves the stage as ended, prints its one-line summary (the units
     /// send it to the console too, where support looks first) and returns
-    /// the exit code: 1 when a step failed.
-    pub fn finish(mut self, tree: &Tree, settings: &Settings, name: &str) -> Result<i32> {
+    /// how it ended: failed when a step failed.
+    pub fn finish(mut self, tree: &Tree, settings: &Settings, name: &str) -> Result<Ended> {
         self.stage.finished = now();
         self.stage.running = false;
         self.stage.pid = None;
@@ -316,7 +346,7 @@ impl Recorder {
                 }
             }
         }
-        Ok(if failed { 1 } else { 0 })
+        Ok(if failed { Ended::Failed } else { Ended::Ok })
     }
 }
 

@@ -15,6 +15,7 @@
 //! platform script: those are deferred to the image's first boot).
 
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::base::status::{Done, Recorder};
 use crate::base::tree::{Change, Tree};
 use crate::boot::plugins;
@@ -63,7 +64,7 @@ impl Options {
 
 /// Runs the bootstrap; returns the exit code (1 when a step failed or a
 /// value of the config was refused).
-pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
+pub fn run(settings: &Settings, opts: &Options) -> Result<Ended> {
     let tree = Tree::open(&opts.root)?;
     let live = opts.live();
     let mut rec = Recorder::start(&tree, settings, "bootstrap");

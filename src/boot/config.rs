@@ -11,6 +11,7 @@ use crate::base::block::{self, Place};
 use crate::base::hooks;
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::base::status::{Done, Recorder};
 use crate::base::tree::{Change, Tree, WriteOpts};
 use crate::boot::plugins;
@@ -50,7 +51,7 @@ pub fn lock_path(settings: &Settings) -> PathBuf {
 }
 
 /// Runs the stage; returns the exit code (1 when a step failed).
-pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
+pub fn run(settings: &Settings, opts: &Options) -> Result<Ended> {
     let tree = Tree::open(&opts.root)?;
     let live = opts.root == Path::new("/");
     // Held until the stage ends (or its process dies).

@@ -19,6 +19,7 @@
 
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::base::status::{Done, Recorder};
 use crate::base::tree::{Tree, WriteOpts};
 use crate::boot::bootstrap;
@@ -47,7 +48,7 @@ enum Command {
 const CONFIG_WAIT: Duration = Duration::from_secs(2 * 3600);
 
 /// Runs the stage; returns the exit code (1 when a command failed).
-pub fn run(settings: &Settings, opts: &Options) -> Result<i32> {
+pub fn run(settings: &Settings, opts: &Options) -> Result<Ended> {
     let tree = Tree::open(&opts.root)?;
     let live = opts.root == Path::new("/");
     let mut rec = Recorder::start(&tree, settings, "postboot");

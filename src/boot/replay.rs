@@ -2,6 +2,7 @@
 
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::base::status::{Done, Recorder};
 use crate::base::tree::Tree;
 use crate::disk::records;
@@ -16,7 +17,7 @@ use std::time::Duration;
 /// rules were loaded, or whose event was lost), and waits for those events.
 /// Disks that udev already handed over are not processed twice. With
 /// `all`, replays `add` for every block device, as the original did.
-pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<i32> {
+pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<Ended> {
     let root = Tree::open(std::path::Path::new("/"))?;
     let mut rec = Recorder::start(&root, settings, "mount");
     if let Some(why) = crate::base::settings::disabled(settings) {

@@ -1,6 +1,7 @@
 //! `gandi-vm bootstrap [--root DIR] [--device DEV]`.
 
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::boot::bootstrap;
 use anyhow::Result;
 
@@ -26,7 +27,7 @@ pub struct Args {
     pub kernel_release: Option<String>,
 }
 
-pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+pub fn run(settings: &Settings, args: Args) -> Result<Ended> {
     let Args {
         root,
         device,

@@ -1,6 +1,7 @@
 //! `gandi-vm config [--root DIR] [--cmdline FILE]`: per-boot housekeeping.
 
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::boot::config;
 use anyhow::Result;
 
@@ -20,7 +21,7 @@ pub struct Args {
     pub cmdline: Option<std::path::PathBuf>,
 }
 
-pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+pub fn run(settings: &Settings, args: Args) -> Result<Ended> {
     let Args { root, cmdline } = args;
     config::run(settings, &config::Options { root, cmdline })
 }

@@ -2,6 +2,7 @@
 
 use crate::base::out;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use anyhow::Result;
 
 /// Act on one data disk.
@@ -11,7 +12,7 @@ pub struct Args {
     pub command: DiskCmd,
 }
 
-pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+pub fn run(settings: &Settings, args: Args) -> Result<Ended> {
     match args.command {
         DiskCmd::Release { key, force } => {
             crate::disk::release::release(settings, &key, force, &mut |l| out::line(l))

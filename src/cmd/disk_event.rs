@@ -2,6 +2,7 @@
 //! environment) or by hand.
 
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::disk::event;
 use anyhow::Result;
 
@@ -19,7 +20,7 @@ pub struct Args {
     pub device: Option<String>,
 }
 
-pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+pub fn run(settings: &Settings, args: Args) -> Result<Ended> {
     let Args { action, device } = args;
     match (action, device) {
         (Some(action), Some(device)) => {

@@ -1,6 +1,7 @@
 //! `gandi-vm disk-grow NAME`: what `gandi-disk@NAME.service` runs.
 
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use anyhow::{Result, bail};
 
 /// Grow the filesystem of a data disk to the size of its device, record
@@ -25,7 +26,7 @@ pub struct Args {
     pub adopt: bool,
 }
 
-pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+pub fn run(settings: &Settings, args: Args) -> Result<Ended> {
     let Args {
         name,
         worker,

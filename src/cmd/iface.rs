@@ -1,6 +1,7 @@
 //! `gandi-vm iface NAME [--remove]`: what `gandi-iface@NAME.service` runs.
 
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::hotplug::iface;
 use anyhow::Result;
 
@@ -22,7 +23,7 @@ pub struct Args {
     pub root: std::path::PathBuf,
 }
 
-pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+pub fn run(settings: &Settings, args: Args) -> Result<Ended> {
     let (name, remove, root) = (args.name.as_str(), args.remove, args.root.as_path());
     if remove {
         iface::detach(settings, root, name)

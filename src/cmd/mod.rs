@@ -31,6 +31,7 @@ mod validate;
 
 use crate::base::logging;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::cmd::cli::{Cli, Cmd};
 use anyhow::Result;
 use clap::Parser;
@@ -50,7 +51,7 @@ pub fn main(args: Vec<OsString>) -> u8 {
         let Some(settings) = load(None, true) else {
             return 1;
         };
-        return exit(udhcpc::run(&settings, &args));
+        return exit(udhcpc::run(&settings, &args).map(Ended::code));
     }
     let cli = Cli::parse_from(args);
     // A system tree (`--root DIR`) has its own settings file; the host's is
@@ -103,20 +104,20 @@ fn run(settings: &Settings, cmd: Cmd) -> Result<i32> {
         Cmd::Map(a) => Ok(map::run(settings, &a.key)),
         Cmd::Disks(a) => disks::run(settings, a),
         Cmd::Settings => settings::run(settings),
-        Cmd::Disk(a) => disk::run(settings, a),
-        Cmd::DiskEvent(a) => disk_event::run(settings, a),
-        Cmd::DiskGrow(a) => disk_grow::run(settings, a),
-        Cmd::Bootstrap(a) => bootstrap::run(settings, a),
+        Cmd::Disk(a) => disk::run(settings, a).map(Ended::code),
+        Cmd::DiskEvent(a) => disk_event::run(settings, a).map(Ended::code),
+        Cmd::DiskGrow(a) => disk_grow::run(settings, a).map(Ended::code),
+        Cmd::Bootstrap(a) => bootstrap::run(settings, a).map(Ended::code),
         Cmd::Validate(a) => validate::run(a),
         Cmd::MountRoot(a) => mount_root::run(settings, a),
         Cmd::Automount(a) => automount::run(settings, a),
-        Cmd::Iface(a) => iface::run(settings, a),
+        Cmd::Iface(a) => iface::run(settings, a).map(Ended::code),
         Cmd::MigrateOriginal => migrate_original::run(settings),
-        Cmd::MemoryOnline(a) => memory_online::run(settings, a),
+        Cmd::MemoryOnline(a) => memory_online::run(settings, a).map(Ended::code),
         Cmd::Queues(a) => queues::run(a),
-        Cmd::Config(a) => config::run(settings, a),
-        Cmd::Mount(a) => mount::run(settings, a),
-        Cmd::Postboot(a) => postboot::run(settings, a),
+        Cmd::Config(a) => config::run(settings, a).map(Ended::code),
+        Cmd::Mount(a) => mount::run(settings, a).map(Ended::code),
+        Cmd::Postboot(a) => postboot::run(settings, a).map(Ended::code),
         Cmd::Status(a) => status::run(settings, a),
         Cmd::RootDisk(a) => root_disk::run(settings, a),
         Cmd::Report(a) => report::run(settings, a),

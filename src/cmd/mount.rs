@@ -1,6 +1,7 @@
 //! `gandi-vm mount [--timeout S] [--all]`: the boot's block events replayed.
 
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use anyhow::Result;
 
 /// Make sure every data disk attached during boot was handed to the
@@ -19,7 +20,7 @@ pub struct Args {
     pub all: bool,
 }
 
-pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+pub fn run(settings: &Settings, args: Args) -> Result<Ended> {
     let Args { timeout, all } = args;
     crate::boot::replay::run(settings, std::time::Duration::from_secs(timeout), all)
 }

@@ -1,6 +1,7 @@
 //! `gandi-vm postboot [--root DIR]`: the platform's post-boot commands.
 
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::boot::postboot;
 use anyhow::Result;
 
@@ -16,7 +17,7 @@ pub struct Args {
     pub root: std::path::PathBuf,
 }
 
-pub fn run(settings: &Settings, args: Args) -> Result<i32> {
+pub fn run(settings: &Settings, args: Args) -> Result<Ended> {
     let root = args.root;
     postboot::run(settings, &postboot::Options { root })
 }

@@ -5,6 +5,7 @@
 
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::disk::disklock::DiskLock;
 use crate::disk::fsstate::Marks;
 use crate::disk::growjob;
@@ -20,7 +21,7 @@ const REPAIR_LIMIT: Duration = Duration::from_secs(4 * 3600);
 
 /// `gandi-vm disk check KEY`. Returns 0 when the filesystem checks clean
 /// (repaired or not), 1 when errors remain.
-pub fn run(settings: &Settings, key: &str, say: crate::disk::release::Say) -> Result<i32> {
+pub fn run(settings: &Settings, key: &str, say: crate::disk::release::Say) -> Result<Ended> {
     map::check_key(OsStr::new(key))?;
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
@@ -75,13 +76,13 @@ pub fn run(settings: &Settings, key: &str, say: crate::disk::release::Say) -> Re
             if marks.interrupted().is_some() || dev.excluded.is_some() {
                 growjob::grow_disk(settings, &dev.name, None)?;
             }
-            Ok(0)
+            Ok(Ended::Ok)
         }
         Err(why) => {
             marks.set_damaged(&why)?;
             growjob::grow_disk(settings, &dev.name, None)?;
             say(&format!("{}: {why}; the map refuses it", dev.name));
-            Ok(1)
+            Ok(Ended::Failed)
         }
     }
 }

@@ -12,6 +12,7 @@
 
 use crate::base::glob::glob_match;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::base::status::now;
 use crate::disk::disklock::DiskLock;
 use crate::disk::growjob::grow_disk;
@@ -136,14 +137,14 @@ fn is_candidate(settings: &Settings, name: &str) -> bool {
 }
 
 /// `gandi-vm disk-event` run by udev: record, hand off. Returns the exit code.
-pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i32> {
+pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<Ended> {
     let event = udev_event(env).context("reading the udev event")?;
     if !is_candidate(settings, &event.name) {
         log::debug!("{}: not a candidate data disk", event.name);
-        return Ok(0);
+        return Ok(Ended::Ok);
     }
     if event.action == Action::Remove {
-        return forget_on_event(settings, &event.name).map(|()| 0);
+        return forget_on_event(settings, &event.name).map(|()| Ended::Ok);
     }
     let sys = settings.paths.sys_dir.join("class/block").join(&event.name);
     let size = crate::kernel::views::read_small(&sys.join("size"))
@@ -152,7 +153,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         .saturating_mul(512);
     if size == 0 {
         // No medium any more (a loop device whose file was detached).
-        return forget_on_event(settings, &event.name).map(|()| 0);
+        return forget_on_event(settings, &event.name).map(|()| Ended::Ok);
     }
     let partitioned = event.fs.part_table.is_some();
     // The device of the filesystem mounted on /: never served nor grown, so
@@ -233,7 +234,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<i
         }
     }
     adopt_others(settings, &event.name);
-    Ok(0)
+    Ok(Ended::Ok)
 }
 
 /// Without systemd, the helper of any event also starts again the growths
@@ -264,7 +265,7 @@ fn adopt_others(settings: &Settings, name: &str) {
 }
 
 /// `gandi-vm disk-event ACTION DEVICE` by hand.
-pub fn by_hand(settings: &Settings, action: Action, device: &str) -> Result<i32> {
+pub fn by_hand(settings: &Settings, action: Action, device: &str) -> Result<Ended> {
     let name = device
         .strip_prefix("/dev/")
         .unwrap_or(device)
@@ -279,7 +280,7 @@ pub fn by_hand(settings: &Settings, action: Action, device: &str) -> Result<i32>
         );
     }
     match action {
-        Action::Remove => forget_on_event(settings, &name).map(|()| 0),
+        Action::Remove => forget_on_event(settings, &name).map(|()| Ended::Ok),
         Action::Add | Action::Change => grow_disk(settings, &name, None),
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::base::hooks;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::base::status::now;
 use crate::disk::disklock::{DiskLock, fs_lock};
 use crate::disk::fsgrow;
@@ -41,9 +42,9 @@ fn mounted_elsewhere(settings: &Settings, dev: &std::path::Path, fs: &FsInfo) ->
 /// the device's lock (waiting for another growth of it), grows, records,
 /// runs `post-disk-attach` when the disk became ready for a new attach.
 /// Checks the device again afterwards, in case it changed meanwhile.
-pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Result<i32> {
+pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Result<Ended> {
     let _lock = DiskLock::take(settings, name, true)?;
-    let mut code = 0;
+    let mut code = Ended::Ok;
     let mut killed_tools = 0;
     // One scan per pass: the one that found a change ends a pass and
     // starts the next.
@@ -53,7 +54,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
         let Some(mut dev) = scan.describe(&[name.to_string()]).pop() else {
             log::info!("{name}: gone");
             store::forget(settings, name)?;
-            return Ok(0);
+            return Ok(Ended::Ok);
         };
         let dev_path = scan.dev_path(name);
         let mut record = Record {
@@ -88,7 +89,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
             Some(Exclusion::Damaged(why)) => {
                 record.state = RecordState::Damaged;
                 record.note = Some(why.clone());
-                code = 1;
+                code = Ended::Failed;
             }
             Some(why) => {
                 record.state = RecordState::Excluded;
@@ -153,7 +154,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
                         log::error!("{name}: {fstype} is damaged: {why}");
                         record.state = RecordState::Damaged;
                         record.note = Some(why);
-                        code = 1;
+                        code = Ended::Failed;
                     }
                     Ok(fsgrow::Outcome::Grown {
                         before,
@@ -190,7 +191,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
                         log::error!("{name}: growing {fstype}: {e:#}");
                         record.state = RecordState::GrowFailed;
                         record.note = Some(format!("{e:#}"));
-                        code = 1;
+                        code = Ended::Failed;
                     }
                 }
             }
@@ -228,7 +229,7 @@ pub fn grow_disk(settings: &Settings, name: &str, watcher: Option<u32>) -> Resul
         store::write(settings, &record)?;
         log::error!("{name}: its growth kept being cut short: given up");
     }
-    Ok(1)
+    Ok(Ended::Failed)
 }
 
 /// Runs `post-disk-attach` when the disk is ready and the hook has not run
@@ -240,8 +241,8 @@ fn finish(
     dev: &crate::kernel::device::Device,
     record: &Record,
     _previous: Option<&Record>,
-    code: i32,
-) -> Result<i32> {
+    code: Ended,
+) -> Result<Ended> {
     let key = records::attach_key(record);
     let announced = records::read(settings, &dev.name).and_then(|r| r.announced);
     if record.state != RecordState::Ready

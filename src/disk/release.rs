@@ -10,6 +10,7 @@
 
 use crate::base::hooks;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::base::tree;
 use crate::disk::keylinks;
 use crate::disk::map;
@@ -255,7 +256,7 @@ fn start_again(stopped: &[String]) -> Vec<String> {
 }
 
 /// `gandi-vm disk release KEY [--force]`. Prints what it did.
-pub fn release(settings: &Settings, key: &str, force: bool, say: Say) -> Result<i32> {
+pub fn release(settings: &Settings, key: &str, force: bool, say: Say) -> Result<Ended> {
     map::check_key(OsStr::new(key))?;
     let scan = Scan::new(settings)?;
     let devices = scan.devices();
@@ -284,7 +285,7 @@ pub fn release(settings: &Settings, key: &str, force: bool, say: Say) -> Result<
             "{} is already released: it can be detached",
             dev.name
         ));
-        return Ok(0);
+        return Ok(Ended::Ok);
     }
     let mount_point: PathBuf = dev
         .mounts
@@ -345,13 +346,13 @@ pub fn release(settings: &Settings, key: &str, force: bool, say: Say) -> Result<
         dev.name,
         crate::base::out::printable(dev.fs.label.as_deref().unwrap_or("no label"))
     ));
-    Ok(0)
+    Ok(Ended::Ok)
 }
 
 /// Releases what is left of a disk detached while mounted: runs the hook,
 /// unmounts (lazily: its device no longer answers), drops its key links and
 /// its record.
-fn release_gone(settings: &Settings, scan: &Scan, gone: &Device, say: Say) -> Result<i32> {
+fn release_gone(settings: &Settings, scan: &Scan, gone: &Device, say: Say) -> Result<Ended> {
     let dev_path = scan.dev_path(&gone.name);
     let Some(mount_point) = gone.mounts.first() else {
         bail!("{}: nothing to release", gone.name);
@@ -380,7 +381,7 @@ fn release_gone(settings: &Settings, scan: &Scan, gone: &Device, say: Say) -> Re
         store::forget(settings, &gone.name)?;
     }
     say(&format!("released {}: nothing of it is left", gone.name));
-    Ok(0)
+    Ok(Ended::Ok)
 }
 
 fn list(held: &[Holder]) -> String {

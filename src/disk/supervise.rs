@@ -4,6 +4,7 @@
 //! lookup or event.
 
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::base::status::now;
 use crate::disk::disklock::DiskLock;
 use crate::disk::handoff::requeue;
@@ -74,7 +75,7 @@ fn mark_resumed(settings: &Settings, name: &str, why: &str) -> Result<Resume> {
 /// lives. Under systemd the unit's `ExecStopPost=` (`disk-grow --resume`)
 /// covers this watcher's own death; without, the next lookup or event
 /// does (`disk-grow --adopt`).
-pub fn grow_supervised(settings: &Settings, name: &str) -> Result<i32> {
+pub fn grow_supervised(settings: &Settings, name: &str) -> Result<Ended> {
     let exe = std::env::current_exe().context("finding our own executable")?;
     // The tools of a worker that is killed (a resize2fs, an e2fsck) live
     // on, and come to this process: waited for before the work starts
@@ -99,7 +100,7 @@ pub fn grow_supervised(settings: &Settings, name: &str) -> Result<i32> {
                 log::info!("{name}: an event came meanwhile; once more");
                 continue;
             }
-            return Ok(status.code().unwrap_or(1));
+            return Ok(Ended::from_code(status.code()));
         };
         log::warn!("{name}: its grower was killed (signal {sig})");
         while nix::sys::wait::wait().is_ok() {}
@@ -110,8 +111,8 @@ pub fn grow_supervised(settings: &Settings, name: &str) -> Result<i32> {
             &format!("its grower was killed (signal {sig})"),
         )? {
             Resume::Again => log::info!("{name}: growth resumed"),
-            Resume::Done => return Ok(0),
-            Resume::Spent => return Ok(1),
+            Resume::Done => return Ok(Ended::Ok),
+            Resume::Spent => return Ok(Ended::Failed),
         }
     }
 }
@@ -134,7 +135,7 @@ fn pending_since_worker(settings: &Settings, name: &str) -> bool {
 /// unit is started again (bounded). After a run that succeeded, only for
 /// an event that came at its very end (its start of the unit was merged
 /// into that run).
-pub fn resume(settings: &Settings, name: &str) -> Result<i32> {
+pub fn resume(settings: &Settings, name: &str) -> Result<Ended> {
     // Stopped for the shutdown: the next boot's event grows it.
     let state = crate::base::runner::Run::new("systemctl")
         .arg("is-system-running")
@@ -143,7 +144,7 @@ pub fn resume(settings: &Settings, name: &str) -> Result<i32> {
         .map(|o| o.stdout_text())
         .unwrap_or_default();
     if state.trim() == "stopping" {
-        return Ok(0);
+        return Ok(Ended::Ok);
     }
     // Stopped on request (`systemctl stop`, an isolate): systemd ended it
     // with SIGTERM (or the admin sent INT or HUP). Only a kill it did not
@@ -155,17 +156,17 @@ pub fn resume(settings: &Settings, name: &str) -> Result<i32> {
             "{name}: its unit was stopped ({}): not started again",
             env("EXIT_STATUS")
         );
-        return Ok(0);
+        return Ok(Ended::Ok);
     }
     if env("SERVICE_RESULT") == "success" {
         if pending_since_worker(settings, name) {
             requeue(name)?;
             log::info!("{name}: an event came as its growth ended: started again");
         }
-        return Ok(0);
+        return Ok(Ended::Ok);
     }
     let Some(_lock) = DiskLock::take_for(settings, name, std::time::Duration::from_secs(5))? else {
-        return Ok(0);
+        return Ok(Ended::Ok);
     };
     let why = format!("its unit ended ({})", env("SERVICE_RESULT"));
     if mark_resumed(settings, name, &why)? == Resume::Again {
@@ -177,20 +178,20 @@ pub fn resume(settings: &Settings, name: &str) -> Result<i32> {
         requeue(name)?;
         log::info!("{name}: growth resumed after its unit ended");
     }
-    Ok(0)
+    Ok(Ended::Ok)
 }
 
 /// `gandi-vm disk-grow --adopt NAME`: started by a lookup or by the helper
 /// of another event when the record of NAME says its growth is not done
 /// and no grower lives (they were killed, without systemd to start them
 /// again). Ends at once when a grower holds the disk.
-pub fn adopt(settings: &Settings, name: &str) -> Result<i32> {
+pub fn adopt(settings: &Settings, name: &str) -> Result<Ended> {
     {
         let Some(_lock) = DiskLock::take(settings, name, false)? else {
-            return Ok(0);
+            return Ok(Ended::Ok);
         };
         if mark_resumed(settings, name, "its grower was gone")? != Resume::Again {
-            return Ok(0);
+            return Ok(Ended::Ok);
         }
         log::info!("{name}: its growth was left undone (its grower is gone): resumed");
     }

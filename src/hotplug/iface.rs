@@ -12,6 +12,7 @@
 use crate::base::hooks;
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
+use crate::base::status::Ended;
 use crate::base::tree::Tree;
 use crate::hotplug::queues::multiqueue;
 use crate::platform::config::{self, Config};
@@ -68,7 +69,7 @@ fn way(tree: &Tree) -> Way {
 /// `gandi-vm iface IFACE`: brings a hot-plugged interface up and configures
 /// it. `root` is the tree whose config and network files are used (the
 /// interface is the live one). Returns the exit code.
-pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
+pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
     if !valid_iface(name) {
         bail!("{name:?} is not an interface name");
     }
@@ -96,7 +97,7 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
         &[("INTERFACE", name), ("ACTION", "add")],
         hooks::HOOK_LIMIT,
     );
-    Ok(0)
+    Ok(Ended::Ok)
 }
 
 /// Writes and applies the interface's addresses (from the platform's
@@ -287,7 +288,7 @@ fn stop_udhcpc(pid_file: &Path) {
 /// The `udhcpc` script (our binary, through a link named `gandi-udhcpc`):
 /// applies a lease with `ip`, the default route with the interface's
 /// metric; resolvers are left to bootstrap.
-pub fn udhcpc_event(event: &str) -> Result<i32> {
+pub fn udhcpc_event(event: &str) -> Result<Ended> {
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let name = env("interface");
     if !valid_iface(&name) {
@@ -324,7 +325,7 @@ pub fn udhcpc_event(event: &str) -> Result<i32> {
         }
         other => log::info!("{name}: DHCP {other}"),
     }
-    Ok(0)
+    Ok(Ended::Ok)
 }
 
 /// `gandi-vm iface --remove IFACE`: what `gandi-iface@IFACE` runs when it
@@ -334,7 +335,7 @@ pub fn udhcpc_event(event: &str) -> Result<i32> {
 /// removing them then would leave the next boot without the interface's
 /// configuration (and drop the admin's edits of it) until bootstrap
 /// writes it again, if it can.
-pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
+pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
     if !valid_iface(name) {
         bail!("{name:?} is not an interface name");
     }
@@ -344,7 +345,7 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
     let present = fs::symlink_metadata(settings.paths.sys_dir.join("class/net").join(name)).is_ok();
     if present {
         log::info!("{name}: still present (a shutdown or a stop): its network files kept");
-        return Ok(0);
+        return Ok(Ended::Ok);
     }
     let tree = Tree::open(root)?;
     let networkd_file = network::file_of(Stack::Networkd, name);
@@ -361,7 +362,7 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<i32> {
             let _ = networkd_reload(None);
         }
     }
-    Ok(0)
+    Ok(Ended::Ok)
 }
 
 // ---- multiqueue, through the ethtool ioctl
