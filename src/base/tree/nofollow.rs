@@ -291,23 +291,9 @@ impl Tree {
             .open_with(name, &opts)
             .with_context(|| self.ctx("opening", &rel))?
             .into_std();
-        let Some(limit) = limit else {
-            file.lock().with_context(|| self.ctx("locking", &rel))?;
-            return Ok(Some(file));
-        };
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Some(file)),
-                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| self.ctx("locking", &rel));
-                }
-            }
-        }
+        let held = crate::base::lock::lock_open(&file, limit)
+            .with_context(|| self.ctx("locking", &rel))?;
+        Ok(held.then_some(file))
     }
 
     /// Writes everything of the filesystem that holds this root to its disk
