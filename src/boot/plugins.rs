@@ -18,7 +18,7 @@ use std::time::Duration;
 /// How long one plugin may run.
 pub const PLUGIN_LIMIT: Duration = Duration::from_secs(300);
 
-pub use crate::automount::migrate::ORIGINAL;
+use crate::automount::migrate::ORIGINAL;
 
 /// Runs the plugins of `dir`, each as a step `plugin NAME` of `rec`.
 pub fn run_all(dir: &Path, rec: &mut Recorder) {

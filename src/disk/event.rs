@@ -147,7 +147,7 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<E
         return forget_on_event(settings, &event.name).map(|()| Ended::Ok);
     }
     let sys = settings.paths.sys_dir.join("class/block").join(&event.name);
-    let size = crate::kernel::views::read_small(&sys.join("size"))
+    let size = crate::base::read::read_small(&sys.join("size"))
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0)
         .saturating_mul(512);

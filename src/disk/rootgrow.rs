@@ -5,12 +5,12 @@
 //! GUID is zero; MBR too), the kernel is told (`partx --update`), then the
 //! filesystem is grown online.
 
+use crate::base::read::read_small;
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
 use crate::disk::fsgrow;
 use crate::kernel::device::DevNum;
 use crate::kernel::mounts::{parse_mountinfo, root_mount};
-use crate::kernel::views::read_small;
 use anyhow::{Context, Result};
 use std::fs;
 use std::io::Read;

@@ -12,6 +12,7 @@
 //! carry a partition table, and devices without a mountable filesystem.
 
 use crate::base::glob::glob_match;
+use crate::base::read::read_small;
 use crate::base::settings::Settings;
 use crate::disk::index;
 use crate::disk::records;
@@ -20,7 +21,7 @@ use crate::kernel::device::{DevNum, Device, Exclusion, FsInfo, MetaSource, sort_
 use crate::kernel::mounts::{MountEntry, mounts_of, parse_mountinfo, root_mount};
 use crate::kernel::udev::{parse_udev_entry, udev_alive};
 use crate::kernel::views::{
-    list_names, parse_partitions, partition_parent, read_proc, read_small, read_swaps, read_u64,
+    list_names, parse_partitions, partition_parent, read_proc, read_swaps, read_u64,
 };
 use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};

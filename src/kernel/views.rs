@@ -2,6 +2,7 @@
 //! the list (`/proc/partitions`), the swaps, sysfs attributes and links.
 //! The mount table is `mounts`, udev's database `udev`.
 
+use crate::base::read::read_small;
 use crate::base::settings::Settings;
 use crate::kernel::device::DevNum;
 use crate::kernel::escape::unescape_octal;
@@ -56,8 +57,6 @@ pub fn partition_parent(target: &Path, name: &str) -> Option<String> {
 pub fn read_u64(path: &Path) -> Option<u64> {
     read_small(path)?.trim().parse().ok()
 }
-
-pub use crate::base::read::read_small;
 
 /// Reads a procfs file to its end, in large reads: procfs files have no
 /// size to ask for (as `fs::read_to_string` does, starting small), and may

@@ -18,9 +18,10 @@
 //! a partition table with one partition that holds a swap area or nothing.
 //! When two qualify, none is read, and the status says so.
 
+use crate::base::read::read_small;
 use crate::base::settings::Settings;
 use crate::base::tree::{Tree, WriteOpts};
-use crate::kernel::views::{list_names, partition_parent, read_small};
+use crate::kernel::views::{list_names, partition_parent};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
