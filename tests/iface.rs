@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 struct Net {
     vm: String,
     peer: String,
+    /// More peer namespaces, one per upstream.
+    others: Vec<String>,
     dnsmasq: Vec<Child>,
     dir: PathBuf,
 }
@@ -25,6 +27,7 @@ impl Net {
         let net = Net {
             vm: format!("gv-vm-{id}-{tag}"),
             peer: format!("gv-peer-{id}-{tag}"),
+            others: Vec::new(),
             dnsmasq: Vec::new(),
             dir: dir.to_path_buf(),
         };
@@ -57,6 +60,28 @@ impl Net {
         ]));
         self.peer_cmd(&["ip", "addr", "add", peer_addr, "dev", peer_if]);
         self.peer_cmd(&["ip", "link", "set", peer_if, "up"]);
+    }
+
+    /// Another peer namespace (removed on drop).
+    fn add_peer(&mut self, tag: &str) -> String {
+        let ns = format!("{}-{tag}", self.peer);
+        sh(Command::new("ip").args(["netns", "add", &ns]));
+        self.others.push(ns.clone());
+        ns
+    }
+
+    /// A veth pair: `ifname` in the VM, `peer_if` with `peer_addr` in `ns`.
+    fn link_to(&self, ns: &str, ifname: &str, peer_if: &str, peer_addr: &str) {
+        sh(Command::new("ip").args([
+            "link", "add", ifname, "netns", &self.vm, "type", "veth", "peer", "name", peer_if,
+            "netns", ns,
+        ]));
+        self.in_ns(ns, &["ip", "addr", "add", peer_addr, "dev", peer_if]);
+        self.in_ns(ns, &["ip", "link", "set", peer_if, "up"]);
+    }
+
+    fn in_ns(&self, ns: &str, args: &[&str]) -> String {
+        sh(Command::new("ip").args(["netns", "exec", ns]).args(args))
     }
 
     fn peer_cmd(&self, args: &[&str]) -> String {
@@ -136,7 +161,7 @@ impl Drop for Net {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for ns in [&self.vm, &self.peer] {
+        for ns in [&self.vm, &self.peer].into_iter().chain(&self.others) {
             // Processes left in the namespace (udhcpc) go with it.
             if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
                 for pid in stdout(&out).split_whitespace() {
@@ -380,4 +405,94 @@ fn networkd_reloads_only_when_the_file_changed() {
         fs::read_to_string(&calls).unwrap().lines().last(),
         Some("reload")
     );
+}
+
+/// eth0 and eth1 each on an upstream of its own (a network namespace with
+/// `rp_filter=1` and a client off the interface's subnet): a reply from
+/// each address leaves through its own gateway; without our source rules
+/// eth1's replies leave through eth0's default route and never arrive.
+#[test]
+fn two_public_nics_both_answer_and_their_rules_go_with_the_nic() {
+    if !system_test(&["ip", "ping"]) {
+        return;
+    }
+    let env = Env::new();
+    let config = r#"{"vif": [
+        {"vif_number": 0, "pna": [{"pna_address": "10.70.0.5", "pbn": {"pbn_network": "10.70.0.0/24", "pbn_gateway": "10.70.0.1"}}]},
+        {"vif_number": 1, "pna": [{"pna_address": "10.71.0.5", "pbn": {"pbn_network": "10.71.0.0/24", "pbn_gateway": "10.71.0.1"}}]}
+    ]}"#;
+    let root = setup(&env, config, "");
+    let mut net = Net::new(env.path(), "s");
+    let a = net.peer.clone();
+    let b = net.add_peer("b");
+    net.link("eth0", "pa", "10.70.0.1/24", 1);
+    net.link_to(&b, "eth1", "pb", "10.71.0.1/24");
+    for (ns, client) in [(&a, "203.0.113.1/32"), (&b, "203.0.113.2/32")] {
+        net.in_ns(ns, &["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=1"]);
+        net.in_ns(
+            ns,
+            &["sysctl", "-q", "-w", "net.ipv4.conf.default.rp_filter=1"],
+        );
+        net.in_ns(ns, &["ip", "link", "set", "lo", "up"]);
+        net.in_ns(ns, &["ip", "addr", "add", client, "dev", "lo"]);
+    }
+    let root_arg = root.to_str().unwrap();
+    for nic in ["eth0", "eth1"] {
+        let out = net.gandi(&env, &["iface", nic, "--root", root_arg]);
+        assert!(out.status.success(), "{nic}: {}", stderr(&out));
+    }
+    let rules = net.vm_cmd(&["ip", "-4", "rule", "show"]);
+    assert!(
+        rules.contains("30002:\tfrom 10.71.0.5 lookup main suppress_prefixlength 0"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("30003:\tfrom 10.71.0.5 lookup 30001"),
+        "{rules}"
+    );
+    assert!(!rules.contains("10.70.0.5"), "eth0 has no rule: {rules}");
+    let table = net.vm_cmd(&["ip", "-4", "route", "show", "table", "30001"]);
+    assert!(table.contains("default via 10.71.0.1 dev eth1"), "{table}");
+    // A second `iface` adds no duplicate.
+    let out = net.gandi(&env, &["iface", "eth1", "--root", root_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = net.vm_cmd(&["ip", "-4", "rule", "show"]);
+    assert_eq!(again.matches("from 10.71.0.5").count(), 2, "{again}");
+    let ping = |ns: &str, from: &str, to: &str| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ping", "-c", "1", "-W", "3", "-I", from, to,
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(
+        ping(&a, "203.0.113.1", "10.70.0.5"),
+        "eth0's address from its side"
+    );
+    assert!(
+        ping(&b, "203.0.113.2", "10.71.0.5"),
+        "eth1's address from its side"
+    );
+    // The control: without the rules, eth1's reply takes eth0's default.
+    net.vm_cmd(&["ip", "-4", "rule", "del", "priority", "30003"]);
+    assert!(
+        !ping(&b, "203.0.113.2", "10.71.0.5"),
+        "answered without the rule"
+    );
+    let out = net.gandi(&env, &["iface", "eth1", "--root", root_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(ping(&b, "203.0.113.2", "10.71.0.5"), "the rule back");
+    // Unplugged: its rules go (the table's route went with the NIC).
+    net.vm_cmd(&["ip", "link", "del", "eth1"]);
+    let out = net.gandi(&env, &["iface", "--remove", "eth1", "--root", root_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left = net.vm_cmd(&["ip", "-4", "rule", "show"]);
+    assert!(
+        !left.contains("10.71.0.5") && !left.contains("3000"),
+        "{left}"
+    );
+    assert!(ping(&a, "203.0.113.1", "10.70.0.5"), "eth0 still answers");
 }

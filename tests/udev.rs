@@ -489,19 +489,26 @@ fn hotplug_rules_under_udevadm_test() {
         checked > 0,
         "no CPU, memory block or lo to test the rules on"
     );
-    // An ethN NIC: only the unit is asked for.
-    let eth = fs::read_dir("/sys/class/net")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("eth"));
-    if let Some(eth) = eth {
-        let out = test(&format!("/sys/class/net/{eth}"));
-        assert!(
-            out.contains(&format!("SYSTEMD_WANTS=gandi-iface@{eth}.service")),
-            "{out}"
-        );
+    // Every NIC on a bus, whatever its name (eth0, enp0s3): only the unit
+    // is asked for; a virtual one (no `device`: ifb, veth, bridge) gets
+    // nothing.
+    let mut nics = 0;
+    for e in fs::read_dir("/sys/class/net").unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let kind = fs::read_to_string(e.path().join("type")).unwrap_or_default();
+        if kind.trim() != "1" {
+            continue;
+        }
+        let out = test(&format!("/sys/class/net/{n}"));
+        let asked = out.contains(&format!("SYSTEMD_WANTS=gandi-iface@{n}.service"));
+        if e.path().join("device").exists() {
+            nics += 1;
+            assert!(asked, "{n}: {out}");
+        } else {
+            assert!(!asked && !out.contains("gandi-iface@"), "{n}: {out}");
+        }
     }
+    eprintln!("{nics} NICs on a bus tested");
 }
 
 /// The device holding `/` gets a record saying so, and no growth is handed

@@ -79,6 +79,9 @@ pub struct Settings {
     pub allow_mount: bool,
     pub cron: bool,
     pub multiqueue: bool,
+    /// A routing table and source rules for each NIC but the first with a
+    /// static address and gateway (`CONFIG_SOURCE_ROUTING`).
+    pub source_routing: bool,
     pub network: bool,
     /// Run the platform's own script `/gandi/init` at postboot
     /// (`CONFIG_PLATFORM_SCRIPT`, off by default: its work is native).
@@ -251,6 +254,7 @@ impl Settings {
             allow_mount: v.flag("CONFIG_ALLOW_MOUNT", true),
             cron: v.flag("CONFIG_CRON", true),
             multiqueue: v.flag("CONFIG_MULTIQUEUE", true),
+            source_routing: v.flag("CONFIG_SOURCE_ROUTING", true),
             network: v.flag("CONFIG_NETWORK", true),
             platform_script: v.flag("CONFIG_PLATFORM_SCRIPT", false),
             user: v.flag("CONFIG_USER", true),

@@ -27,6 +27,7 @@ pub fn run(settings: &Settings) -> Result<i32> {
         ("CONFIG_DISK_DEVICES", s.disk_devices.join(" ")),
         ("CONFIG_NODHCP", s.nodhcp.join(" ")),
         ("CONFIG_MULTIQUEUE", flag(s.multiqueue)),
+        ("CONFIG_SOURCE_ROUTING", flag(s.source_routing)),
         ("CONFIG_NETWORK", flag(s.network)),
         ("CONFIG_MEMORY_ONLINE", s.memory_online.clone()),
         ("GANDI_PLUGIN_DIR", path(&s.paths.plugin_dir)),

@@ -13,11 +13,12 @@ use crate::base::hooks;
 use crate::base::runner::Run;
 use crate::base::settings::Settings;
 use crate::base::status::Ended;
+use crate::base::tree::Change;
 use crate::base::tree::Tree;
 use crate::hotplug::queues::multiqueue;
 use crate::platform::config::{self, Config};
 use crate::platform::ledger::Ledger;
-use crate::platform::network::{self, Applied, Iface, Stack, valid_iface};
+use crate::platform::network::{self, Applied, Iface, Stack, names, routes, valid_iface};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ fn run_dir_file(settings: &Settings, name: &str) -> PathBuf {
 /// when installed and configured, else our own last resort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Way {
+    /// netplan's files, rendered by `netplan generate` for networkd or
+    /// NetworkManager.
+    Netplan,
     Networkd,
     NetworkManager,
     Ifupdown,
@@ -55,7 +59,9 @@ pub enum Way {
 }
 
 fn way(tree: &Tree) -> Way {
-    if tree.exists("/run/systemd/netif/state") {
+    if network::detect_stack(tree) == Stack::Netplan {
+        Way::Netplan
+    } else if tree.exists("/run/systemd/netif/state") {
         Way::Networkd
     } else if tree.is_dir("/run/NetworkManager") {
         Way::NetworkManager
@@ -74,19 +80,27 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
         bail!("{name:?} is not an interface name");
     }
     let tree = Tree::open(root)?;
+    // Its place among the NICs (vif N is the Nth in bus order).
+    let order = names::bus_order(&settings.paths.sys_dir);
+    let index = names::index_of(name, &order);
     link_up(name)?;
-    if name != "eth0" {
+    if index != Some(0) {
         secondary_sysctls(settings, name)?;
     }
     if settings.multiqueue {
         multiqueue(settings, name);
     }
     // As the original: CONFIG_NODHCP gates the addressing only (its default,
-    // eth0, is bootstrap's); the queues, sysctls and the hook are for all.
-    if settings.nodhcp.iter().any(|n| n == name) {
+    // eth0, is bootstrap's: vif 0's interface, whatever its name); the
+    // queues, sysctls and the hook are for all.
+    if settings
+        .nodhcp
+        .iter()
+        .any(|w| names::nodhcp_means(w, name, index))
+    {
         log::info!("{name}: in CONFIG_NODHCP: its addresses are left to bootstrap or the admin");
     } else {
-        configure(settings, &tree, name)?;
+        configure(settings, &tree, name, index)?;
     }
     // As the original's udev hook ran it: the interface as its argument,
     // and udev's INTERFACE and ACTION.
@@ -102,57 +116,87 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
 
 /// Writes and applies the interface's addresses (from the platform's
 /// config, else DHCP) through the system's stack.
-fn configure(settings: &Settings, tree: &Tree, name: &str) -> Result<()> {
+fn configure(settings: &Settings, tree: &Tree, name: &str, index: Option<u32>) -> Result<()> {
     let config = platform_config(settings, tree);
-    let iface = network::hotplug(name, config.as_ref());
-    let m = network::metric(name);
-    match way(tree) {
-        w @ (Way::Networkd | Way::NetworkManager | Way::Ifupdown) => {
-            let stack = match w {
-                Way::Networkd => Stack::Networkd,
-                Way::NetworkManager => Stack::NetworkManager,
-                _ => Stack::Ifupdown,
-            };
-            let applied = {
-                let mut ledger = Ledger::load(tree, &settings.paths.state_dir);
-                let a = network::apply_one(tree, &mut ledger, stack, &iface)?;
-                ledger.save(tree)?;
-                a
-            };
-            // systemd-networkd applies the files it has loaded to a new link
-            // by itself: a reload is only needed when the file changed. (At
-            // boot the file is bootstrap's, already loaded: a reload there
-            // would restart the interface's configuration mid-boot.)
-            match (stack, applied) {
-                (Stack::Networkd, Applied::Written(crate::base::tree::Change::Changed)) => {
-                    networkd_reload(Some(name))?
-                }
-                (Stack::Networkd, _) => {
-                    log::info!("{name}: its file is unchanged or the admin's: already loaded")
-                }
-                (Stack::NetworkManager, Applied::Written(crate::base::tree::Change::Changed)) => {
-                    let limit = Duration::from_secs(60);
-                    Run::new("nmcli")
-                        .args(["connection", "reload"])
-                        .limit(limit)
-                        .output()?;
-                    Run::new("nmcli")
-                        .args(["connection", "up", "id", &format!("gandi-{name}")])
-                        .limit(limit)
-                        .output()?;
-                }
-                (Stack::NetworkManager, _) => {
-                    log::info!("{name}: its connection is unchanged or the admin's")
-                }
-                (Stack::Ifupdown, _) => {
-                    Run::new("ifup")
-                        .arg(name)
-                        .limit(Duration::from_secs(120))
-                        .output()?;
-                }
+    let mac = crate::base::read::read_small(
+        &settings
+            .paths
+            .sys_dir
+            .join("class/net")
+            .join(name)
+            .join("address"),
+    );
+    // A NIC of no known place gets DHCP, past every vif.
+    let iface = network::hotplug(
+        name,
+        index.unwrap_or(100),
+        mac.as_deref().map(str::trim),
+        config.as_ref(),
+        settings.source_routing,
+    );
+    let stack = match way(tree) {
+        Way::Direct => return direct(settings, &iface),
+        Way::Netplan => Stack::Netplan,
+        Way::Networkd => Stack::Networkd,
+        Way::NetworkManager => Stack::NetworkManager,
+        Way::Ifupdown => Stack::Ifupdown,
+    };
+    let applied = {
+        let mut ledger = Ledger::load(tree, &settings.paths.state_dir);
+        let a = network::apply_one(tree, &mut ledger, stack, &iface)?;
+        ledger.save(tree)?;
+        a
+    };
+    let changed = applied == Applied::Written(Change::Changed);
+    // systemd-networkd applies the files it has loaded to a new link by
+    // itself: a reload is only needed when the file changed. (At boot the
+    // file is bootstrap's, already loaded: a reload there would restart
+    // the interface's configuration mid-boot.)
+    match stack {
+        _ if !changed => log::info!("{name}: its file is unchanged or the admin's: already loaded"),
+        Stack::Netplan => {
+            netplan_generate()?;
+            if tree.exists("/run/systemd/netif/state") {
+                networkd_reload(Some(name))?;
+            } else if tree.is_dir("/run/NetworkManager") {
+                nm_reload(None)?;
             }
         }
-        Way::Direct => direct(settings, &iface, m)?,
+        Stack::Networkd => networkd_reload(Some(name))?,
+        Stack::NetworkManager => nm_reload(Some(name))?,
+        Stack::Ifupdown => {}
+    }
+    if stack == Stack::Ifupdown {
+        Run::new("ifup")
+            .arg(name)
+            .limit(Duration::from_secs(120))
+            .output()?;
+    }
+    Ok(())
+}
+
+/// `netplan generate`: netplan's files rendered for their stack again.
+fn netplan_generate() -> Result<()> {
+    Run::new("netplan")
+        .arg("generate")
+        .limit(Duration::from_secs(60))
+        .output()
+        .map(drop)
+}
+
+/// NetworkManager reads its keyfiles again (and brings our connection of
+/// `name` up).
+fn nm_reload(name: Option<&str>) -> Result<()> {
+    let limit = Duration::from_secs(60);
+    Run::new("nmcli")
+        .args(["connection", "reload"])
+        .limit(limit)
+        .output()?;
+    if let Some(n) = name {
+        Run::new("nmcli")
+            .args(["connection", "up", "id", &format!("gandi-{n}")])
+            .limit(limit)
+            .output()?;
     }
     Ok(())
 }
@@ -224,8 +268,9 @@ fn ip(args: &[&str]) -> Result<String> {
 
 /// Configures the interface ourselves: static addresses with `ip`, DHCP with
 /// `udhcpc` running with our script (`gandi-udhcpc`).
-fn direct(settings: &Settings, iface: &Iface, metric: u32) -> Result<()> {
+fn direct(settings: &Settings, iface: &Iface) -> Result<()> {
     let name = &iface.name;
+    let metric = iface.metric();
     for (addr, gw) in iface.v4.iter().chain(&iface.v6) {
         let _ = ip(&["addr", "replace", addr, "dev", name]);
         if let Some(g) = gw {
@@ -242,6 +287,18 @@ fn direct(settings: &Settings, iface: &Iface, metric: u32) -> Result<()> {
                 "metric",
                 &metric.to_string(),
             ])?;
+        }
+    }
+    for rule in routes::rules_of(iface) {
+        for cmd in rule.ip_up(name) {
+            let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            match ip(&args) {
+                // The first delete of a rule not there yet.
+                Err(_) if args.get(2) == Some(&"del") => {}
+                other => {
+                    other?;
+                }
+            }
         }
     }
     if iface.dhcp4 {
@@ -348,8 +405,8 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
         return Ok(Ended::Ok);
     }
     let tree = Tree::open(root)?;
-    let networkd_file = network::file_of(Stack::Networkd, name);
-    let had_networkd = tree.lstat(&networkd_file).is_ok();
+    let had = |stack| tree.lstat(network::file_of(stack, name)).is_ok();
+    let (had_networkd, had_netplan) = (had(Stack::Networkd), had(Stack::Netplan));
     let removed = {
         let mut ledger = Ledger::load(&tree, &settings.paths.state_dir);
         let r = network::forget(&tree, &mut ledger, name)?;
@@ -358,11 +415,55 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
     };
     if removed {
         log::info!("{name}: its network files removed");
-        if had_networkd && way(&tree) == Way::Networkd {
+        if had_netplan && way(&tree) == Way::Netplan {
+            let _ = netplan_generate();
+        }
+        if (had_networkd || had_netplan) && tree.exists("/run/systemd/netif/state") {
             let _ = networkd_reload(None);
         }
     }
+    // Its source rules outlive it (a rule names no interface): ours whose
+    // address no interface has any more go.
+    drop_stale_rules();
     Ok(Ended::Ok)
+}
+
+/// Removes our source rules (priorities 30000 to 30199) whose address no
+/// interface has (`ip -j rule` and `ip -j addr`; nothing when `ip` cannot
+/// say).
+fn drop_stale_rules() {
+    let json =
+        |args: &[&str]| -> Option<serde_json::Value> { serde_json::from_str(&ip(args).ok()?).ok() };
+    let Some(addrs) = json(&["-j", "addr", "show"]) else {
+        return;
+    };
+    let have: Vec<&str> = addrs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("addr_info")?.as_array())
+        .flatten()
+        .filter_map(|a| a.get("local")?.as_str())
+        .collect();
+    for family in ["-4", "-6"] {
+        let Some(rules) = json(&[family, "-j", "rule", "show"]) else {
+            continue;
+        };
+        for rule in rules.as_array().into_iter().flatten() {
+            let prio = rule.get("priority").and_then(|p| p.as_u64());
+            let src = rule.get("src").and_then(|s| s.as_str());
+            if let (Some(p), Some(src)) = (prio, src)
+                && u32::try_from(p).is_ok_and(routes::ours)
+                && !have.contains(&src)
+            {
+                let p = p.to_string();
+                match ip(&[family, "rule", "del", "from", src, "priority", &p]) {
+                    Ok(_) => log::info!("source rule from {src} (priority {p}) removed"),
+                    Err(e) => log::warn!("{e:#}"),
+                }
+            }
+        }
+    }
 }
 
 // ---- multiqueue, through the ethtool ioctl

@@ -20,26 +20,53 @@ use crate::platform::ledger::Ledger;
 use anyhow::Result;
 use std::path::PathBuf;
 
+pub mod names;
+mod render;
+pub mod routes;
+
+pub use render::{ifupdown_file, keyfile, netplan_file, networkd_file, render};
+
 /// One interface's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Iface {
     pub name: String,
+    /// Its vif number, its place in bus order: its route metric and table.
+    pub index: u32,
     pub mac: Option<String>,
     /// `ADDR/LEN` with the family's gateway.
     pub v4: Vec<(String, Option<String>)>,
     pub v6: Vec<(String, Option<String>)>,
     pub dhcp4: bool,
+    /// A routing table of its own and source rules (`routes`).
+    pub source_routes: bool,
     /// Why DHCP was given against the usual rule, when it was.
     pub note: Option<String>,
 }
 
-/// The route metric of `ethN`: 1024 + N (eth0 first).
-pub fn metric(iface: &str) -> u32 {
-    1024 + iface
-        .trim_start_matches(|c: char| !c.is_ascii_digit())
-        .parse::<u32>()
-        .unwrap_or(100)
-        .min(1000)
+impl Iface {
+    /// A NIC the config does not name: DHCP.
+    pub fn dhcp(name: &str, index: u32) -> Iface {
+        Iface {
+            name: name.to_string(),
+            index,
+            mac: None,
+            v4: Vec::new(),
+            v6: Vec::new(),
+            dhcp4: true,
+            source_routes: false,
+            note: None,
+        }
+    }
+
+    /// Its default routes' metric.
+    pub fn metric(&self) -> u32 {
+        metric(self.index)
+    }
+}
+
+/// The route metric of interface `index`: 1024 + N (the first lowest).
+pub fn metric(index: u32) -> u32 {
+    1024 + index.min(1000)
 }
 
 /// A network interface name we accept.
@@ -53,8 +80,22 @@ pub fn valid_iface(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-/// The interfaces the config names, with the DHCP decision.
-pub fn interfaces(config: &Config) -> Vec<Iface> {
+/// Whether an interface gets its own table: every one but the first
+/// (index 0, the main default route's) with a static address and gateway,
+/// unless `CONFIG_SOURCE_ROUTING=0`.
+fn wants_table(
+    index: u32,
+    v4: &[(String, Option<String>)],
+    v6: &[(String, Option<String>)],
+    on: bool,
+) -> bool {
+    on && index > 0 && v4.iter().chain(v6).any(|(_, g)| g.is_some())
+}
+
+/// The interfaces the config names, with the DHCP decision, each named
+/// `ethN` (see [`names`] for the names they have on a live system), in
+/// index order. `source_routing` is `CONFIG_SOURCE_ROUTING`.
+pub fn interfaces(config: &Config, source_routing: bool) -> Vec<Iface> {
     let v6_only = config.ipv6_only();
     let mut out: Vec<Iface> = config
         .vifs
@@ -76,8 +117,10 @@ pub fn interfaces(config: &Config) -> Vec<Iface> {
             let unusable = config.unusable.get(&vif.number);
             Iface {
                 name: vif.name(),
+                index: vif.number,
                 mac: vif.mac.clone(),
                 dhcp4: v4.is_empty() && (!v6_only || unusable.is_some()),
+                source_routes: wants_table(vif.number, &v4, &v6, source_routing),
                 note: unusable
                     .filter(|_| v4.is_empty())
                     .map(|why| format!("DHCP because {why}")),
@@ -88,35 +131,67 @@ pub fn interfaces(config: &Config) -> Vec<Iface> {
         .collect();
     // An interface the config meant but whose entry could not be read.
     for (n, why) in &config.unusable {
-        let name = format!("eth{n}");
-        if !out.iter().any(|i| i.name == name) {
-            out.push(Iface {
-                name,
-                mac: None,
-                v4: Vec::new(),
-                v6: Vec::new(),
-                dhcp4: true,
-                note: Some(format!("DHCP because {why}")),
-            });
+        if !out.iter().any(|i| i.index == *n) {
+            let mut i = Iface::dhcp(&format!("eth{n}"), *n);
+            i.note = Some(format!("DHCP because {why}"));
+            out.push(i);
         }
     }
-    out.sort_by_key(|i| metric(&i.name));
+    out.sort_by_key(|i| i.index);
     out
 }
 
-/// The settings of a hot-plugged interface: from the config when it names
-/// it, else DHCP (checked before the IPv6-only rule, as the platform's
+/// Names each interface as the live system has it: the NIC with its MAC,
+/// else the Nth NIC in bus order (`order`, see [`names::bus_order`]), else
+/// `ethN` as given. Says in the interface's note when the MAC is nowhere.
+pub fn name_live(ifaces: &mut [Iface], order: &[String], sys_dir: &std::path::Path) {
+    for iface in ifaces.iter_mut() {
+        let by_mac = iface
+            .mac
+            .as_deref()
+            .map(|m| (m, names::interface_with_mac(sys_dir, m)));
+        let name = match by_mac {
+            Some((_, Some(n))) => Some(n),
+            Some((mac, None)) => {
+                if iface.note.is_none() {
+                    iface.note = Some(format!("no interface has {mac} now"));
+                }
+                order.get(iface.index as usize).cloned()
+            }
+            None => order.get(iface.index as usize).cloned(),
+        };
+        if let Some(n) = name.filter(|n| valid_iface(n)) {
+            iface.name = n;
+        }
+    }
+}
+
+/// The settings of a hot-plugged interface `name` at `index` with MAC
+/// `mac`: from the config when it names it (by MAC, else by index), else
+/// DHCP (checked before the IPv6-only rule, as the platform's
 /// `get_json.py` does).
-pub fn hotplug(name: &str, config: Option<&Config>) -> Iface {
-    let named = config.and_then(|c| interfaces(c).into_iter().find(|i| i.name == name));
-    named.unwrap_or_else(|| Iface {
-        name: name.to_string(),
-        mac: None,
-        v4: Vec::new(),
-        v6: Vec::new(),
-        dhcp4: true,
-        note: None,
-    })
+pub fn hotplug(
+    name: &str,
+    index: u32,
+    mac: Option<&str>,
+    config: Option<&Config>,
+    source_routing: bool,
+) -> Iface {
+    let all = config
+        .map(|c| interfaces(c, source_routing))
+        .unwrap_or_default();
+    let by_mac = mac.and_then(|m| {
+        all.iter()
+            .find(|i| i.mac.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(m)))
+    });
+    let named = by_mac.or_else(|| all.iter().find(|i| i.index == index && i.mac.is_none()));
+    match named {
+        Some(i) => Iface {
+            name: name.to_string(),
+            ..i.clone()
+        },
+        None => Iface::dhcp(name, index),
+    }
 }
 
 /// Which network stack a tree runs (its files are what we write).
@@ -126,14 +201,29 @@ pub enum Stack {
     Ifupdown,
     /// NetworkManager (RHEL-family guests): keyfiles.
     NetworkManager,
+    /// netplan (Ubuntu's): a YAML file it renders for networkd or
+    /// NetworkManager.
+    Netplan,
 }
 
 /// Every stack, for clean-ups.
-pub const STACKS: [Stack; 3] = [Stack::Networkd, Stack::Ifupdown, Stack::NetworkManager];
+pub const STACKS: [Stack; 4] = [
+    Stack::Networkd,
+    Stack::Ifupdown,
+    Stack::NetworkManager,
+    Stack::Netplan,
+];
 
+/// netplan when it is installed (`netplan` and `/etc/netplan`); else
 /// ifupdown when `/etc/network/interfaces` exists and `ifup` is installed;
 /// else NetworkManager when it is installed; else systemd-networkd.
 pub fn detect_stack(tree: &Tree) -> Stack {
+    let netplan = ["/usr/sbin/netplan", "/sbin/netplan"]
+        .iter()
+        .any(|p| tree.exists(p));
+    if netplan && tree.is_dir("/etc/netplan") {
+        return Stack::Netplan;
+    }
     let ifup = ["/sbin/ifup", "/usr/sbin/ifup"]
         .iter()
         .any(|p| tree.exists(p));
@@ -157,171 +247,23 @@ pub fn file_of(stack: Stack, name: &str) -> PathBuf {
         Stack::NetworkManager => PathBuf::from(format!(
             "/etc/NetworkManager/system-connections/gandi-{name}.nmconnection"
         )),
+        // netplan reads /etc/netplan in name order, a later file's values
+        // over an earlier one's: ours first, the admin's after.
+        Stack::Netplan => PathBuf::from(format!("/etc/netplan/00-gandi-{name}.yaml")),
     }
 }
 
 /// The mode of our file for `stack` (NetworkManager ignores keyfiles that
-/// others can read).
+/// others can read; netplan warns about them).
 pub fn mode_of(stack: Stack) -> u32 {
     match stack {
-        Stack::NetworkManager => 0o600,
+        Stack::NetworkManager | Stack::Netplan => 0o600,
         _ => 0o644,
     }
 }
 
-/// The interface that has `mac` now (`SYS/class/net/*/address`).
-pub fn interface_with_mac(sys_dir: &std::path::Path, mac: &str) -> Option<String> {
-    let dir = sys_dir.join("class/net");
-    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
-        let addr = std::fs::read_to_string(e.path().join("address")).ok()?;
-        addr.trim()
-            .eq_ignore_ascii_case(mac)
-            .then(|| e.file_name().to_string_lossy().into_owned())
-    })
-}
-
-const NET_HEADER: &str = "# Written by gandi-vm from the platform's config (/gandi/config).\n\
-# Written again only when the platform's value for this interface changes:\n\
-# your edits are kept until then.\n";
-
-/// A systemd-networkd `.network` file. Default routes get the interface's
-/// metric (eth0 first), so routes of several interfaces coexist.
-pub fn networkd_file(iface: &Iface) -> String {
-    let metric = metric(&iface.name);
-    let mut s = String::from(NET_HEADER);
-    if let Some(note) = &iface.note {
-        s.push_str(&format!("# {note}\n"));
-    }
-    s.push_str("[Match]\n");
-    match &iface.mac {
-        Some(mac) => s.push_str(&format!("MACAddress={}\n", mac.to_ascii_lowercase())),
-        None => s.push_str(&format!("Name={}\n", iface.name)),
-    }
-    s.push_str("\n[Network]\n");
-    s.push_str(if iface.dhcp4 {
-        "DHCP=ipv4\n"
-    } else {
-        "DHCP=no\n"
-    });
-    s.push_str("IPv6AcceptRA=yes\n");
-    let mut gateways = Vec::new();
-    for (addr, gw) in iface.v4.iter().chain(&iface.v6) {
-        s.push_str(&format!("Address={addr}\n"));
-        if let Some(g) = gw
-            && !gateways.contains(g)
-        {
-            gateways.push(g.clone());
-        }
-    }
-    for g in gateways {
-        s.push_str(&format!("\n[Route]\nGateway={g}\nMetric={metric}\n"));
-    }
-    if iface.dhcp4 {
-        s.push_str(&format!("\n[DHCPv4]\nRouteMetric={metric}\n"));
-    }
-    s
-}
-
-/// An ifupdown stanza file for `interfaces.d`.
-pub fn ifupdown_file(iface: &Iface) -> String {
-    let mut s = String::from(NET_HEADER);
-    if let Some(note) = &iface.note {
-        s.push_str(&format!("# {note}\n"));
-    }
-    let n = &iface.name;
-    s.push_str(&format!("auto {n}\n"));
-    if iface.dhcp4 {
-        s.push_str(&format!("iface {n} inet dhcp\n\tmetric {}\n", metric(n)));
-    }
-    for (family, list) in [("inet", &iface.v4), ("inet6", &iface.v6)] {
-        for (i, (addr, gw)) in list.iter().enumerate() {
-            s.push_str(&format!("iface {n} {family} static\n\taddress {addr}\n"));
-            if family == "inet6" {
-                s.push_str("\taccept_ra 2\n");
-            }
-            if i == 0
-                && let Some(g) = gw
-            {
-                s.push_str(&format!("\tgateway {g}\n\tmetric {}\n", metric(n)));
-            }
-        }
-    }
-    s
-}
-
-/// A stable UUID for our connection of `name` (NetworkManager wants one).
-fn connection_uuid(name: &str) -> String {
-    let fp = crate::platform::ledger::fingerprint("nm-connection", name.as_bytes());
-    let h = fp.as_bytes();
-    let s = |r: std::ops::Range<usize>| String::from_utf8_lossy(&h[r]).into_owned();
-    // Version 4 and variant bits, as a random UUID has them.
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        s(0..8),
-        s(8..12),
-        s(13..16),
-        s(17..20),
-        s(20..32)
-    )
-}
-
-/// A NetworkManager keyfile, in the form NetworkManager writes them.
-pub fn keyfile(iface: &Iface) -> String {
-    let metric = metric(&iface.name);
-    let mut s = String::from(NET_HEADER);
-    if let Some(note) = &iface.note {
-        s.push_str(&format!("# {note}\n"));
-    }
-    s.push_str(&format!(
-        "[connection]\nid=gandi-{n}\nuuid={}\ntype=ethernet\n",
-        connection_uuid(&iface.name),
-        n = iface.name
-    ));
-    match &iface.mac {
-        Some(_) => {}
-        None => s.push_str(&format!("interface-name={}\n", iface.name)),
-    }
-    s.push_str("autoconnect=true\n\n[ethernet]\n");
-    if let Some(mac) = &iface.mac {
-        s.push_str(&format!("mac-address={}\n", mac.to_ascii_uppercase()));
-    }
-    let family =
-        |s: &mut String, section: &str, list: &[(String, Option<String>)], dynamic: &str| {
-            s.push_str(&format!("\n[{section}]\n"));
-            for (i, (addr, gw)) in list.iter().enumerate() {
-                match gw {
-                    Some(g) if i == 0 => s.push_str(&format!("address{}={addr},{g}\n", i + 1)),
-                    _ => s.push_str(&format!("address{}={addr}\n", i + 1)),
-                }
-            }
-            // IPv6 always takes router advertisements, static addresses
-            // beside them (NetworkManager's `auto` keeps `addressN=`).
-            let method = if section == "ipv6" {
-                "auto"
-            } else if !list.is_empty() {
-                "manual"
-            } else {
-                dynamic
-            };
-            s.push_str(&format!("method={method}\nroute-metric={metric}\n"));
-        };
-    let v4_dynamic = if iface.dhcp4 { "auto" } else { "disabled" };
-    family(&mut s, "ipv4", &iface.v4, v4_dynamic);
-    family(&mut s, "ipv6", &iface.v6, "auto");
-    s
-}
-
-/// The file text of `iface` for `stack`.
-pub fn render(stack: Stack, iface: &Iface) -> String {
-    match stack {
-        Stack::Networkd => networkd_file(iface),
-        Stack::Ifupdown => ifupdown_file(iface),
-        Stack::NetworkManager => keyfile(iface),
-    }
-}
-
 /// What applying one interface did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// Written (new or changed platform value).
     Written(Change),
@@ -359,109 +301,4 @@ pub fn forget(tree: &Tree, ledger: &mut Ledger, name: &str) -> Result<bool> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::platform::config;
-
-    fn cfg(text: &str) -> Config {
-        config::read(text.as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn dhcp_as_the_original_decides() {
-        // eth0 static, eth1 without address: DHCP on eth1 only.
-        let c = cfg(
-            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24", "pbn_gateway": "192.0.2.1"}}]}, {"vif_number": 1, "pna": []}]}"#,
-        );
-        let i = interfaces(&c);
-        assert!(!i[0].dhcp4 && i[1].dhcp4);
-        // eth0 without a static IPv4 in a config that has IPv4: DHCP.
-        let c = cfg(
-            r#"{"vif": [{"vif_number": 0}, {"vif_number": 1, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24", "pbn_gateway": "192.0.2.1"}}]}]}"#,
-        );
-        assert!(interfaces(&c)[0].dhcp4);
-        // IPv6-only: DHCP for none.
-        let c = cfg(
-            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64"}}]}, {"vif_number": 1}]}"#,
-        );
-        assert!(interfaces(&c).iter().all(|i| !i.dhcp4));
-        // An IPv6 public address and a private IPv4 without gateway: still
-        // IPv6-only (the platform's rule), the VLAN static.
-        let c = cfg(
-            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64", "pbn_gateway": "2001:db8::ff"}}]},
-                        {"vif_number": 1, "pna": [{"pna_address": "10.9.0.5", "pvn": {"pvn_network": "10.9.0.0/24"}}]}]}"#,
-        );
-        assert!(c.ipv6_only());
-        let i = interfaces(&c);
-        assert!(!i[0].dhcp4 && !i[1].dhcp4);
-        assert_eq!(i[1].v4, vec![("10.9.0.5/24".to_string(), None)]);
-        // A public IPv4 without gateway does not make it dual-stack either.
-        let c = cfg(
-            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.9", "pbn": {"pbn_network": "192.0.2.0/24"}}]}]}"#,
-        );
-        assert!(c.ipv6_only());
-        // eth0's only address is broken: DHCP, and the file says why.
-        let c = cfg(
-            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.300", "pbn": {"pbn_network": "192.0.2.0/24"}}]}]}"#,
-        );
-        let i = interfaces(&c);
-        assert!(i[0].dhcp4);
-        assert!(networkd_file(&i[0]).contains("# DHCP because vif[0].pna[0]"));
-        // The vif field unreadable: eth0 gets DHCP.
-        let c = cfg(r#"{"vif": "eth0"}"#);
-        let i = interfaces(&c);
-        assert_eq!((i[0].name.as_str(), i[0].dhcp4), ("eth0", true));
-    }
-
-    #[test]
-    fn hotplugged_interfaces() {
-        let c = cfg(
-            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "192.0.2.10", "pbn": {"pbn_network": "192.0.2.0/24"}}]}]}"#,
-        );
-        assert!(hotplug("eth3", Some(&c)).dhcp4);
-        assert!(!hotplug("eth0", Some(&c)).dhcp4);
-        assert!(hotplug("eth1", None).dhcp4);
-        // IPv6-only: a NIC the config does not name still gets DHCP; one
-        // it names does not.
-        let v6 = cfg(
-            r#"{"vif": [{"vif_number": 0, "pna": [{"pna_address": "2001:db8::1", "pbn": {"pbn_network": "2001:db8::/64"}}]}, {"vif_number": 1}]}"#,
-        );
-        assert!(hotplug("eth2", Some(&v6)).dhcp4);
-        assert!(!hotplug("eth1", Some(&v6)).dhcp4);
-    }
-
-    #[test]
-    fn keyfiles() {
-        let i = Iface {
-            name: "eth1".into(),
-            mac: None,
-            v4: vec![("192.0.2.5/24".into(), Some("192.0.2.1".into()))],
-            v6: vec![],
-            dhcp4: false,
-            note: None,
-        };
-        let k = keyfile(&i);
-        assert!(k.contains("interface-name=eth1\n"));
-        assert!(
-            k.contains(
-                "[ipv4]\naddress1=192.0.2.5/24,192.0.2.1\nmethod=manual\nroute-metric=1025\n"
-            ),
-            "{k}"
-        );
-        assert!(k.contains("[ipv6]\nmethod=auto\n"));
-        let uuid = connection_uuid("eth1");
-        assert_eq!(uuid.len(), 36);
-        assert_eq!(&uuid[14..15], "4");
-        assert_eq!(uuid, connection_uuid("eth1"));
-        assert_ne!(uuid, connection_uuid("eth2"));
-    }
-
-    #[test]
-    fn metrics_and_names() {
-        assert_eq!(metric("eth0"), 1024);
-        assert_eq!(metric("eth3"), 1027);
-        assert!(valid_iface("eth1"));
-        assert!(!valid_iface("../x"));
-        assert!(!valid_iface("a very long interface"));
-    }
-}
+mod tests;

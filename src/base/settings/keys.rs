@@ -56,7 +56,12 @@ pub const KEYS: &[(&[&str], &str, &str)] = &[
     (
         &["CONFIG_NODHCP"],
         "`eth0`",
-        "interfaces the hot-plug path gives no address (DHCP nor static)",
+        "interfaces the hot-plug path gives no address (DHCP nor static); `ethN` names vif N's interface, whatever its name",
+    ),
+    (
+        &["CONFIG_SOURCE_ROUTING"],
+        "1",
+        "each NIC but the first with a static address and gateway answers through its own gateway (a routing table and source rules, `docs/hotplug.md`)",
     ),
     (
         &[

@@ -117,6 +117,7 @@ fn shipped_file_parses_cleanly_and_sets_the_defaults() {
         "CONFIG_DISK_ROOT",
         "CONFIG_NODHCP",
         "CONFIG_MULTIQUEUE",
+        "CONFIG_SOURCE_ROUTING",
         "CONFIG_NETWORK",
         "GANDI_PLUGIN_DIR",
         "TEMP_DIR_CONF",

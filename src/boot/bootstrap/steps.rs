@@ -232,28 +232,13 @@ pub(super) fn network_step(
     live: bool,
 ) -> Result<Done> {
     let stack = network::detect_stack(tree);
-    let mut ifaces = network::interfaces(config);
-    if stack == network::Stack::Ifupdown {
-        // ifupdown cannot match by MAC: the stanza names the interface that
-        // has the MAC now.
-        for iface in &mut ifaces {
-            let Some(mac) = iface.mac.clone() else {
-                continue;
-            };
-            match live
-                .then(|| network::interface_with_mac(&settings.paths.sys_dir, &mac))
-                .flatten()
-            {
-                Some(name) if name != iface.name => {
-                    iface.note = Some(format!("{} has {mac}", name));
-                    iface.name = name;
-                }
-                Some(_) => {}
-                None => {
-                    iface.note = Some(format!("no interface has {mac} now: named {}", iface.name))
-                }
-            }
-        }
+    let mut ifaces = network::interfaces(config, settings.source_routing);
+    // The names the NICs have (vif N is the Nth NIC in bus order, or the
+    // one with its MAC): ifupdown's stanzas and our files name them.
+    // Offline, `ethN`.
+    if live {
+        let order = network::names::bus_order(&settings.paths.sys_dir);
+        network::name_live(&mut ifaces, &order, &settings.paths.sys_dir);
     }
     let mut change = Change::Unchanged;
     let mut notes = Vec::new();
@@ -277,6 +262,19 @@ pub(super) fn network_step(
             notes.push(format!("{old} removed (no longer given)"));
         }
     }
+    // netplan's generator ran before us, on the files as they were: the
+    // network files it renders are made again before the network starts.
+    let mut bad = Vec::new();
+    if stack == network::Stack::Netplan
+        && live
+        && change == Change::Changed
+        && let Err(e) = crate::base::runner::Run::new("netplan")
+            .arg("generate")
+            .limit(std::time::Duration::from_secs(60))
+            .output()
+    {
+        bad.push(format!("{e:#}"));
+    }
     if stack == network::Stack::Ifupdown {
         let main = tree
             .read_string("/etc/network/interfaces")
@@ -293,7 +291,6 @@ pub(super) fn network_step(
         }
     }
     let detail = format!("{stack:?}: {}", notes.join(", "));
-    let mut bad = Vec::new();
     bad.extend(problems_of(config, "vif"));
     if bad.is_empty() {
         Ok(Done::of(change, detail))
