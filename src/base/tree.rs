@@ -428,6 +428,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+pub mod label;
 mod nofollow;
 use nofollow::write_in;
 

@@ -90,7 +90,12 @@ impl Tree {
         let dir = self
             .dir_nofollow(parent, Some(w.dir_mode))
             .with_context(|| self.ctx("opening the folder of", &rel))?;
-        write_in(&dir, name, data, w).with_context(|| self.ctx("writing", &rel))
+        let new = dir.symlink_metadata(name).is_err();
+        write_in(&dir, name, data, w).with_context(|| self.ctx("writing", &rel))?;
+        if new && self.base() == Path::new("/") {
+            label::label_new(&self.base().join(&rel));
+        }
+        Ok(())
     }
 
     /// Writes `data` unless the file already holds exactly it with `mode`.
@@ -381,6 +386,7 @@ pub(super) fn write_in(dir: &Dir, name: &OsStr, data: &[u8], mut w: WriteOpts) -
             w.mode = old.mode() & 0o7777;
         }
     }
+    let label = label::label_of(dir, name)?;
     let mut attempt = 0u32;
     let (tmp, mut file) = loop {
         let tmp = temp_name(name, attempt);
@@ -411,6 +417,9 @@ pub(super) fn write_in(dir: &Dir, name: &OsStr, data: &[u8], mut w: WriteOpts) -
         }
         // After the owner: chown clears the set-id bits.
         file.set_permissions(Permissions::from_mode(w.mode))?;
+        if let Some(l) = &label {
+            label::set_label(&file, l)?;
+        }
         file.write_all(data)?;
         file.sync_all()?;
         dir.rename(&tmp, dir, name)?;

@@ -89,3 +89,60 @@ fn reads_stay_beneath_and_writes_follow_no_link() {
     assert!(t.remove_file("abs").unwrap());
     assert!(outside.exists());
 }
+
+/// A file replaced keeps its SELinux label and only it (the old content's
+/// IMA hash is not carried to the new content); a new file gets none of
+/// ours. Setting `security.*` needs root.
+#[test]
+fn a_replaced_file_keeps_its_selinux_label_only() {
+    use rustix::fs::{XattrFlags, fgetxattr, fsetxattr};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: setting security.* attributes needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("etc/shadow");
+    fs::create_dir_all(shadow.parent().unwrap()).unwrap();
+    fs::write(&shadow, "root:*:1::::::\n").unwrap();
+    let f = fs::File::open(&shadow).unwrap();
+    let label = b"system_u:object_r:shadow_t:s0\0";
+    match fsetxattr(&f, "security.selinux", label, XattrFlags::empty()) {
+        Err(rustix::io::Errno::NOTSUP) => {
+            eprintln!("skipped: no security attributes on this filesystem");
+            return;
+        }
+        other => other.unwrap(),
+    }
+    let ima = fsetxattr(&f, "security.ima", b"\x04\x04old", XattrFlags::empty()).is_ok();
+    drop(f);
+    let tree = Tree::open(dir.path()).unwrap();
+    tree.write_if_changed(
+        "/etc/shadow",
+        b"root:$6$new:1::::::\n",
+        WriteOpts::keep(0o640),
+    )
+    .unwrap();
+    let f = fs::File::open(&shadow).unwrap();
+    assert_eq!(label::read_label(&f).unwrap().as_deref(), Some(&label[..]));
+    let mut buf = [0u8; 64];
+    if ima {
+        assert!(
+            fgetxattr(&f, "security.ima", &mut buf[..]).is_err(),
+            "IMA copied"
+        );
+    }
+    // A new file: no label of ours (SELinux is off here, nothing to ask).
+    tree.write_if_changed("/etc/hostname", b"web1\n", WriteOpts::mode(0o644))
+        .unwrap();
+    let f = fs::File::open(dir.path().join("etc/hostname")).unwrap();
+    if !Path::new("/sys/fs/selinux/enforce").exists() {
+        assert_eq!(label::read_label(&f).unwrap(), None);
+    }
+    // A FIFO where the file was: not opened for its label (no hang), and
+    // replaced as before.
+    let fifo = dir.path().join("etc/fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    tree.write_atomic("/etc/fifo", b"x\n", WriteOpts::mode(0o644))
+        .unwrap();
+    assert_eq!(fs::read(&fifo).unwrap(), b"x\n");
+}
