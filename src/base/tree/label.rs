@@ -27,7 +27,15 @@ pub(super) fn label_of(dir: &Dir, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     let file = match dir.open_with(name, &opts) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // Gone, or a run that may not read it (not root): no label to keep.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(e),
     };
     if !file.metadata()?.is_file() {
