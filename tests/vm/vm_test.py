@@ -105,24 +105,32 @@ class Mounts:
             subprocess.run(self.undo.pop(), capture_output=True)
 
 
-def image_key():
+# Packages a release needs beyond PACKAGES: Debian 13 ships
+# systemd-networkd in a package of its own.
+RELEASE_PACKAGES = {"bullseye": [], "bookworm": [], "trixie": ["systemd-networkd"]}
+
+
+def image_key(release="bookworm"):
     h = hashlib.sha256()
     h.update(IMAGE_VERSION.encode())
-    h.update(" ".join(PACKAGES).encode())
+    h.update(" ".join(PACKAGES + RELEASE_PACKAGES[release]).encode())
     h.update(MIRROR.encode())
+    if release != "bookworm":
+        h.update(release.encode())
     return h.hexdigest()[:16]
 
 
-def build_image(dest):
-    """The pristine image: rootfs.img (ext4), vmlinuz, initrd.img."""
+def build_image(dest, release="bookworm"):
+    """The pristine image of `release`: rootfs.img (ext4), vmlinuz,
+    initrd.img."""
     work = dest + ".new"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     tree = os.path.join(work, "tree")
-    log(f"building the VM image in {dest} (once; reused after)")
+    log(f"building the {release} VM image in {dest} (once; reused after)")
     t = time.time()
-    run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
-         "bookworm", tree, MIRROR])
+    run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES + RELEASE_PACKAGES[release]),
+         release, tree, MIRROR])
     # The kernel, in the chroot, for its initramfs (no service may start).
     policy = os.path.join(tree, "usr/sbin/policy-rc.d")
     with open(policy, "w") as f:
@@ -311,11 +319,15 @@ class Qmp:
             return reply.get("return")
 
 
-def boot(base, tmp, image, disks, root="/dev/vda", serial="serial.log", extra=(), append=""):
+def boot(base, tmp, image, disks, root="/dev/vda", serial="serial.log", extra=(), append="",
+         ifnames=False):
     """Starts QEMU (TCG) on `image` (its root filesystem on `root`) with
     `disks`; serial to tmp/`serial`, QMP on tmp/qmp.sock, SSH forwarded
-    to SSH_PORT (picked free here unless GANDI_VM_SSH_PORT is set)."""
+    to SSH_PORT (picked free here unless GANDI_VM_SSH_PORT is set).
+    `ifnames`: the kernel's predictable NIC names (no net.ifnames=0)."""
     global SSH_PORT
+    if not ifnames:
+        append = f"net.ifnames=0 {append}".strip()
     for attempt in range(5):
         if not FIXED_SSH_PORT:
             SSH_PORT = free_port()
@@ -341,7 +353,7 @@ def boot_once(base, tmp, image, disks, root, serial, extra, append=""):
         "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
         "-smp", "1,maxcpus=4", "-m", "1G,slots=4,maxmem=4G",
         "-kernel", os.path.join(base, "vmlinuz"), "-initrd", os.path.join(base, "initrd.img"),
-        "-append", f"root={root} rw console=ttyS0 net.ifnames=0 panic=-1 {append}".strip(),
+        "-append", f"root={root} rw console=ttyS0 panic=-1 {append}".strip(),
         # Every disk on its own -device at a slot of its own, the system
         # disk first (it is vda), at the platform's places: the system disk
         # at 00:03.0, the swap/config disk at 00:04.0 (GANDI_PLATFORM_DISK).
@@ -361,7 +373,11 @@ def boot_once(base, tmp, image, disks, root, serial, extra, append=""):
     cmd += [
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{SSH_PORT}-:22",
         "-device", "virtio-net-pci,netdev=n0",
-        "-device", "pcie-root-port,id=rp1,chassis=1", "-device", "pcie-root-port,id=rp2,chassis=2",
+        # The ports for hot-plugged devices at the end of the bus: a NIC
+        # plugged there comes after the boot's NICs in bus order, as on
+        # the platform.
+        "-device", "pcie-root-port,id=rp1,chassis=1,addr=0x1a",
+        "-device", "pcie-root-port,id=rp2,chassis=2,addr=0x1b",
         "-serial", f"file:{tmp}/{serial}", "-qmp", f"unix:{tmp}/qmp.sock,server,nowait",
         "-display", "none", "-no-reboot", *extra,
     ]
