@@ -114,7 +114,7 @@ fn the_units_and_rules_say_gandi_and_obey_the_off_switch() {
                 text.contains("\nConditionKernelCommandLine=!gandi.disabled=1\n"),
                 "{name}"
             );
-            // systemd 232 knows both; ExecCondition= needs 243.
+            // Both older than our floor (239); ExecCondition= needs 243.
             assert!(!text.contains("ExecCondition="), "{name}");
         }
     }
