@@ -29,7 +29,7 @@ ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DIST := dist
 
 .PHONY: all build deps docs install deb rpm packages check-packages test lint unit unprivileged \
-	verify-units fault-test vm-test vm-fault-test vm-bench bench demo clean
+	verify-units fault-test vm-test vm-test-matrix vm-fault-test vm-bench bench demo clean
 
 all: build
 
@@ -153,6 +153,13 @@ fault-test: deps deb
 # Boots a Debian 12 VM with the package (TCG) and checks every promise.
 vm-test: deb
 	./tests/vm/vm_test.py $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
+
+# Every release and network stack we claim, booted (tests/vm/matrix.py):
+# Debian 11, 12, 13 with networkd (13 with predictable NIC names), Debian
+# 12 with ifupdown, NetworkManager and netplan; a smaller set of checks on
+# each, two VMs at a time (GANDI_VM_JOBS), one table at the end.
+vm-test-matrix: deb
+	./tests/vm/matrix.py $(DIST)/gandi-vm_$(VERSION)_$(ARCH).deb
 
 # Power cuts (QEMU killed) during bootstrap, root growth and data growth,
 # three times each; the VM must come back whole (about 20 minutes).
