@@ -105,9 +105,9 @@ class Mounts:
             subprocess.run(self.undo.pop(), capture_output=True)
 
 
-# Packages a release needs beyond PACKAGES: Debian 13 ships
-# systemd-networkd in a package of its own.
-RELEASE_PACKAGES = {"bullseye": [], "bookworm": [], "trixie": ["systemd-networkd"]}
+# Packages a release needs beyond PACKAGES (none yet: systemd-networkd is
+# still part of systemd in Debian 13).
+RELEASE_PACKAGES = {"bullseye": [], "bookworm": [], "trixie": []}
 
 
 def image_key(release="bookworm"):
