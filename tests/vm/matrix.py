@@ -56,7 +56,11 @@ VARIANTS = {
     "debian12-networkmanager": ("bookworm", "networkmanager", False),
     "debian12-netplan": ("bookworm", "netplan", False),
 }
-STACK_VERSION = "1"  # bump when a stack's recipe changes
+STACK_VERSION = "1"  # bump when the stacks' recipe changes
+# The packages of each stack (D-Bus where the stack's own tools need it:
+# nmcli, networkctl status).
+STACK_PACKAGES = {"ifupdown": ["ifupdown"], "networkmanager": ["network-manager", "dbus"],
+                  "netplan": ["netplan.io", "dbus"]}
 
 # Our network file of interface IFACE, per stack.
 NET_FILE = {
@@ -90,7 +94,8 @@ def stack_image(base, release, stack):
     or one derived from it with the stack's packages (cached)."""
     if stack == "networkd":
         return base
-    key = hashlib.sha256(f"{base}{stack}{STACK_VERSION}".encode()).hexdigest()[:12]
+    recipe = f"{base} {stack} {STACK_VERSION} {' '.join(STACK_PACKAGES[stack])}"
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     dest = f"{base}-{stack}-{key}"
     if os.path.exists(os.path.join(dest, "rootfs.img")):
         return dest
@@ -114,8 +119,7 @@ def stack_image(base, release, stack):
         mounts.mount("-t", "proc", "proc", os.path.join(mnt, "proc"))
         mounts.mount("--bind", "/dev", os.path.join(mnt, "dev"))
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        packages = {"ifupdown": ["ifupdown"], "networkmanager": ["network-manager", "dbus"],
-                    "netplan": ["netplan.io"]}[stack]
+        packages = STACK_PACKAGES[stack]
         vt.run(["chroot", mnt, "apt-get", "update", "-q"], env=env)
         vt.run(["chroot", mnt, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], env=env)
         vt.run(["chroot", mnt, "apt-get", "clean"])
@@ -290,9 +294,14 @@ def variant(name, deb, out_json):
         resolv = out("cat /etc/resolv.conf")
         ok = ok and "nameserver 10.0.2.3" in resolv and "nameserver fec0::" in resolv
         if stack == "netplan":
+            # networkd applied netplan's rendering of our file: its state
+            # says which file, and `networkctl status` shows it in force.
+            state = out(f"cat /run/systemd/netif/links/$(cat /sys/class/net/{names[0]}/ifindex)")
             status = out(f"networkctl status --no-pager {names[0]}")
-            ok = ok and f"10-netplan-{names[0]}.network" in status and ADDR[0] in status
-            detail += " | " + " ".join(status.split())[:300]
+            rendered = f"/run/systemd/network/10-netplan-{names[0]}.network"
+            ok = (ok and f"NETWORK_FILE={rendered}" in state and rendered in status
+                  and ADDR[0] in status and "configured" in status)
+            detail += " | " + " ".join(status.split())[:400]
             admin = out("sha256sum /etc/netplan/90-admin.yaml").split()[:1]
             want = hashlib.sha256(ADMIN_NETPLAN.encode()).hexdigest()
             ok = ok and admin == [want]
