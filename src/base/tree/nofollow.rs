@@ -386,7 +386,12 @@ pub(super) fn write_in(dir: &Dir, name: &OsStr, data: &[u8], mut w: WriteOpts) -
             w.mode = old.mode() & 0o7777;
         }
     }
-    let label = label::label_of(dir, name)?;
+    // Only a regular file's label is kept (a link at the name is replaced,
+    // never opened).
+    let label = match dir.symlink_metadata(name) {
+        Ok(m) if m.is_file() => label::label_of(dir, name)?,
+        _ => None,
+    };
     let mut attempt = 0u32;
     let (tmp, mut file) = loop {
         let tmp = temp_name(name, attempt);
