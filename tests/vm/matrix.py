@@ -248,6 +248,21 @@ def variant(name, deb, out_json):
         def setup(mnt):
             with open(os.path.join(mnt, "etc/fstab"), "w") as f:
                 f.write("/dev/vda1 / ext4 errors=remount-ro 0 1\n")
+            # When SSH never comes, the serial log (kept on failure) still
+            # says how the network stood: a minute after boot, the guest
+            # writes it to the kernel's log, which the console shows.
+            with open(os.path.join(mnt, "usr/local/sbin/net-state"), "w") as f:
+                f.write("#!/bin/sh\nsleep 60\n(ip addr; ip route; ip rule; nmcli dev 2>/dev/null; "
+                        "networkctl --no-pager 2>/dev/null; journalctl -b --no-pager -u NetworkManager "
+                        "-u systemd-networkd -u networking -u 'gandi-iface@*' | tail -40) 2>&1 | "
+                        "while read -r l; do echo \"net-state: $l\" > /dev/kmsg; done\n")
+            os.chmod(os.path.join(mnt, "usr/local/sbin/net-state"), 0o755)
+            with open(os.path.join(mnt, "etc/systemd/system/net-state.service"), "w") as f:
+                f.write("[Unit]\nDescription=the network's state to the console\n[Service]\n"
+                        "Type=simple\nExecStart=/usr/local/sbin/net-state\n"
+                        "[Install]\nWantedBy=multi-user.target\n")
+            os.symlink("/etc/systemd/system/net-state.service",
+                       os.path.join(mnt, "etc/systemd/system/multi-user.target.wants/net-state.service"))
         vt.install_package(image, deb, mounts, tmp, setup)
         disk = os.path.join(tmp, "disk.img")
         vt.platform_disk(image, disk, 256)
