@@ -83,7 +83,13 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
     // Its place among the NICs (vif N is the Nth in bus order).
     let order = names::bus_order(&settings.paths.sys_dir);
     let index = names::index_of(name, &order);
-    link_up(name)?;
+    // The system's stack brings up the links it manages; a link we set up
+    // before it looks at it would be taken as configured by someone else
+    // (NetworkManager then leaves it as it is). We set it up ourselves
+    // only where we configure it ourselves.
+    if way(&tree) == Way::Direct {
+        link_up(name)?;
+    }
     if index != Some(0) {
         secondary_sysctls(settings, name)?;
     }
