@@ -458,8 +458,15 @@ fn drop_stale_rules() {
         for rule in rules.as_array().into_iter().flatten() {
             let prio = rule.get("priority").and_then(|p| p.as_u64());
             let src = rule.get("src").and_then(|s| s.as_str());
+            // `srclen` is shown for a prefix, not for a full-length source.
+            let full = rule
+                .get("srclen")
+                .and_then(|l| l.as_u64())
+                .is_none_or(|l| l == 32 || l == 128);
+            let table = rule.get("table").and_then(|t| t.as_str()).unwrap_or("");
+            let suppress = rule.get("suppress_prefixlen").and_then(|v| v.as_u64());
             if let (Some(p), Some(src)) = (prio, src)
-                && u32::try_from(p).is_ok_and(routes::ours)
+                && u32::try_from(p).is_ok_and(|p| routes::ours(p, full, table, suppress))
                 && !have.contains(&src)
             {
                 let p = p.to_string();

@@ -145,23 +145,34 @@ pub fn interfaces(config: &Config, source_routing: bool) -> Vec<Iface> {
 /// else the Nth NIC in bus order (`order`, see [`names::bus_order`]), else
 /// `ethN` as given. Says in the interface's note when the MAC is nowhere.
 pub fn name_live(ifaces: &mut [Iface], order: &[String], sys_dir: &std::path::Path) {
-    for iface in ifaces.iter_mut() {
-        let by_mac = iface
-            .mac
-            .as_deref()
-            .map(|m| (m, names::interface_with_mac(sys_dir, m)));
-        let name = match by_mac {
-            Some((_, Some(n))) => Some(n),
-            Some((mac, None)) => {
+    // The NICs the vifs' MACs name first: a name so taken is never given
+    // to another vif by its place.
+    let by_mac: Vec<Option<String>> = ifaces
+        .iter()
+        .map(|i| {
+            i.mac
+                .as_deref()
+                .and_then(|m| names::interface_with_mac(sys_dir, m))
+                .filter(|n| valid_iface(n))
+        })
+        .collect();
+    for (iface, found) in ifaces.iter_mut().zip(&by_mac) {
+        match (&iface.mac, found) {
+            (Some(_), Some(n)) => iface.name = n.clone(),
+            // A MAC no NIC has now: named `ethN`, as given.
+            (Some(mac), None) => {
                 if iface.note.is_none() {
                     iface.note = Some(format!("no interface has {mac} now"));
                 }
-                order.get(iface.index as usize).cloned()
             }
-            None => order.get(iface.index as usize).cloned(),
-        };
-        if let Some(n) = name.filter(|n| valid_iface(n)) {
-            iface.name = n;
+            (None, _) => {
+                if let Some(n) = order
+                    .get(iface.index as usize)
+                    .filter(|n| valid_iface(n) && !by_mac.iter().flatten().any(|m| m == *n))
+                {
+                    iface.name = n.clone();
+                }
+            }
         }
     }
 }

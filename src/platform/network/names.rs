@@ -32,25 +32,26 @@ pub fn bus_order(sys_dir: &Path) -> Vec<String> {
 }
 
 /// Compares two sysfs paths folder by folder: a name made of letters (or
-/// `-`) then digits (`vif-10`, `virtio3`) by its number, anything else
-/// (PCI addresses, fixed-width hex) as text.
+/// `-`) then digits (`vif-10`, `virtio3`) by its stem then its number,
+/// anything else (PCI addresses, fixed-width hex) as text; a numbered name
+/// sorts before a text one. A total order (each folder maps to one key),
+/// as sorting needs.
 pub fn bus_cmp(a: &str, b: &str) -> Ordering {
-    let mut x = a.split('/');
-    let mut y = b.split('/');
-    loop {
-        match (x.next(), y.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(p), Some(q)) => {
-                let o = match (numbered(p), numbered(q)) {
-                    (Some((sp, np)), Some((sq, nq))) if sp == sq => np.cmp(&nq),
-                    _ => p.cmp(q),
-                };
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
+    let key = |p: &str| -> Vec<Key> { p.split('/').map(Key::of).collect() };
+    key(a).cmp(&key(b))
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Num(String, u64, String),
+    Text(String),
+}
+
+impl Key {
+    fn of(s: &str) -> Key {
+        match numbered(s) {
+            Some((stem, n)) => Key::Num(stem.to_string(), n, s.to_string()),
+            None => Key::Text(s.to_string()),
         }
     }
 }

@@ -73,9 +73,21 @@ pub fn rules_of(iface: &Iface) -> Vec<SourceRule> {
     out
 }
 
-/// Whether `priority` is one of ours.
-pub fn ours(priority: u32) -> bool {
-    (RULE_BASE..RULE_BASE + 200).contains(&priority)
+/// Whether a rule (as `ip -j rule` shows it) is one of ours: a
+/// full-length source, at a priority of vif 1 to 99 (30002 to 30199; vif 0
+/// has none, so an admin's rule the kernel placed just below ours is never
+/// taken), and our shape there: `lookup main suppress_prefixlength 0` at
+/// the even one, `lookup 30000+N` at the odd one.
+pub fn ours(priority: u32, full_length: bool, table: &str, suppress: Option<u64>) -> bool {
+    if !full_length || !(RULE_BASE + 2..RULE_BASE + 200).contains(&priority) {
+        return false;
+    }
+    let n = (priority - RULE_BASE) / 2;
+    if priority.is_multiple_of(2) {
+        table == "main" && suppress == Some(0)
+    } else {
+        table == table_of(n).to_string() && suppress.is_none()
+    }
 }
 
 impl SourceRule {

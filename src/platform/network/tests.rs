@@ -141,8 +141,18 @@ fn only_public_nics_beyond_the_first_get_a_table() {
     assert!(
         rules
             .iter()
-            .all(|r| routes::ours(r.main_priority) && routes::ours(r.table_priority))
+            .all(|r| routes::ours(r.main_priority, true, "main", Some(0))
+                && routes::ours(r.table_priority, true, &r.table.to_string(), None))
     );
+    // Not ours: an admin's rule in our range of another shape, a prefix
+    // source, vif 0's priorities (where the kernel puts an admin's rule
+    // added without one).
+    assert!(!routes::ours(30003, true, "main", None));
+    assert!(!routes::ours(30003, true, "30001", Some(0)));
+    assert!(!routes::ours(30002, false, "main", Some(0)));
+    assert!(!routes::ours(30001, true, "30000", None));
+    assert!(!routes::ours(30000, true, "main", Some(0)));
+    assert!(!routes::ours(30005, true, "30001", None));
     // Turned off: no table, no rule, in any stack.
     let off = interfaces(&c, false);
     assert!(off.iter().all(|i| !i.source_routes));
@@ -319,7 +329,17 @@ fn bus_order_and_names() {
     name_live(&mut i, &order, sys);
     assert_eq!(
         i.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
-        ["ens3", "ens5", "ens5"]
+        ["ens3", "ens5", "eth2"]
+    );
+    // A vif without MAC never takes a name a MAC gave another.
+    let c2 = cfg(
+        r#"{"vif": [{"vif_number": 0, "mac": "aa:00:00:00:00:04", "pna": []}, {"vif_number": 1, "pna": []}]}"#,
+    );
+    let mut k = interfaces(&c2, true);
+    name_live(&mut k, &order, sys);
+    assert_eq!(
+        k.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["ens4", "eth1"]
     );
     assert!(
         i[2].note
