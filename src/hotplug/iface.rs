@@ -434,7 +434,7 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
     Ok(Ended::Ok)
 }
 
-/// Removes our source rules (priorities 30000 to 30199) whose address no
+/// Removes our source rules (priorities 30002 to 30199, our shape) whose address no
 /// interface has (`ip -j rule` and `ip -j addr`; nothing when `ip` cannot
 /// say).
 fn drop_stale_rules() {

@@ -9,8 +9,8 @@
 //!   default route, so a reply leaves through the gateway of the address it
 //!   comes from and no upstream anti-spoofing filter drops it.
 //!
-//! N is the interface's index (its vif number, 0 to 99): priorities 30000
-//! to 30199, tables 30000 to 30099. An admin's rule added without a
+//! N is the interface's index (its vif number, 1 to 99; vif 0 has none):
+//! priorities 30002 to 30199, tables 30001 to 30099. An admin's rule added without a
 //! priority gets one below the lowest rule there is (the kernel's choice),
 //! so before ours; main (32766) comes after. `CONFIG_SOURCE_ROUTING=0`
 //! turns them off. DHCP leases get no table (their address is not known
