@@ -89,7 +89,7 @@ CHECKS = [
 ]
 
 
-def stack_image(base, release, stack):
+def stack_image(base, stack):
     """The image of `release` with `stack`: the release's pristine image,
     or one derived from it with the stack's packages (cached)."""
     if stack == "networkd":
@@ -180,6 +180,8 @@ class Upstreams:
     def enter(self):
         for n, tap in self.taps.items():
             ns = self.ns[n]
+            # One left by a killed run of the same tag goes first.
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
             vt.run(["ip", "netns", "add", ns])
             vt.run(["ip", "link", "set", tap, "netns", ns])
             for cmd in (["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=1"],
@@ -230,7 +232,7 @@ def platform_config(pub):
 
 def variant(name, deb, out_json):
     release, stack, ifnames = VARIANTS[name]
-    base = stack_image(release_image(release), release, stack)
+    base = stack_image(release_image(release), stack)
     tmp = tempfile.mkdtemp(prefix=f"gandi-vm-matrix.{name}.")
     mounts = vt.Mounts()
     ups = Upstreams(str(os.getpid() % 100000))
@@ -357,6 +359,8 @@ def variant(name, deb, out_json):
         check(CHECKS[5], kept and f"{names[0]} kept" in network, network)
     except subprocess.CalledProcessError as e:
         vt.check(f"{name}: setup", False, f"{e.cmd}: {e.stderr[-300:] if e.stderr else ''}")
+    except subprocess.TimeoutExpired as e:
+        vt.check(f"{name}: a command timed out", False, str(e.cmd)[:300])
     finally:
         if qemu:
             vt.stop(qemu)
@@ -385,7 +389,7 @@ def matrix(deb):
     # Images first, one at a time (each is a debootstrap or an apt-get).
     for n in names:
         release, stack, _ = VARIANTS[n]
-        stack_image(release_image(release), release, stack)
+        stack_image(release_image(release), stack)
     vt.log(f"images ready in {time.time() - start:.0f} s")
     tmp = tempfile.mkdtemp(prefix="gandi-vm-matrix.")
     running = {}
