@@ -130,20 +130,7 @@ fn networkmanager_guests_get_keyfiles_its_parser_reads() {
             fs::metadata(&file).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        // NetworkManager's own keyfile reader, without a daemon.
-        let out = Command::new("nmcli")
-            .args([
-                "--offline",
-                "connection",
-                "modify",
-                "connection.autoconnect",
-                "yes",
-            ])
-            .stdin(fs::File::open(&file).unwrap())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{name}: {}", stderr(&out));
-        let parsed = stdout(&out);
+        let parsed = nm_read(&file);
         for e in expect {
             assert!(
                 parsed.contains(e),
@@ -195,19 +182,7 @@ fn a_second_public_nic_gets_its_table_and_rules_as_networkmanager_reads_them() {
     let out = bootstrap(&env, &root, &img);
     assert!(out.status.success(), "{}", stderr(&out));
     let file = root.join("etc/NetworkManager/system-connections/gandi-eth1.nmconnection");
-    let out = Command::new("nmcli")
-        .args([
-            "--offline",
-            "connection",
-            "modify",
-            "connection.autoconnect",
-            "yes",
-        ])
-        .stdin(fs::File::open(&file).unwrap())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let parsed = stdout(&out);
+    let parsed = nm_read(&file);
     for e in [
         "routing-rule1=priority 30002 from 198.51.100.10 suppress_prefixlength 0 table 254",
         "routing-rule2=priority 30003 from 198.51.100.10 table 30001",
@@ -319,4 +294,21 @@ fn netplan_systems_get_files_netplan_renders_with_the_admins_winning() {
         eth0.contains("Address=192.0.2.10/24") && !eth0.contains("Table="),
         "{eth0}"
     );
+}
+
+/// A keyfile as NetworkManager's own reader reads it (no daemon).
+fn nm_read(file: &Path) -> String {
+    let out = Command::new("nmcli")
+        .args([
+            "--offline",
+            "connection",
+            "modify",
+            "connection.autoconnect",
+            "yes",
+        ])
+        .stdin(fs::File::open(file).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}: {}", file.display(), stderr(&out));
+    stdout(&out)
 }
