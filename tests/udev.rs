@@ -627,3 +627,78 @@ fn a_lookup_before_udev_handles_an_attach_probes_the_new_disk() {
     settle();
     assert!(env.map("later").status.success());
 }
+
+/// A NIC whose name systemd escapes (`wan-1`: `-` means `/` in a unit's
+/// instance) is asked for under its escaped name, so that the unit's
+/// `BindsTo=` names its device and `%I` gives the name back; one that needs
+/// no escape is asked for as it is. Shown on veth pairs in a namespace of
+/// the test's (no bus NIC can be named here), with the rule's bus gate
+/// replaced by a match of the test's names.
+#[test]
+fn an_interface_name_is_escaped_for_its_unit() {
+    if !system_test(&["udevadm", "ip", "systemd-escape"]) {
+        return;
+    }
+    let shipped = include_str!("../udev/rules.d/85-gandi-hotplug.rules");
+    let gate = "TEST!=\"device\", GOTO=\"gandi_hotplug_end\"";
+    assert!(shipped.contains(gate), "the rule's bus gate moved");
+    let text = shipped
+        .replace("/usr/bin/gandi-vm", BIN)
+        .replace(gate, "KERNEL!=\"gvq*\", GOTO=\"gandi_hotplug_end\"");
+    let _rules = RunRules::install("escape", &text);
+    let ns = format!("gv-esc-{}", std::process::id());
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _guard = Ns(ns.clone());
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out) + &stderr(&out)
+    };
+    ip(&[
+        "ip", "link", "add", "gvq-w1", "type", "veth", "peer", "name", "gvq.a",
+    ]);
+    for (name, unit) in [
+        ("gvq-w1", r"gandi-iface@gvq\x2dw1.service"),
+        ("gvq.a", "gandi-iface@gvq.a.service"),
+    ] {
+        let out = ip(&[
+            "udevadm",
+            "test",
+            "--action=add",
+            &format!("/sys/class/net/{name}"),
+        ]);
+        let wants: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("SYSTEMD_WANTS=") && l.contains("gandi-iface@"))
+            .collect();
+        assert!(
+            wants
+                .iter()
+                .any(|l| l.trim_end().ends_with(&format!("SYSTEMD_WANTS={unit}"))),
+            "{name}: {wants:?}\n{out}"
+        );
+        // What systemd makes of it: the unit's %I is the name again.
+        let back = Command::new("systemd-escape")
+            .args(["--unescape", "--instance", unit])
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&back).trim(), name);
+    }
+}

@@ -425,6 +425,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = Dir::open_ambient_dir(parent, cap_std::ambient_authority())
         .with_context(|| format!("opening {}", parent.display()))?;
     write_in(&dir, name, data, WriteOpts::mode(mode))
+        .map(|_| ())
         .with_context(|| format!("writing {}", path.display()))
 }
 

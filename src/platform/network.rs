@@ -225,14 +225,16 @@ pub const STACKS: [Stack; 4] = [
     Stack::Netplan,
 ];
 
-/// netplan when it is installed (`netplan` and `/etc/netplan`); else
-/// ifupdown when `/etc/network/interfaces` exists and `ifup` is installed;
-/// else NetworkManager when it is installed; else systemd-networkd.
+/// netplan when it is installed and in use (a YAML file not ours in one
+/// of the folders it reads: on a host that runs another stack with netplan
+/// merely installed, netplan's files would reach no one); else ifupdown
+/// when `/etc/network/interfaces` exists and `ifup` is installed; else
+/// NetworkManager when it is installed; else systemd-networkd.
 pub fn detect_stack(tree: &Tree) -> Stack {
     let netplan = ["/usr/sbin/netplan", "/sbin/netplan"]
         .iter()
         .any(|p| tree.exists(p));
-    if netplan && tree.is_dir("/etc/netplan") {
+    if netplan && netplan_in_use(tree) {
         return Stack::Netplan;
     }
     let ifup = ["/sbin/ifup", "/usr/sbin/ifup"]
@@ -248,6 +250,26 @@ pub fn detect_stack(tree: &Tree) -> Stack {
     } else {
         Stack::Networkd
     }
+}
+
+/// The folders netplan reads its YAML files from.
+const NETPLAN_DIRS: [&str; 4] = [
+    "/etc/netplan",
+    "/run/netplan",
+    "/lib/netplan",
+    "/usr/lib/netplan",
+];
+
+/// Whether a netplan file that is not ours is in one of netplan's folders.
+fn netplan_in_use(tree: &Tree) -> bool {
+    NETPLAN_DIRS.iter().any(|dir| {
+        tree.list(dir).is_ok_and(|names| {
+            names.iter().any(|n| {
+                let n = n.to_string_lossy();
+                (n.ends_with(".yaml") || n.ends_with(".yml")) && !n.starts_with("00-gandi-")
+            })
+        })
+    })
 }
 
 /// The file of `name` for `stack`.
@@ -296,6 +318,18 @@ pub fn apply_one(tree: &Tree, ledger: &mut Ledger, stack: Stack, iface: &Iface) 
         text.as_bytes(),
         WriteOpts::mode(mode_of(stack)),
     )?;
+    // The stack changed since we last wrote this interface (an upgrade,
+    // another stack installed): our file of the other stack goes, when it
+    // is what we wrote (its content is what the ledger holds); one the
+    // admin edited stays.
+    for other in STACKS.into_iter().filter(|s| *s != stack) {
+        let path = file_of(other, &iface.name);
+        if let Ok(old) = tree.read_limited(&path, 1 << 20)
+            && !ledger.is_new(&field, &old)
+        {
+            tree.remove_file(&path)?;
+        }
+    }
     ledger.set(&field, text.as_bytes());
     Ok(Applied::Written(c))
 }

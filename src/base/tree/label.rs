@@ -57,13 +57,24 @@ pub fn read_label(file: &impl AsFd) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Gives the open (temporary) file `label`. A filesystem without
-/// attributes, or a run that is not root (an image builder's, which may not
-/// set `security.*`), keeps the folder's default.
-pub(super) fn set_label(file: &impl AsFd, label: &[u8]) -> io::Result<()> {
+/// Gives the open (temporary) file `label`; returns whether it has it. A
+/// filesystem without attributes, or a run that is not root (an image
+/// builder's, which may not set `security.*`), keeps the folder's default.
+/// A label the loaded policy does not know (`EINVAL`: the policy changed
+/// since) or may not give (`EACCES`) is not worth losing the write for:
+/// warned, and the caller asks for the policy's label instead.
+pub(super) fn set_label(file: &impl AsFd, label: &[u8]) -> io::Result<bool> {
     match rustix::fs::fsetxattr(file, SELINUX, label, XattrFlags::empty()) {
-        Ok(()) | Err(Errno::NOTSUP) => Ok(()),
-        Err(Errno::PERM) if !nix::unistd::geteuid().is_root() => Ok(()),
+        Ok(()) => Ok(true),
+        Err(Errno::NOTSUP) => Ok(false),
+        Err(Errno::PERM) if !nix::unistd::geteuid().is_root() => Ok(false),
+        Err(e @ (Errno::INVAL | Errno::ACCESS)) => {
+            log::warn!(
+                "the file's SELinux label {:?} was refused ({e}): it gets the policy's",
+                String::from_utf8_lossy(label).trim_end_matches('\0')
+            );
+            Ok(false)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -90,9 +90,10 @@ impl Tree {
         let dir = self
             .dir_nofollow(parent, Some(w.dir_mode))
             .with_context(|| self.ctx("opening the folder of", &rel))?;
-        let new = dir.symlink_metadata(name).is_err();
-        write_in(&dir, name, data, w).with_context(|| self.ctx("writing", &rel))?;
-        if new && self.base() == Path::new("/") {
+        let labelled = write_in(&dir, name, data, w).with_context(|| self.ctx("writing", &rel))?;
+        // A new file, or one that replaced a link or FIFO or whose label
+        // the kernel refused: the policy's label.
+        if !labelled && self.base() == Path::new("/") {
             label::label_new(&self.base().join(&rel));
         }
         Ok(())
@@ -371,7 +372,9 @@ fn sync_dir(dir: &Dir) -> io::Result<()> {
 }
 
 /// The atomic replacement of `name` in `dir` (see [`Tree::write_atomic`]).
-pub(super) fn write_in(dir: &Dir, name: &OsStr, data: &[u8], mut w: WriteOpts) -> io::Result<()> {
+/// Returns whether the file kept the SELinux label of the one it replaced
+/// (false for a new file, or with no label to keep).
+pub(super) fn write_in(dir: &Dir, name: &OsStr, data: &[u8], mut w: WriteOpts) -> io::Result<bool> {
     clean_temps(dir, name);
     // The owner the file had, kept where we may set it (a run that is not
     // root, an image builder's, makes its files its own).
@@ -406,7 +409,7 @@ pub(super) fn write_in(dir: &Dir, name: &OsStr, data: &[u8], mut w: WriteOpts) -
             Err(e) => return Err(e),
         }
     };
-    let result = (|| -> io::Result<()> {
+    let result = (|| -> io::Result<bool> {
         if let Some((uid, gid)) = w.owner {
             std::os::unix::fs::fchown(file.as_fd(), Some(uid), Some(gid))?;
         } else if let Some((uid, gid)) = kept_owner {
@@ -422,13 +425,15 @@ pub(super) fn write_in(dir: &Dir, name: &OsStr, data: &[u8], mut w: WriteOpts) -
         }
         // After the owner: chown clears the set-id bits.
         file.set_permissions(Permissions::from_mode(w.mode))?;
-        if let Some(l) = &label {
-            label::set_label(&file, l)?;
-        }
+        let labelled = match &label {
+            Some(l) => label::set_label(&file, l)?,
+            None => false,
+        };
         file.write_all(data)?;
         file.sync_all()?;
         dir.rename(&tmp, dir, name)?;
-        sync_dir(dir)
+        sync_dir(dir)?;
+        Ok(labelled)
     })();
     if result.is_err() {
         let _ = dir.remove_file(&tmp);

@@ -383,3 +383,63 @@ proptest::proptest! {
         }
     }
 }
+
+fn touch(root: &std::path::Path, path: &str, text: &str) {
+    let p = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+#[test]
+fn netplan_only_when_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    touch(root, "/usr/sbin/netplan", "");
+    touch(root, "/usr/sbin/NetworkManager", "");
+    std::fs::create_dir_all(root.join("etc/NetworkManager")).unwrap();
+    std::fs::create_dir_all(root.join("etc/netplan")).unwrap();
+    let tree = Tree::open(root).unwrap();
+    // Installed, no file of anyone's: NetworkManager runs the network.
+    assert_eq!(detect_stack(&tree), Stack::NetworkManager);
+    // Our own file left there does not make netplan the stack.
+    touch(root, "/etc/netplan/00-gandi-eth0.yaml", "network: {}\n");
+    assert_eq!(detect_stack(&tree), Stack::NetworkManager);
+    // Another's file, in any of its folders, does.
+    touch(root, "/lib/netplan/01-netcfg.yaml", "network: {}\n");
+    assert_eq!(detect_stack(&tree), Stack::Netplan);
+    std::fs::remove_file(root.join("lib/netplan/01-netcfg.yaml")).unwrap();
+    touch(root, "/etc/netplan/50-cloud-init.yaml", "network: {}\n");
+    assert_eq!(detect_stack(&tree), Stack::Netplan);
+    // Not installed: its files reach no one.
+    std::fs::remove_file(root.join("usr/sbin/netplan")).unwrap();
+    assert_eq!(detect_stack(&tree), Stack::NetworkManager);
+}
+
+#[test]
+fn a_stack_change_removes_our_unedited_file_of_the_other() {
+    use crate::platform::ledger::Ledger;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let tree = Tree::open(root).unwrap();
+    let state = std::path::Path::new("/var/lib/gandi");
+    let ifaces = interfaces(&cfg(TWO_PUBLIC), true);
+    let mut ledger = Ledger::load(&tree, state);
+    for i in &ifaces {
+        apply_one(&tree, &mut ledger, Stack::Netplan, i).unwrap();
+    }
+    // The admin edits eth1's file; eth0's is as we wrote it.
+    let edited = root.join("etc/netplan/00-gandi-eth1.yaml");
+    let mut text = std::fs::read_to_string(&edited).unwrap();
+    text.push_str("# mine\n");
+    std::fs::write(&edited, &text).unwrap();
+    for i in &ifaces {
+        apply_one(&tree, &mut ledger, Stack::NetworkManager, i).unwrap();
+    }
+    assert!(!root.join("etc/netplan/00-gandi-eth0.yaml").exists());
+    assert_eq!(std::fs::read_to_string(&edited).unwrap(), text);
+    for name in ["eth0", "eth1"] {
+        assert!(tree.exists(file_of(Stack::NetworkManager, name)), "{name}");
+    }
+    // Nothing else of anyone's is touched.
+    assert_eq!(tree.list("/etc/netplan").unwrap().len(), 1);
+}
