@@ -857,3 +857,303 @@ fn a_growth_left_undone_is_started_again_by_a_lookup_that_waits_for_nothing() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!seen.exists(), "a ready disk's lookup started a grower");
 }
+
+fn record_of(
+    name: &str,
+    devnum: &str,
+    seq: u64,
+    size: u64,
+    label: Option<&str>,
+    uuid: &str,
+) -> String {
+    let label = label.map_or("null".to_string(), |l| format!("{l:?}"));
+    format!(
+        r#"{{"name":"{name}","devnum":"{devnum}","diskseq":{seq},"size":{size},"fstype":"ext4","usage":"filesystem","label":{label},"uuid":"{uuid}","part_name":null,"part_table":null,"partitioned":false,"state":"ready","updated":1}}"#
+    )
+}
+
+/// A hit the index by key can answer reads neither the kernel's list of
+/// every block device nor the whole index: shown with both unreadable (a
+/// miss, which must read the kernel's list, then fails).
+#[test]
+fn a_hit_reads_only_its_own_disk() {
+    let t = Tree::new();
+    for (i, name) in ["vdb", "vdc", "vdd"].iter().enumerate() {
+        let devnum = format!("252:{}", 16 * (i + 1));
+        t.disk(name, &devnum, 1 << 30, Some(10 + i as u64));
+        t.fs(&devnum, "ext4", Some(&format!("data{i}")), &format!("u{i}"));
+    }
+    let s = t.settings("");
+    for (i, name) in ["vdb", "vdc", "vdd"].iter().enumerate() {
+        let devnum = format!("252:{}", 16 * (i + 1));
+        let label = format!("data{i}");
+        t.record(
+            &s,
+            &record_of(
+                name,
+                &devnum,
+                10 + i as u64,
+                1 << 30,
+                Some(&label),
+                &format!("u{i}"),
+            ),
+        );
+    }
+    assert_eq!(
+        entry(&s, "data1").unwrap(),
+        format!("-fstype=ext4,{} :{}", s.mount_params, dev_path(&t, "vdc"))
+    );
+    fs::rename(t.p("proc/partitions"), t.p("proc/partitions.away")).unwrap();
+    fs::rename(t.p("run/disks.index"), t.p("run/disks.index.away")).unwrap();
+    assert_eq!(
+        entry(&s, "data1").unwrap(),
+        format!("-fstype=ext4,{} :{}", s.mount_params, dev_path(&t, "vdc"))
+    );
+    // By UUID, in any case: the key's own spelling is refused as before
+    // (it names the label's path), decided by the scan of every device.
+    assert!(matches!(entry(&s, "U2"), Err(MapError::System(_))));
+    assert!(matches!(entry(&s, "nothing"), Err(MapError::System(_))));
+    fs::rename(t.p("proc/partitions.away"), t.p("proc/partitions")).unwrap();
+    fs::rename(t.p("run/disks.index.away"), t.p("run/disks.index")).unwrap();
+    assert!(matches!(entry(&s, "U2"), Err(MapError::Elsewhere { .. })));
+    assert!(matches!(entry(&s, "nothing"), Err(MapError::NoMatch(_))));
+}
+
+/// The index by key is trusted only while the kernel confirms its disk:
+/// another disk under the number (another size, another attach) is
+/// looked up in full, and an unrecorded disk found that way is served.
+#[test]
+fn the_index_by_key_is_trusted_only_while_the_kernel_confirms_it() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(4));
+    t.fs("252:16", "ext4", Some("data"), "u");
+    let s = t.settings("");
+    t.record(
+        &s,
+        &record_of("vdb", "252:16", 4, 1 << 30, Some("data"), "u"),
+    );
+    assert!(entry(&s, "data").is_ok());
+    // Detached and another disk attached under its number, same size, not
+    // recorded yet, with udev's entry of its own attach: the old record's
+    // label no longer serves it.
+    fs::write(t.p("sys/devices/virtual/block/vdb/diskseq"), "5\n").unwrap();
+    t.fs("252:16", "ext4", Some("other"), "v");
+    assert!(matches!(entry(&s, "data"), Err(MapError::NoMatch(_))));
+    // Its index files name the old disk still; with the kernel's list
+    // gone, the lookup cannot answer from them.
+    fs::rename(t.p("proc/partitions"), t.p("proc/partitions.away")).unwrap();
+    assert!(matches!(entry(&s, "data"), Err(MapError::System(_))));
+}
+
+/// Each write of the index leaves one generation of the index by key, and
+/// removes what a killed writer left.
+#[test]
+fn the_index_by_key_keeps_one_generation() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(4));
+    let s = t.settings("");
+    fs::create_dir_all(t.p("run/disks.keys.999-1")).unwrap();
+    fs::write(t.p("run/disks.keys.999-1/6461746"), "half").unwrap();
+    for label in ["a", "b", "c"] {
+        t.record(
+            &s,
+            &record_of("vdb", "252:16", 4, 1 << 30, Some(label), "u"),
+        );
+    }
+    let gens: Vec<String> = fs::read_dir(t.p("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("disks.keys"))
+        .collect();
+    assert_eq!(gens.len(), 2, "{gens:?}");
+    let link = fs::read_link(t.p("run/disks.keys")).unwrap();
+    assert!(
+        gens.contains(&link.display().to_string()),
+        "{gens:?} {link:?}"
+    );
+    // The files: the name, the label, the UUID (in lower case).
+    let mut files: Vec<String> = fs::read_dir(t.p("run/disks.keys"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let hex = |k: &str| k.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut want = vec![hex("vdb"), hex("c"), hex("u")];
+    want.sort();
+    assert_eq!(files, want);
+}
+
+mod same_answers {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One disk: its label, UUID (its case), whether it was released.
+    fn disk() -> impl Strategy<Value = (Option<&'static str>, bool, bool)> {
+        (
+            prop::option::of(prop::sample::select(vec!["data", "vdc", "Data", "u1", "b"])),
+            any::<bool>(),
+            prop::bool::weighted(0.2),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever the disks' labels (one another's names and UUIDs
+        /// among them, duplicates, cases), a lookup answers as a scan of
+        /// every device does: the index by key changes what is read,
+        /// never the answer.
+        #[test]
+        fn the_index_by_key_answers_as_a_full_scan(disks in prop::collection::vec(disk(), 1..5)) {
+            let t = Tree::new();
+            let names = ["vdb", "vdc", "vdd", "vde", "vdf"];
+            let s = t.settings("");
+            fs::create_dir_all(t.p("run/released")).unwrap();
+            for (i, (label, upper, released)) in disks.iter().enumerate() {
+                let devnum = format!("252:{}", 16 * (i + 1));
+                let uuid = if *upper { format!("U{i}") } else { format!("u{i}") };
+                t.disk(names[i], &devnum, 1 << 30, Some(i as u64 + 1));
+                t.fs(&devnum, "ext4", *label, &uuid);
+                t.record(&s, &record_of(names[i], &devnum, i as u64 + 1, 1 << 30, *label, &uuid));
+                if *released {
+                    fs::write(t.p(&format!("run/released/{}", names[i])), format!("{}\n", i + 1)).unwrap();
+                }
+            }
+            let mut keys: Vec<String> = vec!["data".into(), "Data".into(), "b".into(), "nothing".into()];
+            for (i, _) in disks.iter().enumerate() {
+                keys.extend([names[i].to_string(), format!("u{i}"), format!("U{i}")]);
+            }
+            let shown = |r: Result<String, MapError>| format!("{r:?}");
+            let fast: Vec<String> = keys.iter().map(|k| shown(entry(&s, k))).collect();
+            fs::remove_file(t.p("run/disks.keys")).unwrap();
+            let full: Vec<String> = keys.iter().map(|k| shown(entry(&s, k))).collect();
+            for ((k, a), b) in keys.iter().zip(&fast).zip(&full) {
+                prop_assert_eq!(a, b, "key {:?}", k);
+            }
+        }
+    }
+}
+
+/// A disk looked up by its kernel name while its label leads to another
+/// disk (the first in kernel order with it) is served under its name; the
+/// label's other disks are not among the key's, so the index by key reads
+/// the label's too.
+#[test]
+fn a_name_is_served_when_its_label_leads_elsewhere() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(1));
+    t.disk("vdc", "252:32", 1 << 30, Some(2));
+    t.fs("252:16", "ext4", Some("data"), "u1");
+    t.fs("252:32", "ext4", Some("data"), "u2");
+    let s = t.settings("");
+    t.record(
+        &s,
+        &record_of("vdb", "252:16", 1, 1 << 30, Some("data"), "u1"),
+    );
+    t.record(
+        &s,
+        &record_of("vdc", "252:32", 2, 1 << 30, Some("data"), "u2"),
+    );
+    assert_eq!(
+        entry(&s, "vdc").unwrap(),
+        format!("-fstype=ext4,{} :{}", s.mount_params, dev_path(&t, "vdc"))
+    );
+    assert!(matches!(entry(&s, "vdb"), Err(MapError::Elsewhere { .. })));
+}
+
+/// The rules that look beyond the key's own device still apply when the
+/// index by key answers: a whole disk with partitions, the root's disk, a
+/// partition beside the platform's.
+#[test]
+fn every_rule_applies_to_a_hit_from_the_index_by_key() {
+    let t = Tree::new();
+    // vda is the root's disk (the mount table's `/`).
+    let s0 = t.settings("CONFIG_DISK_DEVICES=\"vd*\"");
+    t.record(
+        &s0,
+        &record_of("vda", "254:0", 0, 1 << 30, Some("rootlabel"), "r"),
+    );
+    // A whole disk that carries a partition.
+    t.disk("vdb", "252:16", 1 << 30, Some(1));
+    t.dev("vdb1", "252:17", 1 << 29, Some("vdb"), None);
+    t.fs("252:16", "ext4", Some("whole"), "w");
+    // A partition beside the platform's swap/config partition.
+    t.disk("vdc", "252:32", 1 << 30, Some(2));
+    t.dev("vdc1", "252:33", 1 << 29, Some("vdc"), None);
+    t.dev("vdc2", "252:34", 1 << 28, Some("vdc"), None);
+    t.udev(
+        "252:34",
+        &[
+            ("ID_FS_TYPE", "swap"),
+            ("ID_FS_USAGE", "other"),
+            ("ID_PART_ENTRY_NAME", "gandiswap"),
+        ],
+    );
+    t.fs("252:33", "ext4", Some("beside"), "b");
+    let s = t.settings("CONFIG_DISK_DEVICES=\"vd*\"");
+    t.record(
+        &s,
+        &record_of("vdb", "252:16", 1, 1 << 30, Some("whole"), "w"),
+    );
+    t.record(
+        &s,
+        &record_of("vdc1", "252:33", 2, 1 << 29, Some("beside"), "b"),
+    );
+    let excluded = |key: &str| match entry(&s, key) {
+        Err(MapError::Excluded { reason, .. }) => reason,
+        other => panic!("{key}: {other:?}"),
+    };
+    let whole = excluded("whole");
+    let beside = excluded("beside");
+    let root = excluded("rootlabel");
+    // The same without the kernel's list: the index by key decided each.
+    fs::rename(t.p("proc/partitions"), t.p("proc/partitions.away")).unwrap();
+    for (key, reason) in [("whole", &whole), ("beside", &beside), ("rootlabel", &root)] {
+        match entry(&s, key) {
+            // Refused by the scan of one key: then asked again of every
+            // device, which cannot be read here.
+            Err(MapError::System(_)) => {}
+            other => panic!("{key}: served or refused otherwise ({other:?}), not as {reason}"),
+        }
+    }
+    fs::rename(t.p("proc/partitions.away"), t.p("proc/partitions")).unwrap();
+    assert_eq!(
+        (whole.as_str(), beside.as_str(), root.as_str()),
+        (
+            Exclusion::Partitioned.to_string().as_str(),
+            Exclusion::PlatformDisk.to_string().as_str(),
+            Exclusion::RootDisk.to_string().as_str()
+        )
+    );
+}
+
+/// The root on LVM (`dm-0`, over a partition of vde): another partition of
+/// vde is the root's disk too, when the index by key answers as in full.
+#[test]
+fn a_partition_beside_the_roots_volume_is_refused_from_the_index_by_key() {
+    let mut t = Tree::new();
+    t.mountinfo = "22 1 253:0 / / rw,relatime - ext4 /dev/mapper/vg-root rw\n".into();
+    t.disk("dm-0", "253:0", 1 << 30, None);
+    t.disk("vde", "252:64", 1 << 31, Some(3));
+    t.dev("vde1", "252:65", 1 << 30, Some("vde"), None);
+    t.dev("vde2", "252:66", 1 << 29, Some("vde"), None);
+    fs::create_dir_all(t.p("sys/devices/virtual/block/dm-0/slaves")).unwrap();
+    symlink(
+        "../../vde/vde1",
+        t.p("sys/devices/virtual/block/dm-0/slaves/vde1"),
+    )
+    .unwrap();
+    t.fs("252:66", "ext4", Some("beside"), "b");
+    let s = t.settings("CONFIG_DISK_DEVICES=\"vd*\"");
+    t.record(
+        &s,
+        &record_of("vde2", "252:66", 3, 1 << 29, Some("beside"), "b"),
+    );
+    let root = Exclusion::RootDisk.to_string();
+    assert!(
+        matches!(entry(&s, "beside"), Err(MapError::Excluded { reason, .. }) if reason == root)
+    );
+    fs::rename(t.p("proc/partitions"), t.p("proc/partitions.away")).unwrap();
+    assert!(matches!(entry(&s, "beside"), Err(MapError::System(_))));
+}

@@ -4,6 +4,7 @@
 
 use crate::base::read;
 use crate::base::settings::Settings;
+use crate::disk::keylinks::key_file_name;
 use crate::disk::records::{
     Record, RecordState, growing_by, growth_left_by, read_checked, recorded_names,
 };
@@ -197,11 +198,102 @@ pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
     all.sort_by(|a, b| crate::kernel::device::kernel_order(&a.name, &b.name));
     let mut text = String::from(INDEX_HEADER);
     text.push('\n');
-    for r in &all {
-        text.push_str(&IndexEntry::from_record(r));
+    let lines: Vec<String> = all.iter().map(IndexEntry::from_record).collect();
+    for line in &lines {
+        text.push_str(line);
         text.push('\n');
     }
-    crate::base::tree::write_atomic(&index_path(settings), text.as_bytes(), 0o644)
+    crate::base::tree::write_atomic(&index_path(settings), text.as_bytes(), 0o644)?;
+    // The same lines by key, for a lookup that reads only its own.
+    if let Err(e) = write_key_files(settings, &all, &lines) {
+        log::warn!("the index by key was not written (lookups read the whole index): {e:#}");
+        let _ = std::fs::remove_file(keys_index_path(settings));
+    }
+    Ok(())
+}
+
+/// The index by key (`GANDI_RUN_DIR/disks.keys`, a link to the folder of
+/// the last generation): one file per key a record answers to (its kernel
+/// name, label and UUID, in lower case, named as [`key_file_name`]), holding
+/// the index's header and the lines of the records that answer to it.
+/// A lookup reads its key's file only, however many disks there are.
+pub fn keys_index_path(settings: &Settings) -> PathBuf {
+    settings.paths.run_dir.join("disks.keys")
+}
+
+/// The file of the index by key for `key`.
+pub fn key_index_file(settings: &Settings, key: &str) -> PathBuf {
+    keys_index_path(settings).join(key_file_name(&key.to_ascii_lowercase()))
+}
+
+/// Writes a new generation of the index by key and points the link at it
+/// (a rename: a reader sees the old generation or the new one, whole), then
+/// removes the other generations (an earlier one, or one a killed writer
+/// left half-written: never pointed at). Called under the index's lock.
+fn write_key_files(settings: &Settings, all: &[Record], lines: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::collections::BTreeMap;
+    let mut by_key: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (r, line) in all.iter().zip(lines) {
+        let mut keys: Vec<String> = [
+            Some(r.name.as_str()),
+            r.fs.label.as_deref(),
+            r.fs.uuid.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|k| !k.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            by_key.entry(k).or_default().push(line);
+        }
+    }
+    let run = &settings.paths.run_dir;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let generation = format!("disks.keys.{}-{stamp}", std::process::id());
+    let dir = run.join(&generation);
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (key, entries) in &by_key {
+        let mut text = String::from(INDEX_HEADER);
+        text.push('\n');
+        for line in entries {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let path = dir.join(key_file_name(key));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let link = keys_index_path(settings);
+    let tmp = run.join(format!("disks.keys.link-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&generation, &tmp)
+        .with_context(|| format!("linking {}", tmp.display()))?;
+    std::fs::rename(&tmp, &link).with_context(|| format!("renaming to {}", link.display()))?;
+    // The generations no link points at.
+    if let Ok(rd) = std::fs::read_dir(run) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("disks.keys.") && name != generation {
+                let path = e.path();
+                let gone = if name.starts_with("disks.keys.link-") {
+                    std::fs::remove_file(&path)
+                } else {
+                    std::fs::remove_dir_all(&path)
+                };
+                if let Err(e) = gone {
+                    log::debug!("{}: {e}", path.display());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The index's text; `None` when there is no index (nothing was recorded

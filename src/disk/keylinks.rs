@@ -15,14 +15,19 @@ pub fn keys_dir(settings: &Settings) -> PathBuf {
 /// UTF-8) makes a path autofs can carry; a key over 100 bytes (whose hex
 /// would pass the 255 bytes a name may hold) is named by its SHA-256.
 pub fn key_link(settings: &Settings, key: &str) -> PathBuf {
+    keys_dir(settings).join(key_file_name(key))
+}
+
+/// A file name for any key: the key in hex, or for a key over 100 bytes
+/// its SHA-256 (the hex would pass the 255 bytes a name may hold).
+pub fn key_file_name(key: &str) -> String {
     let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
-    let name = if key.len() <= 100 {
+    if key.len() <= 100 {
         hex(key.as_bytes())
     } else {
         use sha2::Digest;
         format!("sha256-{}", hex(&sha2::Sha256::digest(key.as_bytes())))
-    };
-    keys_dir(settings).join(name)
+    }
 }
 
 /// Points the link of `key` at `device` (atomically: a new link renamed

@@ -99,12 +99,36 @@ fn safe_location(path: &str) -> bool {
 }
 
 /// Resolves `key` to the map entry of one device.
+///
+/// First from the index by key ([`Scan::for_key`]): when it names the
+/// key's disks and the kernel confirms them, the lookup reads what concerns
+/// them and not every block device of the machine. Whatever that scan does
+/// not serve (a refusal, a key it does not know, an index it cannot trust)
+/// is decided again by a scan of every device, which also sees the devices
+/// not recorded yet; so a refusal, and a disk the index does not know,
+/// are answered as before.
 pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     let key = check_key(key)?;
     if !settings.allow_mount {
         return Err(MapError::Disabled);
     }
+    if let Some(scan) = Scan::for_key(settings, key)
+        && let Ok(decided) = serve(settings, &scan, key)
+    {
+        return decided;
+    }
     let scan = Scan::new(settings).map_err(|e| MapError::System(format!("{e:#}")))?;
+    serve(settings, &scan, key)?
+}
+
+/// What [`serve`] decided once it had chosen a disk and made its key link
+/// (`Ok`): final, whatever the scan.
+type Served = Result<Answer, MapError>;
+
+/// The lookup of `key` on `scan`. An `Err` is a refusal before anything
+/// was done (no key link made, no growth started): from a scan of one
+/// key's devices, the caller asks a scan of every device.
+fn serve(settings: &Settings, scan: &Scan, key: &str) -> Result<Served, MapError> {
     // Match on the records' index (one file for all devices) and, for the
     // devices it does not know, udev's entries; then read in full, and
     // check, only the devices that matched and those nothing knows yet
@@ -112,12 +136,18 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     let wanted = scan.quick_match(|name, label, uuid| answers_to(key, name, label, uuid));
     let devices = scan.describe(&wanted);
     // A growth its grower left undone (killed, without systemd to start it
-    // again): started again, without waiting.
-    crate::disk::adopt::adopt_left(settings, &devices);
+    // again): started again, without waiting (by a scan of one key's
+    // devices only once it serves, so that no growth starts twice).
+    if scan.is_complete() {
+        crate::disk::adopt::adopt_left(settings, &devices);
+    }
     let root = settings.disk_root.display().to_string();
     let (device, warning) = match choose(&devices, key, &root) {
         Ok(found) => found,
-        Err(MapError::NoMatch(_)) if let Some(gone) = gone_at(&scan, settings, key) => {
+        Err(MapError::NoMatch(_))
+            if scan.is_complete()
+                && let Some(gone) = gone_at(scan, settings, key) =>
+        {
             return Err(gone);
         }
         Err(e) => return Err(e),
@@ -133,9 +163,7 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     } else {
         match device.fs.label.as_deref() {
             Some(label) if check_key(OsStr::new(label)).is_ok() => {
-                let same = scan.quick_match(|_, l, _| l == Some(label));
-                let described = scan.describe(&same);
-                if choose(&described, label, &root).is_ok_and(|(d, _)| d.name == device.name) {
+                if label_leads_to(settings, scan, label, &device.name) {
                     label.to_string()
                 } else {
                     device.name.clone()
@@ -166,6 +194,9 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     if !safe_location(&dev_path.display().to_string()) {
         return Err(MapError::UnsafeEntry(dev_path.display().to_string()));
     }
+    if !scan.is_complete() {
+        crate::disk::adopt::adopt_left(settings, &devices);
+    }
     // The entry names a link of ours for this key, not the device itself:
     // autofs keeps the answer for the key, and a release or a detach
     // removes the link, so a kept answer can never mount the disk again
@@ -179,10 +210,10 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
         if let Ok(link) = &link {
             let _ = std::fs::remove_file(link);
         }
-        return Err(MapError::Excluded {
+        return Ok(Err(MapError::Excluded {
             name: device.name.clone(),
             reason: "released or attached again while it was looked up".into(),
-        });
+        }));
     }
     let location = match link {
         Ok(link) if safe_location(&link.display().to_string()) => link.display().to_string(),
@@ -190,11 +221,32 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     };
     let fstype = device.fs.fstype.clone().unwrap_or_default();
     let entry = format!("-fstype={fstype},{} :{location}", settings.mount_params);
-    Ok(Answer {
+    Ok(Ok(Answer {
         device: device.clone(),
         entry,
         warning,
-    })
+    }))
+}
+
+/// Whether the map would serve the disk `name` under its label: the label
+/// leads to it among the devices that have it (from the index by key when
+/// it can say, else from every device).
+fn label_leads_to(settings: &Settings, scan: &Scan, label: &str, name: &str) -> bool {
+    let root = settings.disk_root.display().to_string();
+    let leads = |s: &Scan| {
+        let same = s.quick_match(|_, l, _| l == Some(label));
+        let described = s.describe(&same);
+        choose(&described, label, &root).is_ok_and(|(d, _)| d.name == name)
+    };
+    if scan.is_complete() {
+        return leads(scan);
+    }
+    if let Some(s) = Scan::for_key(settings, label)
+        && leads(&s)
+    {
+        return true;
+    }
+    Scan::new(settings).is_ok_and(|s| leads(&s))
 }
 
 /// The refusal for a key whose disk was detached while mounted at

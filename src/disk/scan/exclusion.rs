@@ -11,20 +11,30 @@ impl Scan<'_> {
             return disks;
         };
         let devnum = root.block_devnum(&self.settings.paths.sys_dir);
+        let sys = &self.settings.paths.sys_dir;
+        // A scan of one key's devices has not the root's entry: its name
+        // from sysfs (`/sys/dev/block/MAJ:MIN`).
         let Some(name) = self
             .entries
             .iter()
             .find(|e| e.devnum == devnum)
             .map(|e| e.name.clone())
+            .or_else(|| {
+                let link = fs::read_link(sys.join(format!("dev/block/{devnum}"))).ok()?;
+                Some(link.file_name()?.to_str()?.to_string())
+            })
         else {
             return disks;
         };
         let mut todo = vec![name];
         while let Some(name) = todo.pop() {
-            let whole = self
-                .entry(&name)
-                .and_then(|e| self.parent(e))
-                .unwrap_or_else(|| name.clone());
+            let whole = match self.entry(&name) {
+                Some(e) => self.parent(e),
+                None => fs::read_link(sys.join("class/block").join(&name))
+                    .ok()
+                    .and_then(|t| partition_parent(&t, &name)),
+            }
+            .unwrap_or_else(|| name.clone());
             if disks.insert(whole.clone()) {
                 let class = self.settings.paths.sys_dir.join("class/block");
                 todo.extend(list_names(&class.join(&name).join("slaves")));
