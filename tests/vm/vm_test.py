@@ -537,6 +537,109 @@ def autofs_start(sshkey):
     return (ready - began) / 1e6 if began and ready > began else None
 
 
+# Process accounting in the bench's guests, from before any unit of ours
+# or udev's starts: the kernel writes one record per process that ends
+# (its CPU time, PID and parent), so every process of ours is counted,
+# whatever starts it (our units, udev's RUN, a template unit, anything after
+# multi-user.target), with the tools it runs. perl-base is in every Debian.
+ACCT_SCRIPT = """open(my $f, ">", "/run/pacct") or die "/run/pacct: $!";
+close $f;
+my $path = "/run/pacct";
+syscall(163, $path) == 0 or die "acct: $!";
+"""
+ACCT_UNIT = """[Unit]
+Description=bench: process accounting from the start of the boot
+DefaultDependencies=no
+Before=sysinit.target systemd-udevd.service systemd-udev-trigger.service gandi-bootstrap.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/perl /usr/local/sbin/bench-acct
+
+[Install]
+WantedBy=sysinit.target
+"""
+# Our programs, by the name the kernel gives them (the file executed).
+OURS = {"gandi-vm", "auto.gandi", "gandi-map", "gandi-udhcpc"}
+
+
+def add_acct(mnt):
+    os.makedirs(os.path.join(mnt, "usr/local/sbin"), exist_ok=True)
+    with open(os.path.join(mnt, "usr/local/sbin/bench-acct"), "w") as f:
+        f.write(ACCT_SCRIPT)
+    with open(os.path.join(mnt, "etc/systemd/system/bench-acct.service"), "w") as f:
+        f.write(ACCT_UNIT)
+    wants = os.path.join(mnt, "etc/systemd/system/sysinit.target.wants")
+    os.makedirs(wants, exist_ok=True)
+    link = os.path.join(wants, "bench-acct.service")
+    if not os.path.lexists(link):
+        os.symlink("/etc/systemd/system/bench-acct.service", link)
+
+
+def comp_t(v):
+    """The kernel's comp_t: 13 bits of mantissa, 3 of base-8 exponent."""
+    return (v & 0x1fff) << (3 * (v >> 13))
+
+
+def parse_acct(data):
+    """The records of an acct v3 file: (pid, ppid, comm, CPU seconds)."""
+    import struct
+    out = []
+    for off in range(0, len(data) - 63, 64):
+        rec = struct.unpack_from("<BBHIIIIIIfHHHHHHHH16s", data, off)
+        if rec[1] & 0x7f != 3:
+            continue
+        pid, ppid = rec[6], rec[7]
+        # utime and stime in AHZ (100 per second) ticks, each truncated.
+        cpu = (comp_t(rec[10]) + comp_t(rec[11])) / 100.0
+        comm = rec[18].split(b"\0", 1)[0].decode(errors="replace")
+        out.append((pid, ppid, comm, cpu))
+    return out
+
+
+def ours_cpu(records):
+    """The CPU time of our processes and of everything they ran, in
+    seconds, and the same by program name (count, seconds)."""
+    parent = {pid: ppid for pid, ppid, _, _ in records}
+    comm = {pid: c for pid, _, c, _ in records}
+
+    def of_ours(pid):
+        seen = 0
+        while pid > 1 and seen < 64:
+            if comm.get(pid) in OURS:
+                return True
+            pid = parent.get(pid, 0)
+            seen += 1
+        return False
+
+    total, by = 0.0, {}
+    for pid, _, c, cpu in records:
+        if of_ours(pid):
+            total += cpu
+            n, t = by.get(c, (0, 0.0))
+            by[c] = (n + 1, t + cpu)
+    return total, by
+
+
+def acct_of_boot(sshkey):
+    """Our processes' CPU in this boot, once none of ours runs any more (the
+    first boot's work after multi-user.target included)."""
+    wait_for("our processes to end",
+             lambda: ssh(sshkey, "pgrep -x 'gandi-vm|auto.gandi|gandi-udhcpc' >/dev/null || echo done",
+                         timeout=30).stdout.strip() == "done",
+             limit=300, step=2)
+    import base64
+    out = ssh(sshkey, "base64 -w0 /run/pacct", timeout=60).stdout.strip()
+    try:
+        data = base64.b64decode(out)
+    except ValueError:
+        return None, {}
+    if not data:
+        return None, {}
+    return ours_cpu(parse_acct(data))
+
+
 def stats(values):
     """median, min, max of the values that are there."""
     v = sorted(x for x in values if x is not None)
@@ -595,12 +698,12 @@ def bench(deb):
         # Bare: the image as it is, a key to log in.
         bare = os.path.join(tmp, "pristine-bare.img")
         run(["cp", "--sparse=always", os.path.join(base, "rootfs.img"), bare])
-        inject_key(bare, pubkey, mounts, tmp)
+        inject_key(bare, pubkey, mounts, tmp, add_acct)
         variants.append(("bare", bare, f"{tmp}/pristine-blank-swap.img", []))
         # With our package doing the job from the platform's config.
         ours = os.path.join(tmp, "pristine-gandi.img")
         run(["cp", "--sparse=always", os.path.join(base, "rootfs.img"), ours])
-        install_package(ours, deb, mounts, tmp)
+        install_package(ours, deb, mounts, tmp, add_acct)
         swap_disk(f"{tmp}/pristine-swap.img", {
             "vm_hostname": "bench", "vm_conf": {"password": hashed, "ssh_key": pubkey,
                                                 "run": "touch /root/run-mark"},
@@ -610,7 +713,7 @@ def bench(deb):
         if base_deb and "gandi-base" in wanted:
             other = os.path.join(tmp, "pristine-gandi-base.img")
             run(["cp", "--sparse=always", os.path.join(base, "rootfs.img"), other])
-            install_package(other, base_deb, mounts, tmp)
+            install_package(other, base_deb, mounts, tmp, add_acct)
             variants.append(("gandi-base", other, f"{tmp}/pristine-swap.img", GANDI_UNITS))
         # With cloud-init doing the same job from a NoCloud seed.
         ci = os.path.join(tmp, "pristine-cloud-init.img")
@@ -629,6 +732,7 @@ def bench(deb):
                         "disable_root: false\nruncmd:\n  - touch /root/run-mark\n")
             with open(os.path.join(mnt, "etc/cloud/cloud.cfg.d/99-bench.cfg"), "w") as f:
                 f.write("datasource_list: [ NoCloud, None ]\n")
+            add_acct(mnt)
 
         if "cloud-init" in wanted:
             inject_key(ci, pubkey, mounts, tmp, seed)
@@ -650,19 +754,24 @@ def bench(deb):
             userspace, graphical, own = measure(sshkey, units)
             cpu = unit_cpu(sshkey, units) if units else 0.0
             automount = autofs_start(sshkey)
+            ours, by = acct_of_boot(sshkey) if units else (None, {})
             if name == "gandi-vm" and not chain:
                 chain = ssh(sshkey, "systemd-analyze critical-chain multi-user.target").stdout
                 chain += ssh(sshkey, "systemd-analyze blame | grep gandi").stdout
             mark = ssh(sshkey, "test -f /root/run-mark && echo yes").stdout.strip() == "yes"
             row = results.setdefault((mode, name, which), {})
             for k, v in (("userspace", userspace), ("graphical", graphical), ("to SSH", to_ssh),
-                         ("own wall", own), ("own CPU", cpu), ("autofs start", automount),
+                         ("own wall", own), ("own CPU", cpu), ("all ours CPU", ours),
+                         ("autofs start", automount),
                          ("run mark", 1.0 if mark else 0.0)):
                 row.setdefault(k, []).append(v)
             shown = f"{userspace:.2f} s" if userspace is not None else "unknown"
             log(f"{mode} {name} {which}: userspace {shown}, to SSH {to_ssh:.1f} s, "
                 f"own {own:.2f} s wall, {cpu:.3f} s CPU, autofs start "
-                + (f"{automount:.2f} s" if automount is not None else "unknown"))
+                + (f"{automount:.2f} s" if automount is not None else "unknown")
+                + (f"; all our processes {ours:.2f} s CPU: " + ", ".join(
+                    f"{c} {n}x {t:.2f}" for c, (n, t) in sorted(by.items(), key=lambda x: -x[1][1]))
+                   if ours is not None else ""))
             return True
 
         for mode, extra in modes:
@@ -695,7 +804,8 @@ def bench(deb):
     log("")
     log(f"vm-bench {time.strftime('%Y-%m-%d')}: {boots} boots per variant, each from a fresh copy, "
         "interleaved; medians [min .. max], seconds")
-    metrics = ["userspace", "graphical", "to SSH", "own wall", "own CPU", "autofs start"]
+    metrics = ["userspace", "graphical", "to SSH", "own wall", "own CPU", "all ours CPU",
+               "autofs start"]
     log(f"{'mode':<7}{'boot':<8}{'variant':<11}" + "".join(f"{m:>22}" for m in metrics) + "  run mark")
     for (mode, name, which), row in sorted(results.items()):
         cells = ""
@@ -732,7 +842,7 @@ def bench(deb):
             # This build against another one, round by round.
             o = results.get((mode, "gandi-base", which), {})
             n = results.get((mode, "gandi-vm", which), {})
-            for m in ("userspace", "own CPU", "autofs start"):
+            for m in ("userspace", "own CPU", "all ours CPU", "autofs start"):
                 xs, ys = o.get(m, []), n.get(m, [])
                 pairs = [y - x for x, y in zip(xs, ys) if x is not None and y is not None]
                 if len(xs) == len(ys) and pairs:
