@@ -24,10 +24,14 @@ struct Udev {
 
 impl Udev {
     fn start(env: &Env) -> Udev {
+        Udev::start_with(&loop_rules(&env.config()))
+    }
+
+    fn start_with(rules: &str) -> Udev {
         let serial = serial("udev");
         let started = start_udevd();
         Udev {
-            _rules: RunRules::install("test", &loop_rules(&env.config())),
+            _rules: RunRules::install("test", rules),
             started,
             _serial: serial,
         }
@@ -701,4 +705,89 @@ fn an_interface_name_is_escaped_for_its_unit() {
             .unwrap();
         assert_eq!(stdout(&back).trim(), name);
     }
+}
+
+/// At boot, udev's rule leaves the coldplug's disks (a synthetic `add`) to
+/// the mount stage, which records them in its own process, until that
+/// stage ran; a `change` of a device holding `/` runs no helper. The
+/// rule's paths are moved to the test's folder.
+#[test]
+fn the_coldplug_is_recorded_by_the_mount_stage_in_one_process() {
+    if !system_test(&["udevadm", "resize2fs"]) {
+        return;
+    }
+    let env = Env::new();
+    let run = env.path().join("run");
+    let enabled = env.path().join("etc/wants/gandi-mount.service");
+    fs::create_dir_all(enabled.parent().unwrap()).unwrap();
+    fs::write(&enabled, "").unwrap();
+    fs::create_dir_all(env.path().join("run-systemd")).unwrap();
+    let rules = loop_rules(&env.config())
+        .replace("/run/gandi/", &format!("{}/", run.display()))
+        .replace(
+            "/run/systemd/system",
+            &env.path().join("run-systemd").display().to_string(),
+        )
+        .replace(
+            "/etc/systemd/system/multi-user.target.wants/gandi-mount.service",
+            &enabled.display().to_string(),
+        )
+        .replace(
+            "/etc/systemd/system/gandi-mount.service",
+            &env.path().join("etc/masked").display().to_string(),
+        );
+    assert!(
+        rules.contains(&enabled.display().to_string()),
+        "the rule changed shape"
+    );
+    env.settings(&["CONFIG_DISK_DEVICES=\"none\"".into()]);
+    let udev = Udev::start_with(&rules);
+    let d = half_full(&env, "cold.img", "ext4", "cold", 64);
+    settle();
+    settings_for(&env, &[d.name()]);
+    // The coldplug's `add`: left to the mount stage.
+    udev.trigger(&[&d.dev]);
+    assert!(
+        record(&env, &d.name()).is_none(),
+        "the helper ran for a coldplug add"
+    );
+    let out = env.gandi(&["mount", "--timeout", "60"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("status.json")).unwrap()).unwrap();
+    let step = &status["mount"]["steps"][0];
+    assert_eq!(
+        step["detail"].as_str().unwrap(),
+        format!("recorded {}", d.name()),
+        "{step}"
+    );
+    wait_record(&env, &d.name(), grown);
+    // Once it ran, a synthetic `add` runs the helper again.
+    settle();
+    fs::remove_file(run.join(format!("disks/{}.json", d.name()))).unwrap();
+    udev.trigger(&[&d.dev]);
+    assert!(
+        record(&env, &d.name()).is_some(),
+        "the helper did not run after the replay"
+    );
+    // A `change` of a device marked as holding `/`: no helper.
+    settle();
+    fs::remove_file(run.join(format!("disks/{}.json", d.name()))).unwrap();
+    fs::create_dir_all(run.join("root-device")).unwrap();
+    fs::write(run.join(format!("root-device/{}", d.name())), "").unwrap();
+    sh(Command::new("udevadm")
+        .args(["trigger", "--action=change", "--settle"])
+        .arg(format!("/sys/class/block/{}", d.name())));
+    assert!(
+        record(&env, &d.name()).is_none(),
+        "the helper ran for the root's change"
+    );
+    fs::remove_file(run.join(format!("root-device/{}", d.name()))).unwrap();
+    sh(Command::new("udevadm")
+        .args(["trigger", "--action=change", "--settle"])
+        .arg(format!("/sys/class/block/{}", d.name())));
+    assert!(
+        record(&env, &d.name()).is_some(),
+        "the helper did not run for a change"
+    );
 }

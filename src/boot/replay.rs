@@ -8,15 +8,19 @@ use crate::base::tree::Tree;
 use crate::disk::records;
 use crate::disk::scan::Scan;
 use anyhow::{Result, bail};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
 /// Makes sure that every data disk attached during boot was handed to the
-/// attach helper before services start. Waits for udev's queue (the events
-/// of the boot's coldplug), at most `limit`; then replays `add` for the
-/// candidate disks the helper has not recorded yet (attached before our
-/// rules were loaded, or whose event was lost), and waits for those events.
-/// Disks that udev already handed over are not processed twice. With
-/// `all`, replays `add` for every block device, as the original did.
+/// attach helper before services start. udev's rule leaves the disks of the
+/// boot's coldplug (a synthetic `add`, before this replay ran) to this
+/// process, which records them all: one process instead of one per disk.
+/// A disk whose udev entry is of its current attach is recorded here at
+/// once; for the others (udev has not handled them yet), udev's queue is
+/// waited for (at most `limit`), then those still without a record get an
+/// `add` replayed, which the rule then hands to the helper. Disks already
+/// recorded are not processed twice. With `all`, replays `add` for every
+/// block device, as the original did.
 pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<Ended> {
     let root = Tree::open(std::path::Path::new("/"))?;
     let mut rec = Recorder::start(&root, settings, "mount");
@@ -26,6 +30,7 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<Ended> {
         rec.skip("replay", "CONFIG_ALLOW_MOUNT=0");
     } else if all {
         rec.step("replay", || {
+            mark_replayed(settings)?;
             Run::new("udevadm")
                 .args(["trigger", "--action=add", "--subsystem-match=block"])
                 .limit(Duration::from_secs(60))
@@ -35,19 +40,29 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<Ended> {
         });
     } else {
         rec.step("replay", || {
-            // Every candidate recorded already (the usual case: udev ran
-            // our rule during the coldplug): nothing to wait for.
+            // From here on, udev's rule hands every event to the helper:
+            // an event it left to us came before, of a device present now.
+            mark_replayed(settings)?;
             let missing = unrecorded(settings)?;
             if missing.is_empty() {
                 return Ok(Done::unchanged("every candidate disk already recorded"));
             }
-            // Else their events may still be in udev's queue.
+            let (here, later) = record_here(settings, &missing);
+            if later.is_empty() {
+                return Ok(Done::changed(format!("recorded {}", here.join(" "))));
+            }
+            // Their events may still be in udev's queue.
             settle(limit)?;
             let missing = unrecorded(settings)?;
             if missing.is_empty() {
-                return Ok(Done::unchanged(
-                    "every candidate disk recorded once udev's queue emptied",
-                ));
+                return Ok(Done::changed(format!(
+                    "recorded {}; the others once udev's queue emptied",
+                    if here.is_empty() {
+                        "none here".into()
+                    } else {
+                        here.join(" ")
+                    }
+                )));
             }
             Run::new("udevadm")
                 .args(["trigger", "--action=add"])
@@ -66,6 +81,49 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<Ended> {
         });
     }
     rec.finish(&root, settings, "mount")
+}
+
+/// The mark that this boot's replay ran (`GANDI_RUN_DIR/replayed`): udev's
+/// rule then runs the helper for a synthetic `add` too.
+pub fn replayed_mark(settings: &Settings) -> std::path::PathBuf {
+    settings.paths.run_dir.join("replayed")
+}
+
+fn mark_replayed(settings: &Settings) -> Result<()> {
+    use anyhow::Context;
+    let path = replayed_mark(settings);
+    std::fs::create_dir_all(&settings.paths.run_dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .mode(0o644)
+                .open(&path)
+                .map(drop)
+        })
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Records, in this process, the disks whose udev entry is of their
+/// current attach (as udev's helper would from their event). Returns those
+/// recorded and those left to udev.
+fn record_here(settings: &Settings, missing: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut here, mut later) = (Vec::new(), Vec::new());
+    for name in missing {
+        let done = crate::disk::event::present_event(settings, name)
+            .map(|ev| crate::disk::event::record_event(settings, &ev));
+        match done {
+            Some(Ok(_)) => here.push(name.clone()),
+            Some(Err(e)) => {
+                log::warn!("{name}: {e:#}");
+                later.push(name.clone());
+            }
+            _ => later.push(name.clone()),
+        }
+    }
+    (here, later)
 }
 
 /// The candidate disks with no current record. A current record means

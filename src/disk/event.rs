@@ -24,6 +24,7 @@ use crate::kernel::device::{DevNum, Exclusion, FsInfo};
 use crate::kernel::escape::unescape_hex;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// A block event's action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +140,38 @@ fn is_candidate(settings: &Settings, name: &str) -> bool {
 /// `gandi-vm disk-event` run by udev: record, hand off. Returns the exit code.
 pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<Ended> {
     let event = udev_event(env).context("reading the udev event")?;
+    record_event(settings, &event)
+}
+
+/// The event udev would give for a device present now, from sysfs and
+/// udev's database entry: for the boot's replay, which records the disks
+/// of the coldplug in one process. `None` when udev has no entry for the
+/// device, or one of an earlier attach (its event is still to come).
+pub fn present_event(settings: &Settings, name: &str) -> Option<UdevEvent> {
+    let dir = settings.paths.sys_dir.join("class/block").join(name);
+    let devnum = DevNum::parse(&crate::base::read::read_small(&dir.join("dev"))?)?;
+    // The kernel gives a disk's attach sequence number in its events, not
+    // a partition's.
+    let diskseq = crate::kernel::views::read_u64(&dir.join("diskseq"));
+    let entry = settings.paths.udev_data_dir.join(format!("b{devnum}"));
+    let (fs, seen) = crate::kernel::udev::parse_udev_entry(&crate::base::read::read_small(&entry)?);
+    if let (Some(now), Some(then)) = (diskseq, seen)
+        && now != then
+    {
+        return None;
+    }
+    Some(UdevEvent {
+        action: Action::Add,
+        name: name.to_string(),
+        devnum,
+        diskseq,
+        fs,
+    })
+}
+
+/// Records a block event's device and hands its growth off (what the
+/// helper does for udev, and the boot's replay for the coldplug's disks).
+pub fn record_event(settings: &Settings, event: &UdevEvent) -> Result<Ended> {
     if !is_candidate(settings, &event.name) {
         log::debug!("{}: not a candidate data disk", event.name);
         return Ok(Ended::Ok);
@@ -166,6 +199,9 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<E
                     .map(|m| m.block_devnum(&settings.paths.sys_dir))
             })
             == Some(event.devnum);
+    if holds_root {
+        quiet_root(settings, &event.name);
+    }
     let serviceable = event.fs.usage.as_deref() == Some("filesystem") && !holds_root;
     let (state, note) = if holds_root {
         (RecordState::Excluded, Exclusion::RootDisk.to_string())
@@ -235,6 +271,31 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<E
     }
     adopt_others(settings, &event.name);
     Ok(Ended::Ok)
+}
+
+/// The folder of the marks of the devices that hold `/` in this boot:
+/// udev's rule runs no helper for their `change` events (a tool that
+/// wrote to the root's device, such as `tune2fs`): a device holding `/`
+/// stays what it is until the next boot, when `/run` is new.
+pub fn root_marks_dir(settings: &Settings) -> std::path::PathBuf {
+    settings.paths.run_dir.join("root-device")
+}
+
+fn quiet_root(settings: &Settings, name: &str) {
+    let dir = root_marks_dir(settings);
+    let made = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .mode(0o644)
+            .open(dir.join(name))
+            .map(drop)
+    });
+    if let Err(e) = made {
+        log::debug!("{name}: the root's mark: {e}");
+    }
 }
 
 /// Without systemd, the helper of any event also starts again the growths
