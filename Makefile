@@ -21,7 +21,7 @@ ZSH_COMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
 # --target keeps the flag off the build scripts and proc-macros.
 HOST := $(or $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p'),x86_64-unknown-linux-gnu)
 STATIC := --target $(HOST) --config 'target.$(HOST).rustflags=["-C","target-feature=+crt-static"]'
-BIN := target/$(HOST)/release/gandi-vm
+BIN := target/$(HOST)/boot/gandi-vm
 MAP := target/$(HOST)/release/gandi-map
 DOCS := target/docs
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -36,8 +36,10 @@ all: build
 deps:
 	./scripts/install-deps
 
+# The map with the release profile; gandi-vm with `boot` (Cargo.toml).
 build:
-	$(CARGO) build --release --locked $(STATIC)
+	$(CARGO) build --release --locked $(STATIC) --bin gandi-map
+	$(CARGO) build --profile boot --locked $(STATIC) --bin gandi-vm
 
 docs:
 	rm -rf $(DOCS)

@@ -293,5 +293,8 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<Ended> {
                 .to_string(),
         ))
     });
+    if live {
+        crate::boot::postboot::plan(settings, &tree, ledger.recovered());
+    }
     rec.finish(&tree, settings, "bootstrap")
 }
