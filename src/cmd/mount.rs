@@ -6,7 +6,9 @@ use anyhow::Result;
 
 /// Make sure every data disk attached during boot was handed to the
 /// attach helper before services start: done at once when every
-/// candidate disk is recorded; else wait for udev's queue, then replay
+/// candidate disk is recorded; else record here those whose udev entry is
+/// current (udev's rule leaves the coldplug's disks to this stage, one
+/// process for all), wait for udev's queue for the others, then replay
 /// add events for the candidate disks not recorded yet (nothing with
 /// CONFIG_ALLOW_MOUNT=0).
 #[derive(Debug, clap::Args)]
