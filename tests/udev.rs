@@ -424,9 +424,12 @@ fn the_mount_stage_replays_the_disks_attached_during_boot() {
     // rules were loaded at boot): not recorded.
     env.settings(&["CONFIG_DISK_DEVICES=\"none\"".into()]);
     // Declared before the disk: dropped (and the lock released) after it.
-    let _udev = Udev::start(&env);
+    let udev = Udev::start(&env);
     let d = half_full(&env, "boot.img", "ext4", "atboot", 64);
-    settle();
+    // The boot's coldplug: udev probes the disk anew (mkfs may have run
+    // before udev saw the attach, and its entry would not know the
+    // filesystem); the helper still does not know the disk.
+    udev.trigger(&[&d.dev]);
     assert!(record(&env, &d.name()).is_none());
     settings_for(&env, &[d.name()]);
     let out = env.gandi(&["mount", "--timeout", "60"]);

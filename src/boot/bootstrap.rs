@@ -294,7 +294,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<Ended> {
         ))
     });
     if live {
-        crate::boot::postboot::plan(settings, &tree, ledger.recovered());
+        crate::boot::idle::plan(settings, &tree, ledger.recovered());
     }
     rec.finish(&tree, settings, "bootstrap")
 }

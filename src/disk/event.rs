@@ -146,7 +146,8 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<E
 /// The event udev would give for a device present now, from sysfs and
 /// udev's database entry: for the boot's replay, which records the disks
 /// of the coldplug in one process. `None` when udev has no entry for the
-/// device, or one of an earlier attach (its event is still to come).
+/// device, one of an earlier attach (its event is still to come), or one
+/// that knows nothing of its content.
 pub fn present_event(settings: &Settings, name: &str) -> Option<UdevEvent> {
     let dir = settings.paths.sys_dir.join("class/block").join(name);
     let devnum = DevNum::parse(&crate::base::read::read_small(&dir.join("dev"))?)?;
@@ -158,6 +159,12 @@ pub fn present_event(settings: &Settings, name: &str) -> Option<UdevEvent> {
     if let (Some(now), Some(then)) = (diskseq, seen)
         && now != then
     {
+        return None;
+    }
+    // An entry that knows no content cannot tell a blank disk from one
+    // udev's blkid did not probe yet (or probed before a filesystem was
+    // written): udev probes it anew.
+    if fs.usage.is_none() && fs.fstype.is_none() && fs.part_table.is_none() {
         return None;
     }
     Some(UdevEvent {

@@ -112,7 +112,7 @@ pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     if !settings.allow_mount {
         return Err(MapError::Disabled);
     }
-    if let Some(scan) = Scan::for_key(settings, key)
+    if let Some(scan) = Scan::for_key(settings, key, |n, l, u| answers_to(key, n, l, u))
         && let Ok(decided) = serve(settings, &scan, key)
     {
         return decided;
@@ -241,7 +241,7 @@ fn label_leads_to(settings: &Settings, scan: &Scan, label: &str, name: &str) -> 
     if scan.is_complete() {
         return leads(scan);
     }
-    if let Some(s) = Scan::for_key(settings, label)
+    if let Some(s) = Scan::for_key(settings, label, |n, l, u| answers_to(label, n, l, u))
         && leads(&s)
     {
         return true;

@@ -81,3 +81,48 @@ fn names() {
     assert!(!valid_name(".."));
     assert!(!valid_name("a b"));
 }
+
+#[test]
+fn the_present_event_is_taken_from_udev_only_when_its_entry_knows_the_content() {
+    use crate::base::settings::RawConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let settings = Settings::from_raw(
+        &RawConfig::parse(&format!(
+            "GANDI_SYS_DIR={0}/sys\nGANDI_UDEV_DATA_DIR={0}/udev\n",
+            d.display()
+        )),
+        None,
+    );
+    let sys = d.join("sys/class/block/vdb");
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::create_dir_all(d.join("udev")).unwrap();
+    std::fs::write(sys.join("dev"), "252:16\n").unwrap();
+    std::fs::write(sys.join("diskseq"), "12\n").unwrap();
+    let entry = d.join("udev/b252:16");
+    // No entry: udev has not seen the device yet.
+    assert!(present_event(&settings, "vdb").is_none());
+    // An entry that knows nothing of the content (not probed, or probed
+    // before a filesystem was written): left to udev.
+    std::fs::write(&entry, "S:disk/by-diskseq/12\nI:1\nG:systemd\n").unwrap();
+    assert!(present_event(&settings, "vdb").is_none());
+    // One of an earlier attach.
+    std::fs::write(
+        &entry,
+        "S:disk/by-diskseq/11\nE:ID_FS_TYPE=ext4\nE:ID_FS_USAGE=filesystem\n",
+    )
+    .unwrap();
+    assert!(present_event(&settings, "vdb").is_none());
+    // This attach's, with its filesystem; or a partition table.
+    std::fs::write(
+        &entry,
+        "S:disk/by-diskseq/12\nE:ID_FS_TYPE=ext4\nE:ID_FS_USAGE=filesystem\n",
+    )
+    .unwrap();
+    let ev = present_event(&settings, "vdb").unwrap();
+    assert_eq!(ev.action, Action::Add);
+    assert_eq!(ev.diskseq, Some(12));
+    assert_eq!(ev.fs.fstype.as_deref(), Some("ext4"));
+    std::fs::write(&entry, "S:disk/by-diskseq/12\nE:ID_PART_TABLE_TYPE=gpt\n").unwrap();
+    assert!(present_event(&settings, "vdb").is_some());
+}
