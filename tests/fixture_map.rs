@@ -1157,3 +1157,34 @@ fn a_partition_beside_the_roots_volume_is_refused_from_the_index_by_key() {
     fs::rename(t.p("proc/partitions"), t.p("proc/partitions.away")).unwrap();
     assert!(matches!(entry(&s, "beside"), Err(MapError::System(_))));
 }
+
+/// While udev has events queued, a disk may be attached and not recorded
+/// yet: the index by key is not used, and a key answers as the scan of
+/// every device decides (here: the unrecorded disk whose label is the key,
+/// before the recorded disk of that name).
+#[test]
+fn while_udev_has_events_queued_a_lookup_scans_every_device() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(1));
+    t.disk("vdc", "252:32", 1 << 30, Some(2));
+    t.fs("252:16", "ext4", None, "u1");
+    t.fs("252:32", "ext4", Some("vdb"), "u2");
+    let s = t.settings("");
+    t.record(&s, &record_of("vdb", "252:16", 1, 1 << 30, None, "u1"));
+    let from_index = entry(&s, "vdb");
+    // What the scan of every device decides: the index by key set aside.
+    let keys = s.paths.run_dir.join("disks.keys");
+    let link = fs::read_link(&keys).unwrap();
+    fs::remove_file(&keys).unwrap();
+    let full = entry(&s, "vdb");
+    assert_ne!(
+        format!("{from_index:?}"),
+        format!("{full:?}"),
+        "the case shows no difference"
+    );
+    symlink(&link, &keys).unwrap();
+    fs::write(t.p("queue"), "").unwrap();
+    assert_eq!(format!("{:?}", entry(&s, "vdb")), format!("{full:?}"));
+    fs::remove_file(t.p("queue")).unwrap();
+    assert_eq!(format!("{:?}", entry(&s, "vdb")), format!("{from_index:?}"));
+}

@@ -710,6 +710,23 @@ fn an_interface_name_is_escaped_for_its_unit() {
     }
 }
 
+/// Waits until the clock that stamps files in `dir` has moved past the
+/// time `path` was written (it ticks coarsely: two files written within a
+/// tick have the same time).
+fn past_the_time_of(path: &Path, dir: &Path) {
+    let then = fs::metadata(path).unwrap().modified().unwrap();
+    let probe = dir.join(".clock");
+    for _ in 0..1000 {
+        fs::write(&probe, "").unwrap();
+        if fs::metadata(&probe).unwrap().modified().unwrap() > then {
+            fs::remove_file(&probe).unwrap();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("the clock of {} did not move", dir.display());
+}
+
 /// At boot, udev's rule leaves the coldplug's disks (a synthetic `add`) to
 /// the mount stage, which records them in its own process, until that
 /// stage ran; a `change` of a device holding `/` runs no helper. The
@@ -738,6 +755,10 @@ fn the_coldplug_is_recorded_by_the_mount_stage_in_one_process() {
         .replace(
             "/etc/systemd/system/gandi-mount.service",
             &env.path().join("etc/masked").display().to_string(),
+        )
+        .replace(
+            "/etc/gandi/disabled",
+            &env.path().join("etc/disabled").display().to_string(),
         );
     assert!(
         rules.contains(&enabled.display().to_string()),
@@ -746,14 +767,29 @@ fn the_coldplug_is_recorded_by_the_mount_stage_in_one_process() {
     env.settings(&["CONFIG_DISK_DEVICES=\"none\"".into()]);
     let udev = Udev::start_with(&rules);
     let d = half_full(&env, "cold.img", "ext4", "cold", 64);
+    // A disk its filesystem fills (nothing to grow).
+    let off = LoopDisk::new(env.path(), "off.img", 32);
+    off.mkfs("ext4", Some("off"));
     settle();
-    settings_for(&env, &[d.name()]);
+    settings_for(&env, &[d.name(), off.name()]);
+    // gandi-vm turned off: the mount stage will not run, the helper does.
+    fs::write(env.path().join("etc/disabled"), "").unwrap();
+    udev.trigger(&[&off.dev]);
+    assert!(
+        record(&env, &off.name()).is_some(),
+        "a coldplug add was left to a mount stage turned off"
+    );
+    fs::remove_file(env.path().join("etc/disabled")).unwrap();
     // The coldplug's `add`: left to the mount stage.
     udev.trigger(&[&d.dev]);
     assert!(
         record(&env, &d.name()).is_none(),
         "the helper ran for a coldplug add"
     );
+    // The mount stage starts later than the coldplug, as at boot: its
+    // mark is then newer than udev's entry on the filesystem's clock.
+    let m = fs::read_to_string(format!("/sys/class/block/{}/dev", d.name())).unwrap();
+    past_the_time_of(Path::new(&format!("/run/udev/data/b{}", m.trim())), &run);
     let out = env.gandi(&["mount", "--timeout", "60"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let status: serde_json::Value =

@@ -15,8 +15,12 @@ use std::time::Duration;
 /// attach helper before services start. udev's rule leaves the disks of the
 /// boot's coldplug (a synthetic `add`, before this replay ran) to this
 /// process, which records them all: one process instead of one per disk.
-/// A disk whose udev entry is of its current attach is recorded here at
-/// once; for the others (udev has not handled them yet), udev's queue is
+/// The mark that it ran comes first, whatever else happens (turned off,
+/// `CONFIG_ALLOW_MOUNT=0`: recording is not mounting), so that udev's rule
+/// runs the helper for every later event. A disk whose udev entry was
+/// written before the mark (its event was left here) and is of its
+/// current attach is recorded at once; for the others (udev has not
+/// handled them yet, or handles them now with the helper), udev's queue is
 /// waited for (at most `limit`), then those still without a record get an
 /// `add` replayed, which the rule then hands to the helper. Disks already
 /// recorded are not processed twice. With `all`, replays `add` for every
@@ -24,13 +28,17 @@ use std::time::Duration;
 pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<Ended> {
     let root = Tree::open(std::path::Path::new("/"))?;
     let mut rec = Recorder::start(&root, settings, "mount");
+    let marked = match mark_replayed(settings) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            rec.note("mark", Done::failed(format!("{e:#}")));
+            None
+        }
+    };
     if let Some(why) = crate::base::settings::disabled(settings) {
         rec.skip("disabled", &format!("gandi-vm is turned off: {why}"));
-    } else if !settings.allow_mount {
-        rec.skip("replay", "CONFIG_ALLOW_MOUNT=0");
-    } else if all {
+    } else if all && marked.is_some() {
         rec.step("replay", || {
-            mark_replayed(settings)?;
             Run::new("udevadm")
                 .args(["trigger", "--action=add", "--subsystem-match=block"])
                 .limit(Duration::from_secs(60))
@@ -40,18 +48,24 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<Ended> {
         });
     } else {
         rec.step("replay", || {
-            // From here on, udev's rule hands every event to the helper:
-            // an event it left to us came before, of a device present now.
-            mark_replayed(settings)?;
+            // Without the mark, udev's rule leaves every coldplug event
+            // here: those it handled once its queue emptied.
+            let cutoff = match marked {
+                Some(t) => t,
+                None => {
+                    settle(limit)?;
+                    std::time::SystemTime::now()
+                }
+            };
             let missing = unrecorded(settings)?;
             if missing.is_empty() {
                 return Ok(Done::unchanged("every candidate disk already recorded"));
             }
-            let (here, later) = record_here(settings, &missing);
+            let (here, later) = record_here(settings, &missing, cutoff);
             if later.is_empty() {
                 return Ok(Done::changed(format!("recorded {}", here.join(" "))));
             }
-            // Their events may still be in udev's queue.
+            // udev's queue first: those it handles now get the helper.
             settle(limit)?;
             let missing = unrecorded(settings)?;
             if missing.is_empty() {
@@ -89,7 +103,9 @@ pub fn replayed_mark(settings: &Settings) -> std::path::PathBuf {
     settings.paths.run_dir.join("replayed")
 }
 
-fn mark_replayed(settings: &Settings) -> Result<()> {
+/// Writes the mark (kept if there) and returns its time: udev wrote the
+/// entries of the events its rule left here before it.
+fn mark_replayed(settings: &Settings) -> Result<std::time::SystemTime> {
     use anyhow::Context;
     let path = replayed_mark(settings);
     std::fs::create_dir_all(&settings.paths.run_dir)
@@ -100,19 +116,25 @@ fn mark_replayed(settings: &Settings) -> Result<()> {
                 .truncate(false)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .mode(0o644)
-                .open(&path)
-                .map(drop)
+                .open(&path)?
+                .metadata()?
+                .modified()
         })
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Records, in this process, the disks whose udev entry is of their
-/// current attach (as udev's helper would from their event). Returns those
-/// recorded and those left to udev.
-fn record_here(settings: &Settings, missing: &[String]) -> (Vec<String>, Vec<String>) {
+/// Records, in this process, the disks whose udev entry was written before
+/// `cutoff` (udev's rule left their event here, and ran no helper) and is
+/// of their current attach, as udev's helper would from their event.
+/// Returns those recorded and those left to udev.
+fn record_here(
+    settings: &Settings,
+    missing: &[String],
+    cutoff: std::time::SystemTime,
+) -> (Vec<String>, Vec<String>) {
     let (mut here, mut later) = (Vec::new(), Vec::new());
     for name in missing {
-        let done = crate::disk::event::present_event(settings, name)
+        let done = crate::disk::event::present_event(settings, name, cutoff)
             .map(|ev| crate::disk::event::record_event(settings, &ev));
         match done {
             Some(Ok(_)) => here.push(name.clone()),

@@ -25,6 +25,7 @@ use crate::kernel::escape::unescape_hex;
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
+use std::time::SystemTime;
 
 /// A block event's action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,25 +147,26 @@ pub fn from_udev(settings: &Settings, env: &HashMap<String, String>) -> Result<E
 /// The event udev would give for a device present now, from sysfs and
 /// udev's database entry: for the boot's replay, which records the disks
 /// of the coldplug in one process. `None` when udev has no entry for the
-/// device, one of an earlier attach (its event is still to come), or one
-/// that knows nothing of its content.
-pub fn present_event(settings: &Settings, name: &str) -> Option<UdevEvent> {
+/// device, one written at `before` or later (udev handles its event with
+/// the helper), or one of an earlier attach (its event is still to come).
+pub fn present_event(settings: &Settings, name: &str, before: SystemTime) -> Option<UdevEvent> {
     let dir = settings.paths.sys_dir.join("class/block").join(name);
     let devnum = DevNum::parse(&crate::base::read::read_small(&dir.join("dev"))?)?;
     // The kernel gives a disk's attach sequence number in its events, not
     // a partition's.
     let diskseq = crate::kernel::views::read_u64(&dir.join("diskseq"));
     let entry = settings.paths.udev_data_dir.join(format!("b{devnum}"));
-    let (fs, seen) = crate::kernel::udev::parse_udev_entry(&crate::base::read::read_small(&entry)?);
+    let text = crate::base::read::read_small(&entry)?;
+    // Its time read after its content: an entry udev rewrote meanwhile is
+    // not taken for an older one.
+    let written = std::fs::symlink_metadata(&entry).ok()?.modified().ok()?;
+    if written >= before {
+        return None;
+    }
+    let (fs, seen) = crate::kernel::udev::parse_udev_entry(&text);
     if let (Some(now), Some(then)) = (diskseq, seen)
         && now != then
     {
-        return None;
-    }
-    // An entry that knows no content cannot tell a blank disk from one
-    // udev's blkid did not probe yet (or probed before a filesystem was
-    // written): udev probes it anew.
-    if fs.usage.is_none() && fs.fstype.is_none() && fs.part_table.is_none() {
         return None;
     }
     Some(UdevEvent {

@@ -203,6 +203,14 @@ pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
         text.push_str(line);
         text.push('\n');
     }
+    // The index by key goes first: a writer killed between the two leaves
+    // no index by key (lookups read the whole index) rather than one of
+    // the records before.
+    if let Err(e) = std::fs::remove_file(keys_index_path(settings))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        log::warn!("{}: {e}", keys_index_path(settings).display());
+    }
     crate::base::tree::write_atomic(&index_path(settings), text.as_bytes(), 0o644)?;
     // The same lines by key, for a lookup that reads only its own.
     if let Err(e) = write_key_files(settings, &all, &lines) {

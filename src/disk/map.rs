@@ -106,19 +106,34 @@ fn safe_location(path: &str) -> bool {
 /// not serve (a refusal, a key it does not know, an index it cannot trust)
 /// is decided again by a scan of every device, which also sees the devices
 /// not recorded yet; so a refusal, and a disk the index does not know,
-/// are answered as before.
+/// are answered as before. While udev has events queued, the lookup scans
+/// every device at once.
 pub fn lookup(settings: &Settings, key: &OsStr) -> Result<Answer, MapError> {
     let key = check_key(key)?;
     if !settings.allow_mount {
         return Err(MapError::Disabled);
     }
-    if let Some(scan) = Scan::for_key(settings, key, |n, l, u| answers_to(key, n, l, u))
+    // While udev handles events, a disk may be attached and not recorded
+    // yet: one that answers to the key before a recorded one (by label,
+    // or first in the kernel's order) is seen only by the full scan.
+    if !udev_busy(settings)
+        && let Some(scan) = Scan::for_key(settings, key, |n, l, u| answers_to(key, n, l, u))
         && let Ok(decided) = serve(settings, &scan, key)
     {
         return decided;
     }
     let scan = Scan::new(settings).map_err(|e| MapError::System(format!("{e:#}")))?;
     serve(settings, &scan, key)?
+}
+
+/// Whether udev has events queued (`/run/udev/queue`, beside its
+/// database, exists while it has): one `stat`, which never waits.
+fn udev_busy(settings: &Settings) -> bool {
+    settings
+        .paths
+        .udev_data_dir
+        .parent()
+        .is_some_and(|run| std::fs::symlink_metadata(run.join("queue")).is_ok())
 }
 
 /// What [`serve`] decided once it had chosen a disk and made its key link

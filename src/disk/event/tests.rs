@@ -83,8 +83,9 @@ fn names() {
 }
 
 #[test]
-fn the_present_event_is_taken_from_udev_only_when_its_entry_knows_the_content() {
+fn the_present_event_is_taken_from_an_udev_entry_written_before_the_mark() {
     use crate::base::settings::RawConfig;
+    use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let settings = Settings::from_raw(
@@ -100,29 +101,38 @@ fn the_present_event_is_taken_from_udev_only_when_its_entry_knows_the_content() 
     std::fs::write(sys.join("dev"), "252:16\n").unwrap();
     std::fs::write(sys.join("diskseq"), "12\n").unwrap();
     let entry = d.join("udev/b252:16");
+    let after = || SystemTime::now() + Duration::from_secs(60);
     // No entry: udev has not seen the device yet.
-    assert!(present_event(&settings, "vdb").is_none());
-    // An entry that knows nothing of the content (not probed, or probed
-    // before a filesystem was written): left to udev.
-    std::fs::write(&entry, "S:disk/by-diskseq/12\nI:1\nG:systemd\n").unwrap();
-    assert!(present_event(&settings, "vdb").is_none());
+    assert!(present_event(&settings, "vdb", after()).is_none());
     // One of an earlier attach.
     std::fs::write(
         &entry,
         "S:disk/by-diskseq/11\nE:ID_FS_TYPE=ext4\nE:ID_FS_USAGE=filesystem\n",
     )
     .unwrap();
-    assert!(present_event(&settings, "vdb").is_none());
-    // This attach's, with its filesystem; or a partition table.
+    assert!(present_event(&settings, "vdb", after()).is_none());
+    // This attach's, with its filesystem, written before the mark.
     std::fs::write(
         &entry,
         "S:disk/by-diskseq/12\nE:ID_FS_TYPE=ext4\nE:ID_FS_USAGE=filesystem\n",
     )
     .unwrap();
-    let ev = present_event(&settings, "vdb").unwrap();
+    let ev = present_event(&settings, "vdb", after()).unwrap();
     assert_eq!(ev.action, Action::Add);
     assert_eq!(ev.diskseq, Some(12));
     assert_eq!(ev.fs.fstype.as_deref(), Some("ext4"));
-    std::fs::write(&entry, "S:disk/by-diskseq/12\nE:ID_PART_TABLE_TYPE=gpt\n").unwrap();
-    assert!(present_event(&settings, "vdb").is_some());
+    // A blank disk: recorded as udev probed it.
+    std::fs::write(&entry, "S:disk/by-diskseq/12\nI:1\n").unwrap();
+    assert!(
+        present_event(&settings, "vdb", after())
+            .unwrap()
+            .fs
+            .usage
+            .is_none()
+    );
+    // Written at the mark or after: udev ran the helper for its event.
+    let written = std::fs::metadata(&entry).unwrap().modified().unwrap();
+    assert!(present_event(&settings, "vdb", written).is_none());
+    assert!(present_event(&settings, "vdb", written - Duration::from_secs(1)).is_none());
+    assert!(present_event(&settings, "vdb", written + Duration::from_nanos(1)).is_some());
 }
