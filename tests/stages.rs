@@ -680,16 +680,23 @@ fn a_hanging_command_is_stopped_at_its_limit() {
     );
 }
 
+/// Recording is not mounting: with `CONFIG_ALLOW_MOUNT=0` the mount stage
+/// still marks the boot as replayed (udev's rule then runs the helper for
+/// every event) and records the disks.
 #[test]
-fn mount_stage_with_allow_mount_off_does_nothing() {
+fn mount_stage_with_allow_mount_off_still_marks_and_records() {
     if !system_test(&[]) {
         return;
     }
     let env = Env::new();
-    env.settings(&["CONFIG_ALLOW_MOUNT=0".into()]);
+    env.settings(&[
+        "CONFIG_ALLOW_MOUNT=0".into(),
+        "CONFIG_DISK_DEVICES=\"none\"".into(),
+    ]);
     let out = env.gandi(&["mount"]);
     assert!(out.status.success());
     let s: serde_json::Value =
         serde_json::from_slice(&fs::read(env.path().join("run/status.json")).unwrap()).unwrap();
-    assert_eq!(step(&s, "mount", "replay")["result"], "skipped");
+    assert_eq!(step(&s, "mount", "replay")["result"], "unchanged");
+    assert!(env.path().join("run/replayed").exists());
 }
