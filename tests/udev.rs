@@ -102,6 +102,43 @@ fn wait_record(
     }
 }
 
+/// Waits until no background growth of `name` (`gandi-vm disk-grow NAME`,
+/// started where systemd is not the init) runs.
+fn wait_no_grower(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while grower_running(name) {
+        assert!(Instant::now() < deadline, "{name}: its growth never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn grower_running(name: &str) -> bool {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let args = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == b"disk-grow" && w[1] == name.as_bytes())
+        })
+}
+
+/// Waits until nothing started for `name` can still write its record: no
+/// background growth runs and udev's queue is empty (a growth's writes make
+/// udev send a `change`, whose helper starts another growth).
+fn quiesce(name: &str) {
+    for _ in 0..10 {
+        wait_no_grower(name);
+        settle();
+        if !grower_running(name) {
+            return;
+        }
+    }
+    panic!("{name}: its growths kept starting");
+}
+
 fn grown(r: &serde_json::Value) -> bool {
     r["state"] == "ready" && r["last_grow"].is_object()
 }
@@ -242,7 +279,8 @@ fn attach_grows_ext4_xfs_btrfs_records_and_runs_the_hook() {
         "{log}"
     );
 
-    // Remove: the record goes.
+    // Remove: the record goes (once nothing of the attach can write it).
+    quiesce(&disks[0].1.name());
     sh(Command::new("udevadm")
         .args(["trigger", "--action=remove", "--settle"])
         .arg(format!("/sys/class/block/{}", disks[0].1.name())));
@@ -802,18 +840,21 @@ fn the_coldplug_is_recorded_by_the_mount_stage_in_one_process() {
     );
     wait_record(&env, &d.name(), grown);
     // Once it ran, a synthetic `add` runs the helper again.
-    settle();
+    quiesce(&d.name());
     fs::remove_file(run.join(format!("disks/{}.json", d.name()))).unwrap();
     udev.trigger(&[&d.dev]);
     assert!(
         record(&env, &d.name()).is_some(),
         "the helper did not run after the replay"
     );
-    // A `change` of a device marked as holding `/`: no helper.
-    settle();
-    fs::remove_file(run.join(format!("disks/{}.json", d.name()))).unwrap();
+    // A `change` of a device marked as holding `/`: no helper. The mark
+    // first, then the background growth of that `add` let end (it writes
+    // the record and its tools' writes make udev send a `change`), then
+    // the queue drained: nothing of before can write the record after.
     fs::create_dir_all(run.join("root-device")).unwrap();
     fs::write(run.join(format!("root-device/{}", d.name())), "").unwrap();
+    quiesce(&d.name());
+    fs::remove_file(run.join(format!("disks/{}.json", d.name()))).unwrap();
     sh(Command::new("udevadm")
         .args(["trigger", "--action=change", "--settle"])
         .arg(format!("/sys/class/block/{}", d.name())));
