@@ -475,10 +475,19 @@ fn mount_root_moves_the_root_refuses_when_busy_and_is_idempotent() {
     // SIGHUP ends) is not ours to signal: only the daemon of the PID file.
     let decoy_bin = env.path().join("automount");
     fs::copy("/bin/sleep", &decoy_bin).unwrap();
-    let mut decoy = std::process::Command::new(&decoy_bin)
-        .arg("60")
-        .spawn()
-        .unwrap();
+    struct Decoy(std::process::Child);
+    impl Drop for Decoy {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut decoy = Decoy(
+        std::process::Command::new(&decoy_bin)
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
     let_autofs_age();
     let out = env.gandi(&["mount-root", new.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -487,18 +496,19 @@ fn mount_root_moves_the_root_refuses_when_busy_and_is_idempotent() {
         said.contains("CONFIG_DISK_ROOT") && said.contains("SIGHUP"),
         "{said}"
     );
-    assert!(
-        decoy.try_wait().unwrap().is_none(),
-        "another automount process was signalled"
-    );
-    let _ = decoy.kill();
-    let _ = decoy.wait();
     assert!(wait_autofs(&new, true), "autofs did not take the new root");
     assert!(
         wait_autofs(&old, false),
         "the old root is still served: {}",
         fs::read_to_string(env.path().join("automount.log")).unwrap_or_default()
     );
+    // Looked at once the daemon took the signal: a signal sent to the
+    // decoy as well has ended it by now.
+    assert!(
+        decoy.0.try_wait().unwrap().is_none(),
+        "another automount process was signalled"
+    );
+    drop(decoy);
     am.root = new.clone();
     assert_eq!(
         read_through(&new.join(label("move")).join("f")).as_deref(),

@@ -805,6 +805,7 @@ fn a_growth_left_undone_is_started_again_by_a_lookup_that_waits_for_nothing() {
     );
     assert!(status.success(), "{err}");
     assert!(out.starts_with("-fstype=ext4,"), "{out}");
+    assert!(err.contains("left undone: started again"), "{err}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !seen.exists() {
         assert!(
@@ -854,6 +855,10 @@ fn a_growth_left_undone_is_started_again_by_a_lookup_that_waits_for_nothing() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // Said before the map exits, were it started; the stand-in's file is
+    // a second look.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("started again"), "{said}");
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!seen.exists(), "a ready disk's lookup started a grower");
 }

@@ -168,11 +168,15 @@ fn a_running_stage_is_shown_waited_for_and_a_killed_one_is_cut_short() {
     if !system_test(&[]) {
         return;
     }
-    let env = postboot_env("sleep 2; echo done > RUNLOG");
+    // It runs until the test says GO: seen running however slow the
+    // machine.
+    let env = postboot_env("while [ ! -e GO_FILE ]; do sleep 0.05; done; echo done > RUNLOG");
     let runlog = env.path().join("ran");
+    let go = env.path().join("go");
     let env_cfg = fs::read_to_string(env.path().join("gandi/config"))
         .unwrap()
-        .replace("RUNLOG", &runlog.display().to_string());
+        .replace("RUNLOG", &runlog.display().to_string())
+        .replace("GO_FILE", &go.display().to_string());
     fs::write(env.path().join("gandi/config"), env_cfg).unwrap();
     let child = Command::new(BIN)
         .arg("postboot")
@@ -197,6 +201,7 @@ fn a_running_stage_is_shown_waited_for_and_a_killed_one_is_cut_short() {
     assert_eq!(running["postboot"]["finished"], 0);
     let shown = String::from_utf8_lossy(&env.gandi(&["status"]).stdout).to_string();
     assert!(shown.contains("postboot: running"), "{shown}");
+    fs::write(&go, "").unwrap();
     // --wait returns once it ended, with its result.
     let waited = env.gandi(&["status", "--wait", "--timeout", "120"]);
     let text = stdout(&waited);

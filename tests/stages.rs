@@ -663,13 +663,28 @@ fn a_hanging_command_is_stopped_at_its_limit() {
     if !system_test(&[]) {
         return;
     }
-    let (p, _) = post(r#""sleep 60; echo late >> LOG""#, 1, None);
+    let (p, _) = post(
+        r#""echo $$ > LOG.pid; sleep 60; echo late >> LOG""#,
+        1,
+        None,
+    );
     let start = Instant::now();
     let out = postboot(&p);
     assert!(start.elapsed() < Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(post_result(&p, "run[0]"), "failed");
-    std::thread::sleep(Duration::from_millis(200));
+    // The command's shell is gone (killed, not left to write later).
+    let pid_file = format!("{}.pid", p.log.display());
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(Instant::now() < deadline, "the command's shell still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!p.log.exists());
     let shown = p.env.gandi(&["status"]);
     assert_eq!(shown.status.code(), Some(1));

@@ -62,11 +62,14 @@ fn a_running_command_shows_its_secret_to_no_one() {
     let gandi = env.path().join("gandi");
     fs::create_dir_all(&gandi).unwrap();
     let mark = env.path().join("started");
+    let go = env.path().join("go");
     // Split so that this test's own command line does not hold it.
     let secret = format!("{}-{}", "hunter3", "s3cr3t");
+    // It runs until the test has looked.
     let cmd = format!(
-        "DB_PASSWORD={secret} sh -c 'touch {}; sleep 3'",
-        mark.display()
+        "DB_PASSWORD={secret} sh -c 'touch {}; while [ ! -e {} ]; do sleep 0.05; done'",
+        mark.display(),
+        go.display()
     );
     fs::write(
         gandi.join("config"),
@@ -86,6 +89,11 @@ fn a_running_command_shows_its_secret_to_no_one() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let seen = in_some_cmdline(&secret);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the stage ended before the test looked"
+    );
+    fs::write(&go, "").unwrap();
     let _ = child.wait();
     assert!(
         !seen,
