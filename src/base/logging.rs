@@ -120,12 +120,14 @@ impl log::Log for Logger {
         // One line each: journald and syslog take a newline as a new
         // entry, which would lose its priority.
         let line = one_line(&format!("{prefix}{}", record.args()));
+        // One write (stderr is unbuffered): the line whole, never
+        // interleaved with another process's, at one system call.
         let written = if self.journal {
-            format!("<{}>{line}", priority(record.level()))
+            format!("<{}>{line}\n", priority(record.level()))
         } else {
-            line.clone()
+            format!("{line}\n")
         };
-        let _ = writeln!(std::io::stderr().lock(), "{written}");
+        let _ = std::io::stderr().lock().write_all(written.as_bytes());
         if let Some(syslog) = self.syslog()
             && let Ok(mut syslog) = syslog.lock()
         {

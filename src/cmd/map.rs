@@ -40,7 +40,10 @@ pub fn run(settings: &Settings, key: &OsStr) -> i32 {
             if let Some(w) = &answer.warning {
                 log::warn!("{w}");
             }
-            log::info!(
+            // A hit says nothing unless asked (GANDI_LOG=debug): autofs
+            // logs the mount, `gandi-vm disks` shows what is served, and a
+            // line per lookup costs a syslog connection each time.
+            log::debug!(
                 "serving {} ({}) for {:?}",
                 answer.device.name,
                 answer.device.fs.fstype.as_deref().unwrap_or("?"),

@@ -20,7 +20,8 @@ pub fn grow_log(settings: &Settings) -> PathBuf {
 /// never waits on it. Without systemd only: under systemd the unit's
 /// `ExecStopPost=` resumes it.
 pub fn adopt_left(settings: &Settings, devices: &[crate::kernel::device::Device]) {
-    if settings.paths.systemd_dir.is_dir() {
+    // Most lookups have nothing left: no look at systemd for them.
+    if !devices.iter().any(|d| d.growth_left) || settings.paths.systemd_dir.is_dir() {
         return;
     }
     for dev in devices.iter().filter(|d| d.growth_left).take(8) {

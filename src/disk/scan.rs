@@ -42,6 +42,9 @@ struct Entry {
     kib: u64,
     /// For a partition, its whole disk: read from sysfs when first needed.
     parent: OnceCell<Option<String>>,
+    /// Its size in bytes, when sysfs was read for it already (the scan of
+    /// one key's devices); else read when it is described.
+    bytes: Option<u64>,
 }
 
 /// The system's view, read once per command: the kernel's list of block
@@ -66,6 +69,9 @@ pub struct Scan<'a> {
     /// `entries` also holds their whole disks' partitions, for the rules).
     /// `None` for a scan of every block device.
     sparse: Option<(String, HashSet<String>)>,
+    /// The whole disks' attach sequence numbers read so far, each read once
+    /// for the scan's answers; [`Scan::still_current`] reads them anew.
+    seqs: RefCell<HashMap<String, Option<u64>>>,
 }
 
 impl<'a> Scan<'a> {
@@ -83,6 +89,7 @@ impl<'a> Scan<'a> {
                 devnum,
                 kib,
                 parent: OnceCell::new(),
+                bytes: None,
             })
             .collect();
         Ok(Scan::of(settings, entries))
@@ -99,6 +106,7 @@ impl<'a> Scan<'a> {
             udev_alive: OnceCell::new(),
             indexed: RefCell::new(HashMap::new()),
             sparse: None,
+            seqs: RefCell::new(HashMap::new()),
         }
     }
 
@@ -171,6 +179,16 @@ impl<'a> Scan<'a> {
 
     /// The attach sequence number of a whole disk.
     fn diskseq(&self, disk: &str) -> Option<u64> {
+        if let Some(seq) = self.seqs.borrow().get(disk) {
+            return *seq;
+        }
+        let seq = self.diskseq_now(disk);
+        self.seqs.borrow_mut().insert(disk.to_string(), seq);
+        seq
+    }
+
+    /// The disk's attach sequence number as sysfs has it now.
+    fn diskseq_now(&self, disk: &str) -> Option<u64> {
         read_u64(
             &self
                 .settings
@@ -391,7 +409,7 @@ impl<'a> Scan<'a> {
         let whole = dev.parent.as_deref().unwrap_or(&dev.name);
         let released = is_released(&records::released(self.settings), dev);
         // Gone (no number to read) counts as changed.
-        let same = match (dev.diskseq, self.diskseq(whole)) {
+        let same = match (dev.diskseq, self.diskseq_now(whole)) {
             (Some(then), Some(now)) => then == now,
             (Some(_), None) => false,
             (None, _) => true,
@@ -410,7 +428,9 @@ impl<'a> Scan<'a> {
         let class = self.settings.paths.sys_dir.join("class/block");
         let dir = class.join(name);
         let devnum = entry.devnum;
-        let size = read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512);
+        let size = entry
+            .bytes
+            .unwrap_or_else(|| read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512));
         let parent = self.parent(entry);
         if size == 0 {
             // No medium: nothing more to read.

@@ -35,12 +35,13 @@ impl<'a> Scan<'a> {
         let sysfs_entry = |name: &str| -> Option<Entry> {
             let dir = class.join(name);
             let devnum = DevNum::parse(&read_small(&dir.join("dev"))?)?;
-            let kib = read_u64(&dir.join("size"))? / 2;
+            let sectors = read_u64(&dir.join("size"))?;
             Some(Entry {
                 name: name.to_string(),
                 devnum,
-                kib,
+                kib: sectors / 2,
                 parent: OnceCell::new(),
+                bytes: Some(sectors.saturating_mul(512)),
             })
         };
         let mut entries: Vec<Entry> = Vec::new();
