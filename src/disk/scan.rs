@@ -19,7 +19,6 @@ use crate::disk::records;
 use crate::kernel::blkid::probe;
 use crate::kernel::device::{DevNum, Device, Exclusion, FsInfo, MetaSource, sort_kernel_order};
 use crate::kernel::mounts::{MountEntry, mounts_of, parse_mountinfo, root_mount};
-use crate::kernel::udev::{parse_udev_entry, udev_alive};
 use crate::kernel::views::{
     list_names, parse_partitions, partition_parent, read_proc, read_swaps, read_u64,
 };
@@ -31,7 +30,8 @@ use std::time::Duration;
 
 mod exclusion;
 mod sparse;
-use exclusion::{is_released, same_attach};
+mod udev;
+use exclusion::is_released;
 
 /// A block device as the kernel lists it in `/proc/partitions`.
 #[derive(Debug, Clone)]
@@ -139,12 +139,6 @@ impl<'a> Scan<'a> {
 
     fn root_disks(&self) -> &HashSet<String> {
         self.root_disks.get_or_init(|| self.find_root_disks())
-    }
-
-    fn udev_alive(&self) -> bool {
-        *self
-            .udev_alive
-            .get_or_init(|| udev_alive(&self.settings.paths.udev_data_dir))
     }
 
     /// The whole disk of a partition (one readlink, then remembered).
@@ -477,34 +471,5 @@ impl<'a> Scan<'a> {
             growth_left: false,
             excluded: None,
         })
-    }
-
-    /// udev's database entry: the metadata and the attach sequence number
-    /// udev saw (kept as the `disk/by-diskseq` link).
-    fn udev_entry(&self, devnum: DevNum) -> Option<(FsInfo, Option<u64>)> {
-        let path = self.settings.paths.udev_data_dir.join(format!("b{devnum}"));
-        let text = read_small(&path)?;
-        Some(parse_udev_entry(&text))
-    }
-
-    /// Whether udev's entry, made when the disk had the attach sequence
-    /// number `seq`, is of the disk's current attach (the disk's number read
-    /// only when the entry has one).
-    fn udev_current(&self, entry: &Entry, seq: Option<u64>) -> bool {
-        seq.is_none() || {
-            let whole = self.parent(entry).unwrap_or_else(|| entry.name.clone());
-            same_attach(self.diskseq(&whole), seq)
-        }
-    }
-
-    /// udev's metadata for the device, unless the entry is left from an
-    /// earlier attach under the same device number (udev stopped since):
-    /// its attach sequence number must be the current one.
-    fn udev_fs(&self, dev: &Device) -> Option<FsInfo> {
-        if !self.udev_alive() {
-            return None;
-        }
-        let (fs, db_seq) = self.udev_entry(dev.devnum)?;
-        same_attach(dev.diskseq, db_seq).then_some(fs)
     }
 }
