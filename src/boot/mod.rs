@@ -3,7 +3,7 @@
 //! `postboot` (the customer's commands) and `idle` (whether it has work in
 //! this boot), the admin's plugins and our sshd drop-in.
 //!
-//! May import: base, kernel, platform, disk, automount.
+//! May import: base, kernel, platform, disk, automount, hotplug.
 
 pub mod bootstrap;
 pub mod config;

@@ -251,7 +251,7 @@ fn link_up(name: &str) -> Result<()> {
 
 /// A secondary interface answers ARP only for its own addresses and
 /// accepts replies on any path.
-fn secondary_sysctls(settings: &Settings, name: &str) -> Result<()> {
+pub(crate) fn secondary_sysctls(settings: &Settings, name: &str) -> Result<()> {
     let dir = settings.paths.proc_dir.join("sys/net/ipv4/conf").join(name);
     for (key, value) in [
         ("arp_announce", "2"),
@@ -481,5 +481,6 @@ fn drop_stale_rules() {
 
 // ---- multiqueue, through the ethtool ioctl
 
+pub mod boot;
 #[cfg(test)]
 mod tests;

@@ -86,6 +86,7 @@ CHECKS = [
     "data disk served under /srv",
     "hot-plugged NIC configured",
     "reboot: admin's network edit kept",
+    "vif 0 at the coldplug: no process of ours",
 ]
 
 
@@ -331,6 +332,20 @@ def variant(name, deb, out_json):
         rules = out("ip -4 rule show")
         check(CHECKS[2], all(str(a).startswith("SSH-") for a in answers.values()),
               f"{answers} | {' '.join(rules.split())}")
+
+        # vif 0 (in CONFIG_NODHCP by default: bootstrap's) took no process
+        # of ours at the coldplug: bootstrap prepared it and marked it, and
+        # the rule started its unit that has none. Where the kernel's names
+        # change after bootstrap ran (predictable names), the mark is of
+        # the earlier name and the unit with a process runs: said, allowed.
+        v0 = names[0]
+        kept_unit = out(f"systemctl is-active gandi-iface-kept@{v0}.service")
+        started = out(f"systemctl show -p ExecMainStartTimestampMonotonic --value gandi-iface@{v0}.service")
+        nics = out("gandi-vm status | grep -E '^ +nics '")
+        no_process = kept_unit == "active" and started in ("", "0")
+        renamed = ifnames and v0 not in nics and out(f"systemctl is-active gandi-iface@{v0}.service") == "active"
+        check(CHECKS[6], no_process or renamed,
+              f"kept unit {kept_unit}, gandi-iface@{v0} started at {started or '-'}; {' '.join(nics.split())}")
 
         served = vt.ssh(key, "ls /srv/vmdata >/dev/null && findmnt -n -o FSTYPE /srv/vmdata")
         check(CHECKS[3], served.stdout.strip() == "ext4", (served.stdout + served.stderr).strip())

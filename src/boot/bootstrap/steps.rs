@@ -195,6 +195,15 @@ pub(super) fn apply_config(
             network_step(settings, tree, ledger, config, opts.live())
         });
     }
+    // What each NIC's unit would do at the coldplug, done here where it is
+    // all there is (one process less a boot).
+    if opts.live() {
+        rec.step("nics", || {
+            crate::hotplug::iface::boot::prepare(settings, tree)
+        });
+    } else {
+        rec.skip("nics", "offline");
+    }
 }
 
 /// eth0's static public IPv4 address, named with the hostname in
