@@ -535,6 +535,16 @@ fn a_disk_released_or_attached_again_after_its_description_is_not_current() {
     // A release of an earlier attach does not count.
     fs::write(t.p("run/released/vdb"), "3\n").unwrap();
     assert!(scan.still_current(&dev));
+    // Emptied meanwhile (a loop device detached keeps its number): its
+    // size read anew says so; so does another size.
+    let size = t.p("sys/devices/virtual/block/vdb/size");
+    let before = fs::read_to_string(&size).unwrap();
+    for other in ["0\n", "4096\n"] {
+        fs::write(&size, other).unwrap();
+        assert!(!scan.still_current(&dev), "{other}");
+    }
+    fs::write(&size, &before).unwrap();
+    assert!(scan.still_current(&dev));
     // Gone: no number to read.
     fs::remove_file(t.p("sys/devices/virtual/block/vdb/diskseq")).unwrap();
     assert!(!scan.still_current(&dev));
@@ -948,6 +958,50 @@ fn the_index_by_key_is_trusted_only_while_the_kernel_confirms_it() {
     // gone, the lookup cannot answer from them.
     fs::rename(t.p("proc/partitions"), t.p("proc/partitions.away")).unwrap();
     assert!(matches!(entry(&s, "data"), Err(MapError::System(_))));
+}
+
+/// A disk whose attach number was recorded and cannot be read now (it went
+/// in the middle of the lookup) is not confirmed: the scan of its key's
+/// devices answers nothing, and the lookup scans every device.
+#[test]
+fn a_recorded_attach_number_gone_from_sysfs_is_no_confirmation() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(4));
+    t.fs("252:16", "ext4", Some("data"), "u");
+    let s = t.settings("");
+    t.record(
+        &s,
+        &record_of("vdb", "252:16", 4, 1 << 30, Some("data"), "u"),
+    );
+    assert!(Scan::for_key(&s, "data", |_, l, _| l == Some("data")).is_some());
+    let seq = t.p("sys/devices/virtual/block/vdb/diskseq");
+    fs::remove_file(&seq).unwrap();
+    assert!(Scan::for_key(&s, "data", |_, l, _| l == Some("data")).is_none());
+    fs::write(&seq, "4\n").unwrap();
+    assert!(Scan::for_key(&s, "data", |_, l, _| l == Some("data")).is_some());
+}
+
+/// A record the index leaves out (damaged) leaves no index by key: its
+/// disk, which the scan of every device still sees, may answer to a key
+/// before the recorded ones.
+#[test]
+fn no_index_by_key_while_a_record_is_left_out() {
+    let t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(4));
+    t.fs("252:16", "ext4", Some("data"), "u");
+    let s = t.settings("");
+    t.record(
+        &s,
+        &record_of("vdb", "252:16", 4, 1 << 30, Some("data"), "u"),
+    );
+    assert!(fs::symlink_metadata(index::keys_index_path(&s)).is_ok());
+    fs::write(t.p("run/disks/vdc.json"), "{ not a record").unwrap();
+    index::write_index(&s).unwrap();
+    assert!(fs::symlink_metadata(index::keys_index_path(&s)).is_err());
+    assert!(entry(&s, "data").is_ok());
+    fs::remove_file(t.p("run/disks/vdc.json")).unwrap();
+    index::write_index(&s).unwrap();
+    assert!(fs::symlink_metadata(index::keys_index_path(&s)).is_ok());
 }
 
 /// Each write of the index leaves one generation of the index by key, and

@@ -35,9 +35,15 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<Ended> {
             None
         }
     };
+    // Turned off, the disks are recorded all the same, as udev's helper
+    // records them then (recording is not mounting): the unit does not
+    // start while turned off, so this stage runs turned off only where its
+    // test and udev's rule's disagree (a dangling link at the switch's
+    // place, the switch moved), and then udev left the coldplug here.
     if let Some(why) = crate::base::settings::disabled(settings) {
-        rec.skip("disabled", &format!("gandi-vm is turned off: {why}"));
-    } else if all && marked.is_some() {
+        log::info!("gandi-vm is turned off ({why}): the disks are recorded all the same");
+    }
+    if all && marked.is_some() {
         rec.step("replay", || {
             Run::new("udevadm")
                 .args(["trigger", "--action=add", "--subsystem-match=block"])
@@ -53,7 +59,11 @@ pub fn run(settings: &Settings, limit: Duration, all: bool) -> Result<Ended> {
             let cutoff = match marked {
                 Some(t) => t,
                 None => {
-                    settle(limit)?;
+                    // Whatever udev has done by then is recorded, the
+                    // queue emptied or not.
+                    if let Err(e) = settle(limit) {
+                        log::warn!("{e:#}");
+                    }
                     std::time::SystemTime::now()
                 }
             };

@@ -9,8 +9,8 @@ use anyhow::Result;
 /// candidate disk is recorded; else record here those whose udev entry is
 /// current (udev's rule leaves the coldplug's disks to this stage, one
 /// process for all), wait for udev's queue for the others, then replay
-/// add events for the candidate disks not recorded yet (nothing with
-/// CONFIG_ALLOW_MOUNT=0).
+/// add events for the candidate disks not recorded yet (also with
+/// CONFIG_ALLOW_MOUNT=0 or turned off: recording is not mounting).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Longest wait for udev's queue, in seconds.

@@ -185,12 +185,14 @@ pub fn index_path(settings: &Settings) -> PathBuf {
 pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
     let _lock =
         crate::base::lock::FileLock::take(&settings.paths.run_dir.join("locks/index.lock"), true)?;
+    let mut left_out = false;
     let mut all: Vec<Record> = recorded_names(settings)
         .iter()
         .filter_map(|name| match read_checked(settings, name) {
             Ok(record) => record,
             Err(why) => {
                 log::warn!("{name}: left out of the index: {why}");
+                left_out = true;
                 None
             }
         })
@@ -212,7 +214,13 @@ pub fn write_index(settings: &Settings) -> anyhow::Result<()> {
         log::warn!("{}: {e}", keys_index_path(settings).display());
     }
     crate::base::tree::write_atomic(&index_path(settings), text.as_bytes(), 0o644)?;
-    // The same lines by key, for a lookup that reads only its own.
+    // The same lines by key, for a lookup that reads only its own; none
+    // while a record is left out: its disk, seen by the scan of every
+    // device, may answer to a key before the ones recorded.
+    if left_out {
+        log::warn!("no index by key while a record is left out (lookups read the whole index)");
+        return Ok(());
+    }
     if let Err(e) = write_key_files(settings, &all, &lines) {
         log::warn!("the index by key was not written (lookups read the whole index): {e:#}");
         let _ = std::fs::remove_file(keys_index_path(settings));

@@ -402,13 +402,26 @@ impl<'a> Scan<'a> {
     pub fn still_current(&self, dev: &Device) -> bool {
         let whole = dev.parent.as_deref().unwrap_or(&dev.name);
         let released = is_released(&records::released(self.settings), dev);
-        // Gone (no number to read) counts as changed.
+        // Gone (no number to read) counts as changed; so does a number
+        // where there was none.
         let same = match (dev.diskseq, self.diskseq_now(whole)) {
             (Some(then), Some(now)) => then == now,
-            (Some(_), None) => false,
-            (None, _) => true,
+            (Some(_), None) | (None, Some(_)) => false,
+            (None, None) => true,
         };
-        !released && same
+        // Its size read anew: a device emptied since (a loop device
+        // detached keeps its number, its size drops to 0) or gone.
+        let size = read_u64(
+            &self
+                .settings
+                .paths
+                .sys_dir
+                .join("class/block")
+                .join(&dev.name)
+                .join("size"),
+        )
+        .map(|s| s.saturating_mul(512));
+        !released && same && size == Some(dev.size)
     }
 
     /// `/dev/NAME` (kernel names use `!` where the device path has `/`).

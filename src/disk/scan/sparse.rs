@@ -77,7 +77,10 @@ impl<'a> Scan<'a> {
                 .and_then(|l| index::IndexEntry::parse(l))?;
             let entry = scan.entry(name)?;
             let whole = scan.parent(entry).unwrap_or_else(|| name.clone());
-            if !same_attach(scan.diskseq(&whole), r.diskseq) {
+            let now = scan.diskseq(&whole);
+            // A number recorded and none to read now: the disk went
+            // (detached mid-lookup), not an older kernel.
+            if !same_attach(now, r.diskseq) || (r.diskseq.is_some() && now.is_none()) {
                 return None;
             }
         }
