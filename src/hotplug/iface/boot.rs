@@ -30,11 +30,13 @@ pub fn marks_dir(settings: &Settings) -> PathBuf {
 /// a name udev's rule must escape.
 pub fn prepare(settings: &Settings, tree: &Tree) -> Result<Done> {
     if fs::symlink_metadata(settings.paths.hook_dir.join("post-iface-attach")).is_ok() {
+        keep_only(&marks_dir(settings), &[]);
         return Ok(Done::skipped(
             "a post-iface-attach hook: each NIC's unit runs it at the coldplug",
         ));
     }
     if !stack_will_run(tree) {
+        keep_only(&marks_dir(settings), &[]);
         return Ok(Done::skipped(
             "no network stack enabled: each NIC's unit sets its link up",
         ));
@@ -68,6 +70,7 @@ pub fn prepare(settings: &Settings, tree: &Tree) -> Result<Done> {
         fs::write(&mark, "").with_context(|| format!("writing {}", mark.display()))?;
         marked.push(name.as_str());
     }
+    keep_only(&dir, &marked);
     let mut detail = if marked.is_empty() {
         "none in CONFIG_NODHCP".to_string()
     } else {
@@ -82,6 +85,18 @@ pub fn prepare(settings: &Settings, tree: &Tree) -> Result<Done> {
         Change::Changed
     };
     Ok(Done::of(change, detail))
+}
+
+/// Removes the marks of an earlier run in this boot (bootstrap run again
+/// by hand, CONFIG_NODHCP or a hook changed since) that this run did not
+/// make: a later `add` of those NICs gets the unit with a process.
+fn keep_only(dir: &std::path::Path, marked: &[&str]) {
+    for old in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = old.file_name();
+        if !marked.iter().any(|m| std::ffi::OsStr::new(m) == name) {
+            let _ = fs::remove_file(old.path());
+        }
+    }
 }
 
 /// A name udev's rule gives the kept unit as it is (the others are
@@ -198,6 +213,12 @@ mod tests {
         s.nodhcp = vec!["eth0".into(), "eth1".into()];
         prepare(&s, &tree).unwrap();
         assert_eq!(marked(&s), ["eth0", "eth1"]);
+        // Run again with eth1 out of CONFIG_NODHCP: its mark goes.
+        s.nodhcp = vec!["eth0".into()];
+        prepare(&s, &tree).unwrap();
+        assert_eq!(marked(&s), ["eth0"]);
+        s.nodhcp = vec!["eth0".into(), "eth1".into()];
+        prepare(&s, &tree).unwrap();
         assert_eq!(
             fs::read_to_string(conf.join("eth1/arp_announce")).unwrap(),
             "2"
@@ -215,6 +236,9 @@ mod tests {
         let s = machine(dir.path());
         let tree = Tree::open(&dir.path().join("root")).unwrap();
         fs::create_dir_all(&s.paths.hook_dir).unwrap();
+        prepare(&s, &tree).unwrap();
+        assert_eq!(marked(&s), ["eth0"]);
+        // Its mark of before goes once a hook is there.
         fs::write(s.paths.hook_dir.join("post-iface-attach"), "").unwrap();
         let done = prepare(&s, &tree).unwrap();
         assert!(marked(&s).is_empty(), "{}", done.detail);
