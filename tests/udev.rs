@@ -713,12 +713,11 @@ fn an_interface_name_is_escaped_for_its_unit() {
     assert!(shipped.contains(synth), "the rule's coldplug test moved");
     let env = Env::new();
     let marks = env.path().join("ifaces");
-    let text = shipped
+    let gated = shipped
         .replace("/usr/bin/gandi-vm", BIN)
         .replace(gate, "KERNEL!=\"gvq*\", GOTO=\"gandi_hotplug_end\"")
-        .replace(synth, "ACTION==\"add\"")
         .replace("/run/gandi/ifaces/", &format!("{}/", marks.display()));
-    let _rules = RunRules::install("escape", &text);
+    let text = gated.replace(synth, "ACTION==\"add\"");
     let ns = format!("gv-esc-{}", std::process::id());
     struct Ns(String);
     impl Drop for Ns {
@@ -747,48 +746,71 @@ fn an_interface_name_is_escaped_for_its_unit() {
     ip(&[
         "ip", "link", "add", "gvq-w1", "type", "veth", "peer", "name", "gvq.a",
     ]);
-    // Marked by bootstrap, a name the rule takes as it is gets the unit
-    // without a process; one it must escape keeps the unit that has one.
-    let marked = |names: &[&str]| {
-        fs::create_dir_all(&marks).unwrap();
-        for n in names {
-            fs::write(marks.join(n), "").unwrap();
-        }
-    };
-    for (name, unit, mark) in [
-        ("gvq-w1", r"gandi-iface@gvq\x2dw1.service", false),
-        ("gvq.a", "gandi-iface@gvq.a.service", false),
-        ("gvq-w1", r"gandi-iface@gvq\x2dw1.service", true),
-        ("gvq.a", "gandi-iface-kept@gvq.a.service", true),
-    ] {
-        if mark {
-            marked(&[name]);
-        }
+    // Bootstrap's marks are named by the interface index (a rename keeps
+    // it), not by the name.
+    let index = |name: &str| ip(&["cat", &format!("/sys/class/net/{name}/ifindex")]);
+    let wanted = |name: &str| -> Vec<String> {
         let out = ip(&[
             "udevadm",
             "test",
             "--action=add",
             &format!("/sys/class/net/{name}"),
         ]);
-        let wants: Vec<&str> = out
-            .lines()
+        out.lines()
             .filter(|l| l.contains("SYSTEMD_WANTS=") && l.contains("gandi-iface"))
-            .collect();
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    };
+    let one = |wants: &[String], unit: &str, what: &str| {
         assert!(
             wants
                 .iter()
-                .any(|l| l.trim_end().ends_with(&format!("SYSTEMD_WANTS={unit}"))),
-            "{name}: {wants:?}\n{out}"
+                .any(|l| l.ends_with(&format!("SYSTEMD_WANTS={unit}"))),
+            "{what}: {wants:?}"
         );
         // Asked for one unit only.
-        assert_eq!(wants.len(), 1, "{name}: {wants:?}");
-        // What systemd makes of it: the unit's %I is the name again.
-        let back = Command::new("systemd-escape")
-            .args(["--unescape", "--instance", unit])
-            .output()
-            .unwrap();
-        assert_eq!(stdout(&back).trim(), name);
+        assert_eq!(wants.len(), 1, "{what}: {wants:?}");
+    };
+    {
+        let _rules = RunRules::install("escape", &text);
+        // Marked by bootstrap, a name the rule takes as it is gets the unit
+        // without a process; one it must escape keeps the unit that has one.
+        for (name, unit, mark) in [
+            ("gvq-w1", r"gandi-iface@gvq\x2dw1.service", None),
+            ("gvq.a", "gandi-iface@gvq.a.service", None),
+            // A mark under the name is none.
+            ("gvq.a", "gandi-iface@gvq.a.service", Some(false)),
+            ("gvq-w1", r"gandi-iface@gvq\x2dw1.service", Some(true)),
+            ("gvq.a", "gandi-iface-kept@gvq.a.service", Some(true)),
+        ] {
+            let _ = fs::remove_dir_all(&marks);
+            if let Some(by_index) = mark {
+                fs::create_dir_all(&marks).unwrap();
+                let file = if by_index {
+                    index(name).trim().to_string()
+                } else {
+                    name.to_string()
+                };
+                fs::write(marks.join(file), format!("{name}\n")).unwrap();
+            }
+            one(&wanted(name), unit, &format!("{name} {mark:?}"));
+            // What systemd makes of it: the unit's %I is the name again.
+            let back = Command::new("systemd-escape")
+                .args(["--unescape", "--instance", unit])
+                .output()
+                .unwrap();
+            assert_eq!(stdout(&back).trim(), name);
+        }
     }
+    // The rule as shipped: an `add` that is not the coldplug's (`udevadm
+    // test` makes no synthetic event) gets the unit with a process, marked
+    // or not.
+    let _rules = RunRules::install("escape", &gated);
+    one(
+        &wanted("gvq.a"),
+        "gandi-iface@gvq.a.service",
+        "a marked NIC's event that is not synthetic",
+    );
 }
 
 /// Waits until the clock that stamps files in `dir` has moved past the

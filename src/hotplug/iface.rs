@@ -80,6 +80,7 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
         bail!("{name:?} is not an interface name");
     }
     let tree = Tree::open(root)?;
+    boot::unit_started(settings, name);
     // Its place among the NICs (vif N is the Nth in bus order).
     let order = names::bus_order(&settings.paths.sys_dir);
     let index = names::index_of(name, &order);
@@ -410,6 +411,7 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
         log::info!("{name}: still present (a shutdown or a stop): its network files kept");
         return Ok(Ended::Ok);
     }
+    boot::forget(settings);
     let tree = Tree::open(root)?;
     let had = |stack| tree.lstat(network::file_of(stack, name)).is_ok();
     let (had_networkd, had_netplan) = (had(Stack::Networkd), had(Stack::Netplan));

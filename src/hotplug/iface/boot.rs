@@ -1,12 +1,19 @@
-//! The NICs bootstrap finds: for those whose addresses are not the unit's
-//! job (in `CONFIG_NODHCP`: vif 0's by default), what `gandi-iface@NAME`
-//! would do for them at the boot's coldplug (the secondary sysctls, the
-//! queues) is done in bootstrap's own process, and a mark under
-//! `/run/gandi/ifaces/` lets udev's rule start
-//! `gandi-iface-kept@NAME.service` there instead: a unit with no process
-//! of its own, which only holds the clean-up for when the NIC goes.
+//! The NICs bootstrap finds: vif 0, when its addresses are not the unit's
+//! job (in `CONFIG_NODHCP`, its default), has nothing left for
+//! `gandi-iface@NAME` to do at the boot's coldplug but its queues; they
+//! are set in bootstrap's own process, and a mark under
+//! `/run/gandi/ifaces/`, named by the NIC's interface index (which a
+//! rename keeps), lets udev's rule start `gandi-iface-kept@NAME.service`
+//! there instead: a unit with no process of its own, which only holds the
+//! clean-up for when the NIC goes.
+//!
+//! A secondary NIC is never marked: its sysctls (`rp_filter=0`, ...) must
+//! come after systemd's own rule has run `systemd-sysctl` for the new
+//! interface on the same event (a glob of the admin's or the
+//! distribution's, `net.ipv4.conf.*.rp_filter`, would win over a value set
+//! before), which only its unit, started once udev is done with the
+//! event, can do.
 
-use super::secondary_sysctls;
 use crate::base::settings::Settings;
 use crate::base::status::Done;
 use crate::base::tree::{Change, Tree};
@@ -14,36 +21,97 @@ use crate::hotplug::queues::multiqueue;
 use crate::platform::network::{self, Stack, names};
 use anyhow::{Context, Result};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// The folder of the marks: one empty file per NIC prepared in this boot
-/// (a tmpfs, emptied at each boot).
+/// The folder of the marks: per NIC prepared in this boot, a file
+/// `IFINDEX` holding its name; per NIC whose `gandi-iface@` process
+/// ran in this boot, `IFINDEX.unit` (a tmpfs, emptied at each boot).
 pub fn marks_dir(settings: &Settings) -> PathBuf {
     settings.paths.run_dir.join("ifaces")
 }
 
-/// Prepares the NICs present now whose unit would have nothing to do at
-/// the coldplug but their sysctls and queues, and marks them. Nothing is
+/// The interface index of a NIC present now (`/sys/class/net/NAME/ifindex`).
+fn ifindex(settings: &Settings, name: &str) -> Option<u32> {
+    crate::base::read::read_small(
+        &settings
+            .paths
+            .sys_dir
+            .join("class/net")
+            .join(name)
+            .join("ifindex"),
+    )?
+    .trim()
+    .parse()
+    .ok()
+}
+
+/// Called by `gandi-iface@NAME`'s process as it starts: records that the
+/// NIC has its unit with a process in this boot (bootstrap then marks it
+/// no more) and removes its mark, if bootstrap made one (a later synthetic
+/// `add` of it then asks for the unit that is already active, not for a
+/// second one). Written before the mark is removed: bootstrap, which
+/// writes the mark before it looks for the record again, cannot leave a
+/// mark behind either way round.
+pub fn unit_started(settings: &Settings, name: &str) {
+    let Some(index) = ifindex(settings, name) else {
+        return;
+    };
+    let dir = marks_dir(settings);
+    let record = dir.join(format!("{index}.unit"));
+    if let Err(e) = fs::create_dir_all(&dir).and_then(|()| fs::write(&record, format!("{name}\n")))
+    {
+        log::warn!("{name}: cannot write {}: {e}", record.display());
+    }
+    let _ = fs::remove_file(dir.join(index.to_string()));
+}
+
+/// Called when a NIC is gone: the marks and records of every NIC no
+/// longer present go (by their index, which no NIC takes again: a name
+/// they hold may be another NIC's since a rename).
+pub fn forget(settings: &Settings) {
+    let present: Vec<u32> = fs::read_dir(settings.paths.sys_dir.join("class/net"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| ifindex(settings, &e.file_name().to_string_lossy()))
+        .collect();
+    for entry in fs::read_dir(marks_dir(settings))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let index = name.strip_suffix(".unit").unwrap_or(&name).parse::<u32>();
+        if index.is_ok_and(|i| !present.contains(&i)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Prepares vif 0 when it is in `CONFIG_NODHCP` and its unit would have
+/// nothing to do at the coldplug but its queues, and marks it. Nothing is
 /// marked where the unit has more to do: a `post-iface-attach` hook (it
 /// runs for every NIC at the coldplug, as the original's did), a network
 /// stack that may not run (the unit would then bring the link up itself),
-/// a name udev's rule must escape.
+/// a name udev's rule must escape, a NIC whose unit has run already.
 pub fn prepare(settings: &Settings, tree: &Tree) -> Result<Done> {
+    let dir = marks_dir(settings);
     if fs::symlink_metadata(settings.paths.hook_dir.join("post-iface-attach")).is_ok() {
-        keep_only(&marks_dir(settings), &[]);
+        keep_only(&dir, &[]);
         return Ok(Done::skipped(
             "a post-iface-attach hook: each NIC's unit runs it at the coldplug",
         ));
     }
-    if !stack_will_run(tree) {
-        keep_only(&marks_dir(settings), &[]);
-        return Ok(Done::skipped(
-            "no network stack enabled: each NIC's unit sets its link up",
-        ));
+    if let Some(why) = stack_wont_run(settings, tree) {
+        keep_only(&dir, &[]);
+        return Ok(Done::skipped(format!(
+            "{why}: each NIC's unit sets its link up"
+        )));
     }
     let order = names::bus_order(&settings.paths.sys_dir);
-    let dir = marks_dir(settings);
-    let mut marked = Vec::new();
+    let mut marked: Vec<String> = Vec::new();
+    let mut named: Vec<&str> = Vec::new();
     let mut left: Vec<String> = Vec::new();
     for (i, name) in order.iter().enumerate() {
         let index = u32::try_from(i).ok();
@@ -51,35 +119,30 @@ pub fn prepare(settings: &Settings, tree: &Tree) -> Result<Done> {
             .nodhcp
             .iter()
             .any(|w| names::nodhcp_means(w, name, index));
-        if !nodhcp || !plain_name(name) {
+        if index != Some(0) || !nodhcp || !plain_name(name) {
             left.push(name.clone());
             continue;
         }
-        // One NIC's failure leaves it to its unit, which says it again.
-        if index != Some(0)
-            && let Err(e) = secondary_sysctls(settings, name)
-        {
-            left.push(format!("{name} ({e:#})"));
-            continue;
+        match mark(settings, &dir, name) {
+            Ok(Some(ifindex)) => {
+                marked.push(ifindex.to_string());
+                named.push(name);
+            }
+            Ok(None) => left.push(format!("{name} (its unit ran already)")),
+            // Its unit does it all, and says so again if it fails too.
+            Err(e) => left.push(format!("{name} ({e:#})")),
         }
-        if settings.multiqueue {
-            multiqueue(settings, name);
-        }
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mark = dir.join(name);
-        fs::write(&mark, "").with_context(|| format!("writing {}", mark.display()))?;
-        marked.push(name.as_str());
     }
     keep_only(&dir, &marked);
-    let mut detail = if marked.is_empty() {
-        "none in CONFIG_NODHCP".to_string()
+    let mut detail = if named.is_empty() {
+        "none marked".to_string()
     } else {
-        format!("{}: no unit process at the coldplug", marked.join(" "))
+        format!("{}: no unit process at the coldplug", named.join(" "))
     };
     if !left.is_empty() {
         detail.push_str(&format!("; left to their unit: {}", left.join(" ")));
     }
-    let change = if marked.is_empty() {
+    let change = if named.is_empty() {
         Change::Unchanged
     } else {
         Change::Changed
@@ -87,13 +150,37 @@ pub fn prepare(settings: &Settings, tree: &Tree) -> Result<Done> {
     Ok(Done::of(change, detail))
 }
 
+/// Sets one NIC's queues and marks it; `None` when its unit's process has
+/// run in this boot (before or while this one wrote the mark: the record
+/// is looked for again once the mark is there).
+fn mark(settings: &Settings, dir: &Path, name: &str) -> Result<Option<u32>> {
+    let index = ifindex(settings, name).with_context(|| format!("{name}: no interface index"))?;
+    let record = dir.join(format!("{index}.unit"));
+    if record.exists() {
+        return Ok(None);
+    }
+    if settings.multiqueue {
+        multiqueue(settings, name);
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mark = dir.join(index.to_string());
+    fs::write(&mark, format!("{name}\n")).with_context(|| format!("writing {}", mark.display()))?;
+    if record.exists() {
+        let _ = fs::remove_file(&mark);
+        return Ok(None);
+    }
+    Ok(Some(index))
+}
+
 /// Removes the marks of an earlier run in this boot (bootstrap run again
 /// by hand, CONFIG_NODHCP or a hook changed since) that this run did not
-/// make: a later `add` of those NICs gets the unit with a process.
-fn keep_only(dir: &std::path::Path, marked: &[&str]) {
+/// make: a later `add` of those NICs gets the unit with a process. The
+/// units' records stay.
+fn keep_only(dir: &Path, marked: &[String]) {
     for old in fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = old.file_name();
-        if !marked.iter().any(|m| std::ffi::OsStr::new(m) == name) {
+        let name = name.to_string_lossy();
+        if !name.ends_with(".unit") && !marked.iter().any(|m| *m == name) {
             let _ = fs::remove_file(old.path());
         }
     }
@@ -110,14 +197,17 @@ fn plain_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
-/// Whether the stack that will configure the NICs starts at boot, so that
-/// `gandi-iface@` would not take the link itself (`Way::Direct`): ifupdown
-/// and netplan always; systemd-networkd and NetworkManager when enabled in
-/// `/etc/systemd/system` (a `*.wants/` link) and not masked there or in
-/// `/run`.
-fn stack_will_run(tree: &Tree) -> bool {
+/// Why the stack that will configure the NICs might not start at boot
+/// (`gandi-iface@` would then take the link itself, `Way::Direct`), or
+/// `None`: ifupdown and netplan always start; systemd-networkd and
+/// NetworkManager when enabled in `/etc/systemd/system` (a `*.wants/`
+/// link) and masked neither there, nor in `/run`, nor by `systemd.mask=`
+/// on the kernel command line. A stack that is enabled but fails is not
+/// foreseen: vif 0's link is then left down (its addresses, the stack's
+/// job in CONFIG_NODHCP, would be missing anyway).
+fn stack_wont_run(settings: &Settings, tree: &Tree) -> Option<&'static str> {
     let unit = match network::detect_stack(tree) {
-        Stack::Ifupdown | Stack::Netplan => return true,
+        Stack::Ifupdown | Stack::Netplan => return None,
         Stack::Networkd => "systemd-networkd.service",
         Stack::NetworkManager => "NetworkManager.service",
     };
@@ -125,12 +215,15 @@ fn stack_will_run(tree: &Tree) -> bool {
         .iter()
         .any(|d| {
             tree.read_link(format!("{d}/{unit}"))
-                .is_ok_and(|t| t == std::path::Path::new("/dev/null"))
+                .is_ok_and(|t| t == Path::new("/dev/null"))
         });
-    if masked {
-        return false;
+    let cmdline =
+        crate::base::read::read_small(&settings.paths.proc_dir.join("cmdline")).unwrap_or_default();
+    if masked || masked_by(&cmdline, unit) {
+        return Some("the network stack's unit is masked");
     }
-    tree.list("/etc/systemd/system")
+    let enabled = tree
+        .list("/etc/systemd/system")
         .unwrap_or_default()
         .iter()
         .filter_map(|n| n.to_str())
@@ -138,23 +231,35 @@ fn stack_will_run(tree: &Tree) -> bool {
         .any(|w| {
             tree.lstat(format!("/etc/systemd/system/{w}/{unit}"))
                 .is_ok()
-        })
+        });
+    (!enabled).then_some("no network stack enabled")
+}
+
+/// Whether the kernel command line masks `unit` (`systemd.mask=UNIT`, the
+/// `.service` suffix optional, several such words allowed).
+fn masked_by(cmdline: &str, unit: &str) -> bool {
+    let bare = unit.strip_suffix(".service").unwrap_or(unit);
+    cmdline
+        .split_ascii_whitespace()
+        .filter_map(|w| w.strip_prefix("systemd.mask="))
+        .any(|v| v == unit || v == bare)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-    use std::path::Path;
 
-    /// Two NICs on the PCI bus (eth0 first), a root tree, our folders.
+    /// Two NICs on the PCI bus (eth0 first, index 2; eth1 index 3), a root
+    /// tree with systemd-networkd enabled, our folders.
     fn machine(dir: &Path) -> Settings {
-        for (name, slot) in [("eth0", "03"), ("eth1", "04")] {
+        for (name, slot, index) in [("eth0", "03", 2), ("eth1", "04", 3)] {
             let dev = dir.join(format!("sys/devices/pci0000:00/0000:00:{slot}.0"));
             fs::create_dir_all(&dev).unwrap();
             let net = dir.join("sys/class/net").join(name);
             fs::create_dir_all(&net).unwrap();
             fs::write(net.join("type"), "1\n").unwrap();
+            fs::write(net.join("ifindex"), format!("{index}\n")).unwrap();
             symlink(&dev, net.join("device")).unwrap();
             let conf = dir.join("proc/sys/net/ipv4/conf").join(name);
             fs::create_dir_all(&conf).unwrap();
@@ -162,6 +267,7 @@ mod tests {
                 fs::write(conf.join(k), "1\n").unwrap();
             }
         }
+        fs::write(dir.join("proc/cmdline"), "root=/dev/vda1 quiet\n").unwrap();
         let wants = dir.join("root/etc/systemd/system/multi-user.target.wants");
         fs::create_dir_all(&wants).unwrap();
         symlink(
@@ -179,53 +285,124 @@ mod tests {
         s
     }
 
+    /// The marks (not the units' records), as `index=name`.
     fn marked(s: &Settings) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(marks_dir(s))
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".unit"))
+            .map(|e| {
+                let held = fs::read_to_string(e.path()).unwrap();
+                format!("{}={}", e.file_name().to_string_lossy(), held.trim())
+            })
             .collect();
         names.sort();
         names
     }
 
     #[test]
-    fn the_nics_in_nodhcp_are_prepared_and_marked_the_others_left_to_their_unit() {
+    fn vif_0_in_nodhcp_is_marked_by_its_index_a_secondary_never() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = machine(dir.path());
         let tree = Tree::open(&dir.path().join("root")).unwrap();
-        s.nodhcp = vec!["eth0".into()];
+        s.nodhcp = vec!["eth0".into(), "eth1".into()];
         let done = prepare(&s, &tree).unwrap();
-        assert_eq!(marked(&s), ["eth0"], "{}", done.detail);
+        assert_eq!(marked(&s), ["2=eth0"], "{}", done.detail);
         assert!(
             done.detail.contains("left to their unit: eth1"),
             "{}",
             done.detail
         );
-        // vif 0 gets no secondary's sysctls, a secondary in CONFIG_NODHCP
-        // gets them (as its unit would have set them).
+        // No sysctl is set by bootstrap: a secondary's are its unit's,
+        // after systemd-sysctl has run for it.
         let conf = dir.path().join("proc/sys/net/ipv4/conf");
-        assert_eq!(
-            fs::read_to_string(conf.join("eth0/rp_filter")).unwrap(),
-            "1\n"
-        );
-        s.nodhcp = vec!["eth0".into(), "eth1".into()];
-        prepare(&s, &tree).unwrap();
-        assert_eq!(marked(&s), ["eth0", "eth1"]);
-        // Run again with eth1 out of CONFIG_NODHCP: its mark goes.
+        for nic in ["eth0", "eth1"] {
+            assert_eq!(
+                fs::read_to_string(conf.join(nic).join("rp_filter")).unwrap(),
+                "1\n"
+            );
+        }
+        // Out of CONFIG_NODHCP (vif 0 configured by its unit): its mark goes.
+        s.nodhcp = vec!["eth1".into()];
+        let done = prepare(&s, &tree).unwrap();
+        assert!(marked(&s).is_empty(), "{}", done.detail);
+        assert_eq!(done.result, crate::base::status::Outcome::Unchanged);
+    }
+
+    #[test]
+    fn a_rename_keeps_the_mark_with_its_nic() {
+        // Marked as eth0 (index 2); udev then swaps the two names: the NIC
+        // now named eth1 is the marked one, the new eth0 is not.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = machine(dir.path());
+        let tree = Tree::open(&dir.path().join("root")).unwrap();
         s.nodhcp = vec!["eth0".into()];
         prepare(&s, &tree).unwrap();
-        assert_eq!(marked(&s), ["eth0"]);
-        s.nodhcp = vec!["eth0".into(), "eth1".into()];
-        prepare(&s, &tree).unwrap();
-        assert_eq!(
-            fs::read_to_string(conf.join("eth1/arp_announce")).unwrap(),
-            "2"
+        let net = dir.path().join("sys/class/net");
+        fs::rename(net.join("eth0"), net.join("swap")).unwrap();
+        fs::rename(net.join("eth1"), net.join("eth0")).unwrap();
+        fs::rename(net.join("swap"), net.join("eth1")).unwrap();
+        // The new eth0's `move` starts its unit with a process: the mark of
+        // the NIC now named eth1 stays.
+        unit_started(&s, "eth0");
+        assert_eq!(marked(&s), ["2=eth0"]);
+        assert!(marks_dir(&s).join("3.unit").exists());
+        // The new eth0 unplugged: its record goes, the mark of the NIC
+        // still there (which held the name eth0) stays.
+        fs::remove_dir_all(net.join("eth0")).unwrap();
+        forget(&s);
+        assert_eq!(marked(&s), ["2=eth0"]);
+        assert!(!marks_dir(&s).join("3.unit").exists());
+        fs::remove_dir_all(net.join("eth1")).unwrap();
+        forget(&s);
+        assert!(marked(&s).is_empty());
+    }
+
+    #[test]
+    fn a_nic_whose_unit_ran_is_not_marked_and_its_unit_removes_a_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = machine(dir.path());
+        let tree = Tree::open(&dir.path().join("root")).unwrap();
+        s.nodhcp = vec!["eth0".into()];
+        // Udev handled the coldplug first: gandi-iface@eth0 ran.
+        unit_started(&s, "eth0");
+        let done = prepare(&s, &tree).unwrap();
+        assert!(marked(&s).is_empty(), "{}", done.detail);
+        assert!(
+            done.detail.contains("its unit ran already"),
+            "{}",
+            done.detail
         );
-        assert_eq!(
-            fs::read_to_string(conf.join("eth1/rp_filter")).unwrap(),
-            "0"
+        // Bootstrap first, the unit later (a rename's `move`): the mark
+        // goes, a later synthetic `add` asks for the active unit again.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = machine(dir.path());
+        s.nodhcp = vec!["eth0".into()];
+        prepare(&s, &tree).unwrap();
+        assert_eq!(marked(&s), ["2=eth0"]);
+        unit_started(&s, "eth0");
+        assert!(marked(&s).is_empty());
+        assert!(marks_dir(&s).join("2.unit").exists());
+        // The record survives bootstrap run again, and goes with the NIC.
+        prepare(&s, &tree).unwrap();
+        assert!(marks_dir(&s).join("2.unit").exists());
+        forget(&s);
+        assert!(marks_dir(&s).join("2.unit").exists());
+        fs::remove_dir_all(dir.path().join("sys/class/net/eth0")).unwrap();
+        forget(&s);
+        assert!(!marks_dir(&s).join("2.unit").exists());
+        // A NIC of no index (gone meanwhile) is left to its unit.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = machine(dir.path());
+        fs::remove_file(dir.path().join("sys/class/net/eth0/ifindex")).unwrap();
+        s.nodhcp = vec!["eth0".into()];
+        let done = prepare(&s, &tree).unwrap();
+        assert!(marked(&s).is_empty());
+        assert!(
+            done.detail.contains("no interface index"),
+            "{}",
+            done.detail
         );
     }
 
@@ -237,19 +414,27 @@ mod tests {
         let tree = Tree::open(&dir.path().join("root")).unwrap();
         fs::create_dir_all(&s.paths.hook_dir).unwrap();
         prepare(&s, &tree).unwrap();
-        assert_eq!(marked(&s), ["eth0"]);
+        assert_eq!(marked(&s), ["2=eth0"]);
         // Its mark of before goes once a hook is there.
         fs::write(s.paths.hook_dir.join("post-iface-attach"), "").unwrap();
         let done = prepare(&s, &tree).unwrap();
         assert!(marked(&s).is_empty(), "{}", done.detail);
-        // systemd-networkd masked, or not enabled: the unit sets the link
-        // up itself.
-        for (masked, enabled) in [(true, true), (false, false)] {
+        // systemd-networkd masked (in /etc, or on the kernel command
+        // line), or not enabled: the unit sets the link up itself.
+        for (masked, cmdline, enabled) in [
+            (true, "", true),
+            (false, "quiet systemd.mask=systemd-networkd", true),
+            (false, "systemd.mask=systemd-networkd.service", true),
+            (false, "", false),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let s = machine(dir.path());
             let etc = dir.path().join("root/etc/systemd/system");
             if masked {
                 symlink("/dev/null", etc.join("systemd-networkd.service")).unwrap();
+            }
+            if !cmdline.is_empty() {
+                fs::write(dir.path().join("proc/cmdline"), cmdline).unwrap();
             }
             if !enabled {
                 fs::remove_file(etc.join("multi-user.target.wants/systemd-networkd.service"))
@@ -257,8 +442,28 @@ mod tests {
             }
             let tree = Tree::open(&dir.path().join("root")).unwrap();
             let done = prepare(&s, &tree).unwrap();
-            assert!(marked(&s).is_empty(), "{masked} {enabled}: {}", done.detail);
+            assert!(
+                marked(&s).is_empty(),
+                "{masked} {cmdline} {enabled}: {}",
+                done.detail
+            );
         }
+    }
+
+    #[test]
+    fn only_a_mask_of_the_stack_counts() {
+        let unit = "systemd-networkd.service";
+        assert!(masked_by("systemd.mask=systemd-networkd", unit));
+        assert!(masked_by(
+            "a systemd.mask=x systemd.mask=systemd-networkd.service",
+            unit
+        ));
+        assert!(!masked_by(
+            "systemd.mask=systemd-networkd-wait-online",
+            unit
+        ));
+        assert!(!masked_by("systemd.unmask=systemd-networkd", unit));
+        assert!(!masked_by("", unit));
     }
 
     #[test]
