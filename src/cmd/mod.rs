@@ -53,21 +53,59 @@ pub fn main(args: Vec<OsString>) -> u8 {
         };
         return exit(udhcpc::run(&settings, &args).map(Ended::code));
     }
-    let cli = Cli::parse_from(args);
+    let command = parse(args);
     // A system tree (`--root DIR`) has its own settings file; the host's is
     // not read.
-    let root = match &cli.command {
+    let root = match &command {
         Cmd::Bootstrap(a) => Some(a.root.as_path()),
         Cmd::Config(a) => Some(a.root.as_path()),
         Cmd::Postboot(a) => Some(a.root.as_path()),
         _ => None,
     };
     // The watched grower is a child of the one that said them already.
-    let report = !matches!(&cli.command, Cmd::DiskGrow(a) if a.worker);
+    let report = !matches!(&command, Cmd::DiskGrow(a) if a.worker);
     let Some(settings) = load(root, report) else {
         return 1;
     };
-    exit(run(&settings, cli.command))
+    exit(run(&settings, command))
+}
+
+/// The verb and its arguments. The verbs the boot and udev's rules run
+/// are parsed with their own arguments only: building the whole command
+/// line (every verb's arguments and help) is most of a start's work for
+/// a stage under emulation (QEMU translates every instruction the first
+/// time it runs). Whatever that parse does not take as it is (help,
+/// `--version`, an error) goes through the whole command line, which
+/// prints it as always.
+pub fn parse(args: Vec<OsString>) -> Cmd {
+    quick(&args).unwrap_or_else(|| Cli::parse_from(args).command)
+}
+
+/// One verb's arguments parsed on their own; `None` for another verb or
+/// anything that parse does not accept.
+pub fn quick(args: &[OsString]) -> Option<Cmd> {
+    fn one<A: clap::Args + clap::FromArgMatches>(
+        verb: &'static str,
+        rest: &[OsString],
+    ) -> Option<A> {
+        let matches = A::augment_args(clap::Command::new(verb))
+            .try_get_matches_from(rest)
+            .ok()?;
+        A::from_arg_matches(&matches).ok()
+    }
+    let rest = args.get(1..)?;
+    Some(match rest.first()?.to_str()? {
+        "bootstrap" => Cmd::Bootstrap(one("bootstrap", rest)?),
+        "config" => Cmd::Config(one("config", rest)?),
+        "mount" => Cmd::Mount(one("mount", rest)?),
+        "postboot" => Cmd::Postboot(one("postboot", rest)?),
+        "iface" => Cmd::Iface(one("iface", rest)?),
+        "disk-event" => Cmd::DiskEvent(one("disk-event", rest)?),
+        "disk-grow" => Cmd::DiskGrow(one("disk-grow", rest)?),
+        "memory-online" => Cmd::MemoryOnline(one("memory-online", rest)?),
+        "queues" => Cmd::Queues(one("queues", rest)?),
+        _ => return None,
+    })
 }
 
 /// Loads the settings (of the tree at `root`, else the system's) and
@@ -132,6 +170,84 @@ fn exit(result: Result<i32>) -> u8 {
         Err(e) => {
             log::error!("{e:#}");
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn argv(words: &[&str]) -> Vec<OsString> {
+        std::iter::once("gandi-vm")
+            .chain(words.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    /// What the whole command line makes of `args`, shown.
+    fn full(args: &[OsString]) -> Option<String> {
+        Cli::try_parse_from(args)
+            .ok()
+            .map(|c| format!("{:?}", c.command))
+    }
+
+    #[test]
+    fn what_the_units_and_rules_run_is_parsed_on_its_own_as_the_whole_would() {
+        for words in [
+            &["bootstrap"][..],
+            &["config"],
+            &["mount"],
+            &["postboot"],
+            &["iface", "eth0"],
+            &["iface", "--remove", "eth0"],
+            &["disk-event"],
+            &["disk-grow", "vdb"],
+            &["disk-grow", "--resume", "vdb"],
+            &["memory-online", "memory32"],
+            &["config", "--root", "/mnt", "--cmdline", "/tmp/c"],
+        ] {
+            let args = argv(words);
+            let quick = quick(&args).map(|c| format!("{c:?}"));
+            assert!(quick.is_some(), "{words:?} not parsed on its own");
+            assert_eq!(quick, full(&args), "{words:?}");
+        }
+        // Help, version, errors and other verbs go to the whole.
+        for words in [
+            &["config", "--help"][..],
+            &["config", "-h"],
+            &["config", "--version"],
+            &["config", "--no-such"],
+            &["iface"],
+            &["status"],
+            &["help", "config"],
+            &[],
+        ] {
+            assert!(quick(&argv(words)).is_none(), "{words:?}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the quick parse takes, the whole command line takes
+        /// the same way.
+        #[test]
+        fn the_quick_parse_agrees_with_the_whole(
+            words in prop::collection::vec(
+                prop::sample::select(vec![
+                    "bootstrap", "config", "mount", "postboot", "iface", "disk-event",
+                    "disk-grow", "memory-online", "queues", "status", "--root", "/",
+                    "/mnt", "--remove", "--resume", "--worker", "--device", "--cmdline",
+                    "--kernel-release", "eth0", "vdb", "--", "-h", "--help", "-V",
+                    "--version", "--json", "x=y", "-", "--root=/srv",
+                ]),
+                0..6,
+            )
+        ) {
+            let args = argv(&words);
+            if let Some(c) = quick(&args) {
+                prop_assert_eq!(Some(format!("{c:?}")), full(&args));
+            }
         }
     }
 }
