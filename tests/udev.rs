@@ -811,6 +811,31 @@ fn an_interface_name_is_escaped_for_its_unit() {
         "gandi-iface@gvq.a.service",
         "a marked NIC's event that is not synthetic",
     );
+    // The `move` of a NIC the coldplug's event renamed: the kept unit when
+    // it is marked, the one with a process when not.
+    let moved = |name: &str| -> Vec<String> {
+        let out = ip(&[
+            "udevadm",
+            "test",
+            "--action=move",
+            &format!("/sys/class/net/{name}"),
+        ]);
+        out.lines()
+            .filter(|l| l.contains("SYSTEMD_WANTS=") && l.contains("gandi-iface"))
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    };
+    one(
+        &moved("gvq.a"),
+        "gandi-iface-kept@gvq.a.service",
+        "a marked NIC's move",
+    );
+    fs::remove_dir_all(&marks).unwrap();
+    one(
+        &moved("gvq.a"),
+        "gandi-iface@gvq.a.service",
+        "an unmarked NIC's move",
+    );
 }
 
 /// Waits until the clock that stamps files in `dir` has moved past the

@@ -80,7 +80,11 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
         bail!("{name:?} is not an interface name");
     }
     let tree = Tree::open(root)?;
-    boot::unit_started(settings, name);
+    // Run by its unit (systemd gives each service process its invocation
+    // id), not by hand: the NIC's mark and record are the units' to keep.
+    if std::env::var_os("INVOCATION_ID").is_some() {
+        boot::unit_started(settings, name);
+    }
     // Its place among the NICs (vif N is the Nth in bus order).
     let order = names::bus_order(&settings.paths.sys_dir);
     let index = names::index_of(name, &order);

@@ -67,19 +67,26 @@ pub fn unit_started(settings: &Settings, name: &str) {
 
 /// Called when a NIC is gone: the marks and records of every NIC no
 /// longer present go (by their index, which no NIC takes again: a name
-/// they hold may be another NIC's since a rename).
+/// they hold may be another NIC's since a rename). The folder is read
+/// before the NICs are, so a record a new NIC's unit writes meanwhile is
+/// not among those looked at; nothing goes when the NICs cannot be read.
 pub fn forget(settings: &Settings) {
-    let present: Vec<u32> = fs::read_dir(settings.paths.sys_dir.join("class/net"))
+    let entries: Vec<_> = fs::read_dir(marks_dir(settings))
         .into_iter()
         .flatten()
+        .flatten()
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let Ok(nics) = fs::read_dir(settings.paths.sys_dir.join("class/net")) else {
+        return;
+    };
+    let present: Vec<u32> = nics
         .flatten()
         .filter_map(|e| ifindex(settings, &e.file_name().to_string_lossy()))
         .collect();
-    for entry in fs::read_dir(marks_dir(settings))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for entry in entries {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let index = name.strip_suffix(".unit").unwrap_or(&name).parse::<u32>();
@@ -87,6 +94,23 @@ pub fn forget(settings: &Settings) {
             let _ = fs::remove_file(entry.path());
         }
     }
+}
+
+/// Whether udev has already handled an event of the NIC with our rule
+/// asking for `gandi-iface@` (its database entry, `/run/udev/data/nIFINDEX`,
+/// is written before systemd is told): that unit's process will run, and
+/// the NIC is not marked, so that no later event asks for the kept unit
+/// beside it.
+fn unit_wanted(settings: &Settings, index: u32) -> bool {
+    crate::base::read::read_small(&settings.paths.udev_data_dir.join(format!("n{index}")))
+        .is_some_and(|db| {
+            db.lines()
+                .filter_map(|l| l.strip_prefix("E:SYSTEMD_WANTS="))
+                .any(|w| {
+                    w.split_ascii_whitespace()
+                        .any(|u| u.starts_with("gandi-iface@"))
+                })
+        })
 }
 
 /// Prepares vif 0 when it is in `CONFIG_NODHCP` and its unit would have
@@ -128,7 +152,7 @@ pub fn prepare(settings: &Settings, tree: &Tree) -> Result<Done> {
                 marked.push(ifindex.to_string());
                 named.push(name);
             }
-            Ok(None) => left.push(format!("{name} (its unit ran already)")),
+            Ok(None) => left.push(format!("{name} (its unit ran or is asked for already)")),
             // Its unit does it all, and says so again if it fails too.
             Err(e) => left.push(format!("{name} ({e:#})")),
         }
@@ -151,12 +175,14 @@ pub fn prepare(settings: &Settings, tree: &Tree) -> Result<Done> {
 }
 
 /// Sets one NIC's queues and marks it; `None` when its unit's process has
-/// run in this boot (before or while this one wrote the mark: the record
-/// is looked for again once the mark is there).
+/// run in this boot, or udev has asked for that unit already (before or
+/// while this one wrote the mark: both are looked for again once the mark
+/// is there).
 fn mark(settings: &Settings, dir: &Path, name: &str) -> Result<Option<u32>> {
     let index = ifindex(settings, name).with_context(|| format!("{name}: no interface index"))?;
     let record = dir.join(format!("{index}.unit"));
-    if record.exists() {
+    let taken = || record.exists() || unit_wanted(settings, index);
+    if taken() {
         return Ok(None);
     }
     if settings.multiqueue {
@@ -165,7 +191,7 @@ fn mark(settings: &Settings, dir: &Path, name: &str) -> Result<Option<u32>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mark = dir.join(index.to_string());
     fs::write(&mark, format!("{name}\n")).with_context(|| format!("writing {}", mark.display()))?;
-    if record.exists() {
+    if taken() {
         let _ = fs::remove_file(&mark);
         return Ok(None);
     }
@@ -280,6 +306,7 @@ mod tests {
             p.proc_dir = dir.join("proc");
             p.run_dir = dir.join("run");
             p.hook_dir = dir.join("hooks");
+            p.udev_data_dir = dir.join("udev-data");
         });
         s.multiqueue = true;
         s
@@ -370,7 +397,7 @@ mod tests {
         let done = prepare(&s, &tree).unwrap();
         assert!(marked(&s).is_empty(), "{}", done.detail);
         assert!(
-            done.detail.contains("its unit ran already"),
+            done.detail.contains("its unit ran or is asked for already"),
             "{}",
             done.detail
         );
@@ -404,6 +431,51 @@ mod tests {
             "{}",
             done.detail
         );
+    }
+
+    #[test]
+    fn a_nic_udev_asked_gandi_iface_for_is_not_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = machine(dir.path());
+        let tree = Tree::open(&dir.path().join("root")).unwrap();
+        s.nodhcp = vec!["eth0".into()];
+        let db = dir.path().join("udev-data");
+        fs::create_dir_all(&db).unwrap();
+        // Another unit wanted, or another NIC's entry: marked.
+        fs::write(
+            db.join("n2"),
+            "I:1\nE:SYSTEMD_WANTS=other.service\nG:systemd\n",
+        )
+        .unwrap();
+        fs::write(db.join("n3"), "E:SYSTEMD_WANTS=gandi-iface@eth1.service\n").unwrap();
+        prepare(&s, &tree).unwrap();
+        assert_eq!(marked(&s), ["2=eth0"]);
+        // udev handled vif 0's event first and asked for gandi-iface@: its
+        // mark goes, none is made.
+        fs::write(
+            db.join("n2"),
+            "I:1\nE:GANDI_IFACE=eth0\nE:SYSTEMD_WANTS=x.service gandi-iface@eth0.service\nG:systemd\n",
+        )
+        .unwrap();
+        let done = prepare(&s, &tree).unwrap();
+        assert!(marked(&s).is_empty(), "{}", done.detail);
+        assert!(
+            done.detail.contains("its unit ran or is asked for already"),
+            "{}",
+            done.detail
+        );
+    }
+
+    #[test]
+    fn forget_leaves_everything_when_the_nics_cannot_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = machine(dir.path());
+        let tree = Tree::open(&dir.path().join("root")).unwrap();
+        s.nodhcp = vec!["eth0".into()];
+        prepare(&s, &tree).unwrap();
+        fs::remove_dir_all(dir.path().join("sys/class/net")).unwrap();
+        forget(&s);
+        assert_eq!(marked(&s), ["2=eth0"]);
     }
 
     #[test]
