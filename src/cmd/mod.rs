@@ -207,6 +207,9 @@ mod tests {
             &["disk-grow", "--resume", "vdb"],
             &["memory-online", "memory32"],
             &["config", "--root", "/mnt", "--cmdline", "/tmp/c"],
+            &["queues", "eth0", "2"],
+            &["mount", "--timeout", "5", "--all"],
+            &["disk-event", "add", "vdb"],
         ] {
             let args = argv(words);
             let quick = quick(&args).map(|c| format!("{c:?}"));
@@ -229,6 +232,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::testing::proptest_config(512))]
         /// Whatever the quick parse takes, the whole command line takes
         /// the same way.
         #[test]
@@ -239,7 +243,8 @@ mod tests {
                     "disk-grow", "memory-online", "queues", "status", "--root", "/",
                     "/mnt", "--remove", "--resume", "--worker", "--device", "--cmdline",
                     "--kernel-release", "eth0", "vdb", "--", "-h", "--help", "-V",
-                    "--version", "--json", "x=y", "-", "--root=/srv",
+                    "--version", "--json", "x=y", "-", "--root=/srv", "--timeout", "5",
+                    "2", "add", "change", "help", "--all", "--adopt",
                 ]),
                 0..6,
             )
