@@ -749,11 +749,11 @@ fn an_interface_name_is_escaped_for_its_unit() {
     // Bootstrap's marks are named by the interface index (a rename keeps
     // it), not by the name.
     let index = |name: &str| ip(&["cat", &format!("/sys/class/net/{name}/ifindex")]);
-    let wanted = |name: &str| -> Vec<String> {
+    let asked = |action: &str, name: &str| -> Vec<String> {
         let out = ip(&[
             "udevadm",
             "test",
-            "--action=add",
+            &format!("--action={action}"),
             &format!("/sys/class/net/{name}"),
         ]);
         out.lines()
@@ -761,6 +761,7 @@ fn an_interface_name_is_escaped_for_its_unit() {
             .map(|l| l.trim_end().to_string())
             .collect()
     };
+    let wanted = |name: &str| asked("add", name);
     let one = |wants: &[String], unit: &str, what: &str| {
         assert!(
             wants
@@ -813,18 +814,7 @@ fn an_interface_name_is_escaped_for_its_unit() {
     );
     // The `move` of a NIC the coldplug's event renamed: the kept unit when
     // it is marked, the one with a process when not.
-    let moved = |name: &str| -> Vec<String> {
-        let out = ip(&[
-            "udevadm",
-            "test",
-            "--action=move",
-            &format!("/sys/class/net/{name}"),
-        ]);
-        out.lines()
-            .filter(|l| l.contains("SYSTEMD_WANTS=") && l.contains("gandi-iface"))
-            .map(|l| l.trim_end().to_string())
-            .collect()
-    };
+    let moved = |name: &str| asked("move", name);
     one(
         &moved("gvq.a"),
         "gandi-iface-kept@gvq.a.service",
