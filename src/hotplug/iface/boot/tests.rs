@@ -37,6 +37,15 @@ fn machine(dir: &Path) -> Settings {
     s
 }
 
+/// The machine with vif 0 (eth0) in CONFIG_NODHCP, its root tree open.
+fn vif0_in_nodhcp() -> (tempfile::TempDir, Settings, Tree) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = machine(dir.path());
+    let tree = Tree::open(&dir.path().join("root")).unwrap();
+    s.nodhcp = vec!["eth0".into()];
+    (dir, s, tree)
+}
+
 /// The marks (not the units' records), as `index=name`.
 fn marked(s: &Settings) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(marks_dir(s))
@@ -86,10 +95,7 @@ fn vif_0_in_nodhcp_is_marked_by_its_index_a_secondary_never() {
 fn a_rename_keeps_the_mark_with_its_nic() {
     // Marked as eth0 (index 2); udev then swaps the two names: the NIC
     // now named eth1 is the marked one, the new eth0 is not.
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = machine(dir.path());
-    let tree = Tree::open(&dir.path().join("root")).unwrap();
-    s.nodhcp = vec!["eth0".into()];
+    let (dir, s, tree) = vif0_in_nodhcp();
     prepare(&s, &tree).unwrap();
     let net = dir.path().join("sys/class/net");
     fs::rename(net.join("eth0"), net.join("swap")).unwrap();
@@ -113,10 +119,7 @@ fn a_rename_keeps_the_mark_with_its_nic() {
 
 #[test]
 fn a_nic_whose_unit_ran_is_not_marked_and_its_unit_removes_a_mark() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = machine(dir.path());
-    let tree = Tree::open(&dir.path().join("root")).unwrap();
-    s.nodhcp = vec!["eth0".into()];
+    let (_dir, s, tree) = vif0_in_nodhcp();
     // Udev handled the coldplug first: gandi-iface@eth0 ran.
     unit_started(&s, "eth0");
     let done = prepare(&s, &tree).unwrap();
@@ -160,10 +163,7 @@ fn a_nic_whose_unit_ran_is_not_marked_and_its_unit_removes_a_mark() {
 
 #[test]
 fn a_nic_udev_asked_gandi_iface_for_is_not_marked() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = machine(dir.path());
-    let tree = Tree::open(&dir.path().join("root")).unwrap();
-    s.nodhcp = vec!["eth0".into()];
+    let (dir, s, tree) = vif0_in_nodhcp();
     let db = dir.path().join("udev-data");
     fs::create_dir_all(&db).unwrap();
     // Another unit wanted, or another NIC's entry: marked.
@@ -193,10 +193,7 @@ fn a_nic_udev_asked_gandi_iface_for_is_not_marked() {
 
 #[test]
 fn forget_leaves_everything_when_the_nics_cannot_be_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = machine(dir.path());
-    let tree = Tree::open(&dir.path().join("root")).unwrap();
-    s.nodhcp = vec!["eth0".into()];
+    let (dir, s, tree) = vif0_in_nodhcp();
     prepare(&s, &tree).unwrap();
     fs::remove_dir_all(dir.path().join("sys/class/net")).unwrap();
     forget(&s);
