@@ -513,15 +513,11 @@ fn hotplug_rules_under_udevadm_test() {
         return;
     }
     let shipped = include_str!("../udev/rules.d/85-gandi-hotplug.rules");
-    let rules = RunRules::install("hotplug", &shipped.replace("/usr/bin/gandi-vm", BIN));
-    let name = rules.0.file_name().unwrap().to_string_lossy().into_owned();
-    let test = |dev: &str| {
-        let out = Command::new("udevadm")
-            .args(["test", "--action=add", dev])
-            .output()
-            .unwrap();
-        stdout(&out) + &stderr(&out)
-    };
+    let rules = shipped.replace("/usr/bin/gandi-vm", BIN);
+    let name = "86-gandi-hotplug-test.rules";
+    let test = |dev: &str| udevadm_test(&[], name, &rules, "add", dev);
+    // Canary: asking udev about the host's NICs renames none of them.
+    let before = nic_names();
     // Every device class our rules look at: the file is read without errors.
     let mut checked = 0;
     for dev in [
@@ -534,8 +530,8 @@ fn hotplug_rules_under_udevadm_test() {
         }
         checked += 1;
         let out = test(dev);
-        assert!(out.contains(&name), "{dev}: our rules were not read: {out}");
-        for line in out.lines().filter(|l| l.contains(&name)) {
+        assert!(out.contains(name), "{dev}: our rules were not read: {out}");
+        for line in out.lines().filter(|l| l.contains(name)) {
             assert!(!line.to_ascii_lowercase().contains("invalid"), "{line}");
             assert!(!line.to_ascii_lowercase().contains("error"), "{line}");
         }
@@ -565,6 +561,11 @@ fn hotplug_rules_under_udevadm_test() {
             assert!(!asked && !out.contains("gandi-iface@"), "{n}: {out}");
         }
     }
+    assert_eq!(
+        nic_names(),
+        before,
+        "udevadm test renamed a NIC of the host"
+    );
     eprintln!("{nics} NICs on a bus tested");
 }
 
@@ -749,13 +750,15 @@ fn an_interface_name_is_escaped_for_its_unit() {
     // Bootstrap's marks are named by the interface index (a rename keeps
     // it), not by the name.
     let index = |name: &str| ip(&["cat", &format!("/sys/class/net/{name}/ifindex")]);
+    let rules = std::cell::RefCell::new(String::new());
     let asked = |action: &str, name: &str| -> Vec<String> {
-        let out = ip(&[
-            "udevadm",
-            "test",
-            &format!("--action={action}"),
+        let out = udevadm_test(
+            &["ip", "netns", "exec", &ns],
+            "86-gandi-escape-test.rules",
+            &rules.borrow(),
+            action,
             &format!("/sys/class/net/{name}"),
-        ]);
+        );
         out.lines()
             .filter(|l| l.contains("SYSTEMD_WANTS=") && l.contains("gandi-iface"))
             .map(|l| l.trim_end().to_string())
@@ -773,7 +776,7 @@ fn an_interface_name_is_escaped_for_its_unit() {
         assert_eq!(wants.len(), 1, "{what}: {wants:?}");
     };
     {
-        let _rules = RunRules::install("escape", &text);
+        *rules.borrow_mut() = text.clone();
         // Marked by bootstrap, a name the rule takes as it is gets the unit
         // without a process; one it must escape keeps the unit that has one.
         for (name, unit, mark) in [
@@ -806,7 +809,7 @@ fn an_interface_name_is_escaped_for_its_unit() {
     // The rule as shipped: an `add` that is not the coldplug's (`udevadm
     // test` makes no synthetic event) gets the unit with a process, marked
     // or not.
-    let _rules = RunRules::install("escape", &gated);
+    *rules.borrow_mut() = gated.clone();
     one(
         &wanted("gvq.a"),
         "gandi-iface@gvq.a.service",

@@ -597,6 +597,81 @@ pub fn loop_rules(config: &Path) -> String {
     text
 }
 
+/// `udevadm test --action=ACTION DEV` with `rules` (named `name`) as the
+/// only rules beside the system's, after `prefix` (`ip netns exec NS`), in
+/// a mount namespace of its own, so that it changes nothing of the
+/// machine's: `/run/udev` there is an empty tmpfs holding only these rules
+/// (`udevadm test` writes the device's entry and tags into udev's
+/// database), and the folders of `.link` files are empty (systemd 252's
+/// `udevadm test` applies the name a `.link` gives: run on the host's NIC,
+/// it renamed `eth0` to `enp0s3` for real). Returns stdout and stderr.
+pub fn udevadm_test(prefix: &[&str], name: &str, rules: &str, action: &str, dev: &str) -> String {
+    assert!(!name.contains('/') && name.ends_with(".rules"), "{name}");
+    let dir = tempdir();
+    let file = dir.path().join(name);
+    fs::write(&file, rules).unwrap();
+    let script = r#"set -eu
+rules=$1; name=$2; shift 2
+[ -d /run/udev ] || mkdir -p /run/udev
+mount -t tmpfs -o mode=0755 gandi-udevadm-test /run/udev
+mkdir /run/udev/rules.d
+cp "$rules" "/run/udev/rules.d/$name"
+for d in /etc/systemd/network /run/systemd/network /usr/lib/systemd/network /lib/systemd/network; do
+    if [ -d "$d" ] && [ ! -L "$d" ]; then mount -t tmpfs -o mode=0755 gandi-udevadm-test "$d"; fi
+done
+exec udevadm test "$@"
+"#;
+    let (cmd, args) = match prefix.split_first() {
+        Some((first, rest)) => (*first, rest.to_vec()),
+        None => ("unshare", Vec::new()),
+    };
+    let mut c = Command::new(cmd);
+    c.args(&args);
+    if !prefix.is_empty() {
+        c.arg("unshare");
+    }
+    let out = c
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&file)
+        .arg(name)
+        .arg(format!("--action={action}"))
+        .arg(dev)
+        .output()
+        .unwrap();
+    let text = stdout(&out) + &stderr(&out);
+    assert!(out.status.success(), "udevadm test {dev}: {text}");
+    text
+}
+
+/// The host's NICs by interface index: a test that asks udev about them
+/// checks that none was renamed.
+pub fn nic_names() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let index = fs::read_to_string(e.path().join("ifindex")).unwrap_or_default();
+                    (
+                        index.trim().to_string(),
+                        e.file_name().to_string_lossy().into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Rules installed under /run/udev/rules.d until dropped.
 pub struct RunRules(pub PathBuf);
 
