@@ -295,9 +295,18 @@ fn nodhcp_interfaces_get_no_address_and_still_the_hook() {
         fs::read_to_string(env.path().join("hook.log")).unwrap_or_default(),
         "eth1 eth1 add\n"
     );
-    // Malformed names are refused.
-    let out = net.gandi(&env, &["iface", "../eth1"]);
+    // Malformed names are refused (beneath the test's tree: a refusal
+    // that regressed writes nothing of the host's).
+    let out = net.gandi(
+        &env,
+        &["iface", "../eth1", "--root", root.to_str().unwrap()],
+    );
     assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not an interface name"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -602,9 +602,11 @@ pub fn loop_rules(config: &Path) -> String {
 /// a mount namespace of its own, so that it changes nothing of the
 /// machine's: `/run/udev` there is an empty tmpfs holding only these rules
 /// (`udevadm test` writes the device's entry and tags into udev's
-/// database), and the folders of `.link` files are empty (systemd 252's
-/// `udevadm test` applies the name a `.link` gives: run on the host's NIC,
-/// it renamed `eth0` to `enp0s3` for real). Returns stdout and stderr.
+/// database), and the folders of `.link` files and the admin's rules are
+/// empty (systemd 252's `udevadm test` applies the name a `.link` or a
+/// rule's `NAME=` gives: run on the host's NIC, it renamed `eth0` to
+/// `enp0s3` for real). Only the distribution's rules are read beside ours.
+/// Returns stdout and stderr.
 pub fn udevadm_test(prefix: &[&str], name: &str, rules: &str, action: &str, dev: &str) -> String {
     assert!(!name.contains('/') && name.ends_with(".rules"), "{name}");
     let dir = tempdir();
@@ -616,7 +618,8 @@ rules=$1; name=$2; shift 2
 mount -t tmpfs -o mode=0755 gandi-udevadm-test /run/udev
 mkdir /run/udev/rules.d
 cp "$rules" "/run/udev/rules.d/$name"
-for d in /etc/systemd/network /run/systemd/network /usr/lib/systemd/network /lib/systemd/network; do
+for d in /etc/systemd/network /run/systemd/network /usr/local/lib/systemd/network \
+    /usr/lib/systemd/network /lib/systemd/network /etc/udev/rules.d /usr/local/lib/udev/rules.d; do
     if [ -d "$d" ] && [ ! -L "$d" ]; then mount -t tmpfs -o mode=0755 gandi-udevadm-test "$d"; fi
 done
 exec udevadm test "$@"

@@ -102,7 +102,7 @@ def stack_image(base, stack):
         return dest
     vt.log(f"deriving the {stack} image in {dest} (once; reused after)")
     work = dest + ".new"
-    shutil.rmtree(work, ignore_errors=True)
+    vt.remove_tree(work)
     os.makedirs(work)
     for f in ("vmlinuz", "initrd.img"):
         shutil.copy(os.path.join(base, f), os.path.join(work, f))
@@ -394,7 +394,7 @@ def variant(name, deb, out_json):
                     keep = os.path.join(vt.CACHE, f"last-failure-{name}-{s}")
                     shutil.copy(os.path.join(tmp, s), keep)
                     vt.log(f"{name}: serial log kept in {keep}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        vt.remove_tree(tmp)
     return 0 if all(got.get(c) for c in CHECKS) else 1
 
 
@@ -434,7 +434,7 @@ def matrix(deb):
         for p, _ in running.values():
             p.terminate()
             p.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        vt.remove_tree(tmp)
     width = max(len(n) for n in names)
     heads = [f"{i + 1}" for i in range(len(CHECKS))]
     vt.log("")

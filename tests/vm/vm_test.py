@@ -105,6 +105,39 @@ class Mounts:
             subprocess.run(self.undo.pop(), capture_output=True)
 
 
+def mounted_beneath(path):
+    """The mount points at or beneath `path`, deepest first."""
+    real = os.path.realpath(path)
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) < 5:
+                continue
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point == real or point.startswith(real.rstrip("/") + "/"):
+                out.append(point)
+    return sorted(out, key=len, reverse=True)
+
+
+def remove_tree(path):
+    """Removes `path` (a run's folder, or a killed run's leftover): what is
+    mounted beneath it (the host's /dev bound into a chroot, proc, a loop
+    image) is unmounted first, deepest first; while a mount remains
+    nothing is removed (a removal that walked into the host's /dev would
+    delete its device nodes), and the removal never crosses into another
+    filesystem."""
+    if not os.path.lexists(path):
+        return
+    for point in mounted_beneath(path):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    left = mounted_beneath(path)
+    if left:
+        log(f"{path}: not removed, still mounted beneath it: {' '.join(left)}")
+        return
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", path], capture_output=True)
+
+
 # Packages a release needs beyond PACKAGES (none yet: systemd-networkd is
 # still part of systemd in Debian 13).
 RELEASE_PACKAGES = {"bullseye": [], "bookworm": [], "trixie": []}
@@ -124,7 +157,7 @@ def build_image(dest, release="bookworm"):
     """The pristine image of `release`: rootfs.img (ext4), vmlinuz,
     initrd.img."""
     work = dest + ".new"
-    shutil.rmtree(work, ignore_errors=True)
+    remove_tree(work)
     os.makedirs(work)
     tree = os.path.join(work, "tree")
     log(f"building the {release} VM image in {dest} (once; reused after)")
@@ -189,8 +222,10 @@ def install_package(image, deb, mounts, tmp, extra=None):
         if extra:
             extra(mnt)
     finally:
-        subprocess.run(["umount", mnt], capture_output=True)
-        mounts.undo.pop()
+        # Unmounted, its undo goes; still mounted (busy), its lazy unmount
+        # stays for Mounts.close.
+        if subprocess.run(["umount", mnt], capture_output=True).returncode == 0:
+            mounts.undo.pop()
 
 
 def tar_archive(files):
@@ -481,8 +516,10 @@ def inject_key(image, pubkey, mounts, tmp, extra=None):
         if extra:
             extra(mnt)
     finally:
-        subprocess.run(["umount", mnt], capture_output=True)
-        mounts.undo.pop()
+        # Unmounted, its undo goes; still mounted (busy), its lazy unmount
+        # stays for Mounts.close.
+        if subprocess.run(["umount", mnt], capture_output=True).returncode == 0:
+            mounts.undo.pop()
 
 
 def cloud_init_image(base, mounts, tmp):
@@ -803,7 +840,7 @@ def bench(deb):
         if qemu:
             stop(qemu)
         mounts.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
 
     log("")
     log(f"vm-bench {time.strftime('%Y-%m-%d')}: {boots} boots per variant, each from a fresh copy, "
@@ -1036,7 +1073,7 @@ def faults(deb):
                     keep = os.path.join(CACHE, f"last-failure-{name}")
                     shutil.copy(path, keep)
                     log(f"{name} kept in {keep}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
     return 0 if ok else 1
 
 
@@ -1248,7 +1285,7 @@ def grower_kills(deb):
             keep = os.path.join(CACHE, "last-failure-serial-grower.log")
             shutil.copy(os.path.join(tmp, "serial.log"), keep)
             log(f"serial.log kept in {keep}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
     return 0 if ok else 1
 
 
@@ -1784,7 +1821,7 @@ def main():
                     keep = os.path.join(CACHE, f"last-failure-{name}")
                     shutil.copy(serial_log, keep)
                     log(f"serial log kept in {keep}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
     sys.exit(0 if ok else 1)
 
 
