@@ -20,28 +20,37 @@ pub const PLUGIN_LIMIT: Duration = Duration::from_secs(300);
 
 use crate::automount::migrate::ORIGINAL;
 
-/// Runs the plugins of `dir`, each as a step `plugin NAME` of `rec`.
-pub fn run_all(dir: &Path, rec: &mut Recorder) {
+/// The executable files of `dir` a run looks at, in name order (those
+/// passed over silently left out).
+fn candidates(dir: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
+        return Vec::new();
     };
     let mut names: Vec<String> = rd
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !(n.contains("pre-first") || n.contains(".dpkg") || n.starts_with('.')))
+        .filter(|n| {
+            std::fs::metadata(dir.join(n))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
         .collect();
     names.sort();
-    for name in names {
+    names
+}
+
+/// Whether `dir` holds a plugin that [`run_all`] would run.
+pub fn any(dir: &Path) -> bool {
+    candidates(dir)
+        .iter()
+        .any(|n| !ORIGINAL.contains(&n.as_str()))
+}
+
+/// Runs the plugins of `dir`, each as a step `plugin NAME` of `rec`.
+pub fn run_all(dir: &Path, rec: &mut Recorder) {
+    for name in candidates(dir) {
         let step = format!("plugin {name}");
-        if name.contains("pre-first") || name.contains(".dpkg") || name.starts_with('.') {
-            continue;
-        }
         let path = dir.join(&name);
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-            continue;
-        }
         if let Err(why) = crate::base::hooks::check_program(&path) {
             log::warn!("plugin {why}");
             rec.note(&step, Done::failed(why));
@@ -67,5 +76,33 @@ pub fn run_all(dir: &Path, rec: &mut Recorder) {
                 Ok(Done::failed(out.ended()))
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn any_sees_only_what_a_run_runs_or_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(!any(&d.join("missing")));
+        let write = |name: &str, mode: u32| {
+            let p = d.join(name);
+            fs::write(&p, "#!/bin/sh\n").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("10-notes", 0o644);
+        write(".hidden", 0o755);
+        write("20-x.dpkg-old", 0o755);
+        write("30-pre-first", 0o755);
+        fs::create_dir(d.join("40-folder")).unwrap();
+        write(ORIGINAL[0], 0o755);
+        assert!(!any(d), "{:?}", candidates(d));
+        write("50-mine", 0o700);
+        assert!(any(d));
+        assert_eq!(candidates(d).last().map(String::as_str), Some("50-mine"));
     }
 }

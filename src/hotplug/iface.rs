@@ -80,9 +80,9 @@ pub fn attach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
         bail!("{name:?} is not an interface name");
     }
     let tree = Tree::open(root)?;
-    // Run by its unit (systemd gives each service process its invocation
-    // id), not by hand: the NIC's mark and record are the units' to keep.
-    if std::env::var_os("INVOCATION_ID").is_some() {
+    // Run by its unit, not by hand: the NIC's mark and record are the
+    // units' to keep.
+    if boot::run_by_its_unit(settings) {
         boot::unit_started(settings, name);
     }
     // Its place among the NICs (vif N is the Nth in bus order).
@@ -413,6 +413,13 @@ pub fn detach(settings: &Settings, root: &Path, name: &str) -> Result<Ended> {
     let present = fs::symlink_metadata(settings.paths.sys_dir.join("class/net").join(name)).is_ok();
     if present {
         log::info!("{name}: still present (a shutdown or a stop): its network files kept");
+        return Ok(Ended::Ok);
+    }
+    // Renamed (`ip link set NAME name OTHER`): the unit of its old name
+    // stops, the NIC is there, and its file (matched by its MAC) still
+    // configures it.
+    if let Some(now) = boot::renamed(settings, name) {
+        log::info!("{name}: renamed {now}: its network files kept");
         return Ok(Ended::Ok);
     }
     boot::forget(settings);

@@ -197,7 +197,18 @@ pub(super) fn apply_config(
     }
     // What each NIC's unit would do at the coldplug, done here where it is
     // all there is (one process less a boot).
-    if opts.live() {
+    if opts.live() && plugins::any(&settings.paths.bootstrap_dir) {
+        // They run after this step and may change what the units do (a
+        // post-iface-attach hook installed, the network stack changed).
+        crate::hotplug::iface::boot::clear(settings);
+        rec.skip(
+            "nics",
+            &format!(
+                "{} holds plugins, which may change the network: each NIC's unit runs",
+                settings.paths.bootstrap_dir.display()
+            ),
+        );
+    } else if opts.live() {
         rec.step("nics", || {
             crate::hotplug::iface::boot::prepare(settings, tree)
         });

@@ -52,17 +52,82 @@ fn ifindex(settings: &Settings, name: &str) -> Option<u32> {
 /// second one). Written before the mark is removed: bootstrap, which
 /// writes the mark before it looks for the record again, cannot leave a
 /// mark behind either way round.
+///
+/// The record holds every name the NIC's units had in this boot, one a
+/// line (a rename adds one): the unit of an earlier name, stopped by the
+/// rename, finds the NIC by it ([`renamed`]).
 pub fn unit_started(settings: &Settings, name: &str) {
     let Some(index) = ifindex(settings, name) else {
         return;
     };
     let dir = marks_dir(settings);
     let record = dir.join(format!("{index}.unit"));
-    if let Err(e) = fs::create_dir_all(&dir).and_then(|()| fs::write(&record, format!("{name}\n")))
-    {
-        log::warn!("{name}: cannot write {}: {e}", record.display());
+    let held = crate::base::read::read_small(&record).unwrap_or_default();
+    if !held.lines().any(|l| l == name) {
+        let written = fs::create_dir_all(&dir).and_then(|()| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&record)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{name}\n").as_bytes()))
+        });
+        if let Err(e) = written {
+            log::warn!("{name}: cannot write {}: {e}", record.display());
+        }
     }
     let _ = fs::remove_file(dir.join(index.to_string()));
+}
+
+/// Whether this process is `gandi-iface@NAME`'s own (its invocation id
+/// set by systemd, and its control group the unit's), not a command run by
+/// hand or by another service's script: the marks and records are the
+/// units' to keep.
+pub fn run_by_its_unit(settings: &Settings) -> bool {
+    std::env::var_os("INVOCATION_ID").is_some()
+        && crate::base::read::read_small(&settings.paths.proc_dir.join("self/cgroup"))
+            .is_some_and(|c| in_iface_unit(&c))
+}
+
+/// Whether `/proc/self/cgroup` (`cgroup`) places the process in a
+/// `gandi-iface@` unit (cgroup v2's one line, or v1's `name=systemd`).
+fn in_iface_unit(cgroup: &str) -> bool {
+    cgroup.lines().any(|l| {
+        l.rsplit('/')
+            .next()
+            .is_some_and(|u| u.starts_with("gandi-iface@") && u.ends_with(".service"))
+    })
+}
+
+/// The name a NIC of this boot has now, when `name` is one it had before
+/// (a mark or a unit's record of its interface index holds `name`) and it
+/// is present under another: renamed, not gone. `None` otherwise.
+pub fn renamed(settings: &Settings, name: &str) -> Option<String> {
+    let indexes: Vec<u32> = fs::read_dir(marks_dir(settings))
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            crate::base::read::read_small(&e.path())
+                .is_some_and(|held| held.lines().any(|l| l.trim() == name))
+        })
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.strip_suffix(".unit").unwrap_or(&file).parse().ok()
+        })
+        .collect();
+    if indexes.is_empty() {
+        return None;
+    }
+    fs::read_dir(settings.paths.sys_dir.join("class/net"))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|now| now != name && ifindex(settings, now).is_some_and(|i| indexes.contains(&i)))
+}
+
+/// Removes this boot's marks (the units' records stay): every NIC's next
+/// event gets the unit with a process.
+pub fn clear(settings: &Settings) {
+    keep_only(&marks_dir(settings), &[]);
 }
 
 /// Called when a NIC is gone: the marks and records of every NIC no
@@ -254,11 +319,32 @@ fn stack_wont_run(settings: &Settings, tree: &Tree) -> Option<&'static str> {
         .iter()
         .filter_map(|n| n.to_str())
         .filter(|n| n.ends_with(".wants"))
-        .any(|w| {
-            tree.lstat(format!("/etc/systemd/system/{w}/{unit}"))
-                .is_ok()
-        });
+        .any(|w| leads_to_unit(tree, &Path::new("/etc/systemd/system").join(w), unit));
     (!enabled).then_some("no network stack enabled")
+}
+
+/// Whether `wants/unit` enables the unit: a link to a file that exists
+/// (links followed beneath the tree; a dangling one, left by a removed
+/// package, enables nothing), or a copy of the unit.
+fn leads_to_unit(tree: &Tree, wants: &Path, unit: &str) -> bool {
+    let link = wants.join(unit);
+    match tree.read_link(&link) {
+        Ok(target) => {
+            // `..` taken lexically, as the tree's root bounds it.
+            let mut at = PathBuf::from("/");
+            for c in wants.join(target).components() {
+                match c {
+                    std::path::Component::ParentDir => {
+                        at.pop();
+                    }
+                    std::path::Component::Normal(n) => at.push(n),
+                    _ => {}
+                }
+            }
+            tree.exists(at)
+        }
+        Err(_) => tree.lstat(&link).is_ok_and(|m| m.is_file()),
+    }
 }
 
 /// Whether the kernel command line masks `unit` (`systemd.mask=UNIT`, the

@@ -21,6 +21,9 @@ fn machine(dir: &Path) -> Settings {
     fs::write(dir.join("proc/cmdline"), "root=/dev/vda1 quiet\n").unwrap();
     let wants = dir.join("root/etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants).unwrap();
+    let units = dir.join("root/lib/systemd/system");
+    fs::create_dir_all(&units).unwrap();
+    fs::write(units.join("systemd-networkd.service"), "[Unit]\n").unwrap();
     symlink(
         "/lib/systemd/system/systemd-networkd.service",
         wants.join("systemd-networkd.service"),
@@ -32,6 +35,7 @@ fn machine(dir: &Path) -> Settings {
         p.run_dir = dir.join("run");
         p.hook_dir = dir.join("hooks");
         p.udev_data_dir = dir.join("udev-data");
+        p.bootstrap_dir = dir.join("bootstrap.d");
     });
     s.multiqueue = true;
     s
@@ -267,4 +271,96 @@ fn only_names_the_rule_takes_as_they_are_are_marked() {
     assert!(!plain_name("wan-1"));
     assert!(!plain_name(".hidden"));
     assert!(!plain_name(""));
+}
+
+#[test]
+fn a_dangling_link_enables_no_stack() {
+    let (dir, s, tree) = vif0_in_nodhcp();
+    // The package removed, its link left: the unit takes the link up.
+    fs::remove_file(
+        dir.path()
+            .join("root/lib/systemd/system/systemd-networkd.service"),
+    )
+    .unwrap();
+    let done = prepare(&s, &tree).unwrap();
+    assert!(marked(&s).is_empty(), "{}", done.detail);
+    assert!(
+        done.detail.contains("no network stack enabled"),
+        "{}",
+        done.detail
+    );
+    // A relative link, and a copy of the unit, enable it.
+    let wants = dir
+        .path()
+        .join("root/etc/systemd/system/multi-user.target.wants");
+    let link = wants.join("systemd-networkd.service");
+    fs::write(
+        dir.path()
+            .join("root/etc/systemd/system/systemd-networkd.service"),
+        "",
+    )
+    .unwrap();
+    fs::remove_file(&link).unwrap();
+    symlink("../systemd-networkd.service", &link).unwrap();
+    prepare(&s, &tree).unwrap();
+    assert_eq!(marked(&s), ["2=eth0"]);
+    fs::remove_file(&link).unwrap();
+    fs::write(&link, "[Unit]\n").unwrap();
+    prepare(&s, &tree).unwrap();
+    assert_eq!(marked(&s), ["2=eth0"]);
+}
+
+#[test]
+fn a_renamed_nic_is_found_by_its_old_names() {
+    let (dir, s, tree) = vif0_in_nodhcp();
+    prepare(&s, &tree).unwrap();
+    assert_eq!(renamed(&s, "eth0"), None, "present under its name");
+    let net = dir.path().join("sys/class/net");
+    fs::rename(net.join("eth0"), net.join("wan0")).unwrap();
+    // By the mark (the kept unit of eth0 stops).
+    assert_eq!(renamed(&s, "eth0").as_deref(), Some("wan0"));
+    // By the units' records, which keep every name: wan0's unit started,
+    // then the NIC renamed again.
+    unit_started(&s, "wan0");
+    assert!(marked(&s).is_empty());
+    fs::rename(net.join("wan0"), net.join("lan0")).unwrap();
+    unit_started(&s, "lan0");
+    unit_started(&s, "lan0");
+    let record = fs::read_to_string(marks_dir(&s).join("2.unit")).unwrap();
+    assert_eq!(record, "wan0\nlan0\n");
+    assert_eq!(renamed(&s, "wan0").as_deref(), Some("lan0"));
+    assert_eq!(renamed(&s, "lan0"), None);
+    // A name no NIC of this boot had, and a NIC gone: not renamed.
+    assert_eq!(renamed(&s, "eth9"), None);
+    fs::remove_dir_all(net.join("lan0")).unwrap();
+    assert_eq!(renamed(&s, "wan0"), None);
+}
+
+#[test]
+fn only_a_gandi_iface_unit_s_process_keeps_the_records() {
+    assert!(in_iface_unit(
+        "0::/system.slice/system-gandi\\x2diface.slice/gandi-iface@eth0.service\n"
+    ));
+    assert!(in_iface_unit(
+        "12:cpu:/\n1:name=systemd:/system.slice/system-gandi\\x2diface.slice/gandi-iface@eth1.service\n"
+    ));
+    // Another service's script, a shell of the admin's, the kept unit.
+    for other in [
+        "0::/system.slice/cron.service\n",
+        "0::/user.slice/user-0.slice/session-1.scope\n",
+        "0::/system.slice/system-gandi\\x2diface\\x2dkept.slice/gandi-iface-kept@eth0.service\n",
+        "",
+    ] {
+        assert!(!in_iface_unit(other), "{other}");
+    }
+}
+
+#[test]
+fn clear_removes_the_marks_and_keeps_the_records() {
+    let (_dir, s, tree) = vif0_in_nodhcp();
+    prepare(&s, &tree).unwrap();
+    fs::write(marks_dir(&s).join("3.unit"), "eth1\n").unwrap();
+    clear(&s);
+    assert!(marked(&s).is_empty());
+    assert!(marks_dir(&s).join("3.unit").exists());
 }
