@@ -201,6 +201,10 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<Ended> {
     }
     if let Some(config) = &config {
         apply_config(settings, opts, &tree, &mut ledger, config, &mut rec);
+    } else if live {
+        // No step `nics` in this run: the marks of an earlier one in this
+        // boot go (every NIC's next event gets the unit with a process).
+        crate::hotplug::iface::boot::clear(settings);
     }
 
     // Kernel modules of the booted kernel.
