@@ -105,7 +105,8 @@ pub struct Stage {
     pub started: u64,
     /// When it ended, seconds since the epoch; 0 while it runs.
     pub finished: u64,
-    /// It runs still (it writes its state after each step).
+    /// It runs still (it writes its state as it starts, after a failed
+    /// step or a slow one, and as it ends).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub running: bool,
     /// Its process, while it runs.
@@ -236,10 +237,21 @@ struct Saver {
     tree: Tree,
     settings: Settings,
     name: String,
+    /// When the state was last written.
+    at: Instant,
 }
 
+/// How long a stage's steps go unwritten at most: a step is written at
+/// once when it failed or when this long passed since the last write, so
+/// a stage of quick steps writes its state twice (as it starts and as it
+/// ends) and a slow one shows its progress. Each write is the whole
+/// status, read and written again atomically under its lock: under
+/// emulation a dozen of them were a tenth of a stage's CPU.
+pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Collects a stage's steps as they run; with [`Recorder::start`], writes
-/// the stage's state when it starts and after each step.
+/// the stage's state when it starts, after a step that failed or that
+/// ends [`SAVE_EVERY`] or more after the last write, and as it ends.
 #[derive(Default)]
 pub struct Recorder {
     pub stage: Stage,
@@ -248,7 +260,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts stage `name` beneath `tree`: recorded as running at once,
-    /// and after each step. On the live system, the first stage of a boot
+    /// then as its steps go (see [`Recorder`]). On the live system, the first stage of a boot
     /// keeps the previous boot's status beside (`status.previous.json` of
     /// the state folder).
     pub fn start(tree: &Tree, settings: &Settings, name: &str) -> Recorder {
@@ -268,17 +280,19 @@ impl Recorder {
             tree: t,
             settings: settings.clone(),
             name: name.to_string(),
+            at: Instant::now(),
         });
-        let rec = Recorder { stage, saver };
+        let mut rec = Recorder { stage, saver };
         rec.save();
         rec
     }
 
-    fn save(&self) {
-        if let Some(s) = &self.saver
-            && let Err(e) = save(&s.tree, &s.settings, &s.name, self.stage.clone())
-        {
-            log::warn!("the status of {}: {e:#}", s.name);
+    fn save(&mut self) {
+        if let Some(s) = &mut self.saver {
+            if let Err(e) = save(&s.tree, &s.settings, &s.name, self.stage.clone()) {
+                log::warn!("the status of {}: {e:#}", s.name);
+            }
+            s.at = Instant::now();
         }
     }
 
@@ -309,13 +323,21 @@ impl Recorder {
             Outcome::Failed => log::error!("{name}{detail}"),
             o => log::info!("{name}: {}{detail}", o.word()),
         }
+        let failed = done.result == Outcome::Failed;
         self.stage.steps.push(Step {
             step: name.to_string(),
             result: done.result,
             detail: done.detail,
             us,
         });
-        self.save();
+        if failed
+            || self
+                .saver
+                .as_ref()
+                .is_some_and(|s| s.at.elapsed() >= SAVE_EVERY)
+        {
+            self.save();
+        }
     }
 
     /// Saves the stage as ended, prints its one-line summary (the units
