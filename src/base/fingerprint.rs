@@ -1,6 +1,6 @@
 //! A stable fingerprint of a short text (FNV-1a, 64 bits): the same value
 //! on every machine and in every release, which std's hasher does not
-//! promise.
+//! promise; and bytes in hexadecimal.
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
@@ -17,8 +17,29 @@ pub fn fnv1a(data: &[u8]) -> u64 {
     fnv1a_from(FNV_OFFSET, data)
 }
 
+/// `bytes` in lower-case hexadecimal, two digits a byte (without a
+/// formatter per byte: the ledger's hashes are written at every stage).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte() {
+        assert_eq!(super::hex(b""), "");
+        assert_eq!(super::hex(&[0, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
+        let all: Vec<u8> = (0..=255).collect();
+        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(super::hex(&all), expected);
+    }
+
     #[test]
     fn the_values_never_change() {
         // FNV-1a's published test vectors: a change here would move every

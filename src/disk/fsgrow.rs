@@ -128,9 +128,7 @@ impl ExtSuper {
             blocks |= u64::from(le32(0x150)) << 32;
         }
         let u = &sb[0x68..0x78];
-        let hex = |r: std::ops::Range<usize>| -> String {
-            u[r].iter().map(|b| format!("{b:02x}")).collect()
-        };
+        let hex = |r: std::ops::Range<usize>| crate::base::fingerprint::hex(&u[r]);
         Some(ExtSuper {
             size: blocks.checked_mul(block_size)?,
             max_mount_count: i16::from_le_bytes([sb[0x36], sb[0x37]]),

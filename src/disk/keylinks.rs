@@ -21,7 +21,7 @@ pub fn key_link(settings: &Settings, key: &str) -> PathBuf {
 /// A file name for any key: the key in hex, or for a key over 100 bytes
 /// its SHA-256 (the hex would pass the 255 bytes a name may hold).
 pub fn key_file_name(key: &str) -> String {
-    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    use crate::base::fingerprint::hex;
     if key.len() <= 100 {
         hex(key.as_bytes())
     } else {

@@ -57,11 +57,7 @@ pub fn fingerprint(field: &str, value: &[u8]) -> String {
     h.update(field.as_bytes());
     h.update([0u8]);
     h.update(value);
-    h.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::base::fingerprint::hex(&h.finalize()[..16])
 }
 
 impl Ledger {

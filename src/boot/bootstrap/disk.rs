@@ -18,6 +18,7 @@
 //! a partition table with one partition that holds a swap area or nothing.
 //! When two qualify, none is read, and the status says so.
 
+use crate::base::fingerprint::hex;
 use crate::base::read::read_small;
 use crate::base::settings::Settings;
 use crate::base::tree::{Tree, WriteOpts};
@@ -166,10 +167,6 @@ pub fn swap_uuid(device: &Path) -> Option<String> {
         hex(&u[8..10]),
         hex(&u[10..16])
     ))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What `blkid -p` finds on one device (bounded): `Ok(None)` for nothing,
