@@ -266,7 +266,9 @@ impl Recorder {
     pub fn start(tree: &Tree, settings: &Settings, name: &str) -> Recorder {
         let live = tree.base() == std::path::Path::new("/");
         let boot = if live { boot_id(settings) } else { None };
-        if live {
+        // Once a stage of this boot has written its status (in the run
+        // folder, emptied at each boot), the kept one was seen to already.
+        if live && tree.lstat(path(settings)).is_err() {
             keep_previous(tree, settings, boot.as_deref());
         }
         let stage = Stage {
@@ -352,20 +354,17 @@ impl Recorder {
         }
         let failed = self.stage.failed();
         out::line(&format!("gandi-vm {name}: {}", self.stage.summary()));
-        save(tree, settings, name, self.stage.clone())?;
-        // What the next boot shows as the previous one's.
+        let json = save_all(tree, settings, name, self.stage.clone())?;
+        // What the next boot shows as the previous one's: the status just
+        // written.
         if tree.base() == std::path::Path::new("/") {
-            let all = read(settings);
-            if let Ok(mut json) = serde_json::to_vec_pretty(&all) {
-                json.push(b'\n');
-                let _ = tree.create_dirs(&settings.paths.state_dir, 0o700);
-                if let Err(e) = tree.write_atomic(
-                    settings.paths.state_dir.join("status.json"),
-                    &json,
-                    WriteOpts::mode(0o644),
-                ) {
-                    log::warn!("keeping this boot's status: {e:#}");
-                }
+            let _ = tree.create_dirs(&settings.paths.state_dir, 0o700);
+            if let Err(e) = tree.write_atomic(
+                settings.paths.state_dir.join("status.json"),
+                &json,
+                WriteOpts::mode(0o644),
+            ) {
+                log::warn!("keeping this boot's status: {e:#}");
             }
         }
         Ok(if failed { Ended::Failed } else { Ended::Ok })
@@ -418,6 +417,11 @@ pub fn read_checked(settings: &Settings) -> Result<BTreeMap<String, Stage>, Stri
 /// Records `stage` under `name` in the status beneath `tree`, keeping the
 /// other stages.
 pub fn save(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Result<()> {
+    save_all(tree, settings, name, stage).map(drop)
+}
+
+/// [`save`], returning the status written.
+fn save_all(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Result<Vec<u8>> {
     let p = path(settings);
     // Stages may finish at once (bootstrap by hand while mount runs).
     let _lock = tree.lock(settings.paths.run_dir.join("status.lock"), true)?;
@@ -438,7 +442,8 @@ pub fn save(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Resul
     all.insert(name.to_string(), stage);
     let mut json = serde_json::to_vec_pretty(&all)?;
     json.push(b'\n');
-    tree.write_atomic(&p, &json, WriteOpts::mode(0o644))
+    tree.write_atomic(&p, &json, WriteOpts::mode(0o644))?;
+    Ok(json)
 }
 
 #[cfg(test)]

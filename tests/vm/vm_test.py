@@ -1698,6 +1698,15 @@ def main():
                   out("test -e /root/init-py2 && echo ran") == "" and "Python 2" in init, init)
             check("second boot: the commands did not run again",
                   out("cat /root/order.log").count("run") == 1, out("cat /root/order.log"))
+            # The first boot's status, moved aside by this boot's first
+            # stage: every stage of it, of another boot than this one's.
+            previous = json.loads(out("gandi-vm status --previous --json") or "{}")
+            now = json.loads(out("gandi-vm status --json") or "{}")
+            ids = {s.get("boot_id") for s in previous.values()}
+            check("second boot: the first boot's status kept as the previous one",
+                  set(previous) >= {"bootstrap", "config", "mount", "postboot"} and len(ids) == 1
+                  and None not in ids and ids.isdisjoint({s.get("boot_id") for s in now.values()}),
+                  f"previous {sorted(previous)} {ids}")
 
             # An unprivileged process fills the swap area with pages that
             # each hold a forged archive: the kernel writes them everywhere
