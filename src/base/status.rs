@@ -239,6 +239,8 @@ struct Saver {
     name: String,
     /// When the state was last written.
     at: Instant,
+    /// Steps recorded since.
+    unsaved: bool,
 }
 
 /// How long a stage's steps go unwritten at most: a step is written at
@@ -251,7 +253,10 @@ pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(250
 
 /// Collects a stage's steps as they run; with [`Recorder::start`], writes
 /// the stage's state when it starts, after a step that failed or that
-/// ends [`SAVE_EVERY`] or more after the last write, and as it ends.
+/// ends [`SAVE_EVERY`] or more after the last write, when asked
+/// ([`Recorder::flush`], before a program of the admin's or the
+/// customer's runs), and as it ends; a stage that returns early (an error)
+/// writes its steps as the recorder is dropped.
 #[derive(Default)]
 pub struct Recorder {
     pub stage: Stage,
@@ -283,6 +288,7 @@ impl Recorder {
             settings: settings.clone(),
             name: name.to_string(),
             at: Instant::now(),
+            unsaved: false,
         });
         let mut rec = Recorder { stage, saver };
         rec.save();
@@ -295,6 +301,17 @@ impl Recorder {
                 log::warn!("the status of {}: {e:#}", s.name);
             }
             s.at = Instant::now();
+            s.unsaved = false;
+        }
+    }
+
+    /// Writes the steps not written yet: before a step that runs a
+    /// program that may take long or hang (a plugin, a hook, the
+    /// customer's command), so that the status shows how far the stage
+    /// got if it is killed there.
+    pub fn flush(&mut self) {
+        if self.saver.as_ref().is_some_and(|s| s.unsaved) {
+            self.save();
         }
     }
 
@@ -332,6 +349,9 @@ impl Recorder {
             detail: done.detail,
             us,
         });
+        if let Some(s) = &mut self.saver {
+            s.unsaved = true;
+        }
         if failed
             || self
                 .saver
@@ -346,6 +366,8 @@ impl Recorder {
     /// send it to the console too, where support looks first) and returns
     /// how it ended: failed when a step failed.
     pub fn finish(mut self, tree: &Tree, settings: &Settings, name: &str) -> Result<Ended> {
+        // Written here, not again as it is dropped.
+        self.saver = None;
         self.stage.finished = now();
         self.stage.running = false;
         self.stage.pid = None;
@@ -354,20 +376,20 @@ impl Recorder {
         }
         let failed = self.stage.failed();
         out::line(&format!("gandi-vm {name}: {}", self.stage.summary()));
-        let json = save_all(tree, settings, name, self.stage.clone())?;
-        // What the next boot shows as the previous one's: the status just
-        // written.
-        if tree.base() == std::path::Path::new("/") {
-            let _ = tree.create_dirs(&settings.paths.state_dir, 0o700);
-            if let Err(e) = tree.write_atomic(
-                settings.paths.state_dir.join("status.json"),
-                &json,
-                WriteOpts::mode(0o644),
-            ) {
-                log::warn!("keeping this boot's status: {e:#}");
-            }
-        }
+        // On the live system, also what the next boot shows as the
+        // previous one's.
+        let live = tree.base() == std::path::Path::new("/");
+        save_all(tree, settings, name, self.stage.clone(), live)?;
         Ok(if failed { Ended::Failed } else { Ended::Ok })
+    }
+}
+
+impl Drop for Recorder {
+    /// A stage that returned before [`Recorder::finish`] (an error): its
+    /// steps are written, the stage still running, so that `gandi-vm
+    /// status` shows it cut short once its process is gone, with what it did.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -417,11 +439,13 @@ pub fn read_checked(settings: &Settings) -> Result<BTreeMap<String, Stage>, Stri
 /// Records `stage` under `name` in the status beneath `tree`, keeping the
 /// other stages.
 pub fn save(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Result<()> {
-    save_all(tree, settings, name, stage).map(drop)
+    save_all(tree, settings, name, stage, false)
 }
 
-/// [`save`], returning the status written.
-fn save_all(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Result<Vec<u8>> {
+/// [`save`]; with `keep`, the status written is also the boot's kept copy
+/// (`GANDI_STATE_DIR/status.json`), written under the same lock, so that
+/// two stages ending at once keep the later status.
+fn save_all(tree: &Tree, settings: &Settings, name: &str, stage: Stage, keep: bool) -> Result<()> {
     let p = path(settings);
     // Stages may finish at once (bootstrap by hand while mount runs).
     let _lock = tree.lock(settings.paths.run_dir.join("status.lock"), true)?;
@@ -443,7 +467,17 @@ fn save_all(tree: &Tree, settings: &Settings, name: &str, stage: Stage) -> Resul
     let mut json = serde_json::to_vec_pretty(&all)?;
     json.push(b'\n');
     tree.write_atomic(&p, &json, WriteOpts::mode(0o644))?;
-    Ok(json)
+    if keep {
+        let _ = tree.create_dirs(&settings.paths.state_dir, 0o700);
+        if let Err(e) = tree.write_atomic(
+            settings.paths.state_dir.join("status.json"),
+            &json,
+            WriteOpts::mode(0o644),
+        ) {
+            log::warn!("keeping this boot's status: {e:#}");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

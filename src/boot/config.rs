@@ -127,6 +127,7 @@ pub fn run(settings: &Settings, opts: &Options) -> Result<Ended> {
     crate::base::notify::ready("running the admin's plugins and the post-vm-config hook");
     if live {
         plugins::run_all(&settings.paths.plugin_dir, &mut rec);
+        rec.flush();
         rec.step("hook", || {
             match hooks::run(settings, "post-vm-config", &[], hooks::HOOK_LIMIT) {
                 hooks::HookResult::Absent => Ok(Done::skipped("no post-vm-config hook")),

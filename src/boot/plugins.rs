@@ -49,6 +49,8 @@ pub fn any(dir: &Path) -> bool {
 /// Runs the plugins of `dir`, each as a step `plugin NAME` of `rec`.
 pub fn run_all(dir: &Path, rec: &mut Recorder) {
     for name in candidates(dir) {
+        // Killed or hung in a plugin, the status shows which.
+        rec.flush();
         let step = format!("plugin {name}");
         let path = dir.join(&name);
         if let Err(why) = crate::base::hooks::check_program(&path) {

@@ -230,6 +230,8 @@ fn run_once(
             ledger.save(tree)?;
         }
         let native = matches!(cmd, Command::Init(_)).then(|| bootstrap::native_state(tree));
+        // Killed or hung in the command, the status shows which.
+        rec.flush();
         rec.step(name, || {
             let mut before = None;
             let out = match cmd {

@@ -58,3 +58,24 @@ fn quick_steps_are_written_at_the_end_failed_and_slow_ones_at_once() {
     assert!(!s.running && s.finished > 0, "{s:?}");
     assert_eq!(names(s), ["quick", "off", "bad", "slow", "last"]);
 }
+
+#[test]
+fn a_flush_and_an_early_return_write_the_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = Tree::open(dir.path()).unwrap();
+    let settings = Settings::default();
+    let names = |s: Stage| s.steps.into_iter().map(|s| s.step).collect::<Vec<_>>();
+    {
+        let mut rec = Recorder::start(&tree, &settings, "config");
+        rec.step("quick", || Ok(Done::changed("")));
+        assert!(on_disk(dir.path()).steps.is_empty());
+        // Before a plugin runs.
+        rec.flush();
+        assert_eq!(names(on_disk(dir.path())), ["quick"]);
+        rec.step("after", || Ok(Done::unchanged("")));
+        // Returned early (`?`): dropped without `finish`.
+    }
+    let s = on_disk(dir.path());
+    assert!(s.running, "shown cut short once its process is gone: {s:?}");
+    assert_eq!(names(s), ["quick", "after"]);
+}

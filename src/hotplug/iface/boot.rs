@@ -62,20 +62,31 @@ pub fn unit_started(settings: &Settings, name: &str) {
     };
     let dir = marks_dir(settings);
     let record = dir.join(format!("{index}.unit"));
+    let mark = dir.join(index.to_string());
     let held = crate::base::read::read_small(&record).unwrap_or_default();
-    if !held.lines().any(|l| l == name) {
+    // The name the mark holds (the NIC's at bootstrap) too: the kept unit
+    // of that name finds the NIC by it once the mark is gone.
+    let marked = crate::base::read::read_small(&mark).unwrap_or_default();
+    let mut add = String::new();
+    for n in marked.lines().map(str::trim).chain([name]) {
+        if !n.is_empty() && !held.lines().any(|l| l == n) && !add.lines().any(|l| l == n) {
+            add.push_str(n);
+            add.push('\n');
+        }
+    }
+    if !add.is_empty() {
         let written = fs::create_dir_all(&dir).and_then(|()| {
             fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&record)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{name}\n").as_bytes()))
+                .and_then(|mut f| std::io::Write::write_all(&mut f, add.as_bytes()))
         });
         if let Err(e) = written {
             log::warn!("{name}: cannot write {}: {e}", record.display());
         }
     }
-    let _ = fs::remove_file(dir.join(index.to_string()));
+    let _ = fs::remove_file(&mark);
 }
 
 /// Whether this process is `gandi-iface@NAME`'s own (its invocation id
@@ -100,9 +111,12 @@ fn in_iface_unit(cgroup: &str) -> bool {
 
 /// The name a NIC of this boot has now, when `name` is one it had before
 /// (a mark or a unit's record of its interface index holds `name`) and it
-/// is present under another: renamed, not gone. `None` otherwise.
+/// is present under another: renamed, not gone. `None` otherwise. Of the
+/// NICs that had the name, the last one counts (the highest index: the
+/// kernel gives each new NIC a higher one), so a name given again to
+/// another NIC after a rename is that NIC's.
 pub fn renamed(settings: &Settings, name: &str) -> Option<String> {
-    let indexes: Vec<u32> = fs::read_dir(marks_dir(settings))
+    let last = fs::read_dir(marks_dir(settings))
         .ok()?
         .flatten()
         .filter(|e| {
@@ -111,17 +125,17 @@ pub fn renamed(settings: &Settings, name: &str) -> Option<String> {
         })
         .filter_map(|e| {
             let file = e.file_name().to_string_lossy().into_owned();
-            file.strip_suffix(".unit").unwrap_or(&file).parse().ok()
+            file.strip_suffix(".unit")
+                .unwrap_or(&file)
+                .parse::<u32>()
+                .ok()
         })
-        .collect();
-    if indexes.is_empty() {
-        return None;
-    }
+        .max()?;
     fs::read_dir(settings.paths.sys_dir.join("class/net"))
         .ok()?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|now| now != name && ifindex(settings, now).is_some_and(|i| indexes.contains(&i)))
+        .find(|now| now != name && ifindex(settings, now) == Some(last))
 }
 
 /// Removes this boot's marks (the units' records stay): every NIC's next

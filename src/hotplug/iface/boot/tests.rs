@@ -327,13 +327,53 @@ fn a_renamed_nic_is_found_by_its_old_names() {
     unit_started(&s, "lan0");
     unit_started(&s, "lan0");
     let record = fs::read_to_string(marks_dir(&s).join("2.unit")).unwrap();
-    assert_eq!(record, "wan0\nlan0\n");
+    // The mark's name first: the NIC was eth0 when bootstrap marked it.
+    assert_eq!(record, "eth0\nwan0\nlan0\n");
     assert_eq!(renamed(&s, "wan0").as_deref(), Some("lan0"));
     assert_eq!(renamed(&s, "lan0"), None);
     // A name no NIC of this boot had, and a NIC gone: not renamed.
     assert_eq!(renamed(&s, "eth9"), None);
     fs::remove_dir_all(net.join("lan0")).unwrap();
     assert_eq!(renamed(&s, "wan0"), None);
+}
+
+#[test]
+fn a_name_given_again_is_the_last_nic_s() {
+    let (dir, s, tree) = vif0_in_nodhcp();
+    prepare(&s, &tree).unwrap();
+    let net = dir.path().join("sys/class/net");
+    // eth1 (index 3) renamed wan1 by the admin; a new NIC (index 5) takes
+    // the name eth1, its unit runs, then it is unplugged.
+    unit_started(&s, "eth1");
+    fs::rename(net.join("eth1"), net.join("wan1")).unwrap();
+    fs::create_dir_all(net.join("eth1")).unwrap();
+    fs::write(net.join("eth1/ifindex"), "5\n").unwrap();
+    unit_started(&s, "eth1");
+    assert_eq!(
+        fs::read_to_string(marks_dir(&s).join("5.unit")).unwrap(),
+        "eth1\n"
+    );
+    fs::remove_dir_all(net.join("eth1")).unwrap();
+    // Its --remove: gone, not wan1 renamed.
+    assert_eq!(renamed(&s, "eth1"), None);
+}
+
+#[test]
+fn the_record_keeps_the_name_of_the_mark_it_replaces() {
+    let (dir, s, tree) = vif0_in_nodhcp();
+    prepare(&s, &tree).unwrap();
+    assert_eq!(marked(&s), ["2=eth0"]);
+    // The coldplug's move renamed it ens3 and its unit with a process ran
+    // (a later synthetic event): the kept unit of eth0 finds it still.
+    let net = dir.path().join("sys/class/net");
+    fs::rename(net.join("eth0"), net.join("ens3")).unwrap();
+    unit_started(&s, "ens3");
+    assert!(marked(&s).is_empty());
+    assert_eq!(
+        fs::read_to_string(marks_dir(&s).join("2.unit")).unwrap(),
+        "eth0\nens3\n"
+    );
+    assert_eq!(renamed(&s, "eth0").as_deref(), Some("ens3"));
 }
 
 #[test]
