@@ -611,6 +611,15 @@ fn the_root_filesystem_is_recorded_as_excluded_without_a_growth() {
         !env.path().join("run/disk-grow.log").exists(),
         "a growth was handed off for the root filesystem"
     );
+    // The map refuses it (the root's device found without the mount
+    // table: the process's root).
+    let out = env.map(&name);
+    assert!(!out.status.success(), "the root's disk served");
+    assert!(
+        stderr(&out).contains("holds the root filesystem"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Restarts udev's event queue when dropped (also when the test fails).
@@ -953,4 +962,148 @@ fn the_coldplug_is_recorded_by_the_mount_stage_in_one_process() {
         record(&env, &d.name()).is_some(),
         "the helper did not run for a change"
     );
+}
+
+/// A mount kept alive in a mount namespace of its own (`unshare`), ended
+/// by PID when dropped, also when the test fails.
+struct MountedApart {
+    child: std::process::Child,
+}
+
+impl MountedApart {
+    fn new(dev: &str, dir: &Path) -> MountedApart {
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount \"$0\" \"$1\" && exec sleep 300")
+            .arg(dev)
+            .arg(dir)
+            .spawn()
+            .unwrap();
+        MountedApart { child }
+    }
+}
+
+impl Drop for MountedApart {
+    fn drop(&mut self) {
+        // `sleep` itself (unshare and sh exec): its end ends the namespace
+        // and its mount.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `path` exists (`true`) or not (`false`).
+fn wait_path(path: &Path, present: bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while path.exists() != present {
+        assert!(
+            Instant::now() < deadline,
+            "{} never {}",
+            path.display(),
+            if present { "came" } else { "went" }
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a lookup of `key` opens the mount table (traced).
+fn reads_the_mount_table(env: &Env, key: &str) -> (bool, std::process::Output) {
+    let trace = env.path().join(format!("{key}.trace"));
+    let out = Command::new("strace")
+        .args(["-f", "-e", "trace=openat,open", "-o"])
+        .arg(&trace)
+        .arg(env.map_link())
+        .arg(key)
+        .env("GANDI_CONFIG", env.config())
+        .output()
+        .unwrap();
+    let text = fs::read_to_string(&trace).unwrap();
+    (text.contains("/mountinfo"), out)
+}
+
+/// A lookup that the index answers reads no mount table for an ext4 or
+/// XFS disk that sysfs shows no filesystem of that driver holds, and
+/// still refuses every disk mounted elsewhere (ext4 and XFS, which sysfs
+/// shows mounted; btrfs and ext2, for which the mount table decides). A
+/// disk mounted only in another mount namespace is served as the mount
+/// table of the map's own namespace says (sysfs shows it mounted: the
+/// table is read).
+#[test]
+fn a_disk_mounted_elsewhere_is_refused_with_or_without_the_mount_table() {
+    if !system_test(&[
+        "mkfs.ext4",
+        "mkfs.xfs",
+        "mkfs.btrfs",
+        "mkfs.ext2",
+        "strace",
+        "unshare",
+    ]) {
+        return;
+    }
+    // No udevd of another test's records these loop devices meanwhile.
+    let _serial = serial("udev");
+    let env = Env::new();
+    let kinds = [
+        ("ext4", "mext4", true),
+        ("xfs", "mxfs", true),
+        ("btrfs", "mbtrfs", false),
+        ("ext2", "mext2", false),
+    ];
+    let disks: Vec<LoopDisk> = kinds
+        .iter()
+        .map(|(t, label, _)| {
+            let d = LoopDisk::new(env.path(), &format!("{t}.img"), 320);
+            d.mkfs(t, Some(label));
+            d
+        })
+        .collect();
+    settings_for(&env, &disks.iter().map(LoopDisk::name).collect::<Vec<_>>());
+    for d in &disks {
+        let out = env.gandi(&["disk-event", "add", &d.name()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let canary = env.path().join("mnt-canary");
+    fs::create_dir_all(&canary).unwrap();
+    fs::write(canary.join("keep"), "x").unwrap();
+    for ((fstype, label, by_sysfs), d) in kinds.iter().zip(&disks) {
+        let (read, out) = reads_the_mount_table(&env, label);
+        assert!(out.status.success(), "{fstype}: {}", stderr(&out));
+        assert_eq!(
+            read, !by_sysfs,
+            "{fstype}: the mount table read ({read}) where sysfs says"
+        );
+        let dir = env.path().join(format!("mnt-{fstype}"));
+        fs::create_dir_all(&dir).unwrap();
+        sh(Command::new("mount").arg(&d.dev).arg(&dir));
+        let (read, out) = reads_the_mount_table(&env, label);
+        let _ = Command::new("umount").arg(&dir).status();
+        assert!(read, "{fstype}: mounted, and the mount table not read");
+        assert!(!out.status.success(), "{fstype}: served while mounted");
+        assert!(
+            stderr(&out).contains("already mounted"),
+            "{fstype}: {}",
+            stderr(&out)
+        );
+        // Mounted in another mount namespace only.
+        if *by_sysfs {
+            let driver = if *fstype == "xfs" { "xfs" } else { "ext4" };
+            let entry = Path::new("/sys/fs").join(driver).join(d.name());
+            let apart = MountedApart::new(&d.dev, &dir);
+            wait_path(&entry, true);
+            let (read, out) = reads_the_mount_table(&env, label);
+            drop(apart);
+            wait_path(&entry, false);
+            assert!(read, "{fstype}: sysfs shows a mount, the table not read");
+            assert!(
+                out.status.success(),
+                "{fstype}: refused for a mount in another namespace: {}",
+                stderr(&out)
+            );
+        }
+        assert!(
+            env.map(label).status.success(),
+            "{fstype}: not served after"
+        );
+    }
+    assert!(canary.join("keep").exists(), "the canary folder changed");
 }

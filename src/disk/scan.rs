@@ -335,6 +335,22 @@ impl<'a> Scan<'a> {
                 }
             }
         }
+        // Where each is mounted: from the mount table, unless this scan is
+        // of one key's devices and sysfs shows the driver that would mount
+        // it holds nothing on it (a lookup that reads no mount table).
+        for dev in &mut devices {
+            if dev.size > 0 && (self.is_complete() || !self.unmounted_per_sysfs(dev)) {
+                dev.mounts = mounts_of(
+                    self.mounts(),
+                    dev.devnum,
+                    &dev.name,
+                    &self.settings.paths.sys_dir,
+                )
+                .into_iter()
+                .map(|m| m.mount_point.clone())
+                .collect();
+            }
+        }
         let released = records::released(self.settings);
         let platform_disks = self.platform_disks(&devices);
         for dev in &mut devices {
@@ -465,10 +481,8 @@ impl<'a> Scan<'a> {
             Vec::new()
         };
         let holders = list_names(&dir.join("holders"));
-        let mounts = mounts_of(self.mounts(), devnum, name, &self.settings.paths.sys_dir)
-            .into_iter()
-            .map(|m| m.mount_point.clone())
-            .collect();
+        // The mounts, once the content is known (`describe`).
+        let mounts = Vec::new();
         Some(Device {
             name: name.to_string(),
             devnum,

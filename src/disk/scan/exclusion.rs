@@ -7,13 +7,17 @@ use super::*;
 impl Scan<'_> {
     pub(super) fn find_root_disks(&self) -> HashSet<String> {
         let mut disks = HashSet::new();
-        let Some(root) = root_mount(self.mounts()) else {
-            return disks;
-        };
-        let devnum = root.block_devnum(&self.settings.paths.sys_dir);
         let sys = &self.settings.paths.sys_dir;
+        let devnum = match self.root_devnum_quick() {
+            Some(devnum) => devnum,
+            None => match root_mount(self.mounts()) {
+                Some(root) => root.block_devnum(sys),
+                None => return disks,
+            },
+        };
         // A scan of one key's devices has not the root's entry: its name
-        // from sysfs (`/sys/dev/block/MAJ:MIN`).
+        // (and whole disk) from sysfs (`/sys/dev/block/MAJ:MIN`).
+        let mut linked: Option<(String, Option<String>)> = None;
         let Some(name) = self
             .entries
             .iter()
@@ -21,16 +25,19 @@ impl Scan<'_> {
             .map(|e| e.name.clone())
             .or_else(|| {
                 let link = fs::read_link(sys.join(format!("dev/block/{devnum}"))).ok()?;
-                Some(link.file_name()?.to_str()?.to_string())
+                let name = link.file_name()?.to_str()?.to_string();
+                linked = Some((name.clone(), partition_parent(&link, &name)));
+                Some(name)
             })
         else {
             return disks;
         };
         let mut todo = vec![name];
         while let Some(name) = todo.pop() {
-            let whole = match self.entry(&name) {
-                Some(e) => self.parent(e),
-                None => fs::read_link(sys.join("class/block").join(&name))
+            let whole = match (self.entry(&name), &linked) {
+                (Some(e), _) => self.parent(e),
+                (None, Some((n, parent))) if *n == name => parent.clone(),
+                (None, _) => fs::read_link(sys.join("class/block").join(&name))
                     .ok()
                     .and_then(|t| partition_parent(&t, &name)),
             }
@@ -44,6 +51,41 @@ impl Scan<'_> {
             }
         }
         disks
+    }
+
+    /// The device number of the root filesystem, from the process's root
+    /// (`/proc/self/root`, the mount that `/` of the mount table names),
+    /// without reading the mount table; `None` where it cannot say: no such
+    /// link (a tree of fixtures), or an anonymous number (btrfs, whose
+    /// source device the mount table names).
+    fn root_devnum_quick(&self) -> Option<DevNum> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(self.settings.paths.proc_dir.join("self/root")).ok()?;
+        let devnum = DevNum::from_rdev(meta.dev());
+        (devnum.major != 0).then_some(devnum)
+    }
+
+    /// Whether sysfs shows that the filesystem driver the map would mount
+    /// `dev` with holds no filesystem on it (ext3 and ext4: the ext4
+    /// driver's `/sys/fs/ext4/NAME`; XFS: `/sys/fs/xfs/NAME`, present from
+    /// a mount's start until its end, in any mount namespace). Another
+    /// driver's mount of the device does not count: the kernel refuses it
+    /// to a second driver (busy), so the map's mount fails and serves
+    /// nothing. `false` where sysfs cannot say (another filesystem type,
+    /// the driver's folder absent, an odd name): the mount table decides.
+    pub(super) fn unmounted_per_sysfs(&self, dev: &Device) -> bool {
+        let driver = match dev.fs.fstype.as_deref() {
+            Some("ext3" | "ext4") => "ext4",
+            Some("xfs") => "xfs",
+            _ => return false,
+        };
+        if dev.name.is_empty() || dev.name.contains(['/', '!']) || dev.name.starts_with('.') {
+            return false;
+        }
+        let dir = self.settings.paths.sys_dir.join("fs").join(driver);
+        matches!(fs::symlink_metadata(dir.join(&dev.name)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir())
     }
 
     /// Whole disks that carry the platform's swap/config area: a partition
