@@ -74,6 +74,33 @@ fn wait_records(run: &Path, loops: &Loops) {
     }
 }
 
+/// The bench's settings: its own folders, and its loop devices (none
+/// before the first is attached) as the only data disks.
+fn write_conf(conf: &Path, dir: &Path, loops: &Loops) {
+    let names: Vec<&str> = loops
+        .0
+        .iter()
+        .map(|d| d.trim_start_matches("/dev/"))
+        .collect();
+    fs::write(
+        conf,
+        format!(
+            "CONFIG_DISK_DEVICES=\"{}\"\nGANDI_RUN_DIR={}\nGANDI_SYSTEMD_DIR={}\n\
+             GANDI_STATE_DIR={}\nGANDI_HOOK_DIR={}\n",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(" ")
+            },
+            dir.join("run").display(),
+            dir.join("no-systemd").display(),
+            dir.join("state").display(),
+            dir.join("hooks").display()
+        ),
+    )
+    .unwrap();
+}
+
 fn attach(dir: &Path, loops: &mut Loops, upto: usize) {
     while loops.0.len() < upto {
         let i = loops.0.len();
@@ -338,18 +365,7 @@ fn main() {
     let _udevd = ensure_udevd();
     let mut loops = Loops(Vec::new());
     let conf = dir.path().join("gandi.conf");
-    fs::write(
-        &conf,
-        format!(
-            "CONFIG_DISK_DEVICES=\"loop*\"\nGANDI_RUN_DIR={}\nGANDI_SYSTEMD_DIR={}\n\
-             GANDI_STATE_DIR={}\nGANDI_HOOK_DIR={}\n",
-            dir.path().join("run").display(),
-            dir.path().join("no-systemd").display(),
-            dir.path().join("state").display(),
-            dir.path().join("hooks").display()
-        ),
-    )
-    .unwrap();
+    write_conf(&conf, dir.path(), &loops);
     let map_link: PathBuf = dir.path().join("auto.gandi");
     std::os::unix::fs::symlink(MAP, &map_link).unwrap();
     // Another build's map to compare with (GANDI_BENCH_BASELINE: its
@@ -401,6 +417,23 @@ fn main() {
     let mut summary = Vec::new();
     for n in [1usize, 32, 128] {
         attach(dir.path(), &mut loops, n);
+        // Only the bench's loop devices are data disks (not another loop
+        // device of the machine's): named in the settings once attached,
+        // then their `add` replayed for the rules to record them.
+        write_conf(&conf, dir.path(), &loops);
+        let mut trigger = Command::new("udevadm");
+        trigger.args(["trigger", "--action=add"]);
+        for d in &loops.0 {
+            trigger.arg(format!(
+                "/sys/class/block/{}",
+                d.trim_start_matches("/dev/")
+            ));
+        }
+        assert!(
+            trigger.status().unwrap().success(),
+            "udevadm trigger failed"
+        );
+        settle();
         wait_records(&run, &loops);
         let hit_key = format!("benchdisk{}", n - 1);
         let check = Command::new(&map_link)
@@ -556,6 +589,16 @@ fn helper(dir: &Path, conf: &Path) {
     let _loop = Loops(vec![dev.clone()]);
     settle();
     let name = dev.trim_start_matches("/dev/").to_string();
+    // This loop device is a data disk too (the settings name the bench's).
+    let text = fs::read_to_string(conf).unwrap();
+    fs::write(
+        conf,
+        text.replace(
+            "CONFIG_DISK_DEVICES=\"",
+            &format!("CONFIG_DISK_DEVICES=\"{name} "),
+        ),
+    )
+    .unwrap();
     let devnum = fs::read_to_string(format!("/sys/class/block/{name}/dev")).unwrap();
     let (major, minor) = devnum.trim().split_once(':').unwrap();
     let runs = 101;
