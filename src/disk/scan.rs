@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod exclusion;
+mod mounted;
 mod sparse;
 mod udev;
 use exclusion::is_released;
@@ -335,22 +336,7 @@ impl<'a> Scan<'a> {
                 }
             }
         }
-        // Where each is mounted: from the mount table, unless this scan is
-        // of one key's devices and sysfs shows the driver that would mount
-        // it holds nothing on it (a lookup that reads no mount table).
-        for dev in &mut devices {
-            if dev.size > 0 && (self.is_complete() || !self.unmounted_per_sysfs(dev)) {
-                dev.mounts = mounts_of(
-                    self.mounts(),
-                    dev.devnum,
-                    &dev.name,
-                    &self.settings.paths.sys_dir,
-                )
-                .into_iter()
-                .map(|m| m.mount_point.clone())
-                .collect();
-            }
-        }
+        self.fill_mounts(&mut devices);
         let released = records::released(self.settings);
         let platform_disks = self.platform_disks(&devices);
         for dev in &mut devices {
