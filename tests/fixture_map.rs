@@ -1247,3 +1247,40 @@ fn while_udev_has_events_queued_a_lookup_scans_every_device() {
     fs::remove_file(t.p("queue")).unwrap();
     assert_eq!(format!("{:?}", entry(&s, "vdb")), format!("{from_index:?}"));
 }
+
+/// A hit the index answers takes the ext4 driver's sysfs folder for the
+/// disk's mounts: no entry there for the disk, and the driver holds no
+/// filesystem of it (the mount table, whose line here is made up, is not
+/// read); an entry there, or no folder of the driver at all, and the mount
+/// table decides.
+#[test]
+fn a_hit_takes_the_drivers_sysfs_folder_for_the_mounts() {
+    let mut t = Tree::new();
+    t.disk("vdb", "252:16", 1 << 30, Some(4));
+    t.fs("252:16", "ext4", Some("data"), "u");
+    let s = t.settings("");
+    t.record(
+        &s,
+        &record_of("vdb", "252:16", 4, 1 << 30, Some("data"), "u"),
+    );
+    t.mount("252:16", "/dev/vdb", "/mnt/admin");
+    let s = t.settings("");
+    assert!(matches!(entry(&s, "data"), Err(MapError::Mounted { .. })));
+    fs::create_dir_all(t.p("sys/fs/ext4/vda")).unwrap();
+    assert!(entry(&s, "data").is_ok(), "{:?}", entry(&s, "data"));
+    fs::create_dir_all(t.p("sys/fs/ext4/vdb")).unwrap();
+    assert!(matches!(entry(&s, "data"), Err(MapError::Mounted { .. })));
+    // Another type: the mount table decides.
+    let mut t = Tree::new();
+    t.disk("vdc", "252:32", 1 << 30, Some(5));
+    t.fs("252:32", "ext3", Some("old"), "w");
+    let s = t.settings("");
+    let record =
+        record_of("vdc", "252:32", 5, 1 << 30, Some("old"), "w").replace("\"ext4\"", "\"ext3\"");
+    t.record(&s, &record);
+    fs::create_dir_all(t.p("sys/fs/ext4")).unwrap();
+    assert!(entry(&s, "old").is_ok(), "{:?}", entry(&s, "old"));
+    t.mount("252:32", "/dev/vdc", "/mnt/admin");
+    let s = t.settings("");
+    assert!(matches!(entry(&s, "old"), Err(MapError::Mounted { .. })));
+}

@@ -24,20 +24,27 @@ impl Scan<'_> {
     }
 
     /// Whether sysfs shows that the filesystem driver the map would mount
-    /// `dev` with holds no filesystem on it (ext3 and ext4: the ext4
-    /// driver's `/sys/fs/ext4/NAME`; XFS: `/sys/fs/xfs/NAME`, present from
-    /// a mount's start until its end, in any mount namespace). Another
-    /// driver's mount of the device does not count: the kernel refuses it
-    /// to a second driver (busy), so the map's mount fails and serves
-    /// nothing. `false` where sysfs cannot say (another filesystem type,
-    /// the driver's folder absent, an odd name): the mount table decides.
+    /// `dev` with holds no filesystem on it: ext4's `/sys/fs/ext4/NAME`,
+    /// XFS's `/sys/fs/xfs/NAME`, there while the driver holds a filesystem
+    /// of that device (from partway through its mount to past its end), in
+    /// any mount namespace. Another driver's mount of the device does not
+    /// count: the kernel gives the device to one driver at a time (busy),
+    /// so the map answers and autofs's mount fails. `false` where sysfs
+    /// cannot say, and the mount table decides: another type (ext3 too,
+    /// which kernels before 4.3 may mount with a driver of its own, unseen
+    /// there), the driver's folder absent, a name sysfs would write
+    /// otherwise (`!`, a leading dot) or cut (the kernel keeps 31 bytes).
     fn unmounted_per_sysfs(&self, dev: &Device) -> bool {
         let driver = match dev.fs.fstype.as_deref() {
-            Some("ext3" | "ext4") => "ext4",
+            Some("ext4") => "ext4",
             Some("xfs") => "xfs",
             _ => return false,
         };
-        if dev.name.is_empty() || dev.name.contains(['/', '!']) || dev.name.starts_with('.') {
+        if dev.name.is_empty()
+            || dev.name.len() > 31
+            || dev.name.contains(['/', '!'])
+            || dev.name.starts_with('.')
+        {
             return false;
         }
         let dir = self.settings.paths.sys_dir.join("fs").join(driver);
