@@ -972,7 +972,7 @@ struct MountedApart {
 
 impl MountedApart {
     fn new(dev: &str, dir: &Path) -> MountedApart {
-        let child = Command::new("unshare")
+        let child = ends_with_the_test(&mut Command::new("unshare"))
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg("mount \"$0\" \"$1\" && exec sleep 300")
             .arg(dev)

@@ -389,7 +389,7 @@ impl Automount {
         fs::create_dir_all(root).unwrap();
         let master = env.path().join("auto.master");
         let log = File::create(env.path().join("automount.log")).unwrap();
-        let child = Command::new("setsid")
+        let child = ends_with_the_test(&mut Command::new("setsid"))
             .args(["automount", "-f", "-d", "-p"])
             .arg(env.path().join("automount.pid"))
             .arg(&master)
@@ -561,17 +561,56 @@ pub fn start_udevd() -> Option<i32> {
     .into_iter()
     .find(|p| Path::new(p).exists())
     .expect("systemd-udevd missing: run scripts/install-deps");
-    sh(Command::new(daemon).arg("--daemon"));
+    // In the foreground, as our child: it ends with the test even when the
+    // test is killed (not left running on the machine with our rules).
+    let mut child = ends_with_the_test(&mut Command::new(daemon))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {daemon}: {e}"));
+    let pid = i32::try_from(child.id()).expect("a PID");
+    // Reaped when it ends (stopped by PID, or with the test).
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !Command::new("udevadm")
         .args(["control", "--ping"])
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        assert!(Instant::now() < deadline, "udevd did not start");
+        if Instant::now() >= deadline {
+            stop_pid(pid);
+            panic!("udevd did not start");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    udevd_pids().into_iter().max()
+    Some(pid)
+}
+
+/// Makes the daemon `cmd` starts end (SIGTERM) when the thread of the test
+/// that starts it ends, however it ends (a failure, a kill of the whole
+/// test process): a daemon a test starts never outlives it.
+#[allow(unsafe_code)] // see the SAFETY comment
+pub fn ends_with_the_test(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec and
+    // calls only async-signal-safe functions (prctl, getppid, _exit); it
+    // allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The test already gone before the call: no signal will come.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                libc::_exit(1);
+            }
+            Ok(())
+        })
+    }
 }
 
 /// The shipped udev rules, with the device-name match widened to loop

@@ -24,7 +24,8 @@ impl Mounted {
         sh(Command::new("mount").arg(&disk.dev).arg(&mp));
         env.settings(&[
             format!("CONFIG_DISK_ROOT={}", root.display()),
-            "CONFIG_DISK_DEVICES=\"loop*\"".into(),
+            // This test's disk only, not another loop device of the machine.
+            format!("CONFIG_DISK_DEVICES=\"{}\"", disk.name()),
             format!("GANDI_PROC_DIR={}", env.path().join("proc").display()),
         ]);
         // /proc as the commands read it: the kernel's views, and the
@@ -155,7 +156,7 @@ fn labels_are_printed_escaped_in_the_table_and_raw_in_json() {
     // e2label takes any bytes: an escape sequence and a newline.
     sh(Command::new("e2label").arg(&disk.dev).arg("a\x1b[2Jb\nc"));
     settle();
-    env.settings(&["CONFIG_DISK_DEVICES=\"loop*\"".into()]);
+    env.settings(&[format!("CONFIG_DISK_DEVICES=\"{}\"", disk.name())]);
     let out = gandi(&env.config(), &["disks"]);
     let table = stdout(&out).to_string();
     let row = table
