@@ -433,7 +433,8 @@ fn kill_grower(fstype: &str, rng: &mut Rng) -> usize {
     drop(probe);
     let mut landed = 0;
     let mut resumed_by_lookup = 0;
-    for attempt in 0..15 {
+    // A kill lands only while the growth runs: tries enough for five.
+    for attempt in 0..40 {
         if landed == 5 {
             break;
         }
@@ -476,6 +477,18 @@ fn kill_grower(fstype: &str, rng: &mut Rng) -> usize {
         let at =
             format!("{fstype} kill {landed} (attempt {attempt}, watcher killed: {kill_watcher})");
         if kill_watcher {
+            // The killed ones gone first: SIGKILL lands once the kernel
+            // lets go of them (a btrfs resize in its ioctl), and a lookup
+            // before that sees them alive and leaves the growth to a
+            // later one.
+            let gone_by = Instant::now() + Duration::from_secs(60);
+            while ![worker as u32, watcher.id()].iter().all(|p| ended(*p)) {
+                assert!(
+                    Instant::now() < gone_by,
+                    "{at}: the killed growth never ended"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
             // No event: a lookup finds the growth left undone and starts
             // it again, without waiting for it.
             let t = Instant::now();
