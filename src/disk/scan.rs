@@ -431,7 +431,8 @@ impl<'a> Scan<'a> {
         self.settings.paths.dev_dir.join(name.replace('!', "/"))
     }
 
-    /// What sysfs and the mount table tell of one device.
+    /// What sysfs tells of one device (its mounts are set by `describe`,
+    /// once its content is known).
     fn basic(&self, name: &str) -> Option<Device> {
         let entry = self.entry(name)?;
         let class = self.settings.paths.sys_dir.join("class/block");
