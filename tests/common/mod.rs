@@ -217,7 +217,8 @@ pub fn udevd_running() -> bool {
     !udevd_pids().is_empty()
 }
 
-/// Live systemd-udevd processes (zombies left by `--daemon` do not count).
+/// Live systemd-udevd processes (zombies do not count: one a test stopped
+/// may not be reaped yet).
 pub fn udevd_pids() -> Vec<i32> {
     let mut pids = Vec::new();
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -601,7 +602,7 @@ pub fn ends_with_the_test(cmd: &mut Command) -> &mut Command {
     // allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The test already gone before the call: no signal will come.
