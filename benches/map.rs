@@ -644,11 +644,15 @@ fn helper(dir: &Path, conf: &Path) {
     }
     let env = common::Env::new();
     let root = env.path().join("srv");
+    // The 18 loop devices it attaches, by name (not `loop*`, which covers
+    // the machine's own).
+    let names = common::free_loop_names(18);
+    assert_eq!(names.len(), 18, "18 free loop device names");
     env.settings(&[
-        "CONFIG_DISK_DEVICES=\"loop*\"".into(),
+        format!("CONFIG_DISK_DEVICES=\"{}\"", names.join(" ")),
         format!("CONFIG_DISK_ROOT={}", root.display()),
     ]);
-    let _rules = common::RunRules::install("bench", &common::loop_rules(&env.config()));
+    let _rules = common::RunRules::install("bench", &common::loop_rules_for(&env.config(), &names));
     let am = common::Automount::start(&env, &root, 600);
     let content = dir.join("content");
     fs::create_dir_all(&content).unwrap();
@@ -656,7 +660,7 @@ fn helper(dir: &Path, conf: &Path) {
     let mut lat = Vec::new();
     let mut fresh = Vec::new();
     let mut missed = 0;
-    for i in 0..18 {
+    for (i, name) in names.iter().enumerate() {
         // The first 12 after a miss of their key; the rest without one.
         let after_miss = i < 12;
         let img = dir.join(format!("attach{i}.img"));
@@ -676,13 +680,8 @@ fn helper(dir: &Path, conf: &Path) {
             missed += 1;
         }
         let t = Instant::now();
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&img)
-            .output()
-            .unwrap();
-        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let _l = Loops(vec![dev]);
+        assert!(common::attach_loop(name, &img), "{name} taken");
+        let _l = Loops(vec![format!("/dev/{name}")]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while fs::read(&file).is_err() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));

@@ -171,6 +171,31 @@ impl Drop for LoopDisk {
     }
 }
 
+/// `k` names of loop devices that no file is attached to now, from
+/// `loop256` up (above those `losetup --find` hands out first): a test
+/// that detaches its images and attaches them again takes the same names
+/// back (`attach_loop`), so that its settings and rules name its own
+/// devices, never `loop*`, which covers the machine's.
+pub fn free_loop_names(k: usize) -> Vec<String> {
+    (256..4096)
+        .map(|n| format!("loop{n}"))
+        .filter(|name| !Path::new(&format!("/sys/block/{name}/loop")).exists())
+        .take(k)
+        .collect()
+}
+
+/// Attaches `image` at `/dev/NAME` (`losetup` makes the device if it is
+/// missing). False when it failed: the device taken meanwhile by another
+/// process, for one.
+pub fn attach_loop(name: &str, image: &Path) -> bool {
+    assert!(name.starts_with("loop") && !name.contains('/'), "{name}");
+    Command::new("losetup")
+        .arg(format!("/dev/{name}"))
+        .arg(image)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 pub fn mkfs(dev: &str, fstype: &str, label: Option<&str>) {
     let mut cmd = match fstype {
         "swap" => Command::new("mkswap"),
@@ -617,11 +642,25 @@ pub fn ends_with_the_test(cmd: &mut Command) -> &mut Command {
 /// The shipped udev rules, with the device-name match widened to loop
 /// devices, the built binary, and the settings file `config`.
 pub fn loop_rules(config: &Path) -> String {
+    loop_rules_for(config, &["loop*".to_string()])
+}
+
+/// The shipped udev rules for the devices `names` (globs) and their
+/// partitions only, with the built binary and the settings file `config`.
+pub fn loop_rules_for(config: &Path, names: &[String]) -> String {
+    assert!(!names.is_empty(), "no device names");
     let shipped = include_str!("../../udev/rules.d/86-gandi.rules");
+    let globs: Vec<String> = names
+        .iter()
+        .flat_map(|n| [n.clone(), format!("{n}p*")])
+        .collect();
     let mut text = String::new();
     for line in shipped.lines() {
         if line.starts_with("KERNEL!=") {
-            text.push_str("KERNEL!=\"loop*\", GOTO=\"gandi_disk_end\"\n");
+            text.push_str(&format!(
+                "KERNEL!=\"{}\", GOTO=\"gandi_disk_end\"\n",
+                globs.join("|")
+            ));
         } else {
             // The settings go on the command line, not in ENV{}: udev runs
             // every RUN with the event's last value of a variable, so one

@@ -224,8 +224,13 @@ fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
     let env = Env::new();
     let root = env.path().join("srv");
     let run = env.path().join("run");
+    // Its own 16 loop devices, by name, in the settings and the rules (not
+    // `loop*`: the machine's loop devices are none of the test's business);
+    // an image detached is attached again under its name.
+    let names = free_loop_names(16);
+    assert_eq!(names.len(), 16, "16 free loop device names");
     env.settings(&[
-        "CONFIG_DISK_DEVICES=loop*".into(),
+        format!("CONFIG_DISK_DEVICES=\"{}\"", names.join(" ")),
         format!("CONFIG_DISK_ROOT={}", root.display()),
         format!("GANDI_STATE_DIR={}", env.path().join("state").display()),
     ]);
@@ -251,22 +256,16 @@ fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
             image
         })
         .collect();
-    let _rules = RunRules::install("load", &loop_rules(&env.config()));
+    let _rules = RunRules::install("load", &loop_rules_for(&env.config(), &names));
     let _udevd = Udevd::start();
     let attached = Arc::new(std::sync::Mutex::new(Attached(vec![None; 16])));
-    let attach = |i: usize| -> String {
-        let dev = run_ok(
-            Command::new("losetup")
-                .args(["--find", "--show"])
-                .arg(&images[i]),
-        )
-        .trim()
-        .to_string();
-        attached.lock().unwrap().0[i] = Some(dev.clone());
-        dev
-    };
     for i in 0..16 {
-        attach(i);
+        assert!(
+            attach_again(&names[i], &images[i], Duration::from_secs(10)),
+            "{} taken",
+            names[i]
+        );
+        attached.lock().unwrap().0[i] = Some(format!("/dev/{}", names[i]));
     }
     sh(Command::new("udevadm").args(["settle", "-t", "60"]));
     let am = Automount::start(&env, &root, 2);
@@ -314,6 +313,7 @@ fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
         let config = env.config();
         let attached = attached.clone();
         let images = images.clone();
+        let names = names.clone();
         std::thread::spawn(move || {
             let mut rng = Rng(0x10ad);
             while !stop.load(Ordering::Relaxed) {
@@ -330,13 +330,11 @@ fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
                 let len = f.metadata().unwrap().len();
                 f.set_len(len + (4 << 20)).unwrap();
                 drop(f);
-                let out = Command::new("losetup")
-                    .args(["--find", "--show"])
-                    .arg(&images[i])
-                    .output()
-                    .unwrap();
-                if out.status.success() {
-                    attached.lock().unwrap().0[i] = Some(stdout(&out).trim().to_string());
+                // Under the same name: a device still held (a mount not
+                // yet undone defers the detach) is waited for a while, else
+                // attached again at the end.
+                if attach_again(&names[i], &images[i], Duration::from_secs(5)) {
+                    attached.lock().unwrap().0[i] = Some(dev);
                 }
                 cycles.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(50));
@@ -378,8 +376,19 @@ fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
     assert!(cycles >= 16, "too few attach cycles ({cycles})");
     // Once the growths end: every disk served again under its own label,
     // grown to its device.
-    sh(Command::new("udevadm").args(["settle", "-t", "60"]));
     drop(am);
+    for i in 0..16 {
+        let mut slot = attached.lock().unwrap();
+        if slot.0[i].is_none() {
+            assert!(
+                attach_again(&names[i], &images[i], Duration::from_secs(60)),
+                "{} still held a minute after its detach",
+                names[i]
+            );
+            slot.0[i] = Some(format!("/dev/{}", names[i]));
+        }
+    }
+    sh(Command::new("udevadm").args(["settle", "-t", "60"]));
     for i in 0..16 {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -407,4 +416,19 @@ fn lookups_under_load_never_mount_the_wrong_disk_nor_hang() {
         }
     }
     records_whole(&run).unwrap();
+}
+
+/// Attaches `image` at `/dev/NAME`, trying again for up to `wait` while the
+/// device is still held.
+fn attach_again(name: &str, image: &Path, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if attach_loop(name, image) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
